@@ -1,0 +1,347 @@
+"""HTTP client shared by every upstream source (Stripe, Mailgun, HubSpot, ...).
+
+One `HttpClient` per source wraps a `requests.Session` and adds what every
+collector needs: (connect, read) timeouts on every request, retries with
+exponential backoff and full jitter, `Retry-After` and Stripe's
+`Stripe-Should-Retry` handling, an optional client-side rate limit, and
+per-source counters for the exporter's own metrics.
+
+Failures surface as one exception type, `UpstreamError`, whose `reason` is
+one of `ERROR_REASONS` (a fixed set, so it is safe as a metric label). Its
+message is redacted and never contains request headers, which carry API keys.
+
+Retries apply to every method: the POSTs we send (Mailgun metrics queries,
+OAuth token requests) are read-only, so repeating them is harmless.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import math
+import random
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+
+from exporter.ratelimit import RateLimiter
+from exporter.secrets import redact, register
+
+log = logging.getLogger("exporter.http")
+
+ERROR_REASONS = ("timeout", "connection", "http_5xx", "rate_limited", "auth", "http_4xx", "malformed")
+
+# Transport failures worth another attempt. Others (InvalidURL, MissingSchema,
+# TooManyRedirects, ...) would fail the same way again.
+_RETRYABLE_EXCEPTIONS = (
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
+
+# Header names whose values are credentials; they are registered with
+# exporter.secrets so that an upstream echoing them back gets redacted.
+_SECRET_HEADER_HINTS = ("auth", "key", "token", "secret", "password")
+
+_MAX_DETAIL_CHARS = 200
+
+
+class UpstreamError(Exception):
+    """A request to an upstream API failed for good (after retries)."""
+
+    def __init__(
+        self,
+        source: str,
+        method: str,
+        path: str,
+        reason: str,
+        status: int | None = None,
+        detail: str | None = None,
+    ):
+        if reason not in ERROR_REASONS:
+            raise ValueError(f"unknown reason {reason!r}")
+        self.source = source
+        self.method = method
+        self.path = _display_path(path)
+        self.reason = reason
+        self.status = status
+        what = f"HTTP {status} ({reason})" if status is not None else reason
+        message = f"{source}: {method} {self.path} failed: {what}"
+        if detail:
+            message += f": {detail}"
+        # Redact once, here, so that str(), repr() and args are all safe.
+        super().__init__(redact(message))
+
+
+class RequestStats:
+    """Thread-safe counters for one source."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests = 0
+        self._retries = 0
+        self._errors = dict.fromkeys(ERROR_REASONS, 0)
+        self._rate_limit_wait = 0.0
+
+    def count_request(self) -> None:
+        with self._lock:
+            self._requests += 1
+
+    def count_retry(self) -> None:
+        with self._lock:
+            self._retries += 1
+
+    def count_error(self, reason: str) -> None:
+        with self._lock:
+            self._errors[reason] += 1
+
+    def add_rate_limit_wait(self, seconds: float) -> None:
+        with self._lock:
+            self._rate_limit_wait += seconds
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {
+                "requests": self._requests,
+                "retries": self._retries,
+                "errors": dict(self._errors),
+                "rate_limit_wait_seconds": self._rate_limit_wait,
+            }
+
+
+class _Failure:
+    """One failed attempt: why it failed and whether to try again."""
+
+    def __init__(self, reason: str, retry: bool, status: int | None = None,
+                 detail: str | None = None, retry_after: float | None = None):
+        self.reason = reason
+        self.retry = retry
+        self.status = status
+        self.detail = detail
+        self.retry_after = retry_after
+
+
+class HttpClient:
+    """JSON-over-HTTP client for one upstream source. Safe to share between threads."""
+
+    def __init__(
+        self,
+        source: str,
+        base_url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        max_retries: int = 4,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        max_retry_after: float = 60.0,
+        rate_limit: float | None = None,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        jitter: Callable[[], float] = random.random,
+    ):
+        self.source = source
+        self.base_url = base_url.rstrip("/")
+        self.timeout = (connect_timeout, read_timeout)
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.max_retry_after = max_retry_after
+        self.stats = RequestStats()
+        self._sleep = sleep
+        self._jitter = jitter
+        self._limiter = RateLimiter(rate_limit, clock=clock, sleep=sleep) if rate_limit else None
+        self._owns_session = session is None
+        self._session = session if session is not None else requests.Session()
+        if headers:
+            _register_secret_headers(headers)
+            self._session.headers.update(headers)
+
+    # -- public API ---------------------------------------------------------
+
+    def get_json(self, path: str, params: Any = None) -> Any:
+        """GET `path` and return the decoded JSON body."""
+        return self.request_json("GET", path, params=params)
+
+    def request_json(self, method: str, path: str, *, params: Any = None, json: Any = None,
+                     data: Any = None, headers: dict[str, str] | None = None) -> Any:
+        """Send a request, retrying transient failures; return the decoded JSON body.
+
+        `path` is relative to base_url or an absolute http(s) URL. `params` is
+        a dict or a list of (key, value) pairs (for repeated keys). Raises
+        UpstreamError once the request has failed for good.
+        """
+        method = method.upper()
+        if headers:
+            _register_secret_headers(headers)
+        kwargs = {"params": params, "json": json, "data": data, "headers": headers}
+        attempt = 0
+        while True:
+            result = self._attempt(method, path, kwargs)
+            if not isinstance(result, _Failure):
+                return result
+            self.stats.count_error(result.reason)
+            if not result.retry or attempt >= self.max_retries:
+                raise UpstreamError(self.source, method, path, result.reason,
+                                    result.status, result.detail)
+            delay = self._retry_delay(attempt, result)
+            log.debug("%s: retrying %s %s after %s in %.2fs (retry %d of %d)",
+                      self.source, method, _display_path(path), _describe(result),
+                      delay, attempt + 1, self.max_retries)
+            self.stats.count_retry()
+            self._sleep(delay)
+            attempt += 1
+
+    def paginate(self, path: str, params: Any,
+                 next_page: Callable[[Any], tuple[str, Any] | None]) -> Iterator[Any]:
+        """Yield each page's JSON; next_page(page_json) returns (path, params) of the next page or None."""
+        following: tuple[str, Any] | None = (path, params)
+        while following is not None:
+            page = self.get_json(*following)
+            yield page
+            following = next_page(page)
+
+    def close(self) -> None:
+        """Release pooled connections (a session passed in by the caller is left open)."""
+        if self._owns_session:
+            self._session.close()
+
+    def __enter__(self) -> HttpClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- one attempt --------------------------------------------------------
+
+    def _attempt(self, method: str, path: str, kwargs: dict) -> Any:
+        """Send once. Return the decoded JSON body, or a _Failure describing what went wrong."""
+        if self._limiter is not None:
+            self.stats.add_rate_limit_wait(self._limiter.acquire())
+        self.stats.count_request()
+        try:
+            response = self._session.request(method, self._url(path), timeout=self.timeout, **kwargs)
+        except requests.exceptions.RequestException as exc:
+            return _transport_failure(exc)
+        if not 200 <= response.status_code < 300:
+            return _status_failure(response)
+        if response.status_code == 204:
+            return None  # No Content is a valid answer, e.g. to a POST
+        try:
+            return response.json()
+        except ValueError:
+            # A proxy's HTML error page or a truncated body: retrying rarely helps.
+            return _Failure("malformed", retry=False, status=response.status_code,
+                            detail="response body is not valid JSON")
+
+    def _url(self, path: str) -> str:
+        if path.startswith(("http://", "https://")):
+            return path  # e.g. Salesforce's absolute next-page links
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    def _retry_delay(self, attempt: int, failure: _Failure) -> float:
+        if failure.retry_after is not None:
+            return min(failure.retry_after, self.max_retry_after)
+        # Full jitter spreads retries from many scrapers across the window.
+        return self._jitter() * min(self.backoff_cap, self.backoff_base * 2 ** attempt)
+
+
+# -- classifying failures ---------------------------------------------------
+
+def _transport_failure(exc: requests.exceptions.RequestException) -> _Failure:
+    # Check Timeout first: ConnectTimeout is both a Timeout and a ConnectionError.
+    reason = "timeout" if isinstance(exc, requests.exceptions.Timeout) else "connection"
+    # Only the exception's class name: its text holds the full URL, query string included.
+    return _Failure(reason, retry=isinstance(exc, _RETRYABLE_EXCEPTIONS), detail=type(exc).__name__)
+
+
+def _status_failure(response: requests.Response) -> _Failure:
+    status = response.status_code
+    if status >= 500:
+        reason = "http_5xx"
+    elif status == 429:
+        reason = "rate_limited"
+    elif status in (401, 403):
+        reason = "auth"
+    else:
+        reason = "http_4xx"  # also an unfollowed 3xx, which no API we use sends
+    retry = reason in ("http_5xx", "rate_limited")
+    # Stripe tells us when its own retry advice differs from the status code.
+    should_retry = response.headers.get("Stripe-Should-Retry", "").strip().lower()
+    if should_retry in ("true", "false"):
+        retry = should_retry == "true"
+    return _Failure(reason, retry, status=status, detail=_upstream_message(response),
+                    retry_after=_parse_retry_after(response.headers.get("Retry-After")))
+
+
+def _upstream_message(response: requests.Response) -> str | None:
+    """The upstream's own error message, if the body is JSON and has one."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if isinstance(body, list) and body:  # Salesforce: [{"message": ..., "errorCode": ...}]
+        body = body[0]
+    if not isinstance(body, dict):
+        return None
+    error = body.get("error")
+    message = error.get("message") if isinstance(error, dict) else None  # Stripe
+    if message is None:
+        message = body.get("message")  # Mailgun, HubSpot, Salesforce
+    if not isinstance(message, str) or not message.strip():
+        return None
+    message = " ".join(message.split())  # keep the exception to one line
+    if len(message) > _MAX_DETAIL_CHARS:
+        message = message[:_MAX_DETAIL_CHARS] + "..."
+    return message
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None  # unparseable: fall back to backoff
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)  # HTTP dates are always GMT
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def _describe(failure: _Failure) -> str:
+    return f"{failure.reason} (HTTP {failure.status})" if failure.status is not None else failure.reason
+
+
+# -- keeping secrets out of messages ----------------------------------------
+
+def _display_path(path: str) -> str:
+    """The path (or URL) without query string, fragment or userinfo, for logs and errors."""
+    parts = urlsplit(path)
+    netloc = parts.netloc.rpartition("@")[2]  # drop any user:password@
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _register_secret_headers(headers: dict[str, str]) -> None:
+    """Register credential header values so redact() scrubs them if an upstream echoes them."""
+    for name, value in headers.items():
+        if not isinstance(value, str) or not any(h in name.lower() for h in _SECRET_HEADER_HINTS):
+            continue
+        register(value)
+        scheme, _, token = value.partition(" ")
+        if token and scheme.lower() in ("bearer", "basic", "token"):
+            register(token.strip())
