@@ -1,0 +1,249 @@
+"""The KPI catalog: the single source of truth for every metric we export.
+
+Each `Kpi` says what the number is (metric name, help, type, unit, labels), what
+the business wants of it (target and direction), and when to raise an alarm
+(thresholds with a severity and an owning team). The collector takes HELP and
+TYPE from here; alert rules, dashboards and the README metrics table are
+generated from here. Users change targets and thresholds in the `kpis:` section
+of their config (see `apply_overrides`); nothing else should hard-code them.
+
+Defaults reproduce shared/KPI_REFERENCE.md. Where two documents disagree the
+stricter value is the default and the description says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+MetricType = Literal["gauge", "counter"]
+# How dashboards format the value: "currency" is money in the reporting currency,
+# "money" is money in the currency named by the series' `currency` label.
+Unit = Literal["currency", "money", "ratio", "count", "seconds", "timestamp", "bool"]
+Severity = Literal["critical", "warning", "info"]
+Team = Literal["finance", "sales", "marketing", "support", "engineering"]
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """One alarm condition on a KPI.
+
+    kind "above"/"below": the value itself crosses `value`.
+    kind "drop": the value fell by more than `value` (a 0-1 fraction) over `window`.
+    """
+
+    name: str
+    severity: Severity
+    kind: Literal["above", "below", "drop"]
+    value: float
+    window: str | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Kpi:
+    key: str  # the name used in the config's `kpis:` section
+    metric: str
+    help: str
+    unit: Unit
+    labels: tuple[str, ...]
+    description: str
+    team: Team
+    area: str  # revenue, email, sales, support: groups dashboards and docs
+    type: MetricType = "gauge"
+    target: float | None = None
+    # Which way is good: "higher" or "lower"; None for tracked-only numbers.
+    direction: Literal["higher", "lower"] | None = None
+    thresholds: tuple[Threshold, ...] = field(default_factory=tuple)
+
+    def threshold(self, name: str) -> Threshold:
+        for threshold in self.thresholds:
+            if threshold.name == name:
+                return threshold
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class HealthMetric:
+    """A metric about the exporter itself rather than the business."""
+
+    metric: str
+    help: str
+    labels: tuple[str, ...]
+    unit: Unit
+    type: MetricType = "gauge"
+
+
+REVENUE: tuple[Kpi, ...] = (
+    Kpi(
+        key="mrr",
+        metric="kpi_mrr",
+        help="Monthly recurring revenue in the reporting currency: active subscriptions' "
+        "licensed prices normalised to a month, after discounts, before tax.",
+        unit="currency",
+        labels=("source",),
+        description="Sum over counted subscriptions of each item's monthly-normalised price "
+        "after discounts, converted with fx_rates. Target is the Q4 goal (north star: "
+        "500K by month 12). Two documents set a critical month-over-month fall: MRR drop "
+        "> 5 % and revenue decline > 10 %; the stricter 5 % is the default.",
+        team="finance",
+        area="revenue",
+        target=100_000,
+        direction="higher",
+        thresholds=(
+            Threshold("drop", "critical", "drop", 0.05, window="30d",
+                      note="MRR fell > 5 % month over month (stricter of 5 % and 10 %)."),
+        ),
+    ),
+    Kpi(
+        key="mrr_by_currency",
+        metric="kpi_mrr_by_currency",
+        help="Monthly recurring revenue in each billing currency, in that currency's major unit.",
+        unit="money",
+        labels=("source", "currency"),
+        description="MRR before conversion, one series per billing currency; a currency "
+        "without an fx_rate shows here but not in kpi_mrr.",
+        team="finance",
+        area="revenue",
+    ),
+    Kpi(
+        key="subscriptions",
+        metric="kpi_subscriptions",
+        help="Subscriptions by upstream status, canceled included.",
+        unit="count",
+        labels=("source", "status"),
+        description="Count of subscriptions per Stripe status (active, past_due, trialing, "
+        "canceled, ...), every status seen.",
+        team="finance",
+        area="revenue",
+    ),
+    Kpi(
+        key="paying_customers",
+        metric="kpi_paying_customers",
+        help="Customers whose total MRR is above zero.",
+        unit="count",
+        labels=("source",),
+        description="Customers with at least one counted subscription whose MRR after "
+        "discounts is above zero.",
+        team="finance",
+        area="revenue",
+        direction="higher",
+    ),
+    Kpi(
+        key="arpa",
+        metric="kpi_arpa",
+        help="Average revenue per paying account: MRR / paying customers, in the reporting currency.",
+        unit="currency",
+        labels=("source",),
+        description="kpi_mrr divided by kpi_paying_customers; absent when there are no "
+        "paying customers.",
+        team="finance",
+        area="revenue",
+        target=500,
+        direction="higher",
+    ),
+    Kpi(
+        key="failed_payments",
+        metric="kpi_failed_payments",
+        help="Failed charges created in the trailing window.",
+        unit="count",
+        labels=("source", "window"),
+        description="Charges with status failed created in the last 24 hours.",
+        team="finance",
+        area="revenue",
+        direction="lower",
+    ),
+    Kpi(
+        key="failed_payments_amount",
+        metric="kpi_failed_payments_amount",
+        help="Amount of failed charges created in the trailing window, in the reporting currency.",
+        unit="currency",
+        labels=("source", "window"),
+        description="Sum of the amounts of failed charges created in the last 24 hours, "
+        "converted with fx_rates. Documented: critical above 5,000 a day. The warning "
+        "level is not documented; it defaults to half the critical one.",
+        team="finance",
+        area="revenue",
+        direction="lower",
+        thresholds=(
+            Threshold("warning", "warning", "above", 2_500, window="24h"),
+            Threshold("critical", "critical", "above", 5_000, window="24h"),
+        ),
+    ),
+)
+
+KPIS: tuple[Kpi, ...] = REVENUE
+
+HEALTH: tuple[HealthMetric, ...] = (
+    HealthMetric("kpi_source_up", "1 if the last poll of the source succeeded, 0 if it failed. "
+                 "After a failure the KPI series keep the values of the last successful poll.",
+                 ("source",), "bool"),
+    HealthMetric("kpi_source_last_success_timestamp_seconds",
+                 "Unix time of the last successful poll of the source (absent before the first).",
+                 ("source",), "timestamp"),
+    HealthMetric("kpi_source_poll_duration_seconds", "Duration of the last poll of the source.",
+                 ("source",), "seconds"),
+    HealthMetric("kpi_source_polls_total", "Polls of the source by result (success or failure).",
+                 ("source", "result"), "count", "counter"),
+    HealthMetric("kpi_source_requests_total", "HTTP requests sent to the source, retries included.",
+                 ("source",), "count", "counter"),
+    HealthMetric("kpi_source_request_retries_total", "HTTP requests to the source that were retries.",
+                 ("source",), "count", "counter"),
+    HealthMetric("kpi_source_request_errors_total",
+                 "Failed HTTP requests to the source by reason, retried ones included.",
+                 ("source", "reason"), "count", "counter"),
+    HealthMetric("kpi_source_rate_limit_wait_seconds_total",
+                 "Time spent waiting on the client-side rate limit for the source.",
+                 ("source",), "seconds", "counter"),
+    HealthMetric("kpi_unconverted_objects",
+                 "Objects (counted subscriptions, failed charges) left out of reporting-currency "
+                 "sums because fx_rates has no rate for their currency.",
+                 ("source", "currency"), "count"),
+)
+
+
+class UnknownKpi(KeyError):
+    pass
+
+
+def by_key(kpis: tuple[Kpi, ...] = KPIS) -> dict[str, Kpi]:
+    return {kpi.key: kpi for kpi in kpis}
+
+
+def by_metric(kpis: tuple[Kpi, ...] = KPIS) -> dict[str, Kpi]:
+    return {kpi.metric: kpi for kpi in kpis}
+
+
+@dataclass(frozen=True)
+class KpiOverride:
+    """What a user's config may change about one KPI."""
+
+    target: float | None = None
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+
+def apply_overrides(overrides: dict[str, KpiOverride],
+                    kpis: tuple[Kpi, ...] = KPIS) -> tuple[Kpi, ...]:
+    """Return the catalog with the user's targets and threshold values applied.
+
+    Config validation already checked the names; a bad one here is a bug.
+    """
+    catalog = by_key(kpis)
+    result = []
+    for kpi in kpis:
+        override = overrides.get(kpi.key)
+        if override is None:
+            result.append(kpi)
+            continue
+        thresholds = tuple(
+            dataclasses.replace(t, value=override.thresholds[t.name])
+            if t.name in override.thresholds else t
+            for t in kpi.thresholds
+        )
+        target = kpi.target if override.target is None else override.target
+        result.append(dataclasses.replace(kpi, target=target, thresholds=thresholds))
+    unknown = set(overrides) - set(catalog)
+    if unknown:
+        raise UnknownKpi(sorted(unknown)[0])
+    return tuple(result)

@@ -1,0 +1,217 @@
+"""MRR and the other revenue KPIs, as pure functions over Stripe records.
+
+No I/O and no clock here: `now` is an argument, so every rule can be tested with
+hand-computed numbers. Amounts are exact Decimals in the currency's minor unit
+until `revenue_kpis` converts them. The rules are stated in the README
+("How MRR is computed"); keep the two in step.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from exporter import money
+from exporter.sources.stripe.records import Charge, Discount, Price, Subscription, SubscriptionItem
+
+ZERO = Decimal(0)
+FAILED_PAYMENTS_WINDOW = 24 * 3600
+
+
+@dataclass(frozen=True)
+class MrrRules:
+    """The configurable MRR rules (`sources.stripe.mrr` in the config)."""
+
+    include_past_due: bool = True
+    include_cancel_at_period_end: bool = True
+    apply_once_discounts: bool = False
+
+
+def is_counted(subscription: Subscription, rules: MrrRules) -> bool:
+    """Only subscriptions that are being paid for count toward MRR."""
+    if subscription.status == "active":
+        counted = True
+    elif subscription.status == "past_due":
+        counted = rules.include_past_due
+    else:  # trialing, incomplete, incomplete_expired, unpaid, paused, canceled
+        counted = False
+    if subscription.cancel_at_period_end and not rules.include_cancel_at_period_end:
+        counted = False
+    return counted
+
+
+def monthly(amount: Decimal, interval: str, interval_count: int) -> Decimal:
+    """An amount per billing period, as an amount per month.
+
+    Multiplies before it divides, so that exact results stay exact (a quarterly
+    30000 is 10000 a month, not 9999.99...).
+    """
+    per_year = {"month": 12, "year": 1, "week": 52, "day": 365}.get(interval)
+    if per_year is None:
+        raise ValueError(f"unknown interval {interval!r}")
+    return amount * per_year / (12 * interval_count)
+
+
+def billed_units(price: Price, quantity: int) -> Decimal:
+    """Quantity after transform_quantity (package pricing: per N units)."""
+    if not price.divide_by:
+        return Decimal(quantity)
+    units = Decimal(quantity) / price.divide_by
+    rounding = "ROUND_CEILING" if price.round == "up" else "ROUND_FLOOR"
+    return units.to_integral_value(rounding=rounding)
+
+
+def period_amount(price: Price, quantity: int) -> Decimal:
+    """One billing period of a licensed price, before discounts, in minor units.
+
+    Metered prices bill for usage after the fact: they are not recurring
+    revenue, so they contribute zero. A quantity of zero bills nothing.
+    """
+    if price.usage_type != "licensed" or quantity <= 0:
+        return ZERO
+    units = billed_units(price, quantity)
+    if price.billing_scheme != "tiered":
+        return (price.unit_amount or ZERO) * units
+    if price.tiers_mode == "volume":
+        return _volume_amount(price, units)
+    if price.tiers_mode == "graduated":
+        return _graduated_amount(price, units)
+    raise ValueError(f"price {price.id}: unknown tiers_mode {price.tiers_mode!r}")
+
+
+def _volume_amount(price: Price, units: Decimal) -> Decimal:
+    # The whole quantity is charged at the single tier it falls into.
+    for tier in price.tiers:
+        if tier.up_to is None or units <= tier.up_to:
+            return tier.unit_amount * units + tier.flat_amount
+    raise ValueError(f"price {price.id}: no tier covers quantity {units}")
+
+
+def _graduated_amount(price: Price, units: Decimal) -> Decimal:
+    # Each tier charges for its own slice, plus its flat fee once it is reached.
+    total, floor = ZERO, Decimal(0)
+    for tier in price.tiers:
+        ceiling = units if tier.up_to is None else min(units, Decimal(tier.up_to))
+        if ceiling <= floor:
+            break
+        total += tier.unit_amount * (ceiling - floor) + tier.flat_amount
+        floor = ceiling
+        if tier.up_to is None or units <= tier.up_to:
+            return total
+    if floor < units:
+        raise ValueError(f"price {price.id}: no tier covers quantity {units}")
+    return total
+
+
+def discount_applies(discount: Discount, now: int, rules: MrrRules) -> bool:
+    duration = discount.coupon.duration
+    if duration == "forever":
+        return True
+    if duration == "repeating":
+        return discount.end is None or discount.end > now
+    if duration == "once":
+        return rules.apply_once_discounts
+    return False
+
+
+def apply_discounts(amount: Decimal, discounts: tuple[Discount, ...], currency: str,
+                    period: Price, now: int, rules: MrrRules) -> Decimal:
+    """Apply discounts in Stripe's order to a monthly amount; never below zero.
+
+    An amount_off is per billing period: `period` (a price) says which, to
+    normalise it to a month.
+    An amount_off coupon with no amount in this currency does not apply, as in Stripe.
+    """
+    for discount in discounts:
+        if not discount_applies(discount, now, rules):
+            continue
+        coupon = discount.coupon
+        if coupon.percent_off is not None:
+            amount -= amount * coupon.percent_off / 100
+        else:
+            off = coupon.amount_off_in(currency)
+            if off is not None:
+                amount -= monthly(off, period.interval, period.interval_count)
+        amount = max(amount, ZERO)
+    return amount
+
+
+def item_mrr(item: SubscriptionItem, currency: str, now: int, rules: MrrRules) -> Decimal:
+    price = item.price
+    amount = monthly(period_amount(price, item.quantity), price.interval, price.interval_count)
+    return apply_discounts(amount, item.discounts, currency, price, now, rules)
+
+
+def subscription_mrr(subscription: Subscription, now: int, rules: MrrRules) -> Decimal:
+    """Monthly revenue of one subscription, in minor units of its currency.
+
+    Subscription-level discounts apply to the sum of the items; an amount_off is
+    normalised by the subscription's billing interval (its first item's).
+    """
+    if not is_counted(subscription, rules) or not subscription.items:
+        return ZERO
+    total = sum((item_mrr(item, subscription.currency, now, rules)
+                 for item in subscription.items), ZERO)
+    return apply_discounts(total, subscription.discounts, subscription.currency,
+                           subscription.items[0].price, now, rules)
+
+
+@dataclass(frozen=True)
+class RevenueKpis:
+    """The revenue KPIs of one poll, in major units."""
+
+    mrr: Decimal  # reporting currency
+    mrr_by_currency: dict[str, Decimal]  # billing currency -> its major units
+    subscriptions_by_status: dict[str, int]
+    paying_customers: int
+    failed_payments: int
+    failed_payments_amount: Decimal  # reporting currency
+    # currency -> counted subscriptions (or failed charges) left out for lack of an fx rate
+    missing_fx: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def arpa(self) -> Decimal | None:
+        return self.mrr / self.paying_customers if self.paying_customers else None
+
+
+def revenue_kpis(subscriptions: list[Subscription], charges: list[Charge], *, now: int,
+                 fx_rates: dict[str, Decimal], rules: MrrRules = MrrRules()) -> RevenueKpis:
+    by_currency: dict[str, Decimal] = {}
+    customer_mrr: dict[str, Decimal] = {}
+    missing_fx: Counter[str] = Counter()
+    for subscription in subscriptions:
+        if not is_counted(subscription, rules):
+            continue
+        currency = subscription.currency
+        amount = money.to_major(subscription_mrr(subscription, now, rules), currency)
+        by_currency[currency] = by_currency.get(currency, ZERO) + amount
+        customer_mrr[subscription.customer] = customer_mrr.get(subscription.customer, ZERO) + amount
+        if currency not in fx_rates:
+            missing_fx[currency] += 1
+
+    mrr = sum((money.convert(amount, currency, fx_rates) for currency, amount in by_currency.items()
+               if currency in fx_rates), ZERO)
+
+    failed_count, failed_amount = 0, ZERO
+    for charge in charges:
+        if charge.status != "failed" or charge.created < now - FAILED_PAYMENTS_WINDOW:
+            continue
+        failed_count += 1
+        converted = money.convert(money.to_major(charge.amount, charge.currency),
+                                  charge.currency, fx_rates)
+        if converted is None:
+            missing_fx[charge.currency] += 1
+        else:
+            failed_amount += converted
+
+    return RevenueKpis(
+        mrr=mrr,
+        mrr_by_currency=by_currency,
+        subscriptions_by_status=dict(Counter(s.status for s in subscriptions)),
+        # Customers' MRR is summed in native units: positive in any currency is paying.
+        paying_customers=sum(1 for amount in customer_mrr.values() if amount > 0),
+        failed_payments=failed_count,
+        failed_payments_amount=failed_amount,
+        missing_fx=dict(missing_fx),
+    )

@@ -1,0 +1,87 @@
+"""Plain typed records for the Stripe objects the KPI math needs.
+
+Amounts stay in the currency's minor unit (cents; whole yen for JPY) as
+`Decimal`, exactly as Stripe sends them, so no rounding happens before the
+final conversion to a metric value. Times are Unix seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+
+@dataclass(frozen=True)
+class Tier:
+    up_to: int | None  # None: the last tier, "inf" in Stripe
+    unit_amount: Decimal = Decimal(0)
+    flat_amount: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True)
+class Price:
+    id: str
+    currency: str
+    interval: str  # day, week, month, year
+    interval_count: int = 1
+    usage_type: str = "licensed"  # metered prices are usage, not MRR
+    billing_scheme: str = "per_unit"  # or tiered
+    unit_amount: Decimal | None = None  # from unit_amount_decimal
+    tiers_mode: str | None = None  # volume or graduated
+    tiers: tuple[Tier, ...] = ()
+    # transform_quantity: bill for ceil/floor(quantity / divide_by) units
+    divide_by: int | None = None
+    round: str = "up"
+
+
+@dataclass(frozen=True)
+class Coupon:
+    id: str
+    duration: str  # forever, repeating, once
+    percent_off: Decimal | None = None
+    amount_off: Decimal | None = None  # minor units of `currency`
+    currency: str | None = None
+    currency_options: dict[str, Decimal] = field(default_factory=dict)  # currency -> amount_off
+
+    def amount_off_in(self, currency: str) -> Decimal | None:
+        """The fixed amount off in a currency, or None if the coupon has none there."""
+        if currency in self.currency_options:
+            return self.currency_options[currency]
+        if self.amount_off is not None and self.currency == currency:
+            return self.amount_off
+        return None
+
+
+@dataclass(frozen=True)
+class Discount:
+    id: str
+    coupon: Coupon
+    end: int | None = None  # set for repeating coupons only
+
+
+@dataclass(frozen=True)
+class SubscriptionItem:
+    id: str
+    price: Price
+    quantity: int = 1
+    discounts: tuple[Discount, ...] = ()
+
+
+@dataclass(frozen=True)
+class Subscription:
+    id: str
+    customer: str
+    status: str
+    currency: str
+    items: tuple[SubscriptionItem, ...]
+    discounts: tuple[Discount, ...] = ()
+    cancel_at_period_end: bool = False
+
+
+@dataclass(frozen=True)
+class Charge:
+    id: str
+    status: str  # succeeded, pending, failed
+    amount: Decimal
+    currency: str
+    created: int
