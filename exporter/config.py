@@ -1,0 +1,322 @@
+"""Load and validate the YAML config.
+
+Every problem becomes a `ConfigError` whose message is one line naming the
+file and the key ("config.yaml: sources.stripe.poll_interval: ..."); the CLI
+prints it and exits with status 2. `${VAR}` and `${VAR:-default}` in any string
+are replaced from the environment before validation.
+
+Sources validate their own section through `Section`, which tracks the key
+path for error messages and refuses keys nobody read.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any, Callable
+
+import yaml
+
+from exporter import catalog
+from exporter.secrets import Secret
+
+DEFAULT_LISTEN = "127.0.0.1:19877"
+DEFAULT_REPORTING_CURRENCY = "usd"
+TOP_LEVEL = "(top level)"  # the "key" of errors about the whole file
+
+
+class ConfigError(Exception):
+    def __init__(self, file: str, key: str, message: str):
+        super().__init__(f"{file}: {key}: {message}")
+        self.file = file
+        self.key = key
+
+
+@dataclass(frozen=True)
+class Config:
+    file: str
+    listen: tuple[str, int]
+    reporting_currency: str
+    fx_rates: dict[str, Decimal]
+    sources: dict[str, Any]  # source name -> that source's own config object
+    kpis: tuple[catalog.Kpi, ...] = field(default=catalog.KPIS)
+
+
+# --- values -----------------------------------------------------------------
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(value: Any) -> float:
+    """'30s', '5m', '1h', '1d', '250ms' or plain seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 30s, 5m or 1h")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"{value!r} is not a duration; use 30s, 5m, 1h or plain seconds")
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError("must be greater than zero")
+    return seconds
+
+
+def parse_listen(value: Any) -> tuple[str, int]:
+    """'HOST:PORT', '[::1]:PORT' or ':PORT' (all interfaces)."""
+    text = str(value).strip()
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\$")
+
+
+def expand_env(text: str, environ: dict[str, str]) -> str:
+    """Replace ${VAR} and ${VAR:-default}; '$$' is a literal '$'."""
+
+    def replace(match: re.Match) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match.group(1), match.group(2)
+        if name in environ and (environ[name] or default is None):
+            return environ[name]
+        if default is not None:
+            return default
+        raise KeyError(name)
+
+    return _ENV.sub(replace, text)
+
+
+# --- sections ---------------------------------------------------------------
+
+
+class Section:
+    """A mapping in the config, read key by key with typed getters."""
+
+    def __init__(self, file: str, path: str, data: Any):
+        self.file = file
+        self.path = path
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise self.error_at(path, "must be a mapping")
+        self.data = data
+        self._read: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def error_at(self, key: str, message: str) -> ConfigError:
+        return ConfigError(self.file, key or TOP_LEVEL, message)
+
+    def error(self, name: str, message: str) -> ConfigError:
+        return self.error_at(self.key(name), message)
+
+    def has(self, name: str) -> bool:
+        return self.data.get(name) is not None
+
+    def raw(self, name: str, default: Any = None) -> Any:
+        self._read.add(name)
+        value = self.data.get(name)
+        return default if value is None else value
+
+    def _convert(self, name: str, default: Any, convert: Callable[[Any], Any]) -> Any:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            return convert(value)
+        except (ValueError, TypeError, InvalidOperation) as exc:
+            raise self.error(name, str(exc) or "invalid value") from None
+
+    def string(self, name: str, default: str | None = None, *, required: bool = False) -> str | None:
+        if required and not self.has(name):
+            raise self.error(name, "is required")
+        return self._convert(name, default, _as_string)
+
+    def duration(self, name: str, default: float) -> float:
+        return self._convert(name, default, parse_duration)
+
+    def number(self, name: str, default: float | None, *, minimum: float | None = None) -> float | None:
+        def convert(value: Any) -> float:
+            number = _as_number(value)
+            if minimum is not None and number < minimum:
+                raise ValueError(f"must be at least {minimum:g}")
+            return number
+
+        return self._convert(name, default, convert)
+
+    def boolean(self, name: str, default: bool) -> bool:
+        def convert(value: Any) -> bool:
+            if not isinstance(value, bool):
+                raise ValueError("must be true or false")
+            return value
+
+        return self._convert(name, default, convert)
+
+    def section(self, name: str) -> "Section":
+        return Section(self.file, self.key(name), self.raw(name))
+
+    def secret(self, name: str) -> Secret:
+        """A secret given inline (usually from ${ENV}) or as `<name>_file`."""
+        file_key = f"{name}_file"
+        inline, from_file = self.has(name), self.has(file_key)
+        if inline and from_file:
+            raise self.error(name, f"give {name} or {file_key}, not both")
+        if not inline and not from_file:
+            raise self.error(name, f"is required (or {file_key})")
+        if inline:
+            value = self.string(name)
+        else:
+            path = self.string(file_key)
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    value = handle.read().strip()
+            except OSError as exc:
+                raise self.error(file_key, f"cannot read {path}: {exc.strerror}") from None
+            name = file_key
+        if not value:
+            raise self.error(name, "is empty")
+        return Secret(value)
+
+    def finish(self) -> None:
+        """Refuse keys that no getter read: they are typos or unsupported."""
+        unknown = sorted(set(self.data) - self._read, key=str)
+        if unknown:
+            raise self.error(str(unknown[0]), "unknown key")
+
+
+def _as_string(value: Any) -> str:
+    if isinstance(value, (dict, list, bool)):
+        raise ValueError("must be a string")
+    return str(value)
+
+
+def _as_number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError("must be a number")
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a number") from None
+
+
+# --- the whole file ---------------------------------------------------------
+
+
+def load(file: str, environ: dict[str, str] | None = None) -> Config:
+    try:
+        with open(file, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise ConfigError(file, TOP_LEVEL, f"cannot read config: {exc.strerror}") from None
+    return parse(text, file, os.environ if environ is None else environ)
+
+
+def parse(text: str, file: str, environ: dict[str, str]) -> Config:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else TOP_LEVEL
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(file, where, f"invalid YAML: {problem}") from None
+    data = _expand_tree(data, file, "", environ)
+    return from_mapping(data, file)
+
+
+def _expand_tree(node: Any, file: str, path: str, environ: dict[str, str]) -> Any:
+    if isinstance(node, dict):
+        return {k: _expand_tree(v, file, f"{path}.{k}" if path else str(k), environ)
+                for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand_tree(v, file, f"{path}[{i}]", environ) for i, v in enumerate(node)]
+    if isinstance(node, str):
+        try:
+            return expand_env(node, environ)
+        except KeyError as exc:
+            raise ConfigError(file, path, f"environment variable {exc.args[0]} is not set") from None
+    return node
+
+
+def from_mapping(data: Any, file: str) -> Config:
+    # Imported here: the source registry imports this module for Section.
+    from exporter.sources import SOURCE_TYPES
+
+    top = Section(file, "", data)
+    listen = top._convert("listen", parse_listen(DEFAULT_LISTEN), parse_listen)
+    currency = _currency(top, "reporting_currency", top.string("reporting_currency",
+                                                                DEFAULT_REPORTING_CURRENCY))
+    fx_rates = _fx_rates(top.section("fx_rates"), currency)
+
+    sources_section = top.section("sources")
+    sources: dict[str, Any] = {}
+    for name in sources_section.data:
+        if name not in SOURCE_TYPES:
+            known = ", ".join(sorted(SOURCE_TYPES))
+            raise sources_section.error(str(name), f"unknown source (known: {known})")
+        section = sources_section.section(name)
+        sources[name] = SOURCE_TYPES[name].parse_config(section)
+        section.finish()
+    sources_section.finish()
+
+    kpis = _kpi_overrides(top.section("kpis"))
+    top.finish()
+    return Config(file=file, listen=listen, reporting_currency=currency, fx_rates=fx_rates,
+                  sources=sources, kpis=kpis)
+
+
+def _currency(section: Section, name: str, value: str) -> str:
+    code = value.strip().lower()
+    if not re.fullmatch(r"[a-z]{3}", code):
+        raise section.error(name, f"{value!r} is not a three-letter currency code")
+    return code
+
+
+def _fx_rates(section: Section, reporting_currency: str) -> dict[str, Decimal]:
+    rates = {reporting_currency: Decimal(1)}
+    for name in list(section.data):
+        code = _currency(section, str(name), str(name))
+
+        def convert(value: Any) -> Decimal:
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                raise ValueError("must be a number")
+            rate = Decimal(str(value))
+            if not rate.is_finite() or rate <= 0:
+                raise ValueError("must be a positive number")
+            return rate
+
+        rates[code] = section._convert(name, None, convert)
+    section.finish()
+    return rates
+
+
+def _kpi_overrides(section: Section) -> tuple[catalog.Kpi, ...]:
+    known = catalog.by_key()
+    overrides: dict[str, catalog.KpiOverride] = {}
+    for key in list(section.data):
+        if key not in known:
+            raise section.error(str(key), "unknown KPI (see the KPI table in the README)")
+        entry = section.section(key)
+        target = entry.number("target", None)
+        thresholds_section = entry.section("thresholds")
+        thresholds: dict[str, float] = {}
+        names = {t.name for t in known[key].thresholds}
+        for name in list(thresholds_section.data):
+            if name not in names:
+                choices = ", ".join(sorted(names)) or "none"
+                raise thresholds_section.error(str(name), f"unknown threshold (this KPI has: {choices})")
+            thresholds[name] = thresholds_section.number(name, None)
+        thresholds_section.finish()
+        entry.finish()
+        overrides[key] = catalog.KpiOverride(target=target, thresholds=thresholds)
+    section.finish()
+    return catalog.apply_overrides(overrides)

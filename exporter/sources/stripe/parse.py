@@ -1,0 +1,172 @@
+"""Turn Stripe API objects (API version 2026-07-29.dahlia) into typed records.
+
+Pure functions: JSON dicts in, records out. Anything missing or of the wrong
+type raises `MalformedObject` naming the object and the field, so a changed or
+broken upstream marks the source down instead of producing wrong numbers.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from exporter.sources.stripe.records import (
+    Charge,
+    Coupon,
+    Discount,
+    Price,
+    Subscription,
+    SubscriptionItem,
+    Tier,
+)
+
+
+class MalformedObject(ValueError):
+    pass
+
+
+def _field(obj: dict, name: str, kind: type | tuple[type, ...], *, optional: bool = False) -> Any:
+    if not isinstance(obj, dict):
+        raise MalformedObject(f"expected an object, got {type(obj).__name__}")
+    value = obj.get(name)
+    if value is None and optional:
+        return None
+    if not isinstance(value, kind) or isinstance(value, bool) and bool not in _tuple(kind):
+        raise MalformedObject(f"{obj.get('object', 'object')} {obj.get('id', '?')}: "
+                              f"field {name!r} is missing or not {_names(kind)}")
+    return value
+
+
+def _tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _names(kind: type | tuple[type, ...]) -> str:
+    return " or ".join(k.__name__ for k in _tuple(kind))
+
+
+def _amount(obj: dict, name: str, *, optional: bool = False) -> Decimal | None:
+    """Prefer Stripe's exact `<name>_decimal` string over the integer field."""
+    text = obj.get(f"{name}_decimal")
+    if text is not None:
+        try:
+            return Decimal(str(text))
+        except InvalidOperation:
+            raise MalformedObject(f"{obj.get('id', '?')}: {name}_decimal {text!r} is not a number") from None
+    value = _field(obj, name, (int, float), optional=optional)
+    return None if value is None else Decimal(str(value))
+
+
+def parse_price(obj: dict) -> Price:
+    recurring = _field(obj, "recurring", dict)
+    billing_scheme = _field(obj, "billing_scheme", str)
+    tiers = ()
+    if billing_scheme == "tiered" and obj.get("tiers") is not None:
+        tiers = tuple(
+            Tier(
+                up_to=_field(tier, "up_to", int, optional=True),
+                unit_amount=_amount(tier, "unit_amount", optional=True) or Decimal(0),
+                flat_amount=_amount(tier, "flat_amount", optional=True) or Decimal(0),
+            )
+            for tier in _field(obj, "tiers", list)
+        )
+    transform = obj.get("transform_quantity") or {}
+    return Price(
+        id=_field(obj, "id", str),
+        currency=_field(obj, "currency", str).lower(),
+        interval=_field(recurring, "interval", str),
+        interval_count=_field(recurring, "interval_count", int),
+        usage_type=recurring.get("usage_type") or "licensed",
+        billing_scheme=billing_scheme,
+        unit_amount=_amount(obj, "unit_amount", optional=True),
+        tiers_mode=_field(obj, "tiers_mode", str, optional=True),
+        tiers=tiers,
+        divide_by=transform.get("divide_by"),
+        round=transform.get("round") or "up",
+    )
+
+
+def parse_coupon(obj: dict) -> Coupon:
+    percent_off = _field(obj, "percent_off", (int, float), optional=True)
+    options = obj.get("currency_options") or {}
+    return Coupon(
+        id=_field(obj, "id", str),
+        duration=_field(obj, "duration", str),
+        percent_off=None if percent_off is None else Decimal(str(percent_off)),
+        amount_off=_amount(obj, "amount_off", optional=True),
+        currency=(obj.get("currency") or "").lower() or None,
+        currency_options={
+            currency.lower(): Decimal(str(option["amount_off"]))
+            for currency, option in options.items()
+            if isinstance(option, dict) and option.get("amount_off") is not None
+        },
+    )
+
+
+def coupon_id(discount: dict) -> str:
+    """The coupon a discount came from: dahlia keeps it under `source.coupon`."""
+    source = _field(discount, "source", dict)
+    coupon = source.get("coupon")
+    if isinstance(coupon, dict):
+        coupon = coupon.get("id")
+    if not isinstance(coupon, str):
+        raise MalformedObject(f"discount {discount.get('id', '?')}: source.coupon is missing")
+    return coupon
+
+
+def parse_discount(obj: Any, coupons: dict[str, Coupon]) -> Discount | None:
+    """A discount with its coupon, or None when the coupon is unknown (deleted)."""
+    if isinstance(obj, str):
+        raise MalformedObject(f"discount {obj} was not expanded")
+    source_coupon = _field(obj, "source", dict).get("coupon")
+    if isinstance(source_coupon, dict):
+        coupon = parse_coupon(source_coupon)
+    else:
+        coupon = coupons.get(coupon_id(obj))
+    if coupon is None:
+        return None
+    return Discount(id=_field(obj, "id", str), coupon=coupon,
+                    end=_field(obj, "end", int, optional=True))
+
+
+def _discounts(obj: dict, coupons: dict[str, Coupon]) -> tuple[Discount, ...]:
+    parsed = (parse_discount(d, coupons) for d in obj.get("discounts") or [])
+    return tuple(d for d in parsed if d is not None)
+
+
+def parse_subscription(obj: dict, prices: dict[str, Price], coupons: dict[str, Coupon],
+                       items: list[dict] | None = None) -> Subscription:
+    """`prices` supplies tiers (the embedded price has none); `items` replaces
+    the embedded item list when it was paged separately."""
+    if items is None:
+        items = _field(_field(obj, "items", dict), "data", list)
+    parsed_items = []
+    for item in items:
+        embedded = _field(item, "price", dict)
+        price = prices.get(embedded.get("id")) or parse_price(embedded)
+        parsed_items.append(SubscriptionItem(
+            id=_field(item, "id", str),
+            price=price,
+            quantity=_field(item, "quantity", int, optional=True) or 0,
+            discounts=_discounts(item, coupons),
+        ))
+    customer = _field(obj, "customer", (str, dict))
+    return Subscription(
+        id=_field(obj, "id", str),
+        customer=customer if isinstance(customer, str) else _field(customer, "id", str),
+        status=_field(obj, "status", str),
+        currency=_field(obj, "currency", str).lower(),
+        items=tuple(parsed_items),
+        discounts=_discounts(obj, coupons),
+        cancel_at_period_end=bool(obj.get("cancel_at_period_end")),
+    )
+
+
+def parse_charge(obj: dict) -> Charge:
+    return Charge(
+        id=_field(obj, "id", str),
+        status=_field(obj, "status", str),
+        amount=Decimal(_field(obj, "amount", int)),
+        currency=_field(obj, "currency", str).lower(),
+        created=_field(obj, "created", int),
+    )

@@ -1,0 +1,71 @@
+"""Stripe API objects for tests, built from Stripe's own dahlia fixtures
+(a subset of shared/upstream-samples/stripe-fixtures3.json in tests/fixtures/).
+
+Each builder deep-copies a fixture object and changes
+only what a test cares about, so the shapes stay those of the real API.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+FIXTURES_PATH = Path(__file__).parent / "fixtures" / "stripe_dahlia.json"
+_FIXTURES = json.loads(FIXTURES_PATH.read_text())["resources"]
+
+
+def fixture(name: str) -> dict:
+    return copy.deepcopy(_FIXTURES[name])
+
+
+def price(id, amount, *, currency="usd", interval="month", count=1, usage="licensed",
+          tiers=None, tiers_mode=None) -> dict:
+    obj = fixture("price")
+    obj.update(id=id, currency=currency, unit_amount=amount, transform_quantity=None,
+               unit_amount_decimal=None if amount is None else str(amount))
+    obj["recurring"].update(interval=interval, interval_count=count, usage_type=usage)
+    if tiers is not None:
+        obj.update(billing_scheme="tiered", tiers_mode=tiers_mode, tiers=tiers)
+    return obj
+
+
+def coupon(id, *, percent_off=None, amount_off=None, currency=None, duration="forever") -> dict:
+    obj = fixture("coupon")
+    obj.update(id=id, percent_off=percent_off, amount_off=amount_off, currency=currency,
+               duration=duration)
+    return obj
+
+
+def discount(id, coupon_id, *, end=None) -> dict:
+    obj = fixture("discount")
+    obj.update(id=id, end=end)
+    obj["source"]["coupon"] = coupon_id
+    return obj
+
+
+def item(id, price_obj, quantity=1, discounts=()) -> dict:
+    obj = copy.deepcopy(_FIXTURES["subscription"]["items"]["data"][0])
+    price_obj = copy.deepcopy(price_obj)
+    price_obj.pop("tiers", None)  # embedded prices never carry tiers
+    obj.update(id=id, price=price_obj, quantity=quantity, discounts=list(discounts))
+    return obj
+
+
+def subscription(id, customer, items, *, status="active", currency="usd", discounts=(),
+                 cancel_at_period_end=False, items_has_more=False) -> dict:
+    obj = fixture("subscription")
+    obj.update(id=id, customer=customer, status=status, currency=currency,
+               discounts=list(discounts), cancel_at_period_end=cancel_at_period_end)
+    obj["items"].update(data=list(items), has_more=items_has_more)
+    return obj
+
+
+def charge(id, amount, *, status="failed", currency="usd", created=0) -> dict:
+    obj = fixture("charge")
+    obj.update(id=id, amount=amount, status=status, currency=currency, created=created)
+    return obj
+
+
+def page(data, *, has_more=False, url="/v1/x") -> dict:
+    return {"object": "list", "url": url, "has_more": has_more, "data": list(data)}

@@ -1,0 +1,171 @@
+"""Config loading: good configs parse; every bad one exits 2 with one clear line."""
+
+import subprocess
+import sys
+from decimal import Decimal
+
+import pytest
+from click.testing import CliRunner
+
+from exporter import config as config_module
+from exporter.cli import main
+from exporter.config import ConfigError, expand_env, parse_duration, parse_listen
+
+GOOD = """
+listen: 0.0.0.0:9000
+reporting_currency: EUR
+fx_rates: {usd: 0.91, jpy: 0.0061}
+sources:
+  stripe:
+    api_key: ${STRIPE_API_KEY}
+    base_url: http://127.0.0.1:1234/
+    poll_interval: 5m
+    rate_limit: 10
+    mrr: {include_past_due: false, apply_once_discounts: true}
+kpis:
+  mrr: {target: 250000, thresholds: {drop: 0.08}}
+  arpa: {target: 750}
+"""
+
+
+def parse(text, env=None):
+    return config_module.parse(text, "kpi.yml", env if env is not None else {})
+
+
+def test_good_config():
+    config = parse(GOOD, {"STRIPE_API_KEY": "sk_test_123456"})
+    assert config.listen == ("0.0.0.0", 9000)
+    assert config.reporting_currency == "eur"
+    assert config.fx_rates == {"eur": Decimal(1), "usd": Decimal("0.91"), "jpy": Decimal("0.0061")}
+    stripe = config.sources["stripe"]
+    assert stripe.api_key.reveal() == "sk_test_123456"
+    assert stripe.base_url == "http://127.0.0.1:1234"
+    assert stripe.poll_interval == 300
+    assert stripe.rate_limit == 10
+    assert stripe.mrr.include_past_due is False
+    assert stripe.mrr.include_cancel_at_period_end is True
+    assert stripe.mrr.apply_once_discounts is True
+    kpis = {k.key: k for k in config.kpis}
+    assert kpis["mrr"].target == 250000
+    assert kpis["mrr"].threshold("drop").value == 0.08
+    assert kpis["arpa"].target == 750
+    assert kpis["failed_payments_amount"].threshold("critical").value == 5000  # untouched
+
+
+def test_defaults():
+    config = parse("sources: {stripe: {api_key: sk_test_x123}}")
+    assert config.listen == ("127.0.0.1", 19877)
+    assert config.reporting_currency == "usd"
+    assert config.sources["stripe"].poll_interval == 300
+    assert config.sources["stripe"].rate_limit == 25
+    assert config.sources["stripe"].base_url == "https://api.stripe.com"
+
+
+def test_api_key_from_file(tmp_path):
+    key_file = tmp_path / "stripe_key"
+    key_file.write_text("sk_live_fromfile99\n")
+    config = parse(f"sources: {{stripe: {{api_key_file: {key_file}}}}}")
+    assert config.sources["stripe"].api_key.reveal() == "sk_live_fromfile99"
+
+
+def test_secret_is_masked_in_repr():
+    config = parse("sources: {stripe: {api_key: sk_test_secret42}}")
+    assert "sk_test_secret42" not in repr(config)
+    assert "sk_test_secret42" not in str(config.sources["stripe"])
+
+
+@pytest.mark.parametrize("text,key", [
+    ("sources: [", "line 1"),                                                    # bad YAML
+    ("sources: {stripe: {}}", "sources.stripe.api_key"),                         # missing key
+    ("sources: {paypal: {}}", "sources.paypal"),                                 # unknown source
+    ("sources: {stripe: {api_key: k1234, colour: red}}", "sources.stripe.colour"),  # unknown key
+    ("sources: {stripe: {api_key: k1234, poll_interval: soon}}", "sources.stripe.poll_interval"),
+    ("sources: {stripe: {api_key: k1234, poll_interval: 0s}}", "sources.stripe.poll_interval"),
+    ("sources: {stripe: {api_key: '${NOPE}'}}", "sources.stripe.api_key"),      # missing env var
+    ("sources: {stripe: {api_key: k1234, api_key_file: /x}}", "sources.stripe.api_key"),
+    ("sources: {stripe: {api_key_file: /does/not/exist}}", "sources.stripe.api_key_file"),
+    ("sources: {stripe: {api_key: k1234, base_url: ftp://x}}", "sources.stripe.base_url"),
+    ("sources: {stripe: {api_key: k1234, rate_limit: fast}}", "sources.stripe.rate_limit"),
+    ("sources: {stripe: {api_key: k1234, mrr: {include_past_due: maybe}}}",
+     "sources.stripe.mrr.include_past_due"),
+    ("kpis: {revenue_magic: {target: 1}}", "kpis.revenue_magic"),                # unknown KPI
+    ("kpis: {mrr: {target: lots}}", "kpis.mrr.target"),
+    ("kpis: {mrr: {thresholds: {wobble: 1}}}", "kpis.mrr.thresholds.wobble"),
+    ("kpis: {mrr: {goal: 1}}", "kpis.mrr.goal"),
+    ("listen: nowhere", "listen"),
+    ("reporting_currency: dollars", "reporting_currency"),
+    ("fx_rates: {eur: -1}", "fx_rates.eur"),
+    ("fx_rates: {euro: 1.1}", "fx_rates.euro"),
+    ("colour: red", "colour"),
+    ("- just a list", "(top level)"),
+])
+def test_bad_config_names_file_and_key(text, key):
+    with pytest.raises(ConfigError) as caught:
+        parse(text)
+    message = str(caught.value)
+    assert message.startswith(f"kpi.yml: {key}:"), message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("text,seconds", [("30s", 30), ("5m", 300), ("1h", 3600), ("1d", 86400),
+                                          ("250ms", 0.25), (45, 45), ("90", 90), (1.5, 1.5)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("127.0.0.1:9877", ("127.0.0.1", 9877)),
+    (":8080", ("0.0.0.0", 8080)),
+    ("[::1]:9000", ("::1", 9000)),
+])
+def test_listen(text, expected):
+    assert parse_listen(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["9000", "host:", "host:99999", "host:http"])
+def test_bad_listen(bad):
+    with pytest.raises(ValueError):
+        parse_listen(bad)
+
+
+def test_env_expansion():
+    env = {"A": "one", "EMPTY": ""}
+    assert expand_env("${A}-${B:-two}-${EMPTY:-three}-$${A}", env) == "one-two-three-${A}"
+    with pytest.raises(KeyError):
+        expand_env("${B}", env)
+
+
+def test_cli_exits_2_with_one_line(tmp_path):
+    path = tmp_path / "bad.yml"
+    path.write_text("sources: {stripe: {api_key: k1234, poll_interval: 5x}}\n")
+    result = CliRunner().invoke(main, ["serve", "--config", str(path)])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"kpi-exporter: config error: {path}: sources.stripe.poll_interval: "
+        "'5x' is not a duration; use 30s, 5m, 1h or plain seconds"]
+
+
+def test_missing_config_file_exits_2(tmp_path):
+    result = CliRunner().invoke(main, ["serve", "--config", str(tmp_path / "none.yml")])
+    assert result.exit_code == 2
+    assert "none.yml" in result.stderr and "cannot read config" in result.stderr
+
+
+def test_real_process_has_no_traceback_and_no_secret(tmp_path):
+    path = tmp_path / "bad.yml"
+    path.write_text("sources: {stripe: {api_key: '${KEY}', poll_interval: never}}\n")
+    env = {"KEY": "sk_live_verysecret123", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-m", "exporter", "serve", "--config", str(path)],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "sk_live_verysecret123" not in done.stderr + done.stdout
+    assert "sources.stripe.poll_interval" in done.stderr
+
+
+def test_help_shows_no_secret(monkeypatch):
+    monkeypatch.setenv("STRIPE_API_KEY", "sk_live_helpleak999")
+    for args in (["--help"], ["serve", "--help"], ["demo", "--help"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0
+        assert "sk_live_helpleak999" not in result.output

@@ -1,0 +1,218 @@
+"""The Stripe adapter: parsing real dahlia shapes, and fetching through the real
+HTTP client against `responses` mocks."""
+
+from decimal import Decimal
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import responses
+
+import stripe_objects as so
+from exporter.http import HttpClient, UpstreamError
+from exporter.secrets import Secret
+from exporter.sources.stripe import StripeConfig, StripeSource
+from exporter.sources.stripe.parse import (
+    MalformedObject,
+    parse_charge,
+    parse_coupon,
+    parse_discount,
+    parse_price,
+    parse_subscription,
+)
+from exporter.sources.stripe.source import STRIPE_VERSION
+
+API = "https://api.stripe.test"
+NOW = 1_800_000_000
+FX = {"usd": Decimal(1), "eur": Decimal("1.10")}
+
+
+# --- parsing the fixtures as Stripe sends them -------------------------------
+
+def test_parse_fixture_subscription():
+    sub = parse_subscription(so.fixture("subscription"), {}, {})
+    assert sub.id == "sub_1Pgc6rB7WZ01zgkWNy0Cn5nw"
+    assert sub.customer == "cus_QXg1o8vcGmoR32"
+    assert sub.status == "active" and sub.currency == "usd" and sub.cancel_at_period_end
+    [item] = sub.items
+    assert item.quantity == 1
+    assert item.price.unit_amount == Decimal("2000")
+    assert (item.price.interval, item.price.interval_count) == ("month", 1)
+    # the fixture's transform_quantity divides by a huge number, rounding down
+    assert item.price.divide_by == 1592560163 and item.price.round == "down"
+
+
+def test_parse_fixture_price_coupon_charge():
+    price = parse_price(so.fixture("price"))
+    assert price.billing_scheme == "per_unit" and price.usage_type == "licensed"
+    coupon = parse_coupon(so.fixture("coupon"))
+    assert coupon.percent_off == Decimal("25.5") and coupon.duration == "forever"
+    charge = parse_charge(so.fixture("charge"))
+    assert (charge.amount, charge.status, charge.created) == (Decimal(100), "succeeded", 1234567890)
+
+
+def test_discount_coupon_comes_from_source():
+    coupons = {"SAVE10": parse_coupon(so.coupon("SAVE10", percent_off=10))}
+    discount = parse_discount(so.discount("di_1", "SAVE10", end=NOW + 5), coupons)
+    assert discount.coupon.percent_off == 10 and discount.end == NOW + 5
+    # a deleted coupon: the discount is skipped, not guessed
+    assert parse_discount(so.discount("di_2", "GONE"), coupons) is None
+
+
+def test_fixture_discount_without_coupon_is_malformed():
+    with pytest.raises(MalformedObject, match="source.coupon"):
+        parse_discount(so.fixture("discount"), {})
+
+
+def test_unexpanded_discount_is_malformed():
+    sub = so.subscription("sub_1", "cus_1", [], discounts=["di_123"])
+    with pytest.raises(MalformedObject, match="not expanded"):
+        parse_subscription(sub, {}, {})
+
+
+@pytest.mark.parametrize("field,value", [("status", None), ("currency", 5), ("items", "x")])
+def test_malformed_subscription_names_the_field(field, value):
+    sub = so.fixture("subscription")
+    sub[field] = value
+    with pytest.raises(MalformedObject, match=field):
+        parse_subscription(sub, {}, {})
+
+
+def test_tiers_come_from_the_price_list():
+    tiers = [{"up_to": 5, "unit_amount": 1000, "unit_amount_decimal": "1000", "flat_amount": None,
+              "flat_amount_decimal": None},
+             {"up_to": None, "unit_amount": 800, "unit_amount_decimal": "800", "flat_amount": 500,
+              "flat_amount_decimal": "500"}]
+    listed = so.price("price_t", None, tiers=tiers, tiers_mode="volume")
+    sub = so.subscription("sub_1", "cus_1", [so.item("si_1", listed, 7)])
+    parsed = parse_subscription(sub, {"price_t": parse_price(listed)}, {})
+    assert [t.up_to for t in parsed.items[0].price.tiers] == [5, None]
+    assert parsed.items[0].price.tiers[1].flat_amount == 500
+
+
+# --- fetching with the real HTTP client --------------------------------------
+
+def make_source(**config):
+    cfg = StripeConfig(api_key=Secret("sk_test_adapter1234"), base_url=API, **config)
+    client = HttpClient("stripe", API, headers={"Authorization": "Bearer sk_test_adapter1234",
+                                                "Stripe-Version": STRIPE_VERSION},
+                        sleep=lambda s: None)
+    return StripeSource(cfg, FX, clock=lambda: NOW, client=client)
+
+
+def query(call) -> dict:
+    return parse_qs(urlsplit(call.request.url).query)
+
+
+def add_list(path, *pages):
+    for body in pages:
+        responses.add(responses.GET, API + path, json=body)
+
+
+TIERS = [{"up_to": 10, "unit_amount": 500, "unit_amount_decimal": "500", "flat_amount": 0,
+          "flat_amount_decimal": "0"},
+         {"up_to": None, "unit_amount": 300, "unit_amount_decimal": "300", "flat_amount": 1000,
+          "flat_amount_decimal": "1000"}]
+
+
+@responses.activate
+def test_poll_fetches_pages_and_computes_kpis():
+    starter = so.price("price_starter", 4900)
+    yearly_eur = so.price("price_eur", 120000, currency="eur", interval="year")
+    seats = so.price("price_seats", None, tiers=TIERS, tiers_mode="graduated")
+    metered = so.price("price_usage", 10, usage="metered")
+    add_list("/v1/prices", so.page([starter, yearly_eur], has_more=True),
+             so.page([seats, metered]))
+    add_list("/v1/coupons", so.page([so.coupon("HALF", percent_off=50)]))
+    responses.add(responses.GET, API + "/v1/coupons/DELETED", status=404,
+                  json={"error": {"type": "invalid_request_error", "code": "resource_missing",
+                                  "message": "No such coupon: 'DELETED'"}})
+    subs = [
+        # $49, half price forever -> $24.50
+        so.subscription("sub_a", "cus_a", [so.item("si_a", starter)],
+                        discounts=[so.discount("di_a", "HALF")]),
+        # 1200 EUR a year -> 100 EUR a month -> $110; its deleted coupon is ignored
+        so.subscription("sub_b", "cus_b", [so.item("si_b", yearly_eur)], currency="eur",
+                        discounts=[so.discount("di_b", "DELETED")]),
+        # 12 seats graduated: 10 x 500 + 2 x 300 + 1000 flat = 6600 cents -> $66, + metered 0;
+        # its items are paged separately (has_more)
+        so.subscription("sub_c", "cus_c", [so.item("si_c1", seats, 12)], items_has_more=True),
+        so.subscription("sub_d", "cus_d", [so.item("si_d", starter)], status="trialing"),
+        so.subscription("sub_e", "cus_e", [so.item("si_e", starter)], status="canceled"),
+    ]
+    add_list("/v1/subscriptions", so.page(subs[:3], has_more=True), so.page(subs[3:]))
+    add_list("/v1/subscription_items", so.page([so.item("si_c1", seats, 12),
+                                                so.item("si_c2", metered, 1)]))
+    add_list("/v1/charges", so.page([
+        so.charge("ch_1", 120000, created=NOW - 100),                       # $1,200 failed
+        so.charge("ch_2", 50000, currency="eur", created=NOW - 200),        # 500 EUR = $550 failed
+        so.charge("ch_3", 99999, status="succeeded", created=NOW - 300),
+    ]))
+
+    samples = make_source().poll()
+    values = {(s.metric, tuple(sorted(s.labels.items()))): s.value for s in samples}
+
+    def value(metric, **labels):
+        return values[(metric, tuple(sorted({"source": "stripe", **labels}.items())))]
+
+    assert value("kpi_mrr") == pytest.approx(24.5 + 110 + 66)
+    assert value("kpi_mrr_by_currency", currency="usd") == pytest.approx(90.5)
+    assert value("kpi_mrr_by_currency", currency="eur") == pytest.approx(100)
+    assert value("kpi_paying_customers") == 3
+    assert value("kpi_arpa") == pytest.approx((24.5 + 110 + 66) / 3)
+    assert value("kpi_subscriptions", status="active") == 3
+    assert value("kpi_subscriptions", status="trialing") == 1
+    assert value("kpi_subscriptions", status="canceled") == 1
+    assert value("kpi_failed_payments", window="24h") == 2
+    assert value("kpi_failed_payments_amount", window="24h") == pytest.approx(1750)
+
+    calls = {urlsplit(c.request.url).path: c for c in responses.calls}
+    sub_queries = [query(c) for c in responses.calls if c.request.url.startswith(API + "/v1/subscriptions")]
+    assert sub_queries[0]["status"] == ["all"]
+    assert set(sub_queries[0]["expand[]"]) == {"data.discounts", "data.items.data.discounts"}
+    assert sub_queries[1]["starting_after"] == ["sub_c"]  # cursor = last id of page 1
+    assert query(calls["/v1/prices"])["expand[]"] == ["data.tiers"]
+    assert query(calls["/v1/subscription_items"])["subscription"] == ["sub_c"]
+    assert query(calls["/v1/charges"])["created[gte]"] == [str(NOW - 86400)]
+    for call in responses.calls:
+        assert call.request.headers["Stripe-Version"] == "2026-07-29.dahlia"
+        assert call.request.headers["Authorization"] == "Bearer sk_test_adapter1234"
+        assert query(call).get("limit", ["100"]) == ["100"]
+
+
+@responses.activate
+def test_unknown_fx_rate_is_left_out_and_logged_once(caplog):
+    gbp = so.price("price_gbp", 1000, currency="gbp")
+    for _ in range(2):
+        add_list("/v1/prices", so.page([gbp]))
+        add_list("/v1/coupons", so.page([]))
+        add_list("/v1/subscriptions", so.page([
+            so.subscription("sub_g", "cus_g", [so.item("si_g", gbp)], currency="gbp")]))
+        add_list("/v1/charges", so.page([]))
+    source = make_source()
+    with caplog.at_level("WARNING"):
+        first, second = source.poll(), source.poll()
+    by_metric = {s.metric: s for s in first}
+    assert by_metric["kpi_mrr"].value == 0
+    assert by_metric["kpi_mrr_by_currency"].value == 10
+    assert by_metric["kpi_unconverted_objects"].labels == {"source": "stripe", "currency": "gbp"}
+    assert by_metric["kpi_paying_customers"].value == 1
+    assert len([r for r in caplog.records if "GBP" in r.getMessage()]) == 1
+    assert first == second
+
+
+@responses.activate
+def test_auth_failure_raises_without_the_key():
+    responses.add(responses.GET, API + "/v1/prices", status=401, json={"error": {
+        "type": "invalid_request_error",
+        "message": "Invalid API Key provided: sk_test_adapter1234"}})
+    with pytest.raises(UpstreamError) as caught:
+        make_source().poll()
+    assert caught.value.reason == "auth"
+    assert "sk_test_adapter1234" not in str(caught.value)
+
+
+@responses.activate
+def test_non_list_response_is_malformed():
+    responses.add(responses.GET, API + "/v1/prices", json={"object": "price"})
+    with pytest.raises(MalformedObject, match="not a Stripe list"):
+        make_source().poll()
