@@ -1,0 +1,66 @@
+"""Wire a Config into a running exporter: sources, poller, collector, HTTP server."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from prometheus_client import CollectorRegistry
+
+from exporter.collector import KpiCollector
+from exporter.config import Config
+from exporter.poller import Poller
+from exporter.secrets import RedactingFilter
+from exporter.server import MetricsServer, make_app
+from exporter.sources import SOURCE_TYPES
+
+log = logging.getLogger(__name__)
+
+
+class Exporter:
+    def __init__(self, config: Config, listen: tuple[str, int] | None = None):
+        self.config = config
+        self.sources = [SOURCE_TYPES[name].create(source_config, config)
+                        for name, source_config in config.sources.items()]
+        self.poller = Poller(self.sources)
+        self.registry = CollectorRegistry()
+        self.registry.register(KpiCollector(self.poller, config.kpis))
+        host, port = listen or config.listen
+        self.server = MetricsServer(host, port, make_app(self.registry, self.poller))
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.server.host}]" if ":" in self.server.host else self.server.host
+        return f"http://{host}:{self.server.port}"
+
+    def start(self) -> "Exporter":
+        self.server.start()
+        self.poller.start()
+        names = ", ".join(s.name for s in self.sources) or "none"
+        log.info("serving %s/metrics (sources: %s)", self.url, names)
+        return self
+
+    def stop(self) -> None:
+        self.poller.stop()
+        self.server.stop()
+
+    def run_until_signal(self) -> None:
+        stopped = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stopped.set())
+        self.start()
+        stopped.wait()
+        log.info("shutting down")
+        self.stop()
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # urllib3 logs full request lines at DEBUG; keep it at WARNING.
+    logging.getLogger("urllib3").setLevel(logging.WARNING)

@@ -1,0 +1,109 @@
+"""The `kpi-exporter` command.
+
+Every option can also come from the environment: KPI_EXPORTER_<COMMAND>_<OPTION>,
+for example KPI_EXPORTER_SERVE_CONFIG=/etc/kpi-exporter.yml.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from exporter import __version__, config as config_module
+
+CONTEXT = {"auto_envvar_prefix": "KPI_EXPORTER", "show_default": True,
+           "help_option_names": ["-h", "--help"]}
+
+
+def _listen(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return config_module.parse_listen(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+listen_option = click.option(
+    "--listen", metavar="HOST:PORT", callback=_listen,
+    help=f"Address to serve /metrics on; overrides `listen` in the config "
+         f"(default {config_module.DEFAULT_LISTEN}).")
+log_level_option = click.option(
+    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+    help="Log verbosity.")
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="kpi-exporter")
+def main():
+    """Serve business KPIs (Stripe revenue, and more) as Prometheus metrics."""
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, metavar="PATH",
+              type=click.Path(dir_okay=False), help="YAML config file (see README).")
+@listen_option
+@log_level_option
+def serve(config_path, listen, log_level):
+    """Poll the configured sources and serve their KPIs."""
+    from exporter.app import Exporter, setup_logging
+
+    setup_logging(log_level)
+    try:
+        config = config_module.load(config_path)
+    except config_module.ConfigError as exc:
+        click.echo(f"kpi-exporter: config error: {exc}", err=True)
+        sys.exit(2)
+    _run(lambda: Exporter(config, listen))
+
+
+@main.command()
+@listen_option
+@click.option("--customers", default=3000, type=click.IntRange(1, 100_000),
+              help="Size of the simulated company.")
+@click.option("--seed", default=7, type=int, help="Random seed of the simulated company.")
+@click.option("--poll-interval", default="30s", help="How often the exporter polls the simulator.")
+@log_level_option
+def demo(listen, customers, seed, poll_interval, log_level):
+    """Run the exporter against a built-in simulator: no accounts needed."""
+    from exporter.app import setup_logging
+    from exporter.demo import DemoExporter
+
+    setup_logging(log_level)
+    try:
+        interval = config_module.parse_duration(poll_interval)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--poll-interval") from None
+    _run(lambda: DemoExporter(listen=listen, customers=customers, seed=seed,
+                              poll_interval=interval))
+
+
+def _run(build) -> None:
+    try:
+        exporter = build()
+    except OSError as exc:  # typically the port is taken
+        click.echo(f"kpi-exporter: cannot listen: {exc.strerror or exc}", err=True)
+        sys.exit(1)
+    exporter.run_until_signal()
+
+
+@main.command()
+@click.option("--readme", default="README.md", type=click.Path(dir_okay=False, path_type=Path),
+              help="README whose generated sections to rewrite.")
+@click.option("--check", is_flag=True, help="Exit 1 if the file is out of date instead of writing.")
+def generate(readme, check):
+    """Regenerate the files derived from the KPI catalog (the README metrics table)."""
+    from exporter import docs
+
+    current = readme.read_text(encoding="utf-8")
+    updated = docs.update_readme(current)
+    if check:
+        if updated != current:
+            click.echo(f"{readme} is out of date: run `kpi-exporter generate`", err=True)
+            sys.exit(1)
+        return
+    if updated != current:
+        readme.write_text(updated, encoding="utf-8")
+        click.echo(f"updated {readme}")

@@ -1,0 +1,61 @@
+"""Documentation generated from the KPI catalog (the README metrics table).
+
+Generated text lives between `<!-- BEGIN GENERATED: name -->` and
+`<!-- END GENERATED: name -->` markers; `kpi-exporter generate` rewrites it and
+a test fails when the committed README drifts from the catalog.
+"""
+
+from __future__ import annotations
+
+import re
+
+from exporter import catalog
+
+
+def _threshold_text(kpi: catalog.Kpi) -> str:
+    parts = []
+    for t in kpi.thresholds:
+        if t.kind == "drop":
+            parts.append(f"{t.severity}: drop > {t.value:.0%} over {t.window}")
+        else:
+            sign = ">" if t.kind == "above" else "<"
+            value = f"{t.value:.0%}" if kpi.unit == "ratio" else f"{t.value:,g}"
+            parts.append(f"{t.severity}: {sign} {value}")
+    return "; ".join(parts) or "-"
+
+
+def _target_text(kpi: catalog.Kpi) -> str:
+    if kpi.target is None:
+        return "-"
+    sign = {"higher": "> ", "lower": "< "}.get(kpi.direction or "", "")
+    value = f"{kpi.target:.0%}" if kpi.unit == "ratio" else f"{kpi.target:,g}"
+    return sign + value
+
+
+def metrics_table(kpis: tuple[catalog.Kpi, ...] = catalog.KPIS) -> str:
+    lines = [
+        "| Metric | Type | Labels | Help | Config key | Target | Thresholds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for kpi in kpis:
+        lines.append(f"| `{kpi.metric}` | {kpi.type} | {', '.join(kpi.labels)} | {kpi.help} "
+                     f"| `{kpi.key}` | {_target_text(kpi)} | {_threshold_text(kpi)} |")
+    lines += ["", "Exporter health:", "",
+              "| Metric | Type | Labels | Help |", "|---|---|---|---|"]
+    for health in catalog.HEALTH:
+        name = health.metric
+        lines.append(f"| `{name}` | {health.type} | {', '.join(health.labels)} | {health.help} |")
+    return "\n".join(lines)
+
+
+GENERATED = {"metrics": metrics_table}
+
+
+def update_readme(text: str) -> str:
+    for name, render in GENERATED.items():
+        pattern = re.compile(
+            rf"(<!-- BEGIN GENERATED: {name} -->\n).*?(<!-- END GENERATED: {name} -->)", re.S)
+        if not pattern.search(text):
+            raise ValueError(f"README has no generated section {name!r}")
+        text = pattern.sub(lambda m: m.group(1) + render() + "\n" + m.group(2), text)
+    return text

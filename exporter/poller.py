@@ -1,0 +1,113 @@
+"""Poll every source in the background; keep the last good samples of each.
+
+One daemon thread per source, each on its own interval, so a slow or broken
+upstream delays nobody else. A scrape never waits for a poll: it reads the
+state kept here. When a poll fails (any exception, bugs included) the source
+is marked down, the error is logged, and the previous samples stay served.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from exporter.sources.base import Sample, Source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SourceState:
+    samples: tuple[Sample, ...] = ()
+    up: bool = False
+    polled: bool = False  # a first poll has finished, success or not
+    last_success: float | None = None  # Unix time
+    last_duration: float = 0.0
+    successes: int = 0
+    failures: int = 0
+    last_error: str = ""
+
+
+class Poller:
+    def __init__(self, sources: list[Source], *, clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic):
+        self.sources = list(sources)
+        self._clock = clock
+        self._monotonic = monotonic
+        self._states = {source.name: SourceState() for source in self.sources}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for source in self.sources:
+            thread = threading.Thread(target=self._run, args=(source,),
+                                      name=f"poll-{source.name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        for source in self.sources:
+            source.close()
+
+    def _run(self, source: Source) -> None:
+        next_poll = self._monotonic()
+        while not self._stop.is_set():
+            self.poll_once(source)
+            # Schedule from the start of the last poll, so intervals do not drift.
+            next_poll += source.poll_interval
+            delay = next_poll - self._monotonic()
+            if delay < 0:  # the poll took longer than the interval: start again now
+                next_poll, delay = self._monotonic(), 0
+            self._stop.wait(delay)
+
+    def poll_once(self, source: Source) -> SourceState:
+        started = self._monotonic()
+        try:
+            samples = source.poll()
+        except Exception as exc:  # a source bug must not kill its thread or others
+            duration = self._monotonic() - started
+            log.error("%s: poll failed after %.1fs: %s: %s; serving the last good values",
+                      source.name, duration, type(exc).__name__, exc,
+                      exc_info=not _is_expected(exc))
+            return self._update(source.name, polled=True, up=False, last_duration=duration,
+                                failed=True, last_error=f"{type(exc).__name__}: {exc}")
+        duration = self._monotonic() - started
+        log.info("%s: poll succeeded in %.2fs (%d series)", source.name, duration, len(samples))
+        return self._update(source.name, polled=True, up=True, last_duration=duration,
+                            samples=tuple(samples), last_success=self._clock(), failed=False,
+                            last_error="")
+
+    def _update(self, name: str, *, failed: bool, **changes) -> SourceState:
+        with self._lock:
+            state = self._states[name]
+            if failed:
+                changes["failures"] = state.failures + 1
+            else:
+                changes["successes"] = state.successes + 1
+            state = dataclasses.replace(state, **changes)
+            self._states[name] = state
+            return state
+
+    def states(self) -> dict[str, SourceState]:
+        with self._lock:
+            return dict(self._states)
+
+    def ready(self) -> bool:
+        """True once every source has finished its first poll."""
+        return all(state.polled for state in self.states().values())
+
+
+def _is_expected(exc: Exception) -> bool:
+    """Upstream and data errors are expected; anything else gets a traceback."""
+    from exporter.http import UpstreamError
+    from exporter.sources.stripe.parse import MalformedObject
+
+    return isinstance(exc, (UpstreamError, MalformedObject))
