@@ -79,7 +79,7 @@ REVENUE: tuple[Kpi, ...] = (
     Kpi(
         key="mrr",
         metric="kpi_mrr",
-        help="Monthly recurring revenue in the reporting currency: active subscriptions' "
+        help="Monthly recurring revenue in the reporting currency: counted subscriptions' "
         "licensed prices normalised to a month, after discounts, before tax.",
         unit="currency",
         labels=("source",),

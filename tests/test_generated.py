@@ -1,0 +1,33 @@
+"""Generated files must match their generator."""
+
+from pathlib import Path
+
+from exporter import catalog, docs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_metrics_table_is_current():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert docs.update_readme(readme) == readme, "README is stale: run `kpi-exporter generate`"
+
+
+def test_every_catalog_metric_is_in_the_readme():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for metric in [k.metric for k in catalog.KPIS] + [h.metric for h in catalog.HEALTH]:
+        assert f"`{metric}`" in readme
+
+
+def test_catalog_is_consistent():
+    metrics = [k.metric for k in catalog.KPIS] + [h.metric for h in catalog.HEALTH]
+    assert len(metrics) == len(set(metrics))
+    assert len({k.key for k in catalog.KPIS}) == len(catalog.KPIS)
+    for kpi in catalog.KPIS:
+        assert kpi.metric.startswith("kpi_") and kpi.labels[0] == "source"
+        assert kpi.help.endswith(".") and kpi.description
+        assert (kpi.type == "counter") == kpi.metric.endswith("_total")
+        assert len({t.name for t in kpi.thresholds}) == len(kpi.thresholds)
+        for threshold in kpi.thresholds:
+            assert threshold.severity in ("critical", "warning", "info")
+    for health in catalog.HEALTH:
+        assert (health.type == "counter") == health.metric.endswith("_total")
