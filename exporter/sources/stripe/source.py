@@ -68,13 +68,14 @@ class StripeData:
 def list_all(client: HttpClient, path: str, params: list[tuple[str, str]]) -> Iterator[dict]:
     """Every object of a Stripe list endpoint, following `starting_after` cursors."""
 
+    params = [("limit", str(PAGE_SIZE)), *params]
+
     def next_page(page: Any) -> tuple[str, list] | None:
         if page.get("has_more") and page["data"]:
             return path, [*params, ("starting_after", page["data"][-1]["id"])]
         return None
 
-    first = [("limit", str(PAGE_SIZE)), *params]
-    for page in client.paginate(path, first, next_page):
+    for page in client.paginate(path, params, next_page):
         if not isinstance(page, dict) or not isinstance(page.get("data"), list):
             raise parse.MalformedObject(f"{path}: response is not a Stripe list")
         yield from page["data"]
