@@ -1,0 +1,650 @@
+"""A local HTTP server that answers like api.stripe.com, from a `StripeStore`.
+
+    with FakeStripe(generate_company()) as fake:
+        requests.get(f"{fake.url}/v1/subscriptions",
+                     headers={"Authorization": f"Bearer {fake.api_key}"})
+
+Faithful to API version 2026-07-29.dahlia:
+- Bearer (or HTTP basic) auth with Stripe's 401 messages and masked key;
+  `Request-Id` and `Stripe-Version` response headers (the request's version
+  echoed, the dahlia one by default).
+- Read endpoints for customers, products, prices, coupons, subscriptions,
+  subscription_items and charges: list and retrieve, list envelopes, newest
+  first, `limit` 1..100 (default 10), `starting_after` / `ending_before`
+  cursors, the common filters (see ENDPOINTS), subscriptions' default of
+  excluding `canceled` (`status=all`, `status=ended` supported).
+- `expand[]` (also `expand[0]`) with Stripe's depth limit of 4 levels, counting
+  `data`, and its error for properties that cannot be expanded. Prices carry
+  `tiers` only when expanded; discounts reference their coupon by id
+  (`source.coupon`) unless `source.coupon` is expanded.
+- Errors use Stripe's envelope: `{"error": {"type", "message", "code", "param"}}`,
+  including "Received unknown parameter" for query keys Stripe would reject.
+
+Simplified:
+- Read-only: no POST/DELETE (they get Stripe's "Unrecognized request URL" 404),
+  no search endpoints, no invoices/events, no idempotency keys, no Connect
+  headers. A few real filters are accepted but not applied (ENDPOINTS.ignored).
+- The `Stripe-Version` header is echoed, never validated, and does not change
+  object shapes. Rate limiting is a plain per-second window set by
+  `rate_limit()`; otherwise nothing is throttled.
+- A subscription's embedded `items` list holds all its items (`has_more` false).
+
+Fault injection for tests: `set_latency`, `fail_next`, `rate_limit`,
+`serve_malformed_next`; and a request log: `requests`, `request_count`,
+`reset_log()`.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import copy
+import json
+import random
+import re
+import string
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlsplit
+
+from exporter.simulator.stripe_store import API_VERSION, SUBSCRIPTION_STATUSES, StripeStore
+
+MAX_EXPAND_DEPTH = 4
+_DOCS = "https://stripe.com/docs/error-codes/"
+
+# --------------------------------------------------------------------------- errors
+
+
+class ApiError(Exception):
+    """An error response in Stripe's envelope."""
+
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
+                 code: str | None = None, param: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.body: dict[str, Any] = {"message": message, "type": type}
+        if code:
+            self.body["code"] = code
+            self.body["doc_url"] = _DOCS + code.replace("_", "-")
+        if param:
+            self.body["param"] = param
+
+    def payload(self) -> dict:
+        return {"error": dict(self.body)}
+
+
+def _missing(noun: str, object_id: str, param: str, status: int = 400) -> ApiError:
+    return ApiError(status, f"No such {noun}: '{object_id}'", code="resource_missing", param=param)
+
+
+def _bad_param(param: str, message: str, code: str = "parameter_invalid_integer") -> ApiError:
+    return ApiError(400, message, code=code, param=param)
+
+
+RATE_LIMIT_BODY = {
+    "error": {
+        "code": "rate_limit",
+        "doc_url": _DOCS + "rate-limit",
+        "message": "Request rate limit exceeded. Learn more about rate limits here "
+                   "https://stripe.com/docs/rate-limits.",
+        "type": "invalid_request_error",
+    }
+}
+
+# Bodies for fail_next() when none is given.
+_DEFAULT_FAILURES = {
+    400: ApiError(400, "Invalid request (simulated).").payload(),
+    401: ApiError(401, "Invalid API Key provided: sk_test_****mock").payload(),
+    402: ApiError(402, "Your card was declined.", type="card_error", code="card_declined").payload(),
+    404: ApiError(404, "No such object (simulated).", code="resource_missing").payload(),
+    409: ApiError(409, "This object cannot be accessed right now because another API request "
+                       "or Stripe process is currently accessing it.", code="lock_timeout").payload(),
+    429: RATE_LIMIT_BODY,
+}
+_SERVER_ERROR = {"error": {"message": "An unknown error occurred", "type": "api_error"}}
+
+# --------------------------------------------------------------------------- filters
+# A filter builder gets the values of one parameter family ({"": [...]} for
+# `status=x`, {"gte": [...], "lt": [...]} for `created[gte]=..&created[lt]=..`)
+# or None when the request does not use it, and returns a predicate or None.
+
+Group = dict[str, list[str]]
+Predicate = Callable[[dict], bool]
+
+
+def _single(name: str, group: Group) -> str:
+    if set(group) != {""}:
+        raise ApiError(400, f"Received unknown parameter: {name}[{next(k for k in group if k)}]",
+                       param=name)
+    return group[""][-1]
+
+
+def _integer(param: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise _bad_param(param, f"Invalid integer: {value}") from None
+
+
+def equals(field_name: str) -> Callable[[str, Group | None], Predicate | None]:
+    def build(name: str, group: Group | None) -> Predicate | None:
+        if group is None:
+            return None
+        wanted = _single(name, group)
+        return lambda obj: obj.get(field_name) == wanted
+    return build
+
+
+def boolean(field_name: str) -> Callable[[str, Group | None], Predicate | None]:
+    def build(name: str, group: Group | None) -> Predicate | None:
+        if group is None:
+            return None
+        value = _single(name, group)
+        if value not in ("true", "false"):
+            raise _bad_param(name, f"Invalid boolean: {value}", code="parameter_invalid_boolean")
+        return lambda obj: obj.get(field_name) is (value == "true")
+    return build
+
+
+def one_of(field_name: str) -> Callable[[str, Group | None], Predicate | None]:
+    """`ids[]=a&ids[]=b` / `lookup_keys[0]=a`."""
+    def build(name: str, group: Group | None) -> Predicate | None:
+        if group is None:
+            return None
+        wanted = {v for values in group.values() for v in values}
+        return lambda obj: obj.get(field_name) in wanted
+    return build
+
+
+_RANGE_OPS = {"gt": lambda a, b: a > b, "gte": lambda a, b: a >= b,
+              "lt": lambda a, b: a < b, "lte": lambda a, b: a <= b, "": lambda a, b: a == b}
+
+
+def time_range(field_name: str) -> Callable[[str, Group | None], Predicate | None]:
+    """`created=ts` or `created[gte]=ts&created[lt]=ts`."""
+    def build(name: str, group: Group | None) -> Predicate | None:
+        if group is None:
+            return None
+        checks = []
+        for op, values in group.items():
+            if op not in _RANGE_OPS:
+                raise ApiError(400, f"Received unknown parameter: {name}[{op}]", param=f"{name}[{op}]")
+            bound = _integer(f"{name}[{op}]" if op else name, values[-1])
+            checks.append((_RANGE_OPS[op], bound))
+        return lambda obj: all(test(obj.get(field_name), bound) for test, bound in checks)
+    return build
+
+
+def subscription_status(name: str, group: Group | None) -> Predicate:
+    """Stripe's default lists every subscription that is not canceled."""
+    if group is None:
+        return lambda sub: sub["status"] != "canceled"
+    value = _single(name, group)
+    if value == "all":
+        return lambda sub: True
+    if value == "ended":
+        return lambda sub: sub["status"] in ("canceled", "incomplete_expired")
+    if value not in SUBSCRIPTION_STATUSES:
+        allowed = ", ".join((*SUBSCRIPTION_STATUSES, "ended", "all"))
+        raise _bad_param(name, f"Invalid status: must be one of {allowed}",
+                         code="parameter_invalid_string")
+    return lambda sub: sub["status"] == value
+
+
+def subscription_price(name: str, group: Group | None) -> Predicate | None:
+    if group is None:
+        return None
+    wanted = _single(name, group)
+    return lambda sub: any(i["price"]["id"] == wanted for i in sub["items"]["data"])
+
+
+def required(field_name: str) -> Callable[[str, Group | None], Predicate]:
+    def build(name: str, group: Group | None) -> Predicate:
+        if group is None:
+            raise ApiError(400, f"Missing required param: {name}.", code="parameter_missing",
+                           param=name)
+        wanted = _single(name, group)
+        return lambda obj: obj.get(field_name) == wanted
+    return build
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    collection: str  # the store table
+    object_type: str  # key into EXPANSIONS
+    noun: str  # "No such <noun>: 'id'"
+    filters: dict[str, Callable[[str, Group | None], Predicate | None]] = field(default_factory=dict)
+    ignored: tuple[str, ...] = ()  # accepted by Stripe, not simulated
+    # Filters naming another object, which must exist: param -> (collection, noun).
+    references: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
+_CREATED = {"created": time_range("created")}
+ENDPOINTS: dict[str, Endpoint] = {
+    "customers": Endpoint("customers", "customer", "customer",
+                          {**_CREATED, "email": equals("email")}, ignored=("test_clock",)),
+    "products": Endpoint("products", "product", "product",
+                         {**_CREATED, "active": boolean("active"), "ids": one_of("id")},
+                         ignored=("shippable", "url")),
+    "prices": Endpoint("prices", "price", "price",
+                       {**_CREATED, "active": boolean("active"), "currency": equals("currency"),
+                        "product": equals("product"), "type": equals("type"),
+                        "lookup_keys": one_of("lookup_key")},
+                       ignored=("recurring",)),
+    "coupons": Endpoint("coupons", "coupon", "coupon", dict(_CREATED)),
+    "subscriptions": Endpoint("subscriptions", "subscription", "subscription",
+                              {**_CREATED, "status": subscription_status,
+                               "customer": equals("customer"), "price": subscription_price,
+                               "collection_method": equals("collection_method")},
+                              ignored=("automatic_tax", "current_period_end",
+                                       "current_period_start", "test_clock"),
+                              references={"customer": ("customers", "customer"),
+                                          "price": ("prices", "price")}),
+    "subscription_items": Endpoint("subscription_items", "subscription_item", "subscription item",
+                                   {"subscription": required("subscription")},
+                                   references={"subscription": ("subscriptions", "subscription")}),
+    "charges": Endpoint("charges", "charge", "charge",
+                        {**_CREATED, "customer": equals("customer"),
+                         "payment_intent": equals("payment_intent")},
+                        ignored=("transfer_group",),
+                        references={"customer": ("customers", "customer")}),
+}
+
+# --------------------------------------------------------------------------- expansion
+# For each object type, the properties `expand[]` may name or walk through:
+#   ("expand", collection, type)  an id (or list of ids) replaced by the object(s)
+#   ("list", type)                a list object: the next level must be `data`
+#   ("nested", type)              a sub-object walked into, not itself expandable
+#   ("include",)                  a property returned only when expanded (tiers)
+
+EXPANSIONS: dict[str, dict[str, tuple]] = {
+    "subscription": {"customer": ("expand", "customers", "customer"),
+                     "discounts": ("expand", "discounts", "discount"),
+                     "items": ("list", "subscription_item")},
+    "subscription_item": {"discounts": ("expand", "discounts", "discount"),
+                          "price": ("nested", "price"), "plan": ("nested", "plan")},
+    "discount": {"customer": ("expand", "customers", "customer"),
+                 "source": ("nested", "discount_source")},
+    "discount_source": {"coupon": ("expand", "coupons", "coupon")},
+    "price": {"product": ("expand", "products", "product"), "tiers": ("include",)},
+    "plan": {"product": ("expand", "products", "product"), "tiers": ("include",)},
+    "charge": {"customer": ("expand", "customers", "customer")},
+    "product": {"default_price": ("expand", "prices", "price")},
+    "customer": {},
+    "coupon": {},
+}
+
+
+def check_expansion(path: str, root: tuple) -> None:
+    """Raise Stripe's 400 unless `path` can be expanded from `root`:
+    ("list", type) for list responses, ("object", type) for a single object."""
+    segments = path.split(".")
+    if len(segments) > MAX_EXPAND_DEPTH:
+        raise ApiError(400, f"You cannot expand more than {MAX_EXPAND_DEPTH} levels of a "
+                            f"property. Property: {path}", code="property_expansion_max_depth")
+    state, expandable = root, False
+    for seg in segments:
+        kind, type_name = state
+        if kind == "list":
+            if seg != "data":
+                break
+            state, expandable = ("object", type_name), False
+            continue
+        rule = EXPANSIONS.get(type_name, {}).get(seg)
+        if rule is None:
+            break
+        expandable = rule[0] in ("expand", "include")
+        state = {"expand": ("object", rule[-1]), "list": ("list", rule[-1]),
+                 "nested": ("object", rule[-1]), "include": ("include", "")}[rule[0]]
+    else:
+        if expandable:
+            return
+    raise ApiError(400, f"This property cannot be expanded ({path}).")
+
+
+class _Expander:
+    """Applies checked expansion paths to a response (a deep copy, mutated in place)."""
+
+    def __init__(self, store: StripeStore):
+        self.store = store
+
+    def apply(self, node: Any, segments: list[str], state: tuple) -> Any:
+        if node is None or not segments:
+            return node
+        if isinstance(node, list):  # a list of ids being expanded
+            return [self.apply(item, segments, state) for item in node]
+        kind, type_name = state
+        seg, rest = segments[0], segments[1:]
+        if kind == "list":
+            node["data"] = [self.apply(item, rest, ("object", type_name)) for item in node["data"]]
+            return node
+        rule = EXPANSIONS[type_name][seg]
+        if rule[0] == "include":
+            if node.get("billing_scheme") == "tiered":
+                node[seg] = copy.deepcopy(self.store.price_tiers.get(node["id"], []))
+            return node
+        value = node.get(seg)
+        if rule[0] == "expand":
+            value = self._objects(value, rule[1])
+        state = ("list", rule[-1]) if rule[0] == "list" else ("object", rule[-1])
+        node[seg] = self.apply(value, rest, state)
+        return node
+
+    def _objects(self, value: Any, collection: str) -> Any:
+        if isinstance(value, list):
+            return [self._objects(v, collection) for v in value]
+        if isinstance(value, str):
+            obj = self.store.get(collection, value)
+            return self.store.snapshot(obj) if obj is not None else value
+        return value  # None, or already expanded
+
+
+# --------------------------------------------------------------------------- server
+
+
+@dataclass
+class _Fault:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+class FakeStripe:
+    """A Stripe API double on 127.0.0.1, serving a StripeStore over real HTTP."""
+
+    def __init__(self, store: StripeStore, api_key: str = "sk_test_simulator",
+                 host: str = "127.0.0.1", port: int = 0):
+        self.store = store
+        self.api_key = api_key
+        self.host = host
+        self.port = port
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._latency = 0.0
+        self._faults: collections.deque[_Fault] = collections.deque()
+        self._rate: float | None = None
+        self._recent: collections.deque[float] = collections.deque()
+        self._log: list[tuple[str, str, dict[str, list[str]]]] = []
+        self._ids = random.Random()
+        self._expander = _Expander(store)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> "FakeStripe":
+        if self._server is not None:
+            return self
+        server = _Server((self.host, self.port), _Handler)
+        server.fake = self
+        self._server = server
+        self.port = server.server_address[1]
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
+                                        name=f"fake-stripe:{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> "FakeStripe":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("FakeStripe is not started")
+        return f"http://{self.host}:{self.port}"
+
+    # ------------------------------------------------------------------ fault injection
+
+    def set_latency(self, seconds: float) -> None:
+        """Sleep this long before every response."""
+        with self._lock:
+            self._latency = max(0.0, float(seconds))
+
+    def fail_next(self, count: int = 1, status: int = 500, headers: dict | None = None,
+                  body: Any = None) -> None:
+        """The next `count` requests get `status` (with Stripe's error body for it unless
+        `body` is given: a dict is sent as JSON, str/bytes as is)."""
+        if body is None:
+            body = _DEFAULT_FAILURES.get(status, _SERVER_ERROR)
+        if isinstance(body, (dict, list)):
+            raw = json.dumps(body, indent=2).encode()
+        else:
+            raw = body.encode() if isinstance(body, str) else bytes(body)
+        with self._lock:
+            for _ in range(count):
+                self._faults.append(_Fault(status, dict(headers or {}), raw))
+
+    def serve_malformed_next(self, count: int = 1) -> None:
+        """The next `count` requests get a 200 whose body is truncated, invalid JSON."""
+        with self._lock:
+            for _ in range(count):
+                self._faults.append(_Fault(200, {}, b'{\n  "object": "list",\n  "data": [\n    {"id": '))
+
+    def rate_limit(self, requests_per_second: float | None) -> None:
+        """Answer 429 beyond this many requests in any one-second window (None: off)."""
+        with self._lock:
+            self._rate = requests_per_second or None
+            self._recent.clear()
+
+    # ------------------------------------------------------------------ request log
+
+    @property
+    def requests(self) -> list[tuple[str, str, dict[str, list[str]]]]:
+        """(method, path, query as a dict of lists) of every request, oldest first."""
+        with self._lock:
+            return list(self._log)
+
+    @property
+    def request_count(self) -> int:
+        with self._lock:
+            return len(self._log)
+
+    def reset_log(self) -> None:
+        with self._lock:
+            self._log.clear()
+
+    # ------------------------------------------------------------------ request handling
+
+    def handle(self, method: str, target: str, headers: Any) -> tuple[int, dict[str, str], bytes]:
+        """One request -> (status, extra headers, body). Runs on the handler's thread."""
+        parts = urlsplit(target)
+        query = parse_qs(parts.query, keep_blank_values=True)
+        with self._lock:
+            self._log.append((method, parts.path, query))
+            latency = self._latency
+            fault = self._faults.popleft() if self._faults else None
+            limited = self._over_rate_limit()
+        if latency:
+            time.sleep(latency)
+        if fault is not None:
+            return fault.status, fault.headers, fault.body
+        try:
+            if limited:
+                return 429, {}, _json(RATE_LIMIT_BODY)
+            self._authenticate(headers.get("Authorization"))
+            return 200, {}, _json(self._route(method, parts.path, query))
+        except ApiError as err:
+            extra = {"WWW-Authenticate": 'Bearer realm="Stripe"'} if err.status == 401 else {}
+            return err.status, extra, _json(err.payload())
+
+    def request_id(self) -> str:
+        with self._lock:
+            return "req_" + "".join(self._ids.choices(string.ascii_letters + string.digits, k=14))
+
+    def _over_rate_limit(self) -> bool:
+        if self._rate is None:
+            return False
+        now = time.monotonic()
+        while self._recent and self._recent[0] <= now - 1.0:
+            self._recent.popleft()
+        if len(self._recent) >= self._rate:
+            return True
+        self._recent.append(now)
+        return False
+
+    def _authenticate(self, header: str | None) -> None:
+        key = ""
+        if header:
+            scheme, _, credentials = header.strip().partition(" ")
+            if scheme.lower() == "bearer":
+                key = credentials.strip()
+            elif scheme.lower() == "basic":
+                try:
+                    key = base64.b64decode(credentials).decode().partition(":")[0]
+                except (ValueError, UnicodeDecodeError):
+                    key = credentials
+        if not key:
+            raise ApiError(401, "You did not provide an API key. You need to provide your API "
+                                "key in the Authorization header, using Bearer auth (e.g. "
+                                "'Authorization: Bearer YOUR_SECRET_KEY'). See "
+                                "https://stripe.com/docs/api#authentication for details, or we "
+                                "can help at https://support.stripe.com/.")
+        if key != self.api_key:
+            raise ApiError(401, f"Invalid API Key provided: {mask_key(key)}")
+
+    def _route(self, method: str, path: str, query: dict[str, list[str]]) -> dict:
+        match = re.fullmatch(r"/v1/([a-z_]+)(?:/([^/]+))?/?", path)
+        endpoint = ENDPOINTS.get(match.group(1)) if match else None
+        if method != "GET" or endpoint is None:
+            raise ApiError(404, f"Unrecognized request URL ({method}: {path}). Please see "
+                                "https://stripe.com/docs or we can help at "
+                                "https://support.stripe.com/.")
+        params = _group(query)
+        expand = params.pop("expand", {})
+        paths = [p for values in expand.values() for p in values]
+        if match.group(2):
+            return self._retrieve(endpoint, match.group(2), params, paths)
+        return self._list(endpoint, params, paths, path)
+
+    def _retrieve(self, endpoint: Endpoint, object_id: str, params: dict[str, Group],
+                  expand: list[str]) -> dict:
+        for name in params:
+            raise ApiError(400, f"Received unknown parameter: {name}", param=name)
+        obj = self.store.get(endpoint.collection, object_id)
+        if obj is None:
+            raise _missing(endpoint.noun, object_id, "id", status=404)
+        return self._expanded(self.store.snapshot(obj), expand, ("object", endpoint.object_type))
+
+    def _list(self, endpoint: Endpoint, params: dict[str, Group], expand: list[str],
+              path: str) -> dict:
+        limit = _limit(params.pop("limit", None))
+        after = params.pop("starting_after", None)
+        before = params.pop("ending_before", None)
+        if after and before:
+            raise ApiError(400, "You may only specify one of these parameters: "
+                                "starting_after, ending_before.")
+        for name in params:
+            if name not in endpoint.filters and name not in endpoint.ignored:
+                raise ApiError(400, f"Received unknown parameter: {name}", param=name)
+        predicates = [p for name, build in endpoint.filters.items()
+                      if (p := build(name, params.get(name))) is not None]
+        for name, (collection, noun) in endpoint.references.items():
+            if name in params and self.store.get(collection, _single(name, params[name])) is None:
+                raise _missing(noun, _single(name, params[name]), name)
+        for path_ in expand:
+            check_expansion(path_, ("list", endpoint.object_type))
+
+        everything = self.store.list(endpoint.collection)  # newest first
+        if after or before:
+            cursor = _single("starting_after" if after else "ending_before", after or before)
+            position = next((i for i, o in enumerate(everything) if o["id"] == cursor), None)
+            if position is None:
+                raise _missing(endpoint.noun, cursor, "starting_after" if after else "ending_before")
+            everything = everything[position + 1:] if after else everything[:position]
+        matching = [o for o in everything if all(p(o) for p in predicates)]
+        if before:
+            page, has_more = matching[-limit:], len(matching) > limit
+        else:
+            page, has_more = matching[:limit], len(matching) > limit
+        body = {"object": "list", "data": self.store.snapshot(page), "has_more": has_more,
+                "url": path.rstrip("/")}
+        return self._expanded(body, expand, ("list", endpoint.object_type))
+
+    def _expanded(self, body: dict, expand: list[str], root: tuple) -> dict:
+        for path in expand:
+            check_expansion(path, root)
+        for path in expand:
+            body = self._expander.apply(body, path.split("."), root)
+        return body
+
+
+def mask_key(key: str) -> str:
+    """sk_test_abcdef1234 -> sk_test_****1234, as Stripe echoes a wrong key."""
+    prefix = re.match(r"[a-z]{2,4}_(?:test|live)_", key)
+    return (prefix.group(0) if prefix else "") + "****" + key[-4:]
+
+
+def _group(query: dict[str, list[str]]) -> dict[str, Group]:
+    """{"created[gte]": ["1"], "expand[]": [..]} -> {"created": {"gte": ["1"]}, "expand": {"": [..]}}."""
+    grouped: dict[str, Group] = {}
+    for key, values in query.items():
+        match = re.fullmatch(r"([A-Za-z_]+)(?:\[([A-Za-z0-9_]*)\])?", key)
+        if match is None:
+            raise ApiError(400, f"Received unknown parameter: {key}", param=key)
+        grouped.setdefault(match.group(1), {}).setdefault(match.group(2) or "", []).extend(values)
+    return grouped
+
+
+def _limit(group: Group | None) -> int:
+    if group is None:
+        return 10
+    value = _integer("limit", _single("limit", group))
+    if value < 1:
+        raise _bad_param("limit", "This value must be greater than or equal to 1.")
+    if value > 100:
+        raise _bad_param("limit", "This value must be less than or equal to 100.")
+    return value
+
+
+def _json(payload: Any) -> bytes:
+    return (json.dumps(payload, indent=2) + "\n").encode()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    fake: FakeStripe
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, like api.stripe.com
+    disable_nagle_algorithm = True  # headers and body are separate writes: avoid 40 ms stalls
+
+    def version_string(self) -> str:
+        return "nginx"  # what api.stripe.com reports
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        fake = self.server.fake  # type: ignore[attr-defined]
+        status, headers, body = fake.handle(self.command, self.path, self.headers)
+        self.send_response(status)
+        self.send_header("Content-Type", headers.pop("Content-Type", "application/json"))
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Request-Id", fake.request_id())
+        self.send_header("Stripe-Version", self.headers.get("Stripe-Version") or API_VERSION)
+        self.send_header("Cache-Control", "no-cache, no-store")
+        for name, value in headers.items():
+            self.send_header(name, str(value))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _serve
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read fake.requests
+        pass
