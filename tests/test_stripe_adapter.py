@@ -8,7 +8,7 @@ import pytest
 import responses
 
 import stripe_objects as so
-from exporter.http import HttpClient, UpstreamError
+from exporter.http import UpstreamError
 from exporter.secrets import Secret
 from exporter.sources.stripe import StripeConfig, StripeSource
 from exporter.sources.stripe.parse import (
@@ -19,7 +19,7 @@ from exporter.sources.stripe.parse import (
     parse_price,
     parse_subscription,
 )
-from exporter.sources.stripe.source import STRIPE_VERSION
+from exporter.sources.stripe.source import make_client
 
 API = "https://api.stripe.test"
 NOW = 1_800_000_000
@@ -93,10 +93,7 @@ def test_tiers_come_from_the_price_list():
 
 def make_source(**config):
     cfg = StripeConfig(api_key=Secret("sk_test_adapter1234"), base_url=API, **config)
-    client = HttpClient("stripe", API, headers={"Authorization": "Bearer sk_test_adapter1234",
-                                                "Stripe-Version": STRIPE_VERSION},
-                        sleep=lambda s: None)
-    return StripeSource(cfg, FX, clock=lambda: NOW, client=client)
+    return StripeSource(cfg, FX, clock=lambda: NOW, client=make_client(cfg, sleep=lambda s: None))
 
 
 def query(call) -> dict:

@@ -159,6 +159,16 @@ def samples(kpis: RevenueKpis) -> list[Sample]:
     return result
 
 
+def make_client(source_config: StripeConfig, **overrides: Any) -> HttpClient:
+    """The HTTP client for Stripe; tests override e.g. `sleep`."""
+    options = {"read_timeout": source_config.timeout, "rate_limit": source_config.rate_limit,
+               **overrides}
+    return HttpClient(NAME, source_config.base_url, headers={
+        "Authorization": f"Bearer {source_config.api_key.reveal()}",
+        "Stripe-Version": STRIPE_VERSION,
+    }, **options)
+
+
 class StripeSource:
     name = NAME
 
@@ -168,13 +178,7 @@ class StripeSource:
         self.poll_interval = source_config.poll_interval
         self.fx_rates = fx_rates
         self.clock = clock
-        self.client = client or HttpClient(
-            NAME, source_config.base_url,
-            headers={"Authorization": f"Bearer {source_config.api_key.reveal()}",
-                     "Stripe-Version": STRIPE_VERSION},
-            read_timeout=source_config.timeout,
-            rate_limit=source_config.rate_limit,
-        )
+        self.client = client or make_client(source_config)
         self._warned_currencies: set[str] = set()
 
     def poll(self) -> list[Sample]:

@@ -1,0 +1,52 @@
+"""`kpi-exporter demo`: the real exporter polling the built-in simulator.
+
+The fake upstreams listen on loopback ports chosen by the OS; the exporter
+reaches them over HTTP exactly as it reaches the real APIs.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from exporter import catalog
+from exporter.app import Exporter
+from exporter.config import DEFAULT_LISTEN, Config, parse_listen
+from exporter.secrets import Secret
+from exporter.simulator import FakeStripe, generate_company
+from exporter.sources.stripe import StripeConfig
+
+# Rates roughly as of late 2026; the simulator bills in these currencies.
+DEMO_FX_RATES = {"usd": Decimal(1), "eur": Decimal("1.10"), "gbp": Decimal("1.27"),
+                 "jpy": Decimal("0.0067")}
+
+
+def demo_config(stripe_url: str, api_key: str, listen: tuple[str, int],
+                poll_interval: float) -> Config:
+    return Config(
+        file="<demo>",
+        listen=listen,
+        reporting_currency="usd",
+        fx_rates=dict(DEMO_FX_RATES),
+        sources={"stripe": StripeConfig(api_key=Secret(api_key), base_url=stripe_url,
+                                        poll_interval=poll_interval, rate_limit=100)},
+        kpis=catalog.KPIS,
+    )
+
+
+class DemoExporter(Exporter):
+    """An Exporter that also owns the fake upstream servers it polls."""
+
+    def __init__(self, *, listen: tuple[str, int] | None = None, customers: int = 3000,
+                 seed: int = 7, poll_interval: float = 30.0):
+        self.fake_stripe = FakeStripe(generate_company(seed=seed, customers=customers)).start()
+        config = demo_config(self.fake_stripe.url, self.fake_stripe.api_key,
+                             listen or parse_listen(DEFAULT_LISTEN), poll_interval)
+        try:
+            super().__init__(config)
+        except Exception:
+            self.fake_stripe.stop()
+            raise
+
+    def stop(self) -> None:
+        super().stop()
+        self.fake_stripe.stop()

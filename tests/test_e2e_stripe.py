@@ -1,0 +1,244 @@
+"""End to end over real sockets: the exporter polling the fake Stripe.
+
+No mocks: the real HTTP client talks to the simulator's HTTP server, the real
+poller and collector produce /metrics, and promtool checks the exposition.
+"""
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+from decimal import Decimal
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.app import Exporter
+from exporter.config import Config
+from exporter.demo import DEMO_FX_RATES, DemoExporter
+from exporter.secrets import Secret
+from exporter.simulator import FakeStripe, StripeStore
+from exporter.sources.stripe import StripeConfig
+from exporter.sources.stripe.source import make_client
+
+NOW = 1_800_000_000
+KEY = "sk_test_e2e_0123456789"
+
+
+def values(text: str) -> dict:
+    """{(name, frozenset(labels)): value} of an exposition."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return out
+
+
+def value(scraped: dict, name: str, **labels) -> float | None:
+    return scraped.get((name, frozenset({"source": "stripe", **labels}.items())))
+
+
+def wait_for(predicate, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def small_company() -> StripeStore:
+    """Six customers whose MRR is worked out by hand below."""
+    store = StripeStore(seed=1, now=NOW)
+    monthly = store.add_price(4900, "usd", "month", id="price_monthly")
+    yearly_eur = store.add_price(120000, "eur", "year", id="price_yearly_eur")
+    seats = store.add_price(tiers=[(5, 1000), (None, 800, 2000)], tiers_mode="graduated",
+                            id="price_seats")
+    yen = store.add_price(9800, "jpy", "month", id="price_yen")
+    half = store.add_coupon(percent_off=50, id="HALF")
+    expired = store.add_coupon(amount_off=1000, currency="usd", duration="repeating",
+                               duration_in_months=1, id="MONTHONE")
+    a, b, c, d, e, f = (store.add_customer(f"Customer {x}") for x in "abcdef")
+    store.add_subscription(a, [(monthly, 2)], coupons=[half])          # 2 x 49 x 50 % = $49
+    store.add_subscription(b, [yearly_eur])                             # 1200 / 12 = 100 EUR = $110
+    store.add_subscription(c, [(seats, 7)])                             # 5x10 + 2x8 + 20 = $86
+    store.add_subscription(d, [yen])                                    # 9800 JPY = $65.66
+    store.add_subscription(e, [monthly], coupons=[expired],             # discount ended: $49
+                           created=NOW - 90 * 86400)
+    store.add_subscription(f, [monthly], status="trialing")            # not counted
+    store.add_subscription(f, [monthly], status="canceled", created=NOW - 200 * 86400)
+    store.add_charge(a, 4900, status="failed", created=NOW - 3600)
+    store.add_charge(b, 10000, "eur", status="failed", created=NOW - 7200)
+    store.add_charge(c, 8600, status="succeeded", created=NOW - 3600)
+    store.add_charge(d, 9800, "jpy", status="failed", created=NOW - 90000)  # older than 24 h
+    return store
+
+
+def exporter_for(fake: FakeStripe, api_key: str = KEY, poll_interval: float = 3600) -> Exporter:
+    config = Config(
+        file="<test>", listen=("127.0.0.1", 0), reporting_currency="usd",
+        fx_rates=dict(DEMO_FX_RATES),
+        sources={"stripe": StripeConfig(api_key=Secret(api_key), base_url=fake.url,
+                                        poll_interval=poll_interval, rate_limit=1000)},
+    )
+    exporter = Exporter(config)
+    source = exporter.sources[0]
+    source.clock = lambda: NOW
+    # The real client as the source builds it, but retrying without the backoff waits.
+    source.client.close()
+    source.client = make_client(source.config, sleep=lambda seconds: None)
+    return exporter
+
+
+@pytest.fixture
+def fake():
+    with FakeStripe(small_company(), api_key=KEY) as server:
+        yield server
+
+
+@pytest.fixture
+def running(fake):
+    exporter = exporter_for(fake).start()
+    assert wait_for(exporter.poller.ready)
+    yield exporter, fake
+    exporter.stop()
+
+
+def scrape(exporter) -> tuple[str, dict]:
+    response = requests.get(exporter.url + "/metrics", timeout=10)
+    response.raise_for_status()
+    return response.text, values(response.text)
+
+
+def test_hand_computed_company_over_http(running):
+    exporter, _ = running
+    _, scraped = scrape(exporter)
+    # 49 + 110 + 86 + 9800 x 0.0067 + 49
+    assert value(scraped, "kpi_mrr") == pytest.approx(49 + 110 + 86 + 65.66 + 49)
+    assert value(scraped, "kpi_mrr_by_currency", currency="usd") == pytest.approx(184)
+    assert value(scraped, "kpi_mrr_by_currency", currency="eur") == pytest.approx(100)
+    assert value(scraped, "kpi_mrr_by_currency", currency="jpy") == pytest.approx(9800)
+    assert value(scraped, "kpi_paying_customers") == 5
+    assert value(scraped, "kpi_arpa") == pytest.approx(359.66 / 5)
+    assert value(scraped, "kpi_subscriptions", status="active") == 5
+    assert value(scraped, "kpi_subscriptions", status="trialing") == 1
+    assert value(scraped, "kpi_subscriptions", status="canceled") == 1
+    assert value(scraped, "kpi_failed_payments", window="24h") == 2
+    assert value(scraped, "kpi_failed_payments_amount", window="24h") == pytest.approx(49 + 110)
+    assert value(scraped, "kpi_source_up") == 1
+
+
+def test_promtool_accepts_the_exposition(running):
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if os.environ.get("CI"):
+            pytest.fail("promtool is missing: .ci/run must install Debian's prometheus package")
+        pytest.skip("promtool not installed (apt-get install prometheus)")
+    text, _ = scrape(running[0])
+    checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                             text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.strip() == "" and checked.stderr.strip() == ""
+
+
+def test_upstream_failure_keeps_last_values_then_recovers(running):
+    exporter, fake = running
+    source = exporter.sources[0]
+    before = value(scrape(exporter)[1], "kpi_mrr")
+
+    fake.fail_next(5, status=500)  # the first request and its four retries
+    exporter.poller.poll_once(source)
+    _, scraped = scrape(exporter)
+    assert value(scraped, "kpi_source_up") == 0
+    assert value(scraped, "kpi_mrr") == before
+    assert value(scraped, "kpi_source_request_errors_total", reason="http_5xx") == 5  # 1 + 4 retries
+
+    exporter.poller.poll_once(source)
+    _, scraped = scrape(exporter)
+    assert value(scraped, "kpi_source_up") == 1 and value(scraped, "kpi_mrr") == before
+
+
+def test_malformed_upstream_marks_down_and_keeps_values(running):
+    exporter, fake = running
+    before = value(scrape(exporter)[1], "kpi_mrr")
+    fake.serve_malformed_next(1)
+    exporter.poller.poll_once(exporter.sources[0])
+    _, scraped = scrape(exporter)
+    assert value(scraped, "kpi_source_up") == 0
+    assert value(scraped, "kpi_source_request_errors_total", reason="malformed") == 1
+    assert value(scraped, "kpi_mrr") == before
+
+
+def test_rate_limited_request_is_retried(running):
+    exporter, fake = running
+    fake.fail_next(2, status=429, headers={"Stripe-Should-Retry": "true"})
+    state = exporter.poller.poll_once(exporter.sources[0])
+    _, scraped = scrape(exporter)
+    assert state.up
+    assert value(scraped, "kpi_source_request_errors_total", reason="rate_limited") == 2
+    assert value(scraped, "kpi_source_request_retries_total") == 2
+
+
+def test_wrong_key_is_an_auth_error_and_never_leaks(fake, caplog):
+    wrong = "sk_test_wrongkey_987654"
+    exporter = exporter_for(fake, api_key=wrong)
+    with caplog.at_level("DEBUG"):
+        state = exporter.poller.poll_once(exporter.sources[0])
+    exporter.server.start()
+    try:
+        text, scraped = scrape(exporter)
+        landing = requests.get(exporter.url + "/", timeout=10).text
+    finally:
+        exporter.stop()
+    assert not state.up and "401" in state.last_error
+    assert value(scraped, "kpi_source_request_errors_total", reason="auth") == 1
+    everything = text + landing + state.last_error + caplog.text
+    assert wrong not in everything and wrong[-4:] not in everything
+
+
+def test_scrape_stays_fast_while_upstream_is_slow(running):
+    exporter, fake = running
+    fake.set_latency(1.0)  # every Stripe request now takes a second
+    polling = threading.Thread(target=exporter.poller.poll_once, args=(exporter.sources[0],))
+    polling.start()
+    try:
+        time.sleep(0.2)
+        started = time.monotonic()
+        text, scraped = scrape(exporter)
+        elapsed = time.monotonic() - started
+        assert polling.is_alive(), "the poll should still be waiting on the slow upstream"
+        # The scrape answered from the last snapshot instead of waiting on a
+        # one-second upstream call (let alone the several a poll makes).
+        assert elapsed < 0.5, f"scrape took {elapsed:.2f}s"
+        assert value(scraped, "kpi_mrr") > 0
+    finally:
+        fake.set_latency(0)
+        polling.join(30)
+
+
+def test_demo_shows_nonzero_kpis_within_seconds():
+    demo = DemoExporter(listen=("127.0.0.1", 0), customers=400, poll_interval=3600)
+    started = time.monotonic()
+    demo.start()
+    try:
+        assert wait_for(demo.poller.ready, timeout=20)
+        ready_after = time.monotonic() - started
+        _, scraped = scrape(demo)
+    finally:
+        demo.stop()
+    assert ready_after < 10
+    for metric, labels in [("kpi_mrr", {}), ("kpi_paying_customers", {}), ("kpi_arpa", {}),
+                           ("kpi_subscriptions", {"status": "active"}),
+                           ("kpi_failed_payments", {"window": "24h"}),
+                           ("kpi_failed_payments_amount", {"window": "24h"})]:
+        assert value(scraped, metric, **labels) > 0, metric
+    # The totals agree with their parts: MRR is the converted sum of the currencies.
+    by_currency = {labels: v for (name, labels), v in scraped.items()
+                   if name == "kpi_mrr_by_currency"}
+    converted = sum(Decimal(str(v)) * DEMO_FX_RATES[dict(labels)["currency"]]
+                    for labels, v in by_currency.items())
+    assert value(scraped, "kpi_mrr") == pytest.approx(float(converted))
+    assert value(scraped, "kpi_arpa") == pytest.approx(
+        value(scraped, "kpi_mrr") / value(scraped, "kpi_paying_customers"))
