@@ -19,6 +19,7 @@ import responses
 
 from exporter.http import ERROR_REASONS, HttpClient, RequestStats, UpstreamError
 from exporter.ratelimit import RateLimiter
+from concurrency import run_concurrently
 
 BASE = "https://api.example.test"
 API_KEY = "sk_test_abcd1234efgh"
@@ -589,19 +590,7 @@ def test_token_bucket_is_thread_safe():
     # burst must wait k/rate seconds, whichever thread it happens to be.
     clock = FakeClock()
     limiter = RateLimiter(rate=10.0, burst=1, clock=clock, sleep=lambda s: None)
-    waits: list[float] = []
-    lock = threading.Lock()
-
-    def worker():
-        waited = limiter.acquire()
-        with lock:
-            waits.append(waited)
-
-    threads = [threading.Thread(target=worker) for _ in range(10)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    waits = run_concurrently(limiter.acquire, 10)
 
     assert sorted(waits) == pytest.approx([k / 10 for k in range(10)])
 

@@ -7,7 +7,6 @@ exporter's client talks to api.stripe.com.
 from __future__ import annotations
 
 import collections
-import threading
 import time
 from datetime import datetime, timezone
 
@@ -15,6 +14,7 @@ import pytest
 import requests
 
 from exporter.simulator import API_VERSION, FakeStripe, StripeStore, generate_company
+from concurrency import run_concurrently
 
 KEY = "sk_test_simulator"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -377,19 +377,8 @@ def test_request_log_records_method_path_and_query(fake):
 
 
 def test_concurrent_requests_are_all_served(company_fake):
-    results: list[int] = []
-    lock = threading.Lock()
-
-    def worker():
-        code = get(company_fake, "/v1/subscriptions", {"limit": 50}).status_code
-        with lock:
-            results.append(code)
-
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = run_concurrently(
+        lambda: get(company_fake, "/v1/subscriptions", {"limit": 50}).status_code, 8)
     assert results == [200] * 8
 
 
