@@ -15,7 +15,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from exporter.sources.base import Sample, Source
+from exporter.http import UpstreamError
+from exporter.secrets import redact
+from exporter.sources.base import Sample, Source, UpstreamDataError
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +76,12 @@ class Poller:
             samples = source.poll()
         except Exception as exc:  # a source bug must not kill its thread or others
             duration = self._monotonic() - started
+            # Upstream and data errors are expected; anything else is a bug: show its traceback.
+            expected = isinstance(exc, (UpstreamError, UpstreamDataError))
             log.error("%s: poll failed after %.1fs: %s: %s; serving the last good values",
-                      source.name, duration, type(exc).__name__, exc,
-                      exc_info=not _is_expected(exc))
+                      source.name, duration, type(exc).__name__, exc, exc_info=not expected)
             return self._update(source.name, polled=True, up=False, last_duration=duration,
-                                failed=True, last_error=f"{type(exc).__name__}: {exc}")
+                                failed=True, last_error=redact(f"{type(exc).__name__}: {exc}"))
         duration = self._monotonic() - started
         log.info("%s: poll succeeded in %.2fs (%d series)", source.name, duration, len(samples))
         return self._update(source.name, polled=True, up=True, last_duration=duration,
@@ -104,10 +107,3 @@ class Poller:
         """True once every source has finished its first poll."""
         return all(state.polled for state in self.states().values())
 
-
-def _is_expected(exc: Exception) -> bool:
-    """Upstream and data errors are expected; anything else gets a traceback."""
-    from exporter.http import UpstreamError
-    from exporter.sources.stripe.parse import MalformedObject
-
-    return isinstance(exc, (UpstreamError, MalformedObject))

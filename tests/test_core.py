@@ -178,3 +178,26 @@ def test_endpoints(served):
     assert requests.get(url + "/nope", timeout=5).status_code == 404
     metrics = requests.get(url + "/metrics", timeout=5)
     assert metrics.headers["Content-Type"].startswith("text/plain")
+
+
+def test_poll_errors_are_redacted_and_bugs_get_a_traceback(caplog):
+    from exporter.secrets import Secret
+    from exporter.sources.base import UpstreamDataError
+
+    key = Secret("sk_live_pollerleak42").reveal()
+
+    def bug():
+        raise RuntimeError(f"oops with {key}")
+
+    def bad_data():
+        raise UpstreamDataError("subscription sub_1: field 'status' is missing")
+
+    bug_source, data_source = StandIn("stripe", bug), StandIn("other", bad_data)
+    poller = Poller([bug_source, data_source])
+    with caplog.at_level("ERROR"):
+        state = poller.poll_once(bug_source)
+        poller.poll_once(data_source)
+    assert key not in state.last_error and "oops with ***" in state.last_error
+    bug_record, data_record = caplog.records
+    assert bug_record.exc_info is not None   # a bug: traceback for the bug report
+    assert data_record.exc_info in (None, False)  # bad upstream data: one line

@@ -12,6 +12,11 @@ from typing import Any, Protocol
 from exporter.config import Section
 
 
+class UpstreamDataError(ValueError):
+    """An upstream answered, but with data we cannot use (a missing field, a
+    wrong type). Like an HTTP failure, it marks the source down."""
+
+
 @dataclass(frozen=True)
 class Sample:
     metric: str

@@ -10,6 +10,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from exporter.sources.base import UpstreamDataError
 from exporter.sources.stripe.records import (
     Charge,
     Coupon,
@@ -21,7 +22,7 @@ from exporter.sources.stripe.records import (
 )
 
 
-class MalformedObject(ValueError):
+class MalformedObject(UpstreamDataError):
     pass
 
 
