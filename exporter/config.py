@@ -267,6 +267,8 @@ def from_mapping(data: Any, file: str) -> Config:
         sources[name] = SOURCE_TYPES[name].parse_config(section)
         section.finish()
     sources_section.finish()
+    if not sources:
+        raise top.error("sources", f"configure at least one source ({', '.join(sorted(SOURCE_TYPES))})")
 
     kpis = _kpi_overrides(top.section("kpis"))
     top.finish()

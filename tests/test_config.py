@@ -74,6 +74,9 @@ def test_secret_is_masked_in_repr():
     assert "sk_test_secret42" not in str(config.sources["stripe"])
 
 
+S = "sources: {stripe: {api_key: k1234}}\n"  # a valid source, for errors elsewhere
+
+
 @pytest.mark.parametrize("text,key", [
     ("sources: [", "line 1"),                                                    # bad YAML
     ("sources: {stripe: {}}", "sources.stripe.api_key"),                         # missing key
@@ -88,16 +91,17 @@ def test_secret_is_masked_in_repr():
     ("sources: {stripe: {api_key: k1234, rate_limit: fast}}", "sources.stripe.rate_limit"),
     ("sources: {stripe: {api_key: k1234, mrr: {include_past_due: maybe}}}",
      "sources.stripe.mrr.include_past_due"),
-    ("kpis: {revenue_magic: {target: 1}}", "kpis.revenue_magic"),                # unknown KPI
-    ("kpis: {mrr: {target: lots}}", "kpis.mrr.target"),
-    ("kpis: {mrr: {thresholds: {wobble: 1}}}", "kpis.mrr.thresholds.wobble"),
-    ("kpis: {mrr: {goal: 1}}", "kpis.mrr.goal"),
-    ("listen: nowhere", "listen"),
-    ("reporting_currency: dollars", "reporting_currency"),
-    ("fx_rates: {eur: -1}", "fx_rates.eur"),
-    ("fx_rates: {euro: 1.1}", "fx_rates.euro"),
-    ("colour: red", "colour"),
+    (S + "kpis: {revenue_magic: {target: 1}}", "kpis.revenue_magic"),           # unknown KPI
+    (S + "kpis: {mrr: {target: lots}}", "kpis.mrr.target"),
+    (S + "kpis: {mrr: {thresholds: {wobble: 1}}}", "kpis.mrr.thresholds.wobble"),
+    (S + "kpis: {mrr: {goal: 1}}", "kpis.mrr.goal"),
+    (S + "listen: nowhere", "listen"),
+    (S + "reporting_currency: dollars", "reporting_currency"),
+    (S + "fx_rates: {eur: -1}", "fx_rates.eur"),
+    (S + "fx_rates: {euro: 1.1}", "fx_rates.euro"),
+    (S + "colour: red", "colour"),
     ("- just a list", "(top level)"),
+    ("listen: 127.0.0.1:9000", "sources"),                                       # nothing to poll
 ])
 def test_bad_config_names_file_and_key(text, key):
     with pytest.raises(ConfigError) as caught:
