@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from exporter import __version__, config as config_module
+from exporter.secrets import redact
 
 CONTEXT = {"auto_envvar_prefix": "KPI_EXPORTER", "show_default": True,
            "help_option_names": ["-h", "--help"]}
@@ -54,7 +55,7 @@ def serve(config_path, listen, log_level):
     try:
         config = config_module.load(config_path)
     except config_module.ConfigError as exc:
-        click.echo(f"kpi-exporter: config error: {exc}", err=True)
+        click.echo(f"kpi-exporter: config error: {redact(str(exc))}", err=True)
         sys.exit(2)
     _run(lambda: Exporter(config, listen))
 

@@ -40,32 +40,37 @@ class KpiCollector:
         self.kpis = kpis
         self._reported_unknown: set[str] = set()
 
+    def _families(self) -> dict[str, tuple[tuple[str, ...], Metric]]:
+        """Fresh, empty families of every metric in the catalog, by name."""
+        specs = [*self.kpis, *catalog.HEALTH]
+        return {spec.metric: (spec.labels, _family(spec.metric, spec.help, spec.labels, spec.type))
+                for spec in specs}
+
     def describe(self) -> Iterator[Metric]:
-        for kpi in self.kpis:
-            yield _family(kpi.metric, kpi.help, kpi.labels, kpi.type)
-        for health in catalog.HEALTH:
-            yield _family(health.metric, health.help, health.labels, health.type)
+        for _, family in self._families().values():
+            yield family
 
     def collect(self) -> Iterator[Metric]:
+        # KPIs, and health metrics a source emits itself, come from the samples;
+        # the other health metrics from the poller's state.
+        families = self._families()
         states = self.poller.states()
-        stats = {source.name: source.request_stats() for source in self.poller.sources}
-        yield from self._kpi_families(states)
-        yield from self._health_families(states, stats)
-
-    def _kpi_families(self, states) -> Iterator[Metric]:
-        families = {kpi.metric: (kpi, _family(kpi.metric, kpi.help, kpi.labels, kpi.type))
-                    for kpi in self.kpis}
         for state in states.values():
             for sample in state.samples:
-                entry = families.get(sample.metric)
-                if entry is None or set(sample.labels) != set(entry[0].labels):
-                    self._report_unknown(sample)
-                    continue
-                kpi, family = entry
-                family.add_metric([sample.labels[label] for label in kpi.labels], sample.value)
+                self._add_sample(families, sample)
+        stats = {source.name: source.request_stats() for source in self.poller.sources}
+        self._add_health(families, states, stats)
         for _, family in families.values():
             if family.samples:
                 yield family
+
+    def _add_sample(self, families, sample) -> None:
+        entry = families.get(sample.metric)
+        if entry is None or set(sample.labels) != set(entry[0]):
+            self._report_unknown(sample)
+            return
+        labels, family = entry
+        family.add_metric([sample.labels[label] for label in labels], sample.value)
 
     def _report_unknown(self, sample) -> None:
         # A source emitting something the catalog does not describe is a bug;
@@ -76,26 +81,26 @@ class KpiCollector:
             log.error("dropping %s%s: not in the KPI catalog with these labels",
                       sample.metric, sorted(sample.labels))
 
-    def _health_families(self, states, stats) -> Iterator[Metric]:
-        health = {h.metric: _family(h.metric, h.help, h.labels, h.type) for h in catalog.HEALTH}
+    @staticmethod
+    def _add_health(families, states, stats) -> None:
+        def add(metric: str, labels: list[str], value: float) -> None:
+            families[metric][1].add_metric(labels, value)
+
         for name, state in states.items():
-            health["kpi_source_up"].add_metric([name], 1 if state.up else 0)
+            add("kpi_source_up", [name], 1 if state.up else 0)
             if state.last_success is not None:
-                health["kpi_source_last_success_timestamp_seconds"].add_metric([name], state.last_success)
+                add("kpi_source_last_success_timestamp_seconds", [name], state.last_success)
             if state.polled:
-                health["kpi_source_poll_duration_seconds"].add_metric([name], state.last_duration)
-            health["kpi_source_polls_total"].add_metric([name, "success"], state.successes)
-            health["kpi_source_polls_total"].add_metric([name, "failure"], state.failures)
+                add("kpi_source_poll_duration_seconds", [name], state.last_duration)
+            add("kpi_source_polls_total", [name, "success"], state.successes)
+            add("kpi_source_polls_total", [name, "failure"], state.failures)
             counts = stats.get(name)
             if counts is None:
                 continue
-            health["kpi_source_requests_total"].add_metric([name], counts["requests"])
-            health["kpi_source_request_retries_total"].add_metric([name], counts["retries"])
+            add("kpi_source_requests_total", [name], counts["requests"])
+            add("kpi_source_request_retries_total", [name], counts["retries"])
             for reason in ERROR_REASONS:
-                health["kpi_source_request_errors_total"].add_metric(
-                    [name, reason], counts["errors"].get(reason, 0))
-            health["kpi_source_rate_limit_wait_seconds_total"].add_metric(
-                [name], counts["rate_limit_wait_seconds"])
-        for family in health.values():
-            if family.samples:
-                yield family
+                add("kpi_source_request_errors_total", [name, reason],
+                    counts["errors"].get(reason, 0))
+            add("kpi_source_rate_limit_wait_seconds_total", [name],
+                counts["rate_limit_wait_seconds"])

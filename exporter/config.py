@@ -101,9 +101,10 @@ def expand_env(text: str, environ: dict[str, str]) -> str:
 class Section:
     """A mapping in the config, read key by key with typed getters."""
 
-    def __init__(self, file: str, path: str, data: Any):
+    def __init__(self, file: str, path: str, data: Any, from_env: frozenset[str] = frozenset()):
         self.file = file
         self.path = path
+        self.from_env = from_env  # keys whose value came from ${VAR} expansion
         if data is None:
             data = {}
         if not isinstance(data, dict):
@@ -128,22 +129,26 @@ class Section:
         value = self.data.get(name)
         return default if value is None else value
 
-    def _convert(self, name: str, default: Any, convert: Callable[[Any], Any]) -> Any:
+    def convert(self, name: str, default: Any, convert: Callable[[Any], Any]) -> Any:
         value = self.raw(name)
         if value is None:
             return default
         try:
             return convert(value)
         except (ValueError, TypeError, InvalidOperation) as exc:
-            raise self.error(name, str(exc) or "invalid value") from None
+            message = str(exc) or "invalid value"
+            if self.key(name) in self.from_env:
+                # The value may be a secret put in the wrong place: never echo it.
+                message = f"the value from the environment is not valid here ({_kind(exc)})"
+            raise self.error(name, message) from None
 
     def string(self, name: str, default: str | None = None, *, required: bool = False) -> str | None:
         if required and not self.has(name):
             raise self.error(name, "is required")
-        return self._convert(name, default, _as_string)
+        return self.convert(name, default, _as_string)
 
     def duration(self, name: str, default: float) -> float:
-        return self._convert(name, default, parse_duration)
+        return self.convert(name, default, parse_duration)
 
     def number(self, name: str, default: float | None, *, minimum: float | None = None) -> float | None:
         def convert(value: Any) -> float:
@@ -152,7 +157,7 @@ class Section:
                 raise ValueError(f"must be at least {minimum:g}")
             return number
 
-        return self._convert(name, default, convert)
+        return self.convert(name, default, convert)
 
     def boolean(self, name: str, default: bool) -> bool:
         def convert(value: Any) -> bool:
@@ -160,10 +165,10 @@ class Section:
                 raise ValueError("must be true or false")
             return value
 
-        return self._convert(name, default, convert)
+        return self.convert(name, default, convert)
 
     def section(self, name: str) -> "Section":
-        return Section(self.file, self.key(name), self.raw(name))
+        return Section(self.file, self.key(name), self.raw(name), self.from_env)
 
     def secret(self, name: str) -> Secret:
         """A secret given inline (usually from ${ENV}) or as `<name>_file`."""
@@ -182,6 +187,8 @@ class Section:
                     value = handle.read().strip()
             except OSError as exc:
                 raise self.error(file_key, f"cannot read {path}: {exc.strerror}") from None
+            except UnicodeDecodeError:
+                raise self.error(file_key, f"{path} is not UTF-8 text") from None
             name = file_key
         if not value:
             raise self.error(name, "is empty")
@@ -192,6 +199,15 @@ class Section:
         unknown = sorted(set(self.data) - self._read, key=str)
         if unknown:
             raise self.error(str(unknown[0]), "unknown key")
+
+
+def _kind(exc: Exception) -> str:
+    """What a conversion expected, without the offending value."""
+    text = str(exc)
+    for expected in ("duration", "number", "HOST:PORT", "true or false", "string", "currency"):
+        if expected in text:
+            return f"expected a {expected}" if expected != "true or false" else "expected true or false"
+    return "invalid value"
 
 
 def _as_string(value: Any) -> str:
@@ -218,6 +234,8 @@ def load(file: str, environ: dict[str, str] | None = None) -> Config:
             text = handle.read()
     except OSError as exc:
         raise ConfigError(file, TOP_LEVEL, f"cannot read config: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(file, TOP_LEVEL, "the config is not UTF-8 text") from None
     return parse(text, file, os.environ if environ is None else environ)
 
 
@@ -229,30 +247,36 @@ def parse(text: str, file: str, environ: dict[str, str]) -> Config:
         where = f"line {mark.line + 1}" if mark else TOP_LEVEL
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(file, where, f"invalid YAML: {problem}") from None
-    data = _expand_tree(data, file, "", environ)
-    return from_mapping(data, file)
+    from_env: set[str] = set()
+    data = _expand_tree(data, file, "", environ, from_env)
+    return from_mapping(data, file, frozenset(from_env))
 
 
-def _expand_tree(node: Any, file: str, path: str, environ: dict[str, str]) -> Any:
+def _expand_tree(node: Any, file: str, path: str, environ: dict[str, str],
+                 from_env: set[str]) -> Any:
     if isinstance(node, dict):
-        return {k: _expand_tree(v, file, f"{path}.{k}" if path else str(k), environ)
+        return {k: _expand_tree(v, file, f"{path}.{k}" if path else str(k), environ, from_env)
                 for k, v in node.items()}
     if isinstance(node, list):
-        return [_expand_tree(v, file, f"{path}[{i}]", environ) for i, v in enumerate(node)]
+        return [_expand_tree(v, file, f"{path}[{i}]", environ, from_env)
+                for i, v in enumerate(node)]
     if isinstance(node, str):
         try:
-            return expand_env(node, environ)
+            expanded = expand_env(node, environ)
         except KeyError as exc:
             raise ConfigError(file, path, f"environment variable {exc.args[0]} is not set") from None
+        if expanded != node:
+            from_env.add(path)
+        return expanded
     return node
 
 
-def from_mapping(data: Any, file: str) -> Config:
+def from_mapping(data: Any, file: str, from_env: frozenset[str] = frozenset()) -> Config:
     # Imported here: the source registry imports this module for Section.
     from exporter.sources import SOURCE_TYPES
 
-    top = Section(file, "", data)
-    listen = top._convert("listen", parse_listen(DEFAULT_LISTEN), parse_listen)
+    top = Section(file, "", data, from_env)
+    listen = top.convert("listen", parse_listen(DEFAULT_LISTEN), parse_listen)
     currency = _currency(top, "reporting_currency", top.string("reporting_currency",
                                                                 DEFAULT_REPORTING_CURRENCY))
     fx_rates = _fx_rates(top.section("fx_rates"), currency)
@@ -296,7 +320,7 @@ def _fx_rates(section: Section, reporting_currency: str) -> dict[str, Decimal]:
                 raise ValueError("must be a positive number")
             return rate
 
-        rates[code] = section._convert(name, None, convert)
+        rates[code] = section.convert(name, None, convert)
     section.finish()
     return rates
 

@@ -53,22 +53,28 @@ class Poller:
             self._threads.append(thread)
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop polling. A source closes itself when its thread ends, so a poll still
+        waiting on a slow upstream never has its connection closed under it."""
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout)
-        for source in self.sources:
-            source.close()
+        if not self._threads:  # never started: nobody else will close them
+            for source in self.sources:
+                source.close()
 
     def _run(self, source: Source) -> None:
         next_poll = self._monotonic()
-        while not self._stop.is_set():
-            self.poll_once(source)
-            # Schedule from the start of the last poll, so intervals do not drift.
-            next_poll += source.poll_interval
-            delay = next_poll - self._monotonic()
-            if delay < 0:  # the poll took longer than the interval: start again now
-                next_poll, delay = self._monotonic(), 0
-            self._stop.wait(delay)
+        try:
+            while not self._stop.is_set():
+                self.poll_once(source)
+                # Schedule from the start of the last poll, so intervals do not drift.
+                next_poll += source.poll_interval
+                delay = next_poll - self._monotonic()
+                if delay < 0:  # the poll took longer than the interval: start again now
+                    next_poll, delay = self._monotonic(), 0
+                self._stop.wait(delay)
+        finally:
+            source.close()
 
     def poll_once(self, source: Source) -> SourceState:
         started = self._monotonic()

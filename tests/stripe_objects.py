@@ -37,10 +37,11 @@ def coupon(id, *, percent_off=None, amount_off=None, currency=None, duration="fo
     return obj
 
 
-def discount(id, coupon_id, *, end=None) -> dict:
+def discount(id, coupon, *, end=None) -> dict:
+    """`coupon`: an id, or a coupon object when source.coupon was expanded."""
     obj = fixture("discount")
     obj.update(id=id, end=end)
-    obj["source"]["coupon"] = coupon_id
+    obj["source"]["coupon"] = coupon
     return obj
 
 

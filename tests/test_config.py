@@ -173,3 +173,21 @@ def test_help_shows_no_secret(monkeypatch):
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 0
         assert "sk_live_helpleak999" not in result.output
+
+
+def test_env_value_is_never_echoed_in_errors():
+    env = {"STRIPE_API_KEY": "sk_live_misplaced777"}
+    with pytest.raises(ConfigError) as caught:
+        parse("sources: {stripe: {api_key: k1234, poll_interval: '${STRIPE_API_KEY}'}}", env)
+    message = str(caught.value)
+    assert "sk_live_misplaced777" not in message
+    assert message == ("kpi.yml: sources.stripe.poll_interval: the value from the environment "
+                       "is not valid here (expected a duration)")
+
+
+def test_non_utf8_config_exits_2(tmp_path):
+    path = tmp_path / "latin1.yml"
+    path.write_bytes("sources: {stripe: {api_key: caf\xe9}}\n".encode("latin-1"))
+    result = CliRunner().invoke(main, ["serve", "--config", str(path)])
+    assert result.exit_code == 2
+    assert "not UTF-8" in result.stderr and "Traceback" not in result.stderr

@@ -115,6 +115,15 @@ def test_request_counters_are_exported_with_every_reason():
                                      {"source": "stripe"}) is None
 
 
+def test_health_metrics_emitted_by_a_source_are_exported():
+    source = StandIn(behaviour=lambda: [
+        Sample("kpi_unconverted_objects", {"source": "stripe", "currency": "gbp"}, 3.0)])
+    poller = Poller([source])
+    poller.poll_once(source)
+    assert registry_for(poller).get_sample_value(
+        "kpi_unconverted_objects", {"source": "stripe", "currency": "gbp"}) == 3
+
+
 def test_samples_outside_the_catalog_are_dropped_and_logged(caplog):
     source = StandIn(behaviour=lambda: [Sample("kpi_mystery", {"source": "stripe"}, 1.0),
                                         Sample("kpi_mrr", {"source": "stripe", "x": "y"}, 2.0),

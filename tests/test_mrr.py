@@ -1,5 +1,6 @@
 """MRR rules on hand-computed cases. Amounts in comments are worked by hand."""
 
+import dataclasses
 from decimal import Decimal
 
 import pytest
@@ -177,6 +178,45 @@ def test_amount_off_in_another_currency():
     assert subscription_mrr(with_option, NOW, MrrRules()) == 9100
 
 
+def test_item_amount_off_on_a_quarterly_price():
+    # 30000 a quarter with 3000 off each quarter: (30000 - 3000) / 3 = 9000 a month
+    quarterly = item(price("30000", "month", 3), discounts=[amount_off("3000")])
+    assert subscription_mrr(sub(quarterly), NOW, MrrRules()) == 9000
+
+
+def test_coupon_restricted_to_products():
+    # 50 % off product A only: A 10000 -> 5000, B 4000 untouched
+    only_a = Discount("di", Coupon("c", "forever", percent_off=D(50),
+                                   applies_to=frozenset({"prod_a"})))
+    s = sub(item(price("10000", product="prod_a")), item(price("4000", product="prod_b")),
+            discounts=[only_a])
+    assert subscription_mrr(s, NOW, MrrRules()) == 9000
+    # an amount off restricted to B takes at most B's 4000
+    b_off = Discount("di", Coupon("c", "forever", amount_off=D(6000), currency="usd",
+                                  applies_to=frozenset({"prod_b"})))
+    s = sub(item(price("10000", product="prod_a")), item(price("4000", product="prod_b")),
+            discounts=[b_off])
+    assert subscription_mrr(s, NOW, MrrRules()) == 10000
+
+
+def test_multi_currency_price_uses_the_subscription_currency():
+    from exporter.sources.stripe.records import CurrencyOption
+
+    p = price("1000", currency="usd", currency_options={"eur": CurrencyOption(D("900"))})
+    assert p.in_currency("eur").unit_amount == 900
+    assert p.in_currency("usd") is p
+    with pytest.raises(KeyError):
+        p.in_currency("gbp")
+
+
+def test_three_decimal_currency():
+    # 12.500 KWD is sent as 12500 thousandths
+    s = sub(price("12500", currency="kwd"), currency="kwd")
+    kpis = revenue_kpis([s], [], now=NOW, fx_rates={"usd": D(1), "kwd": D("3.25")})
+    assert kpis.mrr_by_currency == {"kwd": D("12.5")}
+    assert kpis.mrr == D("40.625")
+
+
 # --- which subscriptions count ----------------------------------------------
 
 @pytest.mark.parametrize("status", ["trialing", "incomplete", "incomplete_expired", "unpaid",
@@ -193,6 +233,12 @@ def test_past_due_counted_unless_configured():
 
 def test_cancel_at_period_end_counted_unless_configured():
     s = sub(price("10000"), cancel_at_period_end=True)
+    assert subscription_mrr(s, NOW, MrrRules()) == 10000
+    assert subscription_mrr(s, NOW, MrrRules(include_cancel_at_period_end=False)) == 0
+
+
+def test_cancel_at_a_date_follows_the_same_rule():
+    s = dataclasses.replace(sub(price("10000")), cancel_at=NOW + 86400)
     assert subscription_mrr(s, NOW, MrrRules()) == 10000
     assert subscription_mrr(s, NOW, MrrRules(include_cancel_at_period_end=False)) == 0
 
@@ -222,7 +268,9 @@ def test_revenue_kpis_across_currencies():
     assert kpis.subscriptions_by_status == {"active": 5, "trialing": 1, "canceled": 1}
     # a, b and c pay; f's subscription is 100 % off; d trials; e left
     assert kpis.paying_customers == 3
-    assert kpis.arpa == D(222) / 3
+    # ARPA divides the converted MRR by the customers in it: a and b, not GBP-only c
+    assert kpis.paying_customers_converted == 2
+    assert kpis.arpa == D(111)
 
 
 def test_failed_payments_last_24_hours():

@@ -54,8 +54,12 @@ def test_discount_coupon_comes_from_source():
     coupons = {"SAVE10": parse_coupon(so.coupon("SAVE10", percent_off=10))}
     discount = parse_discount(so.discount("di_1", "SAVE10", end=NOW + 5), coupons)
     assert discount.coupon.percent_off == 10 and discount.end == NOW + 5
-    # a deleted coupon: the discount is skipped, not guessed
-    assert parse_discount(so.discount("di_2", "GONE"), coupons) is None
+    # a deleted coupon still discounts: it comes expanded in source.coupon
+    deleted = so.discount("di_2", so.coupon("GONE", percent_off=30))
+    assert parse_discount(deleted, coupons).coupon.percent_off == 30
+    # neither listed nor expanded: refuse to guess
+    with pytest.raises(MalformedObject, match="coupon GONE not found"):
+        parse_discount(so.discount("di_3", "GONE"), coupons)
 
 
 def test_fixture_discount_without_coupon_is_malformed():
@@ -120,25 +124,29 @@ def test_poll_fetches_pages_and_computes_kpis():
     add_list("/v1/prices", so.page([starter, yearly_eur], has_more=True),
              so.page([seats, metered]))
     add_list("/v1/coupons", so.page([so.coupon("HALF", percent_off=50)]))
-    responses.add(responses.GET, API + "/v1/coupons/DELETED", status=404,
-                  json={"error": {"type": "invalid_request_error", "code": "resource_missing",
-                                  "message": "No such coupon: 'DELETED'"}})
+    deleted_coupon = so.coupon("OLD10", percent_off=10)  # no longer listed
+    seats_coupon = so.coupon("OLDSEATS", percent_off=25)  # no longer listed
     subs = [
         # $49, half price forever -> $24.50
         so.subscription("sub_a", "cus_a", [so.item("si_a", starter)],
                         discounts=[so.discount("di_a", "HALF")]),
-        # 1200 EUR a year -> 100 EUR a month -> $110; its deleted coupon is ignored
+        # 1200 EUR a year -> 100 EUR a month, 10 % off by a deleted coupon that comes
+        # expanded -> 90 EUR -> $99
         so.subscription("sub_b", "cus_b", [so.item("si_b", yearly_eur)], currency="eur",
-                        discounts=[so.discount("di_b", "DELETED")]),
-        # 12 seats graduated: 10 x 500 + 2 x 300 + 1000 flat = 6600 cents -> $66, + metered 0;
-        # its items are paged separately (has_more)
-        so.subscription("sub_c", "cus_c", [so.item("si_c1", seats, 12)], items_has_more=True),
+                        discounts=[so.discount("di_b", deleted_coupon)]),
+        # 12 seats graduated: 10 x 500 + 2 x 300 + 1000 flat = 6600 cents, 25 % off by a
+        # deleted coupon on the item -> $49.50, + metered 0. Its items are paged separately
+        # (has_more, and the item coupon needs expanding there).
+        so.subscription("sub_c", "cus_c", [so.item("si_c1", seats, 12,
+                                                   [so.discount("di_c", "OLDSEATS")])],
+                        items_has_more=True),
         so.subscription("sub_d", "cus_d", [so.item("si_d", starter)], status="trialing"),
         so.subscription("sub_e", "cus_e", [so.item("si_e", starter)], status="canceled"),
     ]
     add_list("/v1/subscriptions", so.page(subs[:3], has_more=True), so.page(subs[3:]))
-    add_list("/v1/subscription_items", so.page([so.item("si_c1", seats, 12),
-                                                so.item("si_c2", metered, 1)]))
+    add_list("/v1/subscription_items", so.page([
+        so.item("si_c1", seats, 12, [so.discount("di_c", seats_coupon)]),
+        so.item("si_c2", metered, 1)]))
     add_list("/v1/charges", so.page([
         so.charge("ch_1", 120000, created=NOW - 100),                       # $1,200 failed
         so.charge("ch_2", 50000, currency="eur", created=NOW - 200),        # 500 EUR = $550 failed
@@ -151,30 +159,34 @@ def test_poll_fetches_pages_and_computes_kpis():
     def value(metric, **labels):
         return values[(metric, tuple(sorted({"source": "stripe", **labels}.items())))]
 
-    assert value("kpi_mrr") == pytest.approx(24.5 + 110 + 66)
-    assert value("kpi_mrr_by_currency", currency="usd") == pytest.approx(90.5)
-    assert value("kpi_mrr_by_currency", currency="eur") == pytest.approx(100)
+    cent = {"abs": 0.005}
+    assert value("kpi_mrr") == pytest.approx(24.5 + 99 + 49.5, **cent)
+    assert value("kpi_mrr_by_currency", currency="usd") == pytest.approx(74, **cent)
+    assert value("kpi_mrr_by_currency", currency="eur") == pytest.approx(90, **cent)
     assert value("kpi_paying_customers") == 3
-    assert value("kpi_arpa") == pytest.approx((24.5 + 110 + 66) / 3)
+    assert value("kpi_arpa") == pytest.approx((24.5 + 99 + 49.5) / 3, **cent)
     assert value("kpi_subscriptions", status="active") == 3
     assert value("kpi_subscriptions", status="trialing") == 1
     assert value("kpi_subscriptions", status="canceled") == 1
     assert value("kpi_failed_payments", window="24h") == 2
-    assert value("kpi_failed_payments_amount", window="24h") == pytest.approx(1750)
+    assert value("kpi_failed_payments_amount", window="24h") == pytest.approx(1750, **cent)
 
     calls = {urlsplit(c.request.url).path: c for c in responses.calls}
     sub_queries = [query(c) for c in responses.calls if c.request.url.startswith(API + "/v1/subscriptions")]
     assert sub_queries[0]["status"] == ["all"]
-    assert set(sub_queries[0]["expand[]"]) == {"data.discounts", "data.items.data.discounts"}
+    assert set(sub_queries[0]["expand[]"]) == {"data.discounts.source.coupon",
+                                               "data.items.data.discounts"}
     assert sub_queries[1]["starting_after"] == ["sub_c"]  # cursor = last id of page 1
-    assert query(calls["/v1/prices"])["expand[]"] == ["data.tiers"]
+    assert set(query(calls["/v1/prices"])["expand[]"]) == {"data.tiers", "data.currency_options"}
+    assert set(query(calls["/v1/coupons"])["expand[]"]) == {"data.currency_options",
+                                                            "data.applies_to"}
     assert query(calls["/v1/subscription_items"])["subscription"] == ["sub_c"]
+    assert query(calls["/v1/subscription_items"])["expand[]"] == ["data.discounts.source.coupon"]
     assert query(calls["/v1/charges"])["created[gte]"] == [str(NOW - 86400)]
     for call in responses.calls:
         assert call.request.headers["Stripe-Version"] == "2026-07-29.dahlia"
         assert call.request.headers["Authorization"] == "Bearer sk_test_adapter1234"
-        if "/v1/coupons/" not in call.request.url:  # every list page, not just the first
-            assert query(call)["limit"] == ["100"]
+        assert query(call)["limit"] == ["100"]  # every list page, not just the first
 
 
 @responses.activate

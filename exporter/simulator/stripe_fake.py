@@ -269,12 +269,13 @@ EXPANSIONS: dict[str, dict[str, tuple]] = {
     "discount": {"customer": ("expand", "customers", "customer"),
                  "source": ("nested", "discount_source")},
     "discount_source": {"coupon": ("expand", "coupons", "coupon")},
-    "price": {"product": ("expand", "products", "product"), "tiers": ("include",)},
+    "price": {"product": ("expand", "products", "product"), "tiers": ("include",),
+              "currency_options": ("include",)},
     "plan": {"product": ("expand", "products", "product"), "tiers": ("include",)},
     "charge": {"customer": ("expand", "customers", "customer")},
     "product": {"default_price": ("expand", "prices", "price")},
     "customer": {},
-    "coupon": {},
+    "coupon": {"currency_options": ("include",), "applies_to": ("include",)},
 }
 
 
@@ -323,8 +324,8 @@ class _Expander:
             return node
         rule = EXPANSIONS[type_name][seg]
         if rule[0] == "include":
-            if node.get("billing_scheme") == "tiered":
-                node[seg] = copy.deepcopy(self.store.price_tiers.get(node["id"], []))
+            if not (seg == "tiers" and node.get("billing_scheme") != "tiered"):
+                node[seg] = self._included(node, seg)  # a per_unit price shows no tiers
             return node
         value = node.get(seg)
         if rule[0] == "expand":
@@ -332,6 +333,22 @@ class _Expander:
         state = ("list", rule[-1]) if rule[0] == "list" else ("object", rule[-1])
         node[seg] = self.apply(value, rest, state)
         return node
+
+    def _included(self, node: dict, prop: str) -> Any:
+        """An expand-only property. The simulator's prices bill in one currency and
+        its coupons apply to every product, which Stripe shows like this."""
+        if prop == "tiers":
+            return copy.deepcopy(self.store.price_tiers.get(node["id"], []))
+        if prop == "currency_options" and node.get("object") == "price":
+            return {node["currency"]: {
+                "custom_unit_amount": None, "tax_behavior": node.get("tax_behavior"),
+                "unit_amount": node.get("unit_amount"),
+                "unit_amount_decimal": node.get("unit_amount_decimal"),
+                **({"tiers": copy.deepcopy(self.store.price_tiers.get(node["id"], []))}
+                   if node.get("billing_scheme") == "tiered" else {})}}
+        if prop == "currency_options":
+            return {}
+        return {"products": []}  # applies_to
 
     def _objects(self, value: Any, collection: str) -> Any:
         if isinstance(value, list):

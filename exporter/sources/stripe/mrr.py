@@ -36,7 +36,8 @@ def is_counted(subscription: Subscription, rules: MrrRules) -> bool:
         counted = rules.include_past_due
     else:  # trialing, incomplete, incomplete_expired, unpaid, paused, canceled
         counted = False
-    if subscription.cancel_at_period_end and not rules.include_cancel_at_period_end:
+    scheduled_to_end = subscription.cancel_at_period_end or subscription.cancel_at is not None
+    if scheduled_to_end and not rules.include_cancel_at_period_end:
         counted = False
     return counted
 
@@ -115,46 +116,63 @@ def discount_applies(discount: Discount, now: int, rules: MrrRules) -> bool:
     return False
 
 
-def apply_discounts(amount: Decimal, discounts: tuple[Discount, ...], currency: str,
-                    period: Price, now: int, rules: MrrRules) -> Decimal:
-    """Apply discounts in Stripe's order to a monthly amount; never below zero.
+def apply_discounts(amounts: list[Decimal], products: list[str | None],
+                    discounts: tuple[Discount, ...], currency: str, interval: tuple[str, int],
+                    now: int, rules: MrrRules) -> list[Decimal]:
+    """Apply discounts in Stripe's order to monthly amounts (one per item); never below zero.
 
-    An amount_off is per billing period: `period` (a price) says which, to
-    normalise it to a month.
-    An amount_off coupon with no amount in this currency does not apply, as in Stripe.
+    A coupon restricted to some products (`applies_to`) only touches the items
+    of those products. An amount_off is per billing period, so `interval`
+    normalises it to a month; it comes off the eligible items in turn (the
+    total is what matters), and only in a currency the coupon has an amount in.
     """
+    amounts = list(amounts)
     for discount in discounts:
         if not discount_applies(discount, now, rules):
             continue
         coupon = discount.coupon
+        eligible = [i for i, product in enumerate(products)
+                    if coupon.applies_to is None or product in coupon.applies_to]
         if coupon.percent_off is not None:
-            amount -= amount * coupon.percent_off / 100
-        else:
-            off = coupon.amount_off_in(currency)
-            if off is not None:
-                amount -= monthly(off, period.interval, period.interval_count)
-        amount = max(amount, ZERO)
-    return amount
+            for i in eligible:
+                amounts[i] -= amounts[i] * coupon.percent_off / 100
+            continue
+        off = coupon.amount_off_in(currency)
+        if off is None:
+            continue
+        remaining = monthly(off, *interval)
+        for i in eligible:
+            taken = min(amounts[i], remaining)
+            amounts[i] -= taken
+            remaining -= taken
+    return amounts
 
 
 def item_mrr(item: SubscriptionItem, currency: str, now: int, rules: MrrRules) -> Decimal:
     price = item.price
-    amount = monthly(period_amount(price, item.quantity), price.interval, price.interval_count)
-    return apply_discounts(amount, item.discounts, currency, price, now, rules)
+    interval = (price.interval, price.interval_count)
+    amount = monthly(period_amount(price, item.quantity), *interval)
+    [discounted] = apply_discounts([amount], [price.product], item.discounts, currency,
+                                   interval, now, rules)
+    return discounted
 
 
 def subscription_mrr(subscription: Subscription, now: int, rules: MrrRules) -> Decimal:
     """Monthly revenue of one subscription, in minor units of its currency.
 
-    Subscription-level discounts apply to the sum of the items; an amount_off is
-    normalised by the subscription's billing interval (its first item's).
+    Item discounts apply first, then subscription discounts to the items they
+    cover; an amount_off of the subscription is normalised by its billing
+    interval (its first item's).
     """
     if not is_counted(subscription, rules) or not subscription.items:
         return ZERO
-    total = sum((item_mrr(item, subscription.currency, now, rules)
-                 for item in subscription.items), ZERO)
-    return apply_discounts(total, subscription.discounts, subscription.currency,
-                           subscription.items[0].price, now, rules)
+    items = subscription.items
+    amounts = [item_mrr(item, subscription.currency, now, rules) for item in items]
+    first = items[0].price
+    amounts = apply_discounts(amounts, [item.price.product for item in items],
+                              subscription.discounts, subscription.currency,
+                              (first.interval, first.interval_count), now, rules)
+    return sum(amounts, ZERO)
 
 
 @dataclass(frozen=True)
@@ -165,6 +183,8 @@ class RevenueKpis:
     mrr_by_currency: dict[str, Decimal]  # billing currency -> its major units
     subscriptions_by_status: dict[str, int]
     paying_customers: int
+    # Paying customers whose MRR is in `mrr` (their currency has an fx rate).
+    paying_customers_converted: int
     failed_payments: int
     failed_payments_amount: Decimal  # reporting currency
     # currency -> counted subscriptions (or failed charges) left out for lack of an fx rate
@@ -172,13 +192,15 @@ class RevenueKpis:
 
     @property
     def arpa(self) -> Decimal | None:
-        return self.mrr / self.paying_customers if self.paying_customers else None
+        count = self.paying_customers_converted
+        return self.mrr / count if count else None
 
 
 def revenue_kpis(subscriptions: list[Subscription], charges: list[Charge], *, now: int,
                  fx_rates: dict[str, Decimal], rules: MrrRules = MrrRules()) -> RevenueKpis:
     by_currency: dict[str, Decimal] = {}
-    customer_mrr: dict[str, Decimal] = {}
+    paying: set[str] = set()  # MRR above zero in any currency
+    paying_converted: set[str] = set()  # ... in a currency with an fx rate
     missing_fx: Counter[str] = Counter()
     for subscription in subscriptions:
         if not is_counted(subscription, rules):
@@ -186,9 +208,12 @@ def revenue_kpis(subscriptions: list[Subscription], charges: list[Charge], *, no
         currency = subscription.currency
         amount = money.to_major(subscription_mrr(subscription, now, rules), currency)
         by_currency[currency] = by_currency.get(currency, ZERO) + amount
-        customer_mrr[subscription.customer] = customer_mrr.get(subscription.customer, ZERO) + amount
         if currency not in fx_rates:
             missing_fx[currency] += 1
+        if amount > 0:
+            paying.add(subscription.customer)
+            if currency in fx_rates:
+                paying_converted.add(subscription.customer)
 
     mrr = sum((money.convert(amount, currency, fx_rates) for currency, amount in by_currency.items()
                if currency in fx_rates), ZERO)
@@ -209,8 +234,8 @@ def revenue_kpis(subscriptions: list[Subscription], charges: list[Charge], *, no
         mrr=mrr,
         mrr_by_currency=by_currency,
         subscriptions_by_status=dict(Counter(s.status for s in subscriptions)),
-        # Customers' MRR is summed in native units: positive in any currency is paying.
-        paying_customers=sum(1 for amount in customer_mrr.values() if amount > 0),
+        paying_customers=len(paying),
+        paying_customers_converted=len(paying_converted),
         failed_payments=failed_count,
         failed_payments_amount=failed_amount,
         missing_fx=dict(missing_fx),

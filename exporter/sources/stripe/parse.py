@@ -14,6 +14,7 @@ from exporter.sources.base import UpstreamDataError
 from exporter.sources.stripe.records import (
     Charge,
     Coupon,
+    CurrencyOption,
     Discount,
     Price,
     Subscription,
@@ -32,7 +33,7 @@ def _field(obj: dict, name: str, kind: type | tuple[type, ...], *, optional: boo
     value = obj.get(name)
     if value is None and optional:
         return None
-    if not isinstance(value, kind) or isinstance(value, bool) and bool not in _tuple(kind):
+    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _tuple(kind)):
         raise MalformedObject(f"{obj.get('object', 'object')} {obj.get('id', '?')}: "
                               f"field {name!r} is missing or not {_names(kind)}")
     return value
@@ -58,22 +59,34 @@ def _amount(obj: dict, name: str, *, optional: bool = False) -> Decimal | None:
     return None if value is None else Decimal(str(value))
 
 
+def _tiers(obj: dict) -> tuple[Tier, ...]:
+    """Tiers, present only when the request expanded them."""
+    if obj.get("tiers") is None:
+        return ()
+    return tuple(
+        Tier(
+            up_to=_field(tier, "up_to", int, optional=True),
+            unit_amount=_amount(tier, "unit_amount", optional=True) or Decimal(0),
+            flat_amount=_amount(tier, "flat_amount", optional=True) or Decimal(0),
+        )
+        for tier in _field(obj, "tiers", list)
+    )
+
+
 def parse_price(obj: dict) -> Price:
     recurring = _field(obj, "recurring", dict)
     billing_scheme = _field(obj, "billing_scheme", str)
-    tiers = ()
-    if billing_scheme == "tiered" and obj.get("tiers") is not None:
-        tiers = tuple(
-            Tier(
-                up_to=_field(tier, "up_to", int, optional=True),
-                unit_amount=_amount(tier, "unit_amount", optional=True) or Decimal(0),
-                flat_amount=_amount(tier, "flat_amount", optional=True) or Decimal(0),
-            )
-            for tier in _field(obj, "tiers", list)
-        )
+    tiers = _tiers(obj) if billing_scheme == "tiered" else ()
     transform = obj.get("transform_quantity") or {}
+    product = obj.get("product")
     return Price(
         id=_field(obj, "id", str),
+        product=product if isinstance(product, str) else (product or {}).get("id"),
+        currency_options={
+            currency.lower(): CurrencyOption(unit_amount=_amount(option, "unit_amount", optional=True),
+                                             tiers=_tiers(option))
+            for currency, option in (obj.get("currency_options") or {}).items()
+        },
         currency=_field(obj, "currency", str).lower(),
         interval=_field(recurring, "interval", str),
         interval_count=_field(recurring, "interval_count", int),
@@ -90,7 +103,10 @@ def parse_price(obj: dict) -> Price:
 def parse_coupon(obj: dict) -> Coupon:
     percent_off = _field(obj, "percent_off", (int, float), optional=True)
     options = obj.get("currency_options") or {}
+    # Stripe shows an unrestricted coupon with an empty product list.
+    applies_to = (obj.get("applies_to") or {}).get("products")
     return Coupon(
+        applies_to=frozenset(applies_to) if applies_to else None,
         id=_field(obj, "id", str),
         duration=_field(obj, "duration", str),
         percent_off=None if percent_off is None else Decimal(str(percent_off)),
@@ -106,8 +122,7 @@ def parse_coupon(obj: dict) -> Coupon:
 
 def coupon_id(discount: dict) -> str:
     """The coupon a discount came from: dahlia keeps it under `source.coupon`."""
-    source = _field(discount, "source", dict)
-    coupon = source.get("coupon")
+    coupon = _field(discount, "source", dict).get("coupon")
     if isinstance(coupon, dict):
         coupon = coupon.get("id")
     if not isinstance(coupon, str):
@@ -115,17 +130,30 @@ def coupon_id(discount: dict) -> str:
     return coupon
 
 
-def parse_discount(obj: Any, coupons: dict[str, Coupon]) -> Discount | None:
-    """A discount with its coupon, or None when the coupon is unknown (deleted)."""
+def parse_discount(obj: Any, coupons: dict[str, Coupon],
+                   known_discounts: dict[str, dict] | None = None) -> Discount | None:
+    """A discount with its coupon.
+
+    The coupon comes from the coupon list (which carries the expand-only
+    `applies_to` and `currency_options`), or else from the discount itself when
+    `source.coupon` was expanded (a deleted coupon keeps its discounts in force).
+    Subscriptions are listed with discounts expanded; event payloads name them
+    by id only, so past states look them up in `known_discounts` (None: ids are
+    an error), and an id never seen is skipped (None).
+    """
     if isinstance(obj, str):
-        raise MalformedObject(f"discount {obj} was not expanded")
-    source_coupon = _field(obj, "source", dict).get("coupon")
-    if isinstance(source_coupon, dict):
-        coupon = parse_coupon(source_coupon)
-    else:
-        coupon = coupons.get(coupon_id(obj))
+        if known_discounts is None:
+            raise MalformedObject(f"discount {obj} was not expanded")
+        if obj not in known_discounts:
+            return None
+        obj = known_discounts[obj]
+    wanted = coupon_id(obj)
+    coupon = coupons.get(wanted)
     if coupon is None:
-        return None
+        embedded = obj["source"].get("coupon")
+        if not isinstance(embedded, dict):
+            raise MalformedObject(f"discount {obj.get('id', '?')}: coupon {wanted} not found")
+        coupon = parse_coupon(embedded)
     return Discount(id=_field(obj, "id", str), coupon=coupon,
                     end=_field(obj, "end", int, optional=True))
 
@@ -141,10 +169,16 @@ def parse_subscription(obj: dict, prices: dict[str, Price], coupons: dict[str, C
     the embedded item list when it was paged separately."""
     if items is None:
         items = _field(_field(obj, "items", dict), "data", list)
+    currency = _field(obj, "currency", str).lower()
     parsed_items = []
     for item in items:
         embedded = _field(item, "price", dict)
         price = prices.get(embedded.get("id")) or parse_price(embedded)
+        try:
+            price = price.in_currency(currency)
+        except KeyError:
+            raise MalformedObject(f"subscription {obj.get('id')}: price {price.id} has no "
+                                  f"amount in {currency}") from None
         parsed_items.append(SubscriptionItem(
             id=_field(item, "id", str),
             price=price,
@@ -156,10 +190,11 @@ def parse_subscription(obj: dict, prices: dict[str, Price], coupons: dict[str, C
         id=_field(obj, "id", str),
         customer=customer if isinstance(customer, str) else _field(customer, "id", str),
         status=_field(obj, "status", str),
-        currency=_field(obj, "currency", str).lower(),
+        currency=currency,
         items=tuple(parsed_items),
         discounts=_discounts(obj, coupons),
         cancel_at_period_end=bool(obj.get("cancel_at_period_end")),
+        cancel_at=_field(obj, "cancel_at", int, optional=True),
     )
 
 

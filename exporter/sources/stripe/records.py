@@ -7,7 +7,7 @@ final conversion to a metric value. Times are Unix seconds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 
@@ -32,6 +32,25 @@ class Price:
     # transform_quantity: bill for ceil/floor(quantity / divide_by) units
     divide_by: int | None = None
     round: str = "up"
+    product: str | None = None
+    # A multi-currency price's amounts in its other currencies (expand-only in Stripe).
+    currency_options: dict[str, "CurrencyOption"] = field(default_factory=dict)
+
+    def in_currency(self, currency: str) -> "Price":
+        """This price as billed in `currency`: itself, or one of its currency_options."""
+        if currency == self.currency:
+            return self
+        option = self.currency_options.get(currency)
+        if option is None:
+            raise KeyError(currency)
+        return replace(self, currency=currency, unit_amount=option.unit_amount,
+                       tiers=option.tiers or self.tiers, currency_options={})
+
+
+@dataclass(frozen=True)
+class CurrencyOption:
+    unit_amount: Decimal | None = None
+    tiers: tuple[Tier, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -42,6 +61,8 @@ class Coupon:
     amount_off: Decimal | None = None  # minor units of `currency`
     currency: str | None = None
     currency_options: dict[str, Decimal] = field(default_factory=dict)  # currency -> amount_off
+    # Products a coupon is restricted to (`applies_to.products`); None: every product.
+    applies_to: frozenset[str] | None = None
 
     def amount_off_in(self, currency: str) -> Decimal | None:
         """The fixed amount off in a currency, or None if the coupon has none there."""
@@ -76,6 +97,7 @@ class Subscription:
     items: tuple[SubscriptionItem, ...]
     discounts: tuple[Discount, ...] = ()
     cancel_at_period_end: bool = False
+    cancel_at: int | None = None  # a cancellation scheduled for a set date
 
 
 @dataclass(frozen=True)

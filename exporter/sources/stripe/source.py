@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from exporter.config import Section
-from exporter.http import HttpClient, UpstreamError
+from exporter.http import HttpClient
 from exporter.sources.base import Sample
 from exporter.sources.stripe import parse
 from exporter.sources.stripe.mrr import FAILED_PAYMENTS_WINDOW, MrrRules, RevenueKpis, revenue_kpis
@@ -82,21 +82,17 @@ def list_all(client: HttpClient, path: str, params: list[tuple[str, str]]) -> It
 
 
 def fetch(client: HttpClient, now: int) -> StripeData:
-    prices = {p["id"]: parse.parse_price(p)
-              for p in list_all(client, "/v1/prices", [("expand[]", "data.tiers")])
-              if p.get("type", "recurring") == "recurring" and p.get("recurring")}
-    coupons = {c["id"]: parse.parse_coupon(c) for c in list_all(client, "/v1/coupons", [])}
+    prices = {p["id"]: parse.parse_price(p) for p in list_all(client, "/v1/prices", [
+        ("expand[]", "data.tiers"), ("expand[]", "data.currency_options")])
+        if p.get("type", "recurring") == "recurring" and p.get("recurring")}
+    coupons = {c["id"]: parse.parse_coupon(c) for c in list_all(client, "/v1/coupons", [
+        ("expand[]", "data.currency_options"), ("expand[]", "data.applies_to")])}
 
     raw_subscriptions = list(list_all(client, "/v1/subscriptions", [
-        ("status", "all"), ("expand[]", "data.discounts"), ("expand[]", "data.items.data.discounts"),
+        ("status", "all"), ("expand[]", "data.discounts.source.coupon"),
+        ("expand[]", "data.items.data.discounts"),
     ]))
-    # A subscription embeds its first items only; page the rest when there are more.
-    items_of = {
-        sub["id"]: list(list_all(client, "/v1/subscription_items",
-                                 [("subscription", sub["id"]), ("expand[]", "data.discounts")]))
-        for sub in raw_subscriptions if (sub.get("items") or {}).get("has_more")
-    }
-    _fetch_missing_coupons(client, raw_subscriptions, items_of, coupons)
+    items_of = _complete_items(client, raw_subscriptions, coupons)
     _fetch_missing_tiers(client, raw_subscriptions, items_of, prices)
 
     subscriptions = [parse.parse_subscription(sub, prices, coupons, items_of.get(sub["id"]))
@@ -106,24 +102,29 @@ def fetch(client: HttpClient, now: int) -> StripeData:
     return StripeData(subscriptions=subscriptions, charges=charges)
 
 
+def _complete_items(client: HttpClient, raw_subscriptions: list[dict],
+                    coupons: dict[str, Coupon]) -> dict[str, list[dict]]:
+    """Item lists to fetch separately: when a subscription embeds only its first
+    items, or when an item discount's coupon is not in the coupon list (deleted
+    coupons still discount): `/v1/subscription_items` can expand it, four levels
+    being too deep from the subscription list."""
+
+    def unknown_coupon(item: dict) -> bool:
+        return any(isinstance(d, dict) and parse.coupon_id(d) not in coupons
+                   for d in item.get("discounts") or [])
+
+    items_of = {}
+    for sub in raw_subscriptions:
+        embedded = sub.get("items") or {}
+        if embedded.get("has_more") or any(unknown_coupon(i) for i in embedded.get("data") or []):
+            items_of[sub["id"]] = list(list_all(client, "/v1/subscription_items", [
+                ("subscription", sub["id"]), ("expand[]", "data.discounts.source.coupon")]))
+    return items_of
+
+
 def _all_items(raw_subscriptions: list[dict], items_of: dict[str, list[dict]]) -> Iterator[dict]:
     for sub in raw_subscriptions:
         yield from items_of.get(sub["id"]) or (sub.get("items") or {}).get("data") or []
-
-
-def _fetch_missing_coupons(client: HttpClient, raw_subscriptions: list[dict],
-                           items_of: dict[str, list[dict]], coupons: dict[str, Coupon]) -> None:
-    """Coupons missing from the list (deleted ones keep their discounts) by id."""
-    holders = [*raw_subscriptions, *_all_items(raw_subscriptions, items_of)]
-    wanted = {parse.coupon_id(d) for holder in holders for d in holder.get("discounts") or []
-              if isinstance(d, dict) and not isinstance(d["source"].get("coupon"), dict)}
-    for coupon in sorted(wanted - set(coupons)):
-        try:
-            coupons[coupon] = parse.parse_coupon(client.get_json(f"/v1/coupons/{coupon}"))
-        except UpstreamError as exc:
-            if exc.status != 404:
-                raise
-            log.warning("stripe: coupon %s no longer exists; its discounts are not applied", coupon)
 
 
 def _fetch_missing_tiers(client: HttpClient, raw_subscriptions: list[dict],
@@ -132,8 +133,8 @@ def _fetch_missing_tiers(client: HttpClient, raw_subscriptions: list[dict],
     for item in _all_items(raw_subscriptions, items_of):
         price = item.get("price") or {}
         if price.get("billing_scheme") == "tiered" and price.get("id") not in prices:
-            prices[price["id"]] = parse.parse_price(
-                client.get_json(f"/v1/prices/{price['id']}", [("expand[]", "tiers")]))
+            prices[price["id"]] = parse.parse_price(client.get_json(
+                f"/v1/prices/{price['id']}", [("expand[]", "tiers"), ("expand[]", "currency_options")]))
 
 
 def samples(kpis: RevenueKpis) -> list[Sample]:
