@@ -125,8 +125,8 @@ def test_stripe_version_header_is_echoed_or_defaults_to_dahlia(fake):
 
 
 def test_unknown_paths_ids_and_methods_are_404(fake):
-    assert get(fake, "/v1/invoices").json()["error"]["message"].startswith(
-        "Unrecognized request URL (GET: /v1/invoices)")
+    assert get(fake, "/v1/quotes").json()["error"]["message"].startswith(
+        "Unrecognized request URL (GET: /v1/quotes)")
     missing = get(fake, "/v1/subscriptions/sub_nope")
     assert missing.status_code == 404
     assert missing.json()["error"]["code"] == "resource_missing"

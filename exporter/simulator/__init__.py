@@ -1,12 +1,15 @@
 """A built-in Stripe simulator: run the exporter with no accounts, test over real sockets.
 
-`generate_company()` builds a seeded SaaS company as a `StripeStore` of
-dahlia-shaped objects; `FakeStripe` serves a store over HTTP on 127.0.0.1 the
-way api.stripe.com answers, with fault injection for tests.
+`generate_company()` builds a seeded SaaS company with a history as a
+`StripeStore` of dahlia-shaped objects; `FakeStripe` serves a store over HTTP
+on 127.0.0.1 the way api.stripe.com answers (events and invoices included),
+with fault injection for tests; `CompanyTicker` keeps a company moving
+(`FakeStripe(store, live=True)` runs one while serving).
 """
 
 from exporter.simulator.company import generate_company
 from exporter.simulator.stripe_fake import FakeStripe
 from exporter.simulator.stripe_store import API_VERSION, StripeStore
+from exporter.simulator.ticker import CompanyTicker
 
-__all__ = ["API_VERSION", "FakeStripe", "StripeStore", "generate_company"]
+__all__ = ["API_VERSION", "CompanyTicker", "FakeStripe", "StripeStore", "generate_company"]

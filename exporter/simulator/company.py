@@ -1,4 +1,4 @@
-"""A seeded, realistic SaaS company in Stripe, for the demo and integration tests.
+"""A seeded, realistic SaaS company in Stripe, with a history, for the demo and tests.
 
 `generate_company(seed, customers, now)` returns a `StripeStore` with:
 
@@ -9,16 +9,24 @@
   add-ons (API calls billed per 1,000 with transform_quantity; SMS at a
   sub-cent unit_amount_decimal), a viewer-seat pack (per 5 seats), EUR, GBP and
   JPY prices, and a one-time onboarding price;
-- coupons: percent_off forever, amount_off repeating 3 months (USD and EUR;
-  customers who signed up 3-4 months ago still carry discounts whose `end`
-  has just passed), percent_off repeating, and `once` coupons;
+- coupons: percent_off forever, amount_off repeating 3 months (USD and EUR),
+  percent_off repeating, a one-month retention offer, and `once` coupons;
 - customers created over ~3 years with growth towards today, some with several
-  subscriptions (an old canceled one and a new one, or an extra product);
-- subscription statuses in realistic proportions: mostly active (some set to
-  cancel at period end, many converted from a trial), then canceled,
-  trialing, past_due, incomplete_expired, unpaid, paused and incomplete;
-- charges for every renewal in the last 30 days (and their smart retries),
-  ~6 % failed with Stripe's failure codes, a few refunds and one-off charges.
+  subscriptions (an extra product alongside, or a new one after churning);
+- a history per subscription (see history.py), reaching today's status in
+  realistic proportions: mostly active (some set to cancel at period end,
+  many converted from a trial), then canceled (some trials that lapsed, some
+  for failed payments), trialing, past_due, incomplete_expired, unpaid,
+  paused and incomplete. On the way: seat changes, plan upgrades and
+  downgrades, add-ons, a switch to yearly billing, repeating discounts that
+  end, payment failures that recover on a retry;
+- in the last 30 days, by construction, every MRR movement (new, expansion,
+  contraction, churn, reactivation, a discount ending), trials started,
+  converted and lapsed, and payment failures in the last day; nobody worth
+  more than 10,000 a year churns in the last 24 hours unless `large_churn`;
+- invoices for the whole history (derived, see invoices.py), charges for the
+  payment attempts of the last 30 days (~6 % failed, with Stripe's failure
+  codes), one-off onboarding charges, a few refunds and disputes (some open).
 
 Everything comes from `random.Random(seed)`: the same seed and `now` give the
 same store, ids included.
@@ -29,12 +37,16 @@ from __future__ import annotations
 import math
 import random
 import time
-from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from exporter.simulator.stripe_store import DAY, StripeStore, add_interval, period_containing
+from exporter.simulator import history, invoices
+from exporter.simulator.payments import CLOSED_DISPUTE_STATUSES, OPEN_DISPUTE_STATUSES, \
+    invoice_charges, pick_failure
+from exporter.simulator.periods import DAY, HOUR, add_interval
+from exporter.simulator.stripe_store import StripeStore
+from exporter.simulator.ticker import LARGE_ARR, churn_large_customer, customer_arr_usd
 
-_HOUR = 3600
+_HOUR = HOUR
 _MIN_AGE = 600  # the newest subscriptions are at least this old (seconds)
 _WINDOW = 30 * DAY  # charges are generated for this many seconds before `now`
 
@@ -59,16 +71,16 @@ _PLAN_WEIGHTS = {
     "gbp": {"starter_m_gbp": 55, "pro_m_gbp": 45},
     "jpy": {"starter_m_jpy": 50, "pro_m_jpy": 35, "business_y_jpy": 15},
 }
-# (failure_code, decline_code) weights for failed charges.
-_FAILURES = {
-    ("card_declined", "generic_decline"): 38,
-    ("card_declined", "insufficient_funds"): 30,
-    ("expired_card", None): 15,
-    ("card_declined", "do_not_honor"): 6,
-    ("incorrect_cvc", None): 5,
-    ("processing_error", None): 6,
-}
-_RANDOM_FAILURE_RATE = 0.025  # on top of past_due / unpaid / incomplete retries
+_RANDOM_FAILURE_RATE = 0.012  # renewals failing at first, then paid on a retry
+_CHANGES_PER_MONTH = 0.05  # seat or plan changes per paying subscription
+# Plan moves within a currency: upgrades (and the reverse for downgrades).
+_UPGRADES = {"free": "starter_m", "starter_m": "pro_m", "pro_legacy": "pro_m",
+             "starter_m_eur": "pro_m_eur", "starter_m_gbp": "pro_m_gbp",
+             "starter_m_jpy": "pro_m_jpy"}
+_DOWNGRADES = {"pro_m": "starter_m", "pro_m_eur": "starter_m_eur", "pro_m_gbp": "starter_m_gbp",
+               "pro_m_jpy": "starter_m_jpy"}
+_SEAT_LIMITS = {"pro_m": (1, 20), "pro_m_eur": (1, 20), "pro_m_gbp": (1, 20), "pro_m_jpy": (1, 20),
+                "pro_legacy": (1, 20), "team_m": (1, 40), "enterprise_m": (20, 300)}
 
 _NAME_A = ("Blue", "Bright", "Cedar", "Copper", "Delta", "Ember", "Fable", "Granite", "Harbor",
            "Iris", "Juniper", "Kite", "Lumen", "Maple", "Nimbus", "Orbit", "Pine", "Quartz",
@@ -79,8 +91,13 @@ _NAME_C = ("Inc", "LLC", "Ltd", "GmbH", "Co", "SAS", "KK", "")
 _COUNTRY = {"usd": "US", "eur": "DE", "gbp": "GB", "jpy": "JP"}
 
 
-def generate_company(seed: int = 7, customers: int = 3000, now: float | None = None) -> StripeStore:
-    """A deterministic (for `seed` and `now`) Stripe account of a SaaS company."""
+def generate_company(seed: int = 7, customers: int = 3000, now: float | None = None, *,
+                     large_churn: bool = False) -> StripeStore:
+    """A deterministic (for `seed` and `now`) Stripe account of a SaaS company.
+
+    `large_churn=True` also churns the customer worth the most (over 10,000 a
+    year) a few hours before `now`, for the "large customer churned" alert.
+    """
     now = int(time.time() if now is None else now)
     store = StripeStore(seed=seed, now=now)
     rng = random.Random(seed * 1_000_003 + 11)
@@ -98,15 +115,19 @@ def generate_company(seed: int = 7, customers: int = 3000, now: float | None = N
             sub_specs.append((cus["id"], spec))
 
     sub_specs.sort(key=lambda s: s[1]["created"])
-    charge_specs = []
-    for customer_id, spec in sub_specs:
-        sub = store.add_subscription(customer_id, **spec)
-        charge_specs.extend(_subscription_charges(rng, store, sub, now))
-    charge_specs.extend(_one_off_charges(rng, store, now))
+    with store.batch():
+        for customer_id, spec in sub_specs:
+            _live(rng, store, customer_id, spec, catalog, now)
+        _showcase(rng, store, catalog, coupons, now)
 
+    charge_specs = invoice_charges(store, now - _WINDOW, now)
+    charge_specs.extend(_one_off_charges(rng, store, now))
     charge_specs.sort(key=lambda c: c["created"])
     for kwargs in charge_specs:
         store.add_charge(**kwargs)
+    _refunds_and_disputes(rng, store, now)
+    if large_churn:
+        churn_large_customer(store, now - rng.randint(HOUR, 20 * HOUR))
     return store
 
 
@@ -194,6 +215,9 @@ def _coupons(store: StripeStore, now: int) -> dict[str, dict]:
                                          name="50% off the first invoice", created=t),
         "ANNUAL100": store.add_coupon(amount_off=10000, currency="usd", duration="once",
                                       id="ANNUAL100", name="$100 off an annual plan", created=t),
+        "RETAIN25": store.add_coupon(percent_off=25, duration="repeating", duration_in_months=1,
+                                     id="RETAIN25", name="Retention offer: 25% for a month",
+                                     created=t),
     }
 
 
@@ -233,14 +257,15 @@ def _customer_plan(rng: random.Random, index: int, now: int, catalog: dict, coup
 
 def _subscription_spec(rng: random.Random, earliest: int, now: int, currency: str,
                        catalog: dict, coupons: dict) -> dict:
-    """kwargs for StripeStore.add_subscription (customer excluded)."""
+    """What a subscription should look like today: add_subscription kwargs plus `key`
+    (the plan) and the final `status`, `ended_at`, `canceled_at`... that `_live` reaches."""
     key = _pick(rng, _PLAN_WEIGHTS[currency])
     price = catalog[key]
     rec = price["recurring"]
     status = "canceled" if key == "free" and rng.random() < 0.15 else (
         "active" if key == "free" else _pick(rng, _STATUS_WEIGHTS))
     created = earliest
-    spec: dict[str, Any] = {"status": status}
+    spec: dict[str, Any] = {"status": status, "key": key}
 
     # Recent statuses need recent subscriptions.
     if status == "trialing":
@@ -345,126 +370,306 @@ def _pick_coupons(rng: random.Random, key: str, price: dict, created: int, now: 
     return []
 
 
+# --------------------------------------------------------------------------- histories
+
+
+def _poisson(rng: random.Random, mean: float) -> int:
+    limit, n, p = math.exp(-mean), 0, rng.random()
+    while p > limit:
+        n += 1
+        p *= rng.random()
+    return n
+
+
+def _live(rng: random.Random, store: StripeStore, customer: str, spec: dict, catalog: dict,
+          now: int) -> str:
+    """Create one subscription and write its history up to the status the spec asks for."""
+    spec = dict(spec)
+    key, status = spec.pop("key"), spec.pop("status")
+    ended, canceled_at = spec.pop("ended_at", None), spec.pop("canceled_at", None)
+    reason = spec.pop("cancellation_reason", None) or "cancellation_requested"
+    flagged = spec.pop("cancel_at_period_end", False)
+    trial_end, created = spec.get("trial_end"), spec["created"]
+    first = ("incomplete" if status in ("incomplete", "incomplete_expired")
+             else "trialing" if trial_end else "active")
+    sub_id = store.add_subscription(customer, status=first, **spec)["id"]
+    tl = store.timeline(sub_id)
+    if status == "incomplete":
+        return sub_id
+    if status == "incomplete_expired":
+        store.expire_incomplete(sub_id, created + 23 * HOUR)
+        return sub_id
+    if trial_end is not None:
+        if status == "trialing":
+            return sub_id
+        if status == "paused":
+            store.end_trial(sub_id, trial_end, converted=False, lapse_to="paused")
+            return sub_id
+        if status == "canceled" and ended <= trial_end:
+            if ended == trial_end:
+                store.end_trial(sub_id, trial_end, converted=False)
+            else:
+                store.cancel_subscription(sub_id, ended)
+            return sub_id
+        store.end_trial(sub_id, trial_end, converted=True)
+
+    # When the random life of the subscription stops, and what ends it.
+    final: tuple = ("none",)
+    stop = now - HOUR
+    if status in ("past_due", "unpaid"):
+        failed = _latest_attempt(store, tl, now)
+        final, stop = (status, failed), failed
+    elif status == "canceled":
+        if reason == "payment_failed":
+            failed = _latest_attempt(store, tl, ended - 7 * DAY)
+            final, stop = ("payment_failed", failed, min(failed + 7 * DAY + HOUR, now - 60)), failed
+        else:
+            end = _scheduled_end(store, tl, ended, now)
+            if end is not None and canceled_at < ended:
+                final, stop = ("scheduled", end), end - DAY
+            else:
+                final, stop = ("canceled", ended), ended
+    elif status == "active" and flagged:
+        final, stop = ("flag", canceled_at), canceled_at
+    stop = min(stop, now - HOUR)
+
+    # Seat and plan changes while it is paid for.
+    start = tl.starts[-1]
+    months = max(0.0, (stop - start) / (30 * DAY))
+    times = sorted(rng.randint(start + DAY, stop - HOUR)
+                   for _ in range(_poisson(rng, months * _CHANGES_PER_MONTH))
+                   if stop - HOUR > start + DAY)
+    for at in times:
+        key = _random_change(rng, store, sub_id, key, at, catalog, switch=final == ("none",))
+
+    # Payment failures recovered on a retry, in the last weeks.
+    after = max(tl.starts[-1], now - 45 * DAY)
+    for rec in invoices.records(store, tl):
+        if not after < rec.attempt < stop - 6 * DAY or rng.random() >= _RANDOM_FAILURE_RATE:
+            continue
+        if rec.attempt < tl.starts[-1]:
+            continue
+        store.fail_payment(sub_id, rec.attempt)
+        store.recover_payment(sub_id, rec.attempt + (3 * DAY if rng.random() < 0.8 else 5 * DAY))
+
+    kind = final[0]
+    if kind in ("past_due", "unpaid"):
+        at = max(final[1], tl.starts[-1])
+        store.fail_payment(sub_id, at)
+        if kind == "unpaid":
+            store.mark_unpaid(sub_id, max(tl.starts[-1], min(at + 7 * DAY + HOUR, now - 60)))
+    elif kind == "payment_failed":
+        at = max(final[1], tl.starts[-1])
+        store.fail_payment(sub_id, at)
+        end = max(final[2], tl.starts[-1])
+        if end >= now - DAY and not _may_churn_now(store, customer, end):
+            end = max(tl.starts[-1], now - DAY - rng.randint(2 * HOUR, 3 * DAY))
+        store.cancel_subscription(sub_id, end, reason="payment_failed", request=False)
+    elif kind == "scheduled":
+        period_end = final[1]
+        at = max(tl.starts[-1] + 1, period_end - rng.randint(HOUR, 20 * DAY))
+        at = min(at, period_end - 1)
+        if period_end >= now - DAY and not _may_churn_now(store, customer, period_end):
+            store.cancel_subscription(sub_id, max(at, now - DAY - rng.randint(2 * HOUR, 3 * DAY)),
+                                      reason=reason)
+        else:
+            store.cancel_subscription(sub_id, at, at_period_end=True, reason=reason)
+    elif kind == "canceled":
+        at = final[1]
+        if at <= tl.starts[-1]:  # not in the same second it started
+            at = max(tl.starts[-1], min(now - 60, tl.starts[-1] + rng.randint(HOUR, 2 * DAY)))
+        if at >= now - DAY and not _may_churn_now(store, customer, at):
+            at = max(tl.starts[-1], now - DAY - rng.randint(2 * HOUR, 3 * DAY))
+        store.cancel_subscription(sub_id, at, reason=reason)
+    elif kind == "flag":
+        period = _current_period(store, tl, now)
+        at = max(tl.starts[-1], period[0], min(final[1], now - 60))
+        store.change_subscription(sub_id, at, cancel_at_period_end=True)
+    return sub_id
+
+
+def _may_churn_now(store: StripeStore, customer: str, at: int) -> bool:
+    """Keep the last 24 hours calm: nobody worth more than LARGE_ARR churns then."""
+    return customer_arr_usd(store, customer, at) <= LARGE_ARR
+
+
+def _latest_attempt(store: StripeStore, tl: history.Timeline, until: int) -> int:
+    """The latest payment attempt at or before `until` (the creation if none)."""
+    latest = tl.starts[-1]
+    for rec in invoices.records(store, tl):
+        if rec.attempt > until:
+            break
+        latest = max(latest, rec.attempt)
+    return latest
+
+
+def _current_period(store: StripeStore, tl: history.Timeline, at: int) -> tuple[int, int]:
+    st = history.effective_state(store, tl, at)
+    return history.item_period(tl, st, store.get("prices", st.items[0].price), at)
+
+
+def _scheduled_end(store: StripeStore, tl: history.Timeline, ended: int, now: int) -> int | None:
+    """The period end a cancellation requested around `ended` would take effect at,
+    if that is in the past and within a month of it."""
+    end = _current_period(store, tl, max(ended - 1, tl.starts[-1]))[1]
+    return end if end <= now - 60 and end - ended <= 31 * DAY else None
+
+
+def _random_change(rng: random.Random, store: StripeStore, sub_id: str, key: str, at: int,
+                   catalog: dict, switch: bool) -> str:
+    """One seat, plan or add-on change at `at`; returns the plan key after it."""
+    st = store.state_at(sub_id, at)
+    items = [(store.get("prices", i.price), i.quantity or 1) for i in st.items]
+    options = {}
+    if key in _SEAT_LIMITS:
+        options.update(seats_up=3, seats_down=2)
+    if key in _UPGRADES:
+        options["upgrade"] = 2
+    if key in _DOWNGRADES:
+        options["downgrade"] = 1
+    if key == "pro_m":
+        options["viewers"] = 1
+    if key == "starter_m" and switch:
+        options["yearly"] = 0.5
+    if not options:
+        return key
+    choice = _pick(rng, options)
+    quantity = items[0][1]
+    if choice in ("seats_up", "seats_down"):
+        low, high = _SEAT_LIMITS[key]
+        step = rng.randint(1, 5) if choice == "seats_up" else -rng.randint(1, 3)
+        new = max(low, min(high, quantity + step))
+        if new == quantity:
+            return key
+        items[0] = (items[0][0], new)
+    elif choice in ("upgrade", "downgrade"):
+        key = (_UPGRADES if choice == "upgrade" else _DOWNGRADES)[key]
+        seats = quantity if key.startswith("pro") and quantity > 1 else rng.randint(1, 3)
+        items[0] = (catalog[key], seats if key.startswith("pro") else 1)
+    elif choice == "viewers":
+        pack = catalog["viewer_pack"]["id"]
+        if any(p["id"] == pack for p, _ in items):
+            items = [(p, q) for p, q in items if p["id"] != pack]
+        else:
+            items.append((catalog["viewer_pack"], rng.randint(1, 25)))
+    else:  # monthly -> yearly billing
+        key = "starter_y"
+        items[0] = (catalog[key], 1)
+    store.change_subscription(sub_id, at, items=items)
+    return key
+
+
+# --------------------------------------------------------------------------- the last 30 days
+
+
+def _showcase(rng: random.Random, store: StripeStore, catalog: dict, coupons: dict,
+              now: int) -> None:
+    """Make sure the last 30 days show every movement, whatever the seed and size."""
+    window = lambda: now - rng.randint(2 * DAY, 25 * DAY)  # noqa: E731
+    single = {c: subs[0] for c, subs in store.subscription_owners().items() if len(subs) == 1}
+    quiet = []  # active for a while, alone on their customer, unchanged for 8 weeks
+    for customer, sub_id in single.items():
+        tl = store.timelines[sub_id]
+        st = tl.last
+        if (st.status == "active" and st.cancel_at is None and tl.starts[-1] < now - 56 * DAY
+                and st.items[0].quantity is not None):
+            quiet.append(sub_id)
+    rng.shuffle(quiet)
+    used: set[str] = set()
+
+    def take(test) -> list[str]:
+        return [s for s in quiet if s not in used and test(store.timelines[s])]
+
+    def key_of(tl: history.Timeline) -> str:
+        return store.get("prices", tl.last.items[0].price)["lookup_key"] or ""
+
+    # Expansion and contraction: seats.
+    for sub_id in take(lambda tl: key_of(tl).startswith("pro_m") and tl.last.items[0].quantity <= 17)[:2]:
+        used.add(sub_id)
+        st = store.timelines[sub_id].last
+        items = [(i.price, (i.quantity or 1) + (3 if k == 0 else 0)) for k, i in enumerate(st.items)]
+        store.change_subscription(sub_id, window(), items=items)
+    for sub_id in take(lambda tl: tl.last.items[0].quantity >= 3 and key_of(tl) in _SEAT_LIMITS
+                       and tl.last.items[0].quantity - 2 >= _SEAT_LIMITS[key_of(tl)][0])[:2]:
+        used.add(sub_id)
+        st = store.timelines[sub_id].last
+        items = [(i.price, (i.quantity or 1) - (2 if k == 0 else 0)) for k, i in enumerate(st.items)]
+        store.change_subscription(sub_id, window(), items=items)
+    # A one-month retention discount given 5-7 weeks ago ends within the window.
+    for sub_id in take(lambda tl: key_of(tl).endswith(("_m", "_m_eur", "_m_gbp", "_m_jpy"))
+                       and key_of(tl) != "free")[:2]:
+        used.add(sub_id)
+        tl = store.timelines[sub_id]
+        store.change_subscription(sub_id, now - rng.randint(36 * DAY, 50 * DAY),
+                                  coupons=[*tl.last.discounts, coupons["RETAIN25"]])
+    # Churn: customers below the large-churn threshold.
+    for sub_id in take(lambda tl: customer_arr_usd(store, tl.customer) < LARGE_ARR / 2)[:2]:
+        used.add(sub_id)
+        store.cancel_subscription(sub_id, window())
+    # Payment failures in the last day, on renewals due then.
+    for sub_id in take(lambda tl: now - 20 * HOUR < _latest_attempt(store, tl, now - HOUR))[:2]:
+        used.add(sub_id)
+        tl = store.timelines[sub_id]
+        store.fail_payment(sub_id, _latest_attempt(store, tl, now - HOUR))
+    # Churned customers come back: on their old plan, or through a trial.
+    churned = []  # paid once, and left more than 40 days ago
+    for customer, subs in store.subscription_owners().items():
+        states = [store.timelines[s].last for s in subs]
+        if all(s.status == "canceled" and s.ended_at is not None and s.ended_at < now - 40 * DAY
+               for s in states) and any(_paid(store, store.timelines[s]) for s in subs):
+            churned.append(customer)
+    rng.shuffle(churned)
+    for n, customer in enumerate(churned[:4]):
+        last = store.timelines[store.subscriptions_of(customer)[-1]].last
+        price = store.get("prices", last.items[0].price)
+        if not price["active"] or price["unit_amount"] == 0:
+            price = catalog[{"usd": "starter_m", "eur": "starter_m_eur", "gbp": "starter_m_gbp",
+                             "jpy": "starter_m_jpy"}[price["currency"]]]
+        if n < 2:
+            store.add_subscription(customer, [(price, last.items[0].quantity or 1)], created=window())
+        else:  # a trial that converts, and one that lapses, inside the window
+            start = now - rng.randint(20 * DAY, 28 * DAY)
+            sub_id = store.add_subscription(customer, [price], status="trialing", created=start,
+                                            trial_end=start + 14 * DAY)["id"]
+            store.end_trial(sub_id, start + 14 * DAY, converted=n == 2)
+
+
+def _paid(store: StripeStore, tl: history.Timeline) -> bool:
+    """Whether the subscription was ever active on a plan that costs something."""
+    for seg in tl.segments:
+        if seg.state.status == "active":
+            for item in seg.state.items:
+                price = store.get("prices", item.price)
+                if item.quantity and invoices.licensed_amount(
+                        price, store.price_tiers.get(price["id"]), item.quantity) > 0:
+                    return True
+    return False
+
+
+def _refunds_and_disputes(rng: random.Random, store: StripeStore, now: int) -> None:
+    succeeded = [c for c in store.objects("charges")
+                 if c["status"] == "succeeded" and c["created"] < now - HOUR]
+    if not succeeded:
+        return
+    picks = rng.sample(succeeded, min(len(succeeded), max(3, round(len(succeeded) * 0.012))))
+    for ch in picks:
+        amount = ch["amount"] if rng.random() < 0.8 else max(1, ch["amount"] // 2)
+        created = max(ch["created"] + 60, min(now - 60, ch["created"] + rng.randint(HOUR, 6 * DAY)))
+        status = _pick(rng, {"succeeded": 90, "pending": 7, "failed": 3})
+        reason = _pick(rng, {"requested_by_customer": 70, "duplicate": 15, "fraudulent": 5, None: 10})
+        store.add_refund(ch["id"], amount, created=created, status=status, reason=reason)
+    refunded = {ch["id"] for ch in picks}
+    candidates = [c for c in succeeded if c["id"] not in refunded]
+    statuses = [*OPEN_DISPUTE_STATUSES, "needs_response", *CLOSED_DISPUTE_STATUSES[:2]]
+    for status, ch in zip(statuses, rng.sample(candidates, min(len(candidates), len(statuses)))):
+        created = max(ch["created"] + 60, min(now - 60, ch["created"] + rng.randint(DAY, 12 * DAY)))
+        reason = _pick(rng, {"fraudulent": 35, "product_not_received": 15, "subscription_canceled": 20,
+                             "general": 15, "unrecognized": 10, "duplicate": 5})
+        store.add_dispute(ch["id"], status=status, reason=reason, created=created)
+
+
 # --------------------------------------------------------------------------- charges
 
-
-def _units(price: dict, quantity: int) -> int:
-    tq = price["transform_quantity"]
-    if not tq:
-        return quantity
-    rounder = math.ceil if tq["round"] == "up" else math.floor
-    return rounder(quantity / tq["divide_by"])
-
-
-def _licensed_amount(price: dict, tiers: list | None, quantity: int) -> Decimal:
-    units = _units(price, quantity)
-    if price["billing_scheme"] == "per_unit":
-        return Decimal(price["unit_amount_decimal"]) * units
-    if price["tiers_mode"] == "volume":
-        tier = next(t for t in tiers if t["up_to"] is None or units <= t["up_to"])
-        return Decimal(tier["unit_amount"] or 0) * units + (tier["flat_amount"] or 0)
-    total, below = Decimal(0), 0
-    for tier in tiers:
-        top = units if tier["up_to"] is None else min(units, tier["up_to"])
-        if top > below:
-            total += Decimal(tier["unit_amount"] or 0) * (top - below) + (tier["flat_amount"] or 0)
-        below = top
-        if tier["up_to"] is None or units <= tier["up_to"]:
-            break
-    return total
-
-
-def _discounted(amount: Decimal, discount_ids: list, store: StripeStore, at: int) -> Decimal:
-    for discount_id in discount_ids:
-        discount = store.get("discounts", discount_id)
-        if discount["end"] is not None and discount["end"] <= at:
-            continue
-        coupon = store.get("coupons", discount["source"]["coupon"])
-        if coupon["duration"] == "once" and at > discount["start"] + DAY:
-            continue
-        if coupon["percent_off"] is not None:
-            amount = amount * (100 - Decimal(str(coupon["percent_off"]))) / 100
-        else:
-            amount = max(Decimal(0), amount - coupon["amount_off"])
-    return amount
-
-
-def _invoice_amount(rng: random.Random, store: StripeStore, sub: dict, at: int) -> int:
-    """What a renewal at `at` charges: licensed items in advance, metered usage in arrears."""
-    total = Decimal(0)
-    for item in sub["items"]["data"]:
-        price = item["price"]
-        if price["recurring"]["usage_type"] == "metered":
-            usage = rng.randint(0, 2_000_000) if price["transform_quantity"] else rng.randint(0, 5000)
-            line = Decimal(price["unit_amount_decimal"]) * _units(price, usage)
-        else:
-            line = _licensed_amount(price, store.price_tiers.get(price["id"]), item["quantity"])
-        total += _discounted(line, item["discounts"], store, at)
-    total = _discounted(total, sub["discounts"], store, at)
-    return int(total.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
-
-
-def _renewals(sub: dict, since: int, until: int) -> list[int]:
-    """Billing dates of the subscription's first item within (since, until]."""
-    rec = sub["items"]["data"][0]["price"]["recurring"]
-    interval, count = rec["interval"], rec["interval_count"]
-    anchor = sub["billing_cycle_anchor"]
-    dates = set() if sub["trial_end"] else {sub["created"]}  # the first invoice, unless a trial
-    t = period_containing(anchor, max(since, anchor), interval, count)[0]
-    while t <= until:
-        dates.add(t)
-        t = period_containing(anchor, t, interval, count)[1]
-    return sorted(d for d in dates if since < d <= until)
-
-
-def _failure(rng: random.Random) -> tuple[str, str | None]:
-    return _pick(rng, _FAILURES)
-
-
-def _subscription_charges(rng: random.Random, store: StripeStore, sub: dict, now: int) -> list[dict]:
-    status = sub["status"]
-    if status in ("trialing", "paused"):  # paused: the trial ended without a payment method
-        return []
-    since = now - _WINDOW
-    customer, currency = sub["customer"], sub["currency"]
-    charges: list[dict] = []
-
-    def charge(at: int, amount: int, failed: bool, description: str) -> None:
-        if amount <= 0 or at > now or at <= since:
-            return
-        kwargs = dict(customer=customer, amount=amount, currency=currency, created=at,
-                      description=description)
-        if failed:
-            code, decline = _failure(rng)
-            kwargs.update(status="failed", failure_code=code, decline_code=decline)
-        elif rng.random() < 0.01:
-            kwargs["amount_refunded"] = amount
-        charges.append(kwargs)
-
-    if status in ("incomplete", "incomplete_expired"):
-        charge(sub["created"] + 5, _invoice_amount(rng, store, sub, sub["created"]), True,
-               "Subscription creation")
-        return charges
-
-    until = sub["ended_at"] - 1 if sub["ended_at"] else now
-    dates = _renewals(sub, since, until)
-    for n, at in enumerate(dates):
-        at += rng.randint(30, 3600)  # invoices finalize about an hour after the period starts
-        amount = _invoice_amount(rng, store, sub, at)
-        description = "Subscription creation" if at - sub["created"] < 2 * _HOUR else "Subscription update"
-        latest = n == len(dates) - 1
-        if latest and status in ("past_due", "unpaid"):
-            # Smart retries: the first attempt and the retries so far all failed.
-            for delay in (0, 3 * DAY, 5 * DAY, 7 * DAY):
-                if status == "past_due" and delay >= 7 * DAY:
-                    break
-                charge(at + delay + rng.randint(0, 600), amount, True, description)
-        elif rng.random() < _RANDOM_FAILURE_RATE:
-            charge(at, amount, True, description)
-            charge(at + rng.randint(1, 3) * DAY, amount, False, description)  # recovered on retry
-        else:
-            charge(at, amount, False, description)
-    return charges
 
 
 def _one_off_charges(rng: random.Random, store: StripeStore, now: int) -> list[dict]:
@@ -479,7 +684,7 @@ def _one_off_charges(rng: random.Random, store: StripeStore, now: int) -> list[d
         kwargs = dict(customer=cus["id"], amount=amount, currency=currency, created=at,
                       description="Onboarding package")
         if rng.random() < 0.08:
-            code, decline = _failure(rng)
+            code, decline = pick_failure(rng)
             kwargs.update(status="failed", failure_code=code, decline_code=decline)
         charges.append(kwargs)
     return charges

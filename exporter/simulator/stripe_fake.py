@@ -9,10 +9,15 @@ Faithful to API version 2026-07-29.dahlia:
   `Request-Id` and `Stripe-Version` response headers (the request's version
   echoed, the dahlia one by default).
 - Read endpoints for customers, products, prices, coupons, subscriptions,
-  subscription_items and charges: list and retrieve, list envelopes, newest
+  subscription_items, charges, refunds, disputes, events and invoices (with
+  `/v1/invoices/{id}/lines`): list and retrieve, list envelopes, newest
   first, `limit` 1..100 (default 10), `starting_after` / `ending_before`
   cursors, the common filters (see ENDPOINTS), subscriptions' default of
   excluding `canceled` (`status=all`, `status=ended` supported).
+- Events: only the last 30 days are served (older ids are 404); `type` takes
+  an exact type or a wildcard (`customer.subscription.*`), `types[]` up to 20
+  of them, not both. Events and invoices are derived from the subscription
+  histories on request (see history.py, invoices.py).
 - `expand[]` (also `expand[0]`) with Stripe's depth limit of 4 levels, counting
   `data`, and its error for properties that cannot be expanded. Prices carry
   `tiers` only when expanded; discounts reference their coupon by id
@@ -22,12 +27,16 @@ Faithful to API version 2026-07-29.dahlia:
 
 Simplified:
 - Read-only: no POST/DELETE (they get Stripe's "Unrecognized request URL" 404),
-  no search endpoints, no invoices/events, no idempotency keys, no Connect
-  headers. A few real filters are accepted but not applied (ENDPOINTS.ignored).
+  no search endpoints, no idempotency keys, no Connect headers. A few real
+  filters are accepted but not applied (ENDPOINTS.ignored).
 - The `Stripe-Version` header is echoed, never validated, and does not change
   object shapes. Rate limiting is a plain per-second window set by
   `rate_limit()`; otherwise nothing is throttled.
 - A subscription's embedded `items` list holds all its items (`has_more` false).
+
+`FakeStripe(store, live=True)` runs a `CompanyTicker` on a daemon thread while
+serving, so the company keeps changing (new signups, cancellations, failed
+payments...) every `tick_interval` seconds.
 
 Fault injection for tests: `set_latency`, `fail_next`, `rate_limit`,
 `serve_malformed_next`; and a request log: `requests`, `request_count`,
@@ -39,6 +48,7 @@ from __future__ import annotations
 import base64
 import collections
 import copy
+import fnmatch
 import json
 import random
 import re
@@ -50,7 +60,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
-from exporter.simulator.stripe_store import API_VERSION, SUBSCRIPTION_STATUSES, StripeStore
+from exporter.simulator.stripe_store import API_VERSION, SUBSCRIPTION_STATUSES, \
+    VIRTUAL_COLLECTIONS, StripeStore
 
 MAX_EXPAND_DEPTH = 4
 _DOCS = "https://stripe.com/docs/error-codes/"
@@ -211,6 +222,38 @@ def required(field_name: str) -> Callable[[str, Group | None], Predicate]:
     return build
 
 
+def event_type(name: str, group: Group | None) -> Predicate | None:
+    """`type=customer.subscription.updated` or a wildcard `type=customer.subscription.*`."""
+    if group is None:
+        return None
+    pattern = _single(name, group)
+    return lambda event: fnmatch.fnmatchcase(event.get("type"), pattern)
+
+
+def event_types(name: str, group: Group | None) -> Predicate | None:
+    """`types[]=a&types[]=b`: any of up to 20 types (wildcards allowed)."""
+    if group is None:
+        return None
+    patterns = [v for values in group.values() for v in values]
+    if len(patterns) > 20:
+        raise ApiError(400, "Invalid array: types must have at most 20 elements.",
+                       code="parameter_invalid_array", param=name)
+    return lambda event: any(fnmatch.fnmatchcase(event.get("type"), p) for p in patterns)
+
+
+INVOICE_STATUSES = ("draft", "open", "paid", "uncollectible", "void")
+
+
+def invoice_status(name: str, group: Group | None) -> Predicate | None:
+    if group is None:
+        return None
+    value = _single(name, group)
+    if value not in INVOICE_STATUSES:
+        raise _bad_param(name, "Invalid status: must be one of draft, open, paid, "
+                               "uncollectible, or void", code="parameter_invalid_string")
+    return lambda invoice: invoice.get("status") == value
+
+
 @dataclass(frozen=True)
 class Endpoint:
     collection: str  # the store table
@@ -220,6 +263,7 @@ class Endpoint:
     ignored: tuple[str, ...] = ()  # accepted by Stripe, not simulated
     # Filters naming another object, which must exist: param -> (collection, noun).
     references: dict[str, tuple[str, str]] = field(default_factory=dict)
+    exclusive: tuple[str, ...] = ()  # parameters that cannot be given together
 
 
 _CREATED = {"created": time_range("created")}
@@ -251,6 +295,24 @@ ENDPOINTS: dict[str, Endpoint] = {
                          "payment_intent": equals("payment_intent")},
                         ignored=("transfer_group",),
                         references={"customer": ("customers", "customer")}),
+    "refunds": Endpoint("refunds", "refund", "refund",
+                        {**_CREATED, "charge": equals("charge"),
+                         "payment_intent": equals("payment_intent")},
+                        references={"charge": ("charges", "charge")}),
+    "disputes": Endpoint("disputes", "dispute", "dispute",
+                         {**_CREATED, "charge": equals("charge"),
+                          "payment_intent": equals("payment_intent")},
+                         references={"charge": ("charges", "charge")}),
+    "events": Endpoint("events", "event", "event",
+                       {**_CREATED, "type": event_type, "types": event_types},
+                       ignored=("delivery_success",), exclusive=("type", "types")),
+    "invoices": Endpoint("invoices", "invoice", "invoice",
+                         {**_CREATED, "status": invoice_status, "customer": equals("customer"),
+                          "subscription": equals("subscription"),
+                          "collection_method": equals("collection_method")},
+                         ignored=("due_date", "customer_account", "test_clock"),
+                         references={"customer": ("customers", "customer"),
+                                     "subscription": ("subscriptions", "subscription")}),
 }
 
 # --------------------------------------------------------------------------- expansion
@@ -276,6 +338,16 @@ EXPANSIONS: dict[str, dict[str, tuple]] = {
     "product": {"default_price": ("expand", "prices", "price")},
     "customer": {},
     "coupon": {"currency_options": ("include",), "applies_to": ("include",)},
+    "refund": {"charge": ("expand", "charges", "charge")},
+    "dispute": {"charge": ("expand", "charges", "charge")},
+    "event": {},
+    "invoice": {"customer": ("expand", "customers", "customer"),
+                "discounts": ("expand", "discounts", "discount"),
+                "total_discount_amounts": ("nested", "discount_amount"),
+                "lines": ("list", "line_item")},
+    "line_item": {"discounts": ("expand", "discounts", "discount"),
+                  "discount_amounts": ("nested", "discount_amount")},
+    "discount_amount": {"discount": ("expand", "discounts", "discount")},
 }
 
 
@@ -373,8 +445,14 @@ class FakeStripe:
     """A Stripe API double on 127.0.0.1, serving a StripeStore over real HTTP."""
 
     def __init__(self, store: StripeStore, api_key: str = "sk_test_simulator",
-                 host: str = "127.0.0.1", port: int = 0):
+                 host: str = "127.0.0.1", port: int = 0, *, live: bool = False,
+                 tick_interval: float = 60.0, clock: Callable[[], float] = time.time):
         self.store = store
+        self.ticker = None
+        self.tick_interval = tick_interval
+        if live:  # the company keeps moving while served
+            from exporter.simulator.ticker import CompanyTicker
+            self.ticker = CompanyTicker(store, clock=clock)
         self.api_key = api_key
         self.host = host
         self.port = port
@@ -401,9 +479,13 @@ class FakeStripe:
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
                                         name=f"fake-stripe:{self.port}", daemon=True)
         self._thread.start()
+        if self.ticker is not None:
+            self.ticker.start(self.tick_interval)
         return self
 
     def stop(self) -> None:
+        if self.ticker is not None:
+            self.ticker.stop()
         server, self._server = self._server, None
         if server is None:
             return
@@ -534,8 +616,10 @@ class FakeStripe:
             raise ApiError(401, f"Invalid API Key provided: {mask_key(key)}")
 
     def _route(self, method: str, path: str, query: dict[str, list[str]]) -> dict:
-        match = re.fullmatch(r"/v1/([a-z_]+)(?:/([^/]+))?/?", path)
+        match = re.fullmatch(r"/v1/([a-z_]+)(?:/([^/]+)(/lines)?)?/?", path)
         endpoint = ENDPOINTS.get(match.group(1)) if match else None
+        if match and match.group(3) and match.group(1) != "invoices":
+            endpoint = None
         if method != "GET" or endpoint is None:
             raise ApiError(404, f"Unrecognized request URL ({method}: {path}). Please see "
                                 "https://stripe.com/docs or we can help at "
@@ -543,6 +627,8 @@ class FakeStripe:
         params = _group(query)
         expand = params.pop("expand", {})
         paths = [p for values in expand.values() for p in values]
+        if match.group(3):
+            return self._lines(match.group(2), params, paths, path)
         if match.group(2):
             return self._retrieve(endpoint, match.group(2), params, paths)
         return self._list(endpoint, params, paths, path)
@@ -567,6 +653,9 @@ class FakeStripe:
         for name in params:
             if name not in endpoint.filters and name not in endpoint.ignored:
                 raise ApiError(400, f"Received unknown parameter: {name}", param=name)
+        if endpoint.exclusive and all(name in params for name in endpoint.exclusive):
+            raise ApiError(400, "You may only specify one of these parameters: "
+                                f"{', '.join(endpoint.exclusive)}.")
         predicates = [p for name, build in endpoint.filters.items()
                       if (p := build(name, params.get(name))) is not None]
         for name, (collection, noun) in endpoint.references.items():
@@ -575,21 +664,38 @@ class FakeStripe:
         for path_ in expand:
             check_expansion(path_, ("list", endpoint.object_type))
 
-        everything = self.store.list(endpoint.collection)  # newest first
-        if after or before:
-            cursor = _single("starting_after" if after else "ending_before", after or before)
-            position = next((i for i, o in enumerate(everything) if o["id"] == cursor), None)
-            if position is None:
-                raise _missing(endpoint.noun, cursor, "starting_after" if after else "ending_before")
-            everything = everything[position + 1:] if after else everything[:position]
-        matching = [o for o in everything if all(p(o) for p in predicates)]
-        if before:
-            page, has_more = matching[-limit:], len(matching) > limit
-        else:
-            page, has_more = matching[:limit], len(matching) > limit
-        body = {"object": "list", "data": self.store.snapshot(page), "has_more": has_more,
-                "url": path.rstrip("/")}
+        derived = endpoint.collection in VIRTUAL_COLLECTIONS
+        with self.store.lock:  # one consistent view while a ticker writes
+            if derived:  # light entries, newest first; objects built for the page only
+                everything, positions = self.store.index(endpoint.collection)
+            else:
+                everything, positions = self.store.list(endpoint.collection), None
+            page, has_more = _page(everything, predicates, limit, after, before, endpoint.noun,
+                                   positions)
+            data = ([self.store.materialize(endpoint.collection, o) for o in page] if derived
+                    else self.store.snapshot(page))
+        body = {"object": "list", "data": data, "has_more": has_more, "url": path.rstrip("/")}
         return self._expanded(body, expand, ("list", endpoint.object_type))
+
+    def _lines(self, invoice_id: str, params: dict[str, Group], expand: list[str],
+               path: str) -> dict:
+        """`/v1/invoices/{id}/lines`: every line of an invoice, paged."""
+        limit = _limit(params.pop("limit", None))
+        after = params.pop("starting_after", None)
+        before = params.pop("ending_before", None)
+        if after and before:
+            raise ApiError(400, "You may only specify one of these parameters: "
+                                "starting_after, ending_before.")
+        for name in params:
+            raise ApiError(400, f"Received unknown parameter: {name}", param=name)
+        for path_ in expand:
+            check_expansion(path_, ("list", "line_item"))
+        lines = self.store.invoice_lines(invoice_id)
+        if lines is None:
+            raise _missing("invoice", invoice_id, "id", status=404)
+        page, has_more = _page(lines, [], limit, after, before, "invoice line item")
+        body = {"object": "list", "data": page, "has_more": has_more, "url": path.rstrip("/")}
+        return self._expanded(body, expand, ("list", "line_item"))
 
     def _expanded(self, body: dict, expand: list[str], root: tuple) -> dict:
         for path in expand:
@@ -597,6 +703,37 @@ class FakeStripe:
         for path in expand:
             body = self._expander.apply(body, path.split("."), root)
         return body
+
+
+def _page(everything: list, predicates: list[Predicate], limit: int, after: Group | None,
+          before: Group | None, noun: str, positions: dict[str, int] | None = None
+          ) -> tuple[list, bool]:
+    """One page of a newest-first list after the cursor, and whether more match."""
+    start, stop, step = 0, len(everything), 1
+    if after or before:
+        cursor = _single("starting_after" if after else "ending_before", after or before)
+        if positions is not None:
+            position = positions.get(cursor)
+        else:
+            position = next((i for i, o in enumerate(everything) if o["id"] == cursor), None)
+        if position is None:
+            raise _missing(noun, cursor, "starting_after" if after else "ending_before")
+        if after:
+            start = position + 1
+        else:  # walk backwards from the cursor, then restore the order
+            start, stop, step = position - 1, -1, -1
+    matching = []
+    for i in range(start, stop, step):
+        obj = everything[i]
+        if all(p(obj) for p in predicates):
+            matching.append(obj)
+            if len(matching) > limit:
+                break
+    has_more = len(matching) > limit
+    page = matching[:limit]
+    if step < 0:
+        page.reverse()
+    return page, has_more
 
 
 def mask_key(key: str) -> str:

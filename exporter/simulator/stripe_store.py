@@ -9,24 +9,27 @@ describe a tiny company in a few lines:
     cus = store.add_customer("Acme Ltd")
     pro = store.add_price(19900, product="Pro", nickname="Pro monthly")
     off = store.add_coupon(percent_off=20)
-    store.add_subscription(cus, [(pro, 3)], coupons=[off])
+    sub = store.add_subscription(cus, [(pro, 3)], coupons=[off], created=store.now - 90 * DAY)
+    store.change_subscription(sub, store.now - 10 * DAY, items=[(pro, 5)])
 
 Design notes:
-- Tables are generic (`add(collection, obj)`, `get`, `list`), so a later
-  feature can register more collections (events, invoices) without touching
-  the helpers. The helpers never read the wall clock: `created` defaults to
-  `store.now`, so a store is deterministic for a seed and a `now`.
+- Subscriptions are histories (see `subscriptions.py` and `history.py`): the
+  object in the table is the timeline rendered at `store.now`; events and
+  invoices are derived from the timelines, lazily, and served from the
+  virtual collections `events` and `invoices` (`index`, `materialize`).
+- Tables are generic (`add(collection, obj)`, `get`, `list`). The helpers
+  never read the wall clock: `created` defaults to `store.now`, so a store is
+  deterministic for a seed and a `now`; `advance(t)` moves the clock.
 - Tiers are kept beside prices (`price_tiers`), because Stripe only returns them
   when a price list is expanded with `data.tiers`; subscription items embed a
   copy of the price without them.
-- Objects are not mutated once built, except a coupon's `times_redeemed` and a
-  customer's `currency`/`delinquent`, which change under the store's lock as
-  Stripe would change them.
+- Objects in the tables are replaced, never mutated once served (except a
+  coupon's `times_redeemed`), so a reader holding one sees a consistent object.
+  Discounts removed from subscriptions stay in the discount table.
 """
 
 from __future__ import annotations
 
-import calendar
 import copy
 import random
 import string
@@ -35,7 +38,15 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-API_VERSION = "2026-07-29.dahlia"
+from exporter.simulator import history, invoices
+from exporter.simulator.payments import Payments
+from exporter.simulator.periods import DAY, add_interval, period_containing
+from exporter.simulator.subscriptions import SUBSCRIPTION_STATUSES, SubscriptionHistories
+
+API_VERSION = history.API_VERSION
+# Re-exported: older code imports the period helpers and statuses from here.
+__all__ = ["API_VERSION", "COLLECTIONS", "DAY", "SUBSCRIPTION_STATUSES", "StripeStore",
+           "VIRTUAL_COLLECTIONS", "add_interval", "format_amount", "period_containing"]
 
 COLLECTIONS = (
     "customers",
@@ -46,25 +57,17 @@ COLLECTIONS = (
     "subscriptions",
     "subscription_items",
     "charges",
+    "refunds",
+    "disputes",
 )
-
-SUBSCRIPTION_STATUSES = (
-    "active",
-    "past_due",
-    "unpaid",
-    "canceled",
-    "incomplete",
-    "incomplete_expired",
-    "trialing",
-    "paused",
-)
+# Derived from the timelines on request, never stored as objects.
+VIRTUAL_COLLECTIONS = ("events", "invoices")
 
 # Currencies whose amounts are whole units (no minor unit), per Stripe's docs.
 ZERO_DECIMAL_CURRENCIES = frozenset(
     "bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split()
 )
 
-DAY = 86_400
 _ALPHABET = string.ascii_letters + string.digits
 _UPPER = string.ascii_uppercase + string.digits
 
@@ -85,45 +88,6 @@ _DECLINE_MESSAGES = {
     "do_not_honor": "Your card was declined.",
     "generic_decline": "Your card was declined.",
 }
-
-
-# --------------------------------------------------------------------------- time
-
-
-def add_interval(ts: int, interval: str, count: int) -> int:
-    """`ts` moved by `count` intervals, months clamped to the month's length.
-
-    Stripe keeps the anchor's day of month: Jan 31 + 1 month = Feb 28 (29).
-    """
-    if interval == "day":
-        return ts + count * DAY
-    if interval == "week":
-        return ts + count * 7 * DAY
-    months = count * (12 if interval == "year" else 1)
-    if interval not in ("month", "year"):
-        raise ValueError(f"unknown interval {interval!r}")
-    dt = datetime.fromtimestamp(ts, timezone.utc)
-    index = dt.year * 12 + (dt.month - 1) + months
-    year, month = divmod(index, 12)
-    day = min(dt.day, calendar.monthrange(year, month + 1)[1])
-    return int(dt.replace(year=year, month=month + 1, day=day).timestamp())
-
-
-def period_containing(anchor: int, ref: int, interval: str, count: int) -> tuple[int, int]:
-    """The billing period [start, end) of an anchor/interval that contains `ref`."""
-    if ref < anchor:
-        return add_interval(anchor, interval, -count), anchor
-    if interval in ("day", "week"):
-        step = count * (DAY if interval == "day" else 7 * DAY)
-        k = (ref - anchor) // step
-    else:
-        months = count * (12 if interval == "year" else 1)
-        a = datetime.fromtimestamp(anchor, timezone.utc)
-        r = datetime.fromtimestamp(ref, timezone.utc)
-        k = max(0, ((r.year - a.year) * 12 + r.month - a.month) // months - 1)
-        while add_interval(anchor, interval, (k + 1) * count) <= ref:
-            k += 1
-    return add_interval(anchor, interval, k * count), add_interval(anchor, interval, (k + 1) * count)
 
 
 def format_amount(amount: int, currency: str) -> str:
@@ -147,7 +111,7 @@ def _decimal_str(value: Any) -> str | None:
 # --------------------------------------------------------------------------- store
 
 
-class StripeStore:
+class StripeStore(SubscriptionHistories, Payments):
     """Thread-safe, in-memory Stripe objects as plain dicts, in creation order."""
 
     def __init__(self, seed: int = 0, now: float | None = None, livemode: bool = False):
@@ -160,18 +124,31 @@ class StripeStore:
         # Stripe's long ids carry a fragment of the account id, as real ones do.
         self.account_fragment = "".join(self._rng.choices(_ALPHABET, k=10))
         self.price_tiers: dict[str, list[dict]] = {}
+        # Histories: sub id -> Timeline (creation order), customer -> sub ids.
+        self.timelines: dict[str, history.Timeline] = {}
+        self._subs_of: dict[str, list[str]] = {}
+        self.version = 0  # bumped by every change; keys the derived indexes
+        self.invoice_cache: dict[str, tuple] = {}
+        self._index_cache: dict[str, tuple] = {}
+        self._batching = False
+        self._dirty: set[str] = set()
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Hold it to read several things consistently while a ticker writes."""
+        return self._lock
 
     # ------------------------------------------------------------------ tables
 
     def register_collection(self, name: str) -> None:
-        """Add an empty table (for future object kinds such as events)."""
+        """Add an empty table (for more object kinds)."""
         with self._lock:
             self._tables.setdefault(name, {})
 
     @property
     def collections(self) -> tuple[str, ...]:
         with self._lock:
-            return tuple(self._tables)
+            return (*self._tables, *VIRTUAL_COLLECTIONS)
 
     def add(self, collection: str, obj: dict) -> dict:
         """Store a complete object under its id; returns it."""
@@ -181,15 +158,29 @@ class StripeStore:
                 raise ValueError(f"duplicate id {obj['id']} in {collection}")
             table[obj["id"]] = obj
             self._newest_first.pop(collection, None)
+            self.version += 1
             return obj
+
+    def _replace(self, collection: str, obj: dict) -> dict:
+        """Put a new version of an object in place of the old one (same position)."""
+        self._tables[collection][obj["id"]] = obj
+        self._newest_first.pop(collection, None)
+        self.version += 1
+        return obj
 
     def get(self, collection: str, object_id: str) -> dict | None:
         with self._lock:
+            if collection in VIRTUAL_COLLECTIONS:
+                stubs, positions = self.index(collection)
+                position = positions.get(object_id)
+                return None if position is None else self.materialize(collection, stubs[position])
             return self._tables[collection].get(object_id)
 
     def list(self, collection: str) -> list[dict]:
         """All objects newest first (by `created`, ties by insertion), like Stripe lists."""
         with self._lock:
+            if collection in VIRTUAL_COLLECTIONS:
+                return [self.materialize(collection, s) for s in self.index(collection)[0]]
             cached = self._newest_first.get(collection)
             if cached is None:
                 table = self._tables[collection]
@@ -202,17 +193,73 @@ class StripeStore:
 
     def count(self, collection: str) -> int:
         with self._lock:
+            if collection in VIRTUAL_COLLECTIONS:
+                return len(self.index(collection)[0])
             return len(self._tables[collection])
 
     def objects(self, collection: str) -> list[dict]:
-        """All objects in insertion (creation) order."""
+        """All objects in insertion (creation) order (oldest first for derived ones)."""
         with self._lock:
+            if collection in VIRTUAL_COLLECTIONS:
+                return self.list(collection)[::-1]
             return list(self._tables[collection].values())
 
     def snapshot(self, objs: Any) -> Any:
         """A deep copy taken under the lock (what the HTTP server serves)."""
         with self._lock:
             return copy.deepcopy(objs)
+
+    def discount_table(self) -> dict[str, dict]:
+        """The discount table itself (no copy): for the history code, under the lock."""
+        return self._tables["discounts"]
+
+    # ------------------------------------------------------------------ derived collections
+
+    def index(self, collection: str) -> tuple[list, dict[str, int]]:
+        """Light entries of a derived collection, newest first, and id -> position.
+
+        Entries have `.id`, `.created` and `.get(field)` for the list filters;
+        `materialize` turns one into the API object. Rebuilt when anything changed.
+        """
+        with self._lock:
+            key = (self.version, self.now)
+            cached = self._index_cache.get(collection)
+            if cached is not None and cached[0] == key:
+                return cached[1], cached[2]
+            if collection == "events":
+                stubs = history.event_index(self)
+            elif collection == "invoices":
+                stubs = invoices.invoice_index(self)
+            else:
+                raise KeyError(f"{collection} is not a derived collection")
+            positions = {s.id: k for k, s in enumerate(stubs)}
+            self._index_cache[collection] = (key, stubs, positions)
+            return stubs, positions
+
+    def materialize(self, collection: str, stub: Any) -> dict:
+        with self._lock:
+            if collection == "events":
+                return history.materialize_event(self, stub)
+            return invoices.materialize_invoice(self, stub)
+
+    def invoice_lines(self, invoice_id: str) -> list[dict] | None:
+        """Every line of an invoice, or None if there is no such invoice."""
+        with self._lock:
+            stubs, positions = self.index("invoices")
+            position = positions.get(invoice_id)
+            return None if position is None else invoices.invoice_lines(self, stubs[position])
+
+    def events(self) -> list[dict]:
+        """The events Stripe still serves (last 30 days), newest first."""
+        return self.list("events")
+
+    def invoices(self, subscription: Any = None, status: str | None = None) -> list[dict]:
+        """Invoices created up to now, newest first, optionally of one subscription/status."""
+        with self._lock:
+            sub_id = subscription["id"] if isinstance(subscription, dict) else subscription
+            return [self.materialize("invoices", s) for s in self.index("invoices")[0]
+                    if (sub_id is None or s.subscription == sub_id)
+                    and (status is None or s.status == status)]
 
     def _view(name: str):  # noqa: N805 - builds the read-only views below
         def view(self) -> dict[str, dict]:
@@ -230,6 +277,8 @@ class StripeStore:
     subscriptions = _view("subscriptions")
     subscription_items = _view("subscription_items")
     charges = _view("charges")
+    refunds = _view("refunds")
+    disputes = _view("disputes")
     del _view
 
     # ------------------------------------------------------------------ ids
@@ -252,6 +301,7 @@ class StripeStore:
         if obj is None:
             raise KeyError(f"no such {what}: {object_id!r}")
         return obj
+
 
     # ------------------------------------------------------------------ customers and products
 
@@ -482,176 +532,18 @@ class StripeStore:
                 "subscription_item": subscription_item,
             })
 
-    # ------------------------------------------------------------------ subscriptions
-
-    def add_subscription(self, customer: Any, items: Iterable[Any], *, status: str = "active",
-                         coupons: Iterable[Any] = (), cancel_at_period_end: bool = False,
-                         created: int | None = None, trial_end: int | None = None,
-                         trial_start: int | None = None, canceled_at: int | None = None,
-                         ended_at: int | None = None, billing_cycle_anchor: int | None = None,
-                         cancellation_reason: str | None = None,
-                         collection_method: str = "charge_automatically",
-                         discount_start: int | None = None, metadata: dict | None = None,
-                         id: str | None = None) -> dict:
-        """A subscription with its items and discounts.
-
-        `items`: price ids/dicts, or `(price, quantity)` / `(price, quantity, [coupons])`
-        tuples (item-level coupons). `coupons`: subscription-level coupons (ids or
-        dicts). Periods are computed on each item from the billing anchor and the
-        item's price interval so that `store.now` falls in the current period;
-        trialing subscriptions use the trial as their period, canceled ones their
-        last period. Discounts start at `discount_start` (default `created`).
-        """
-        with self._lock:
-            if status not in SUBSCRIPTION_STATUSES:
-                raise ValueError(f"status must be one of {SUBSCRIPTION_STATUSES}, not {status!r}")
-            cus = self._resolve("customers", customer, "customer")
-            specs = [self._item_spec(i) for i in items]
-            if not specs:
-                raise ValueError("a subscription needs at least one item")
-            now = self.now
-            created = now if created is None else int(created)
-            sub_id = id or self.new_id("sub", "subscriptions")
-
-            if status in ("trialing", "paused") or trial_end is not None:
-                trial_start = created if trial_start is None else trial_start
-                if trial_end is None:
-                    days = specs[0][0]["recurring"]["trial_period_days"] or 14
-                    trial_end = trial_start + days * DAY
-            if status == "incomplete_expired" and ended_at is None:
-                ended_at = created + 23 * 3600
-            if status == "canceled":
-                canceled_at = canceled_at or ended_at or now
-                ended_at = ended_at or canceled_at
-            anchor = billing_cycle_anchor or trial_end or created
-            # Which moment the current period must contain.
-            ref = ended_at - 1 if ended_at else now
-
-            sub_items = []
-            for price, quantity, item_coupons in specs:
-                rec = price["recurring"]
-                if rec is None:
-                    raise ValueError(f"price {price['id']} is one-time; subscriptions need recurring prices")
-                if status in ("trialing", "paused"):
-                    start, end = trial_start, trial_end
-                elif status in ("incomplete", "incomplete_expired"):
-                    start, end = created, add_interval(created, rec["interval"], rec["interval_count"])
-                elif ref < anchor:  # a first, prorated period up to a later anchor
-                    start, end = created, anchor
-                else:
-                    start, end = period_containing(anchor, ref, rec["interval"], rec["interval_count"])
-                item_id = self.new_id("si", "subscription_items", short=True)
-                item = {
-                    "id": item_id,
-                    "object": "subscription_item",
-                    "billing_thresholds": None,
-                    "created": created,
-                    "current_period_end": end,
-                    "current_period_start": start,
-                    "discounts": [
-                        self.add_discount(c, customer=cus["id"], start=discount_start or created,
-                                          subscription=sub_id, subscription_item=item_id)["id"]
-                        for c in item_coupons
-                    ],
-                    "metadata": {},
-                    "plan": _plan_from_price(price),
-                    "price": copy.deepcopy(price),
-                    "quantity": quantity,
-                    "subscription": sub_id,
-                    "tax_rates": [],
-                }
-                if rec["usage_type"] == "metered":
-                    del item["quantity"]  # metered items bill usage, not a quantity
-                sub_items.append(self.add("subscription_items", item))
-
-            discounts = [
-                self.add_discount(c, customer=cus["id"], start=discount_start or created,
-                                  subscription=sub_id)["id"]
-                for c in coupons
-            ]
-            period_end = max(i["current_period_end"] for i in sub_items)
-            cancel_at = None
-            if cancel_at_period_end and status != "canceled":
-                cancel_at = period_end
-                canceled_at = canceled_at or now
-            currency = specs[0][0]["currency"]
-            if cus["currency"] is None:
-                cus["currency"] = currency
-            if status in ("past_due", "unpaid"):
-                cus["delinquent"] = True
-            if cancellation_reason is None and canceled_at:
-                cancellation_reason = "cancellation_requested"
-            if trial_end is not None:
-                end_behavior = "pause" if status == "paused" else "create_invoice"
-            else:
-                end_behavior = "create_invoice"
-
-            return self.add("subscriptions", {
-                "id": sub_id,
-                "object": "subscription",
-                "application": None,
-                "application_fee_percent": None,
-                "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None},
-                "billing_cycle_anchor": anchor,
-                "billing_cycle_anchor_config": None,
-                "billing_mode": {"flexible": None, "type": "classic"},
-                "billing_schedules": [],
-                "billing_thresholds": None,
-                "cancel_at": cancel_at,
-                "cancel_at_period_end": bool(cancel_at_period_end and status != "canceled"),
-                "canceled_at": canceled_at,
-                "cancellation_details": {"comment": None, "feedback": None,
-                                         "reason": cancellation_reason},
-                "collection_method": collection_method,
-                "created": created,
-                "currency": currency,
-                "customer": cus["id"],
-                "customer_account": None,
-                "days_until_due": 30 if collection_method == "send_invoice" else None,
-                "default_payment_method": None,
-                "default_source": None,
-                "default_tax_rates": [],
-                "description": None,
-                "discounts": discounts,
-                "ended_at": ended_at,
-                "invoice_settings": {"account_tax_ids": None, "issuer": {"type": "self"}},
-                "items": {
-                    "object": "list",
-                    "data": sub_items,
-                    "has_more": False,
-                    "url": f"/v1/subscription_items?subscription={sub_id}",
-                },
-                "latest_invoice": None,
-                "livemode": self.livemode,
-                "managed_payments": {"enabled": False},
-                "metadata": dict(metadata or {}),
-                "next_pending_invoice_item_invoice": None,
-                "on_behalf_of": None,
-                "pause_collection": None,
-                "payment_settings": {"payment_method_options": None, "payment_method_types": None,
-                                     "save_default_payment_method": "off"},
-                "pending_invoice_item_interval": None,
-                "pending_setup_intent": None,
-                "pending_update": None,
-                "schedule": None,
-                "start_date": created,
-                "status": status,
-                "test_clock": None,
-                "transfer_data": None,
-                "trial_end": trial_end,
-                "trial_settings": {"end_behavior": {"missing_payment_method": end_behavior}},
-                "trial_start": trial_start,
-            })
-
-    def _item_spec(self, spec: Any) -> tuple[dict, int, list]:
-        """(price, quantity, coupons) from an id, a price dict, a tuple or an item dict."""
+    def _item_spec(self, spec: Any) -> tuple[dict, int, list | None]:
+        """(price, quantity, coupons) from an id, a price dict, a tuple or an item dict;
+        coupons None when the spec names none (a change then keeps the item's)."""
         if isinstance(spec, str) or (isinstance(spec, dict) and spec.get("object") == "price"):
-            return self._resolve("prices", spec, "price"), 1, []
+            return self._resolve("prices", spec, "price"), 1, None
         if isinstance(spec, dict):
+            coupons = spec.get("coupons")
             return (self._resolve("prices", spec["price"], "price"), spec.get("quantity", 1),
-                    list(spec.get("coupons", ())))
+                    None if coupons is None else list(coupons))
         price, quantity, *rest = spec
-        return self._resolve("prices", price, "price"), quantity, list(rest[0] if rest else ())
+        return self._resolve("prices", price, "price"), quantity, list(rest[0]) if rest else None
+
 
     # ------------------------------------------------------------------ charges
 
@@ -789,30 +681,4 @@ def _tier(spec: Any) -> dict:
         "unit_amount": unit,
         "unit_amount_decimal": _decimal_str(unit),
         "up_to": up_to,
-    }
-
-
-def _plan_from_price(price: dict) -> dict:
-    """The legacy `plan` view of a recurring price that subscription items still carry."""
-    rec = price["recurring"]
-    return {
-        "id": price["id"],
-        "object": "plan",
-        "active": price["active"],
-        "amount": price["unit_amount"],
-        "amount_decimal": price["unit_amount_decimal"],
-        "billing_scheme": price["billing_scheme"],
-        "created": price["created"],
-        "currency": price["currency"],
-        "interval": rec["interval"],
-        "interval_count": rec["interval_count"],
-        "livemode": price["livemode"],
-        "metadata": dict(price["metadata"]),
-        "meter": rec["meter"],
-        "nickname": price["nickname"],
-        "product": price["product"],
-        "tiers_mode": price["tiers_mode"],
-        "transform_usage": copy.deepcopy(price["transform_quantity"]),
-        "trial_period_days": rec["trial_period_days"],
-        "usage_type": rec["usage_type"],
     }
