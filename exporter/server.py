@@ -89,5 +89,6 @@ class MetricsServer:
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._thread.is_alive():  # shutdown() would wait forever on a server never started
+            self._server.shutdown()
         self._server.server_close()
