@@ -57,7 +57,7 @@ def main() -> None:
     args = parser.parse_args()
 
     started = time.perf_counter()
-    exporter = DemoExporter(listen=("127.0.0.1", 0), customers=args.customers,
+    exporter = DemoExporter(listen=("127.0.0.1", 0), customers=args.customers, live=False,
                             poll_interval=3600)
     print(f"simulated company: {args.customers} customers, built in "
           f"{time.perf_counter() - started:.2f} s")

@@ -173,7 +173,111 @@ REVENUE: tuple[Kpi, ...] = (
     ),
 )
 
-KPIS: tuple[Kpi, ...] = REVENUE
+
+
+def _revenue(key: str, help: str, description: str, *, unit: Unit = "currency",
+             labels: tuple[str, ...] = ("source", "window"), **kw) -> Kpi:
+    return Kpi(key=key, metric=f"kpi_{key}", help=help, unit=unit, labels=labels,
+               description=description, team=kw.pop("team", "finance"), area="revenue", **kw)
+
+
+# Revenue dynamics (issue 3): computed from Stripe's own history, see
+# exporter/sources/stripe/dynamics.py and the README's "Revenue dynamics".
+REVENUE_DYNAMICS: tuple[Kpi, ...] = (
+    _revenue("mrr_movement",
+             "MRR moved in the trailing window, by movement (new, expansion, contraction, "
+             "churn, reactivation), in the reporting currency.",
+             "Each customer's MRR now is compared with their MRR at the window start and the "
+             "difference filed under one movement. Always positive: contraction and churn are "
+             "amounts lost. kpi_mrr = kpi_mrr_window_start + new + expansion + reactivation "
+             "- contraction - churn.",
+             labels=("source", "movement", "window")),
+    _revenue("mrr_window_start", "MRR at the start of the trailing window, in the reporting currency.",
+             "Reconstructed from today's subscriptions with the window's subscription events "
+             "undone, valued with today's fx_rates."),
+    _revenue("mrr_growth_rate", "MRR growth over the trailing window as a ratio.",
+             "(MRR now - MRR at window start) / MRR at window start. The documented target is "
+             "15-20 % month over month; the documented colour bands (green > 25 %, yellow "
+             "15-25 %, red < 15 %) put the warning at 15 %.",
+             unit="ratio", target=0.15, direction="higher",
+             thresholds=(Threshold("warning", "warning", "below", 0.15, window="30d",
+                                   note="the red band of the documented growth bands"),)),
+    _revenue("customers_churned", "Customers whose MRR went to zero in the trailing window.",
+             "Customers paying at the window start and paying nothing now.", unit="count"),
+    _revenue("paying_customers_window_start", "Customers paying at the start of the trailing window.",
+             "The denominator of the customer churn rate.", unit="count"),
+    _revenue("customer_churn_rate",
+             "Customer (logo) churn rate over the trailing window: churned / paying at window start.",
+             "kpi_customers_churned / kpi_paying_customers_window_start. Documents set < 5 % and "
+             "< 2 % a month as targets; the stricter 2 % is the default. Documented alarms: "
+             "warning above 3 %, trend alert above 7 %.",
+             unit="ratio", target=0.02, direction="lower",
+             thresholds=(Threshold("warning", "warning", "above", 0.03, window="30d"),
+                         Threshold("critical", "critical", "above", 0.07, window="30d",
+                                   note="the documented trend alert"))),
+    _revenue("gross_revenue_churn_rate",
+             "Gross revenue churn over the trailing window: (churn + contraction) / MRR at window start.",
+             "MRR lost to churn and contraction, as a share of MRR at the window start. Target < 3 %.",
+             unit="ratio", target=0.03, direction="lower"),
+    _revenue("net_revenue_churn_rate",
+             "Net revenue churn over the trailing window: (churn + contraction - expansion) / "
+             "MRR at window start.",
+             "Negative when expansion outweighs losses. Equals 1 - net revenue retention over "
+             "the same window.",
+             unit="ratio", direction="lower"),
+    _revenue("net_revenue_retention",
+             "Net revenue retention: MRR now of the customers paying at the window start, "
+             "over their MRR then.",
+             "30d: (MRR at start + expansion - contraction - churn) / MRR at start. 12m: the "
+             "cohort paying 12 months ago, valued then from their paid invoices and now from "
+             "their subscriptions. Target > 110 % a year (north star 120 %).",
+             unit="ratio", target=1.10, direction="higher",
+             thresholds=(Threshold("warning", "warning", "below", 1.10, window="12m",
+                                   note="below the documented annual target"),)),
+    _revenue("nrr_cohort_mrr_start", "MRR of the retention cohort at the window start.",
+             "The denominator of kpi_net_revenue_retention."),
+    _revenue("nrr_cohort_mrr_now", "MRR now of the customers in the retention cohort.",
+             "The numerator of kpi_net_revenue_retention."),
+    _revenue("trials_active", "Subscriptions in trial now.", "Subscriptions with status trialing.",
+             unit="count", labels=("source",)),
+    _revenue("trials_started", "Trials that started in the trailing window.",
+             "Subscriptions whose trial_start falls in the window.", unit="count"),
+    _revenue("trials_ended", "Trials whose trial period ended in the trailing window.",
+             "Subscriptions whose trial_end falls in the window and that are no longer trialing.",
+             unit="count"),
+    _revenue("trials_converted", "Trials that ended in the trailing window and went on to pay.",
+             "Of the ended trials, those whose subscription outlived the trial end (active, "
+             "past_due or unpaid now, or canceled later than the trial end).", unit="count"),
+    _revenue("trial_conversion_rate",
+             "Trial to paid conversion over the trailing window: converted / ended trials.",
+             "kpi_trials_converted / kpi_trials_ended; absent when no trial ended. Target > 25 %, "
+             "documented red below 20 %.",
+             unit="ratio", target=0.25, direction="higher",
+             thresholds=(Threshold("warning", "warning", "below", 0.20, window="30d"),)),
+    _revenue("customer_lifetime_value",
+             "Customer lifetime value: ARPA x gross margin / monthly customer churn rate, in "
+             "the reporting currency.",
+             "Uses the 30-day customer churn rate and sources.stripe.gross_margin (default "
+             "0.80); absent when churn is zero (the value would be infinite). Target > 5,000.",
+             labels=("source",), target=5000, direction="higher"),
+    _revenue("largest_churn_arr",
+             "Largest ARR lost to a single customer's churn in the trailing window, in the "
+             "reporting currency.",
+             "12 x the MRR at the window start of the customer with the most MRR among those "
+             "whose MRR went to zero; 0 when nobody churned. Documented: critical on any churn "
+             "of a customer with > 10,000 ARR.",
+             team="finance", direction="lower",
+             thresholds=(Threshold("critical", "critical", "above", 10_000, window="24h"),)),
+    _revenue("refunds_amount", "Refunds created in the trailing window, in the reporting currency.",
+             "Sum of succeeded refunds created in the window."),
+    _revenue("disputes_open", "Open disputes (awaiting a response or under review).",
+             "Disputes with status warning_needs_response, warning_under_review, needs_response "
+             "or under_review.", unit="count", labels=("source",)),
+    _revenue("disputes_open_amount", "Amount of open disputes, in the reporting currency.",
+             "Sum of the amounts of the open disputes.", labels=("source",)),
+)
+
+KPIS: tuple[Kpi, ...] = REVENUE + REVENUE_DYNAMICS
 
 HEALTH: tuple[HealthMetric, ...] = (
     HealthMetric("kpi_source_up", "1 if the last poll of the source succeeded, 0 if it failed. "

@@ -37,8 +37,11 @@ class DemoExporter(Exporter):
     """An Exporter that also owns the fake upstream servers it polls."""
 
     def __init__(self, *, listen: tuple[str, int] | None = None, customers: int = 3000,
-                 seed: int = 7, poll_interval: float = 30.0):
-        self.fake_stripe = FakeStripe(generate_company(seed=seed, customers=customers)).start()
+                 seed: int = 7, poll_interval: float = 30.0, live: bool = True):
+        # live: the simulated company keeps signing up, upgrading, churning and
+        # failing payments while the demo runs, so dashboards show change.
+        self.fake_stripe = FakeStripe(generate_company(seed=seed, customers=customers),
+                                      live=live).start()
         config = demo_config(self.fake_stripe.url, self.fake_stripe.api_key,
                              listen or parse_listen(DEFAULT_LISTEN), poll_interval)
         try:

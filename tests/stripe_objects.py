@@ -54,10 +54,13 @@ def item(id, price_obj, quantity=1, discounts=()) -> dict:
 
 
 def subscription(id, customer, items, *, status="active", currency="usd", discounts=(),
-                 cancel_at_period_end=False, items_has_more=False) -> dict:
+                 cancel_at_period_end=False, items_has_more=False, created=1_700_000_000,
+                 ended_at=None, trial_start=None, trial_end=None) -> dict:
     obj = fixture("subscription")
     obj.update(id=id, customer=customer, status=status, currency=currency,
-               discounts=list(discounts), cancel_at_period_end=cancel_at_period_end)
+               discounts=list(discounts), cancel_at_period_end=cancel_at_period_end,
+               cancel_at=None, created=created, start_date=created, ended_at=ended_at,
+               canceled_at=ended_at, trial_start=trial_start, trial_end=trial_end)
     obj["items"].update(data=list(items), has_more=items_has_more)
     return obj
 
@@ -70,3 +73,13 @@ def charge(id, amount, *, status="failed", currency="usd", created=0) -> dict:
 
 def page(data, *, has_more=False, url="/v1/x") -> dict:
     return {"object": "list", "url": url, "has_more": has_more, "data": list(data)}
+
+
+def event(id, kind, obj, created, previous=None) -> dict:
+    """An event as /v1/events lists it (dahlia: discounts inside are ids)."""
+    data = {"object": obj}
+    if previous is not None:
+        data["previous_attributes"] = previous
+    return {"id": id, "object": "event", "api_version": "2026-07-29.dahlia", "created": created,
+            "data": data, "livemode": False, "pending_webhooks": 0,
+            "request": {"id": None, "idempotency_key": None}, "type": kind}

@@ -22,6 +22,7 @@ sources:
     poll_interval: 5m
     rate_limit: 10
     mrr: {include_past_due: false, apply_once_discounts: true}
+    gross_margin: 0.75
 kpis:
   mrr: {target: 250000, thresholds: {drop: 0.08}}
   arpa: {target: 750}
@@ -45,6 +46,7 @@ def test_good_config():
     assert stripe.mrr.include_past_due is False
     assert stripe.mrr.include_cancel_at_period_end is True
     assert stripe.mrr.apply_once_discounts is True
+    assert stripe.gross_margin == Decimal("0.75")
     kpis = {k.key: k for k in config.kpis}
     assert kpis["mrr"].target == 250000
     assert kpis["mrr"].threshold("drop").value == 0.08
@@ -59,6 +61,7 @@ def test_defaults():
     assert config.sources["stripe"].poll_interval == 300
     assert config.sources["stripe"].rate_limit == 25
     assert config.sources["stripe"].base_url == "https://api.stripe.com"
+    assert config.sources["stripe"].gross_margin == Decimal("0.80")
 
 
 def test_api_key_from_file(tmp_path):
@@ -91,6 +94,7 @@ S = "sources: {stripe: {api_key: k1234}}\n"  # a valid source, for errors elsewh
     ("sources: {stripe: {api_key: k1234, rate_limit: fast}}", "sources.stripe.rate_limit"),
     ("sources: {stripe: {api_key: k1234, mrr: {include_past_due: maybe}}}",
      "sources.stripe.mrr.include_past_due"),
+    ("sources: {stripe: {api_key: k1234, gross_margin: 80}}", "sources.stripe.gross_margin"),
     (S + "kpis: {revenue_magic: {target: 1}}", "kpis.revenue_magic"),           # unknown KPI
     (S + "kpis: {mrr: {target: lots}}", "kpis.mrr.target"),
     (S + "kpis: {mrr: {thresholds: {wobble: 1}}}", "kpis.mrr.thresholds.wobble"),

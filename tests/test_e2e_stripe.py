@@ -19,7 +19,8 @@ from exporter.app import Exporter
 from exporter.config import Config
 from exporter.demo import DEMO_FX_RATES, DemoExporter
 from exporter.secrets import Secret
-from exporter.simulator import FakeStripe, StripeStore
+from exporter.simulator import FakeStripe, StripeStore, generate_company
+from exporter.simulator.ticker import CompanyTicker
 from exporter.sources.stripe import StripeConfig
 from exporter.sources.stripe.source import make_client
 
@@ -242,3 +243,54 @@ def test_demo_shows_nonzero_kpis_within_seconds():
     assert value(scraped, "kpi_mrr") == pytest.approx(float(converted))
     assert value(scraped, "kpi_arpa") == pytest.approx(
         value(scraped, "kpi_mrr") / value(scraped, "kpi_paying_customers"))
+    # Revenue dynamics from the simulated history: every movement shows, and the
+    # bridge from the window start to now holds.
+    month = {"window": "30d"}
+    moved = {m: value(scraped, "kpi_mrr_movement", movement=m, **month)
+             for m in ("new", "expansion", "contraction", "churn", "reactivation")}
+    assert all(amount > 0 for amount in moved.values()), moved
+    bridged = (value(scraped, "kpi_mrr_window_start", **month) + moved["new"]
+               + moved["expansion"] + moved["reactivation"] - moved["contraction"]
+               - moved["churn"])
+    assert bridged == pytest.approx(value(scraped, "kpi_mrr"), abs=0.01)
+    for metric, labels in [("kpi_mrr_growth_rate", month), ("kpi_customer_churn_rate", month),
+                           ("kpi_net_revenue_retention", month),
+                           ("kpi_net_revenue_retention", {"window": "12m"}),
+                           ("kpi_trials_active", {}), ("kpi_trial_conversion_rate", month),
+                           ("kpi_customer_lifetime_value", {}), ("kpi_refunds_amount", month),
+                           ("kpi_disputes_open", {})]:
+        assert value(scraped, metric, **labels) > 0, (metric, labels)
+
+
+def test_live_company_later_polls_fetch_only_new_events():
+    """The ticker moves the company on; the next poll asks only for new events
+    and its numbers follow, with the bridge still exact."""
+    start = 1_800_000_000
+    clock = {"now": start}
+    store = generate_company(seed=3, customers=150, now=start)
+    ticker = CompanyTicker(store, rng_seed=5, clock=lambda: clock["now"])
+    with FakeStripe(store, api_key=KEY) as fake:
+        exporter = exporter_for(fake)
+        source = exporter.sources[0]
+        source.clock = lambda: clock["now"]
+        first = exporter.poller.poll_once(source)
+        fake.reset_log()
+        clock["now"] = start + 12 * 3600
+        changes = ticker.tick()
+        second = exporter.poller.poll_once(source)
+        exporter.stop()
+    assert first.up and second.up and changes
+    event_queries = [query for method, path, query in fake.requests if path == "/v1/events"]
+    newest_first_poll = max(e["created"] for e in source.events.events()
+                            if e["created"] <= start)
+    assert event_queries and all(q["created[gte]"] == [str(newest_first_poll)]
+                                 for q in event_queries)
+    assert not any(path == "/v1/invoices" for _, path, _ in fake.requests)  # cached for the day
+    by_metric = {(s.metric, s.labels.get("movement")): s.value for s in second.samples}
+    assert by_metric != {(s.metric, s.labels.get("movement")): s.value for s in first.samples}
+    bridged = (by_metric[("kpi_mrr_window_start", None)] + by_metric[("kpi_mrr_movement", "new")]
+               + by_metric[("kpi_mrr_movement", "expansion")]
+               + by_metric[("kpi_mrr_movement", "reactivation")]
+               - by_metric[("kpi_mrr_movement", "contraction")]
+               - by_metric[("kpi_mrr_movement", "churn")])
+    assert bridged == pytest.approx(by_metric[("kpi_mrr", None)], abs=0.01)

@@ -109,6 +109,12 @@ def add_list(path, *pages):
         responses.add(responses.GET, API + path, json=body)
 
 
+def add_quiet_history():
+    """No events, invoices, refunds or disputes (each answers every call)."""
+    for path in ("/v1/events", "/v1/invoices", "/v1/refunds", "/v1/disputes"):
+        responses.add(responses.GET, API + path, json=so.page([]))
+
+
 TIERS = [{"up_to": 10, "unit_amount": 500, "unit_amount_decimal": "500", "flat_amount": 0,
           "flat_amount_decimal": "0"},
          {"up_to": None, "unit_amount": 300, "unit_amount_decimal": "300", "flat_amount": 1000,
@@ -152,6 +158,7 @@ def test_poll_fetches_pages_and_computes_kpis():
         so.charge("ch_2", 50000, currency="eur", created=NOW - 200),        # 500 EUR = $550 failed
         so.charge("ch_3", 99999, status="succeeded", created=NOW - 300),
     ]))
+    add_quiet_history()
 
     samples = make_source().poll()
     values = {(s.metric, tuple(sorted(s.labels.items()))): s.value for s in samples}
@@ -198,6 +205,7 @@ def test_unknown_fx_rate_is_left_out_and_logged_once(caplog):
         add_list("/v1/subscriptions", so.page([
             so.subscription("sub_g", "cus_g", [so.item("si_g", gbp)], currency="gbp")]))
         add_list("/v1/charges", so.page([]))
+    add_quiet_history()
     source = make_source()
     with caplog.at_level("WARNING"):
         first, second = source.poll(), source.poll()
@@ -226,3 +234,54 @@ def test_non_list_response_is_malformed():
     responses.add(responses.GET, API + "/v1/prices", json={"object": "price"})
     with pytest.raises(MalformedObject, match="not a Stripe list"):
         make_source().poll()
+
+
+@responses.activate
+def test_second_poll_fetches_only_new_events_and_no_invoices():
+    monthly = so.price("price_m", 1000)
+    sub = so.subscription("sub_1", "cus_1", [so.item("si_1", monthly)], created=NOW - 90 * 86400)
+    for path, body in [("/v1/prices", [monthly]), ("/v1/coupons", []),
+                       ("/v1/subscriptions", [sub]), ("/v1/charges", []), ("/v1/refunds", []),
+                       ("/v1/disputes", []), ("/v1/invoices", [])]:
+        responses.add(responses.GET, API + path, json=so.page(body))
+    older = so.event("evt_1", "customer.subscription.updated", sub, NOW - 5000,
+                     previous={"cancel_at_period_end": True})
+    newest = so.event("evt_2", "customer.subscription.updated", sub, NOW - 100,
+                      previous={"metadata": {}})
+    responses.add(responses.GET, API + "/v1/events", json=so.page([newest, older]))
+    responses.add(responses.GET, API + "/v1/events", json=so.page([newest]))  # seen already
+
+    source = make_source()
+    source.poll()
+    source.poll()
+    event_calls = [query(c) for c in responses.calls if "/v1/events" in c.request.url]
+    assert [q["created[gte]"] for q in event_calls] == [[str(NOW - 30 * 86400)],
+                                                        [str(NOW - 100)]]
+    assert "customer.subscription.updated" in event_calls[0]["types[]"]
+    assert [e["id"] for e in source.events.events()] == ["evt_2", "evt_1"]
+    invoice_calls = [query(c) for c in responses.calls if "/v1/invoices" in c.request.url]
+    assert len(invoice_calls) == 1  # a year-old cohort does not change within a day
+    assert invoice_calls[0]["status"] == ["paid"]
+    assert invoice_calls[0]["created[lte]"] == [str(NOW - 365 * 86400)]
+
+
+def test_event_log_drops_events_past_retention():
+    from exporter.sources.stripe.events import EventLog
+
+    log = EventLog(retention=100)
+    pages = [[so.event("e2", "customer.subscription.updated", {"id": "s"}, 950),
+              so.event("e1", "customer.subscription.created", {"id": "s"}, 920)],
+             [so.event("e3", "customer.subscription.deleted", {"id": "s"}, 1010),
+              so.event("e2", "customer.subscription.updated", {"id": "s"}, 950)]]
+    calls = []
+
+    def list_all(path, params):
+        calls.append(dict(params)["created[gte]"])
+        return iter(pages[len(calls) - 1])
+
+    assert log.refresh(list_all, now=1000) == 2
+    assert log.refresh(list_all, now=1025) == 1          # e2 is not added twice
+    assert calls == ["900", "950"]
+    assert [e["id"] for e in log.events()] == ["e3", "e2"]  # e1 (920) fell out of 925..1025
+    with pytest.raises(MalformedObject):
+        log.refresh(lambda path, params: iter([{"id": "bad"}]), now=1030)

@@ -240,3 +240,20 @@ def revenue_kpis(subscriptions: list[Subscription], charges: list[Charge], *, no
         failed_payments_amount=failed_amount,
         missing_fx=dict(missing_fx),
     )
+
+
+def customer_mrr(subscriptions: list[Subscription], at: int, fx_rates: dict[str, Decimal],
+                 rules: MrrRules = MrrRules()) -> dict[str, Decimal]:
+    """Each customer's MRR at `at`, in the reporting currency, paying customers only.
+
+    Subscriptions in a currency without an fx rate are left out, at every
+    moment alike, so they never show up as movements.
+    """
+    result: dict[str, Decimal] = {}
+    for subscription in subscriptions:
+        amount = money.convert(money.to_major(subscription_mrr(subscription, at, rules),
+                                              subscription.currency),
+                               subscription.currency, fx_rates)
+        if amount:
+            result[subscription.customer] = result.get(subscription.customer, ZERO) + amount
+    return result

@@ -16,7 +16,10 @@ from exporter.sources.stripe.records import (
     Coupon,
     CurrencyOption,
     Discount,
+    Dispute,
+    InvoiceLine,
     Price,
+    Refund,
     Subscription,
     SubscriptionItem,
     Tier,
@@ -139,7 +142,7 @@ def parse_discount(obj: Any, coupons: dict[str, Coupon],
     `source.coupon` was expanded (a deleted coupon keeps its discounts in force).
     Subscriptions are listed with discounts expanded; event payloads name them
     by id only, so past states look them up in `known_discounts` (None: ids are
-    an error), and an id never seen is skipped (None).
+    an error), and an id never seen, or whose coupon is unknown, is skipped (None).
     """
     if isinstance(obj, str):
         if known_discounts is None:
@@ -152,21 +155,26 @@ def parse_discount(obj: Any, coupons: dict[str, Coupon],
     if coupon is None:
         embedded = obj["source"].get("coupon")
         if not isinstance(embedded, dict):
+            if known_discounts is not None:
+                return None  # a past discount whose coupon is gone: nothing to value it by
             raise MalformedObject(f"discount {obj.get('id', '?')}: coupon {wanted} not found")
         coupon = parse_coupon(embedded)
     return Discount(id=_field(obj, "id", str), coupon=coupon,
                     end=_field(obj, "end", int, optional=True))
 
 
-def _discounts(obj: dict, coupons: dict[str, Coupon]) -> tuple[Discount, ...]:
-    parsed = (parse_discount(d, coupons) for d in obj.get("discounts") or [])
+def _discounts(obj: dict, coupons: dict[str, Coupon],
+               known_discounts: dict[str, dict] | None) -> tuple[Discount, ...]:
+    parsed = (parse_discount(d, coupons, known_discounts) for d in obj.get("discounts") or [])
     return tuple(d for d in parsed if d is not None)
 
 
 def parse_subscription(obj: dict, prices: dict[str, Price], coupons: dict[str, Coupon],
-                       items: list[dict] | None = None) -> Subscription:
+                       items: list[dict] | None = None,
+                       known_discounts: dict[str, dict] | None = None) -> Subscription:
     """`prices` supplies tiers (the embedded price has none); `items` replaces
-    the embedded item list when it was paged separately."""
+    the embedded item list when it was paged separately; `known_discounts`
+    resolves discount ids (see parse_discount)."""
     if items is None:
         items = _field(_field(obj, "items", dict), "data", list)
     currency = _field(obj, "currency", str).lower()
@@ -183,7 +191,7 @@ def parse_subscription(obj: dict, prices: dict[str, Price], coupons: dict[str, C
             id=_field(item, "id", str),
             price=price,
             quantity=_field(item, "quantity", int, optional=True) or 0,
-            discounts=_discounts(item, coupons),
+            discounts=_discounts(item, coupons, known_discounts),
         ))
     customer = _field(obj, "customer", (str, dict))
     return Subscription(
@@ -192,9 +200,13 @@ def parse_subscription(obj: dict, prices: dict[str, Price], coupons: dict[str, C
         status=_field(obj, "status", str),
         currency=currency,
         items=tuple(parsed_items),
-        discounts=_discounts(obj, coupons),
+        discounts=_discounts(obj, coupons, known_discounts),
         cancel_at_period_end=bool(obj.get("cancel_at_period_end")),
         cancel_at=_field(obj, "cancel_at", int, optional=True),
+        start_date=_field(obj, "start_date", int, optional=True) or _field(obj, "created", int),
+        ended_at=_field(obj, "ended_at", int, optional=True),
+        trial_start=_field(obj, "trial_start", int, optional=True),
+        trial_end=_field(obj, "trial_end", int, optional=True),
     )
 
 
@@ -206,3 +218,45 @@ def parse_charge(obj: dict) -> Charge:
         currency=_field(obj, "currency", str).lower(),
         created=_field(obj, "created", int),
     )
+
+
+def parse_invoice_lines(invoice: dict, lines: list[dict] | None = None) -> list[InvoiceLine]:
+    """The subscription lines of an invoice (dahlia: `parent.subscription_item_details`),
+    after their own discounts. `lines` replaces the embedded list when paged separately."""
+    customer = _field(invoice, "customer", (str, dict))
+    customer = customer if isinstance(customer, str) else _field(customer, "id", str)
+    if lines is None:
+        lines = _field(_field(invoice, "lines", dict), "data", list)
+    result = []
+    for line in lines:
+        parent = line.get("parent") or {}
+        if parent.get("type") != "subscription_item_details":
+            continue
+        details = parent.get("subscription_item_details") or {}
+        period = _field(line, "period", dict)
+        pricing = line.get("pricing") or {}
+        price = (pricing.get("price_details") or {}).get("price")
+        discounted = sum((Decimal(_field(d, "amount", int)) for d in line.get("discount_amounts") or []),
+                         Decimal(0))
+        result.append(InvoiceLine(
+            customer=customer,
+            currency=_field(line, "currency", str).lower(),
+            amount=Decimal(_field(line, "amount", int)) - discounted,
+            period_start=_field(period, "start", int),
+            period_end=_field(period, "end", int),
+            price_id=price if isinstance(price, str) else (price or {}).get("id"),
+            proration=bool(details.get("proration")),
+        ))
+    return result
+
+
+def parse_refund(obj: dict) -> Refund:
+    return Refund(id=_field(obj, "id", str), status=_field(obj, "status", str),
+                  amount=Decimal(_field(obj, "amount", int)),
+                  currency=_field(obj, "currency", str).lower(), created=_field(obj, "created", int))
+
+
+def parse_dispute(obj: dict) -> Dispute:
+    return Dispute(id=_field(obj, "id", str), status=_field(obj, "status", str),
+                   amount=Decimal(_field(obj, "amount", int)),
+                   currency=_field(obj, "currency", str).lower(), created=_field(obj, "created", int))

@@ -98,12 +98,47 @@ class Subscription:
     discounts: tuple[Discount, ...] = ()
     cancel_at_period_end: bool = False
     cancel_at: int | None = None  # a cancellation scheduled for a set date
+    start_date: int = 0
+    ended_at: int | None = None
+    trial_start: int | None = None
+    trial_end: int | None = None
 
 
 @dataclass(frozen=True)
 class Charge:
     id: str
     status: str  # succeeded, pending, failed
+    amount: Decimal
+    currency: str
+    created: int
+
+
+@dataclass(frozen=True)
+class InvoiceLine:
+    """One subscription line of a paid invoice: what was billed for a period."""
+
+    customer: str
+    currency: str
+    amount: Decimal  # minor units, after the line's discounts
+    period_start: int
+    period_end: int
+    price_id: str | None
+    proration: bool = False
+
+
+@dataclass(frozen=True)
+class Refund:
+    id: str
+    status: str
+    amount: Decimal
+    currency: str
+    created: int
+
+
+@dataclass(frozen=True)
+class Dispute:
+    id: str
+    status: str
     amount: Decimal
     currency: str
     created: int

@@ -1,9 +1,8 @@
-"""The Stripe source: config, fetching, and the samples of one poll.
+"""The Stripe source: its config, one poll, and the samples it exports.
 
-Fetching follows Stripe's limits: expansions go at most four levels deep, so
-tiers come from `/v1/prices?expand[]=data.tiers` and coupons from `/v1/coupons`
-(dahlia no longer embeds the coupon in a discount), while subscriptions are
-listed with their discounts expanded.
+A poll fetches today's state (fetch.py), brings the event log up to date
+(events.py), rebuilds customer MRR in the past (history.py) and turns it all
+into KPIs with the pure functions of mrr.py and dynamics.py.
 """
 
 from __future__ import annotations
@@ -11,21 +10,25 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from decimal import Decimal
+from functools import partial
+from typing import Any, Callable
 
 from exporter.config import Section
 from exporter.http import HttpClient
-from exporter.sources.base import Sample
-from exporter.sources.stripe import parse
-from exporter.sources.stripe.mrr import FAILED_PAYMENTS_WINDOW, MrrRules, RevenueKpis, revenue_kpis
-from exporter.sources.stripe.records import Charge, Coupon, Price, Subscription
 from exporter.secrets import Secret
+from exporter.sources.base import Sample
+from exporter.sources.stripe import dynamics, fetch, history
+from exporter.sources.stripe.events import EventLog
+from exporter.sources.stripe.mrr import MrrRules, RevenueKpis, customer_mrr, revenue_kpis
 
 log = logging.getLogger(__name__)
 
 NAME = "stripe"
 STRIPE_VERSION = "2026-07-29.dahlia"
-PAGE_SIZE = 100
+DAY = 86400
+WINDOW = 30 * DAY  # the trailing window of the dynamics KPIs ("30d")
+YEAR = 365 * DAY  # the 12-month retention cohort ("12m")
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,8 @@ class StripeConfig:
     rate_limit: float = 25.0  # requests per second; Stripe allows 100 live, 25 in test mode
     timeout: float = 30.0
     mrr: MrrRules = field(default_factory=MrrRules)
+    # Share of revenue kept after the cost of serving it, for lifetime value.
+    gross_margin: Decimal = Decimal("0.80")
 
 
 def parse_config(section: Section) -> StripeConfig:
@@ -56,107 +61,76 @@ def parse_config(section: Section) -> StripeConfig:
         rate_limit=section.number("rate_limit", StripeConfig.rate_limit, minimum=0.1),
         timeout=section.duration("timeout", StripeConfig.timeout),
         mrr=rules,
+        gross_margin=Decimal(str(section.convert("gross_margin", StripeConfig.gross_margin,
+                                                 _fraction))),
     )
 
 
-@dataclass(frozen=True)
-class StripeData:
-    subscriptions: list[Subscription]
-    charges: list[Charge]
+def _fraction(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError("must be a number above 0 and at most 1 (0.8 for 80 %)")
+    return value
 
 
-def list_all(client: HttpClient, path: str, params: list[tuple[str, str]]) -> Iterator[dict]:
-    """Every object of a Stripe list endpoint, following `starting_after` cursors."""
-
-    params = [("limit", str(PAGE_SIZE)), *params]
-
-    def next_page(page: Any) -> tuple[str, list] | None:
-        if page.get("has_more") and page["data"]:
-            return path, [*params, ("starting_after", page["data"][-1]["id"])]
-        return None
-
-    for page in client.paginate(path, params, next_page):
-        if not isinstance(page, dict) or not isinstance(page.get("data"), list):
-            raise parse.MalformedObject(f"{path}: response is not a Stripe list")
-        yield from page["data"]
-
-
-def fetch(client: HttpClient, now: int) -> StripeData:
-    prices = {p["id"]: parse.parse_price(p) for p in list_all(client, "/v1/prices", [
-        ("expand[]", "data.tiers"), ("expand[]", "data.currency_options")])
-        if p.get("type", "recurring") == "recurring" and p.get("recurring")}
-    coupons = {c["id"]: parse.parse_coupon(c) for c in list_all(client, "/v1/coupons", [
-        ("expand[]", "data.currency_options"), ("expand[]", "data.applies_to")])}
-
-    raw_subscriptions = list(list_all(client, "/v1/subscriptions", [
-        ("status", "all"), ("expand[]", "data.discounts.source.coupon"),
-        ("expand[]", "data.items.data.discounts"),
-    ]))
-    items_of = _complete_items(client, raw_subscriptions, coupons)
-    _fetch_missing_tiers(client, raw_subscriptions, items_of, prices)
-
-    subscriptions = [parse.parse_subscription(sub, prices, coupons, items_of.get(sub["id"]))
-                     for sub in raw_subscriptions]
-    charges = [parse.parse_charge(c) for c in list_all(
-        client, "/v1/charges", [("created[gte]", str(now - FAILED_PAYMENTS_WINDOW))])]
-    return StripeData(subscriptions=subscriptions, charges=charges)
-
-
-def _complete_items(client: HttpClient, raw_subscriptions: list[dict],
-                    coupons: dict[str, Coupon]) -> dict[str, list[dict]]:
-    """Item lists to fetch separately: when a subscription embeds only its first
-    items, or when an item discount's coupon is not in the coupon list (deleted
-    coupons still discount): `/v1/subscription_items` can expand it, four levels
-    being too deep from the subscription list."""
-
-    def unknown_coupon(item: dict) -> bool:
-        return any(isinstance(d, dict) and parse.coupon_id(d) not in coupons
-                   for d in item.get("discounts") or [])
-
-    items_of = {}
-    for sub in raw_subscriptions:
-        embedded = sub.get("items") or {}
-        if embedded.get("has_more") or any(unknown_coupon(i) for i in embedded.get("data") or []):
-            items_of[sub["id"]] = list(list_all(client, "/v1/subscription_items", [
-                ("subscription", sub["id"]), ("expand[]", "data.discounts.source.coupon")]))
-    return items_of
-
-
-def _all_items(raw_subscriptions: list[dict], items_of: dict[str, list[dict]]) -> Iterator[dict]:
-    for sub in raw_subscriptions:
-        yield from items_of.get(sub["id"]) or (sub.get("items") or {}).get("data") or []
-
-
-def _fetch_missing_tiers(client: HttpClient, raw_subscriptions: list[dict],
-                         items_of: dict[str, list[dict]], prices: dict[str, Price]) -> None:
-    """Tiered prices the price list did not return (rare), fetched one by one."""
-    for item in _all_items(raw_subscriptions, items_of):
-        price = item.get("price") or {}
-        if price.get("billing_scheme") == "tiered" and price.get("id") not in prices:
-            prices[price["id"]] = parse.parse_price(client.get_json(
-                f"/v1/prices/{price['id']}", [("expand[]", "tiers"), ("expand[]", "currency_options")]))
+def _sample(metric: str, value: Any, **labels: str) -> Sample:
+    return Sample(metric, {"source": NAME, **labels}, float(value))
 
 
 def samples(kpis: RevenueKpis) -> list[Sample]:
-    """The exported series for one poll. Labels besides `source` are per metric."""
-
-    def sample(metric: str, value: Any, **labels: str) -> Sample:
-        return Sample(metric, {"source": NAME, **labels}, float(value))
-
+    """Today's revenue series. Labels besides `source` are per metric."""
     result = [
-        sample("kpi_mrr", kpis.mrr),
-        sample("kpi_paying_customers", kpis.paying_customers),
-        sample("kpi_failed_payments", kpis.failed_payments, window="24h"),
-        sample("kpi_failed_payments_amount", kpis.failed_payments_amount, window="24h"),
+        _sample("kpi_mrr", kpis.mrr),
+        _sample("kpi_paying_customers", kpis.paying_customers),
+        _sample("kpi_failed_payments", kpis.failed_payments, window="24h"),
+        _sample("kpi_failed_payments_amount", kpis.failed_payments_amount, window="24h"),
     ]
     if kpis.arpa is not None:
-        result.append(sample("kpi_arpa", kpis.arpa))
-    result += [sample("kpi_mrr_by_currency", amount, currency=currency)
+        result.append(_sample("kpi_arpa", kpis.arpa))
+    result += [_sample("kpi_mrr_by_currency", amount, currency=currency)
                for currency, amount in sorted(kpis.mrr_by_currency.items())]
-    result += [sample("kpi_subscriptions", count, status=status)
+    result += [_sample("kpi_subscriptions", count, status=status)
                for status, count in sorted(kpis.subscriptions_by_status.items())]
-    result += [sample("kpi_unconverted_objects", count, currency=currency)
+    result += [_sample("kpi_unconverted_objects", count, currency=currency)
                for currency, count in sorted(kpis.missing_fx.items())]
+    return result
+
+
+def dynamics_samples(d: dynamics.RevenueDynamics) -> list[Sample]:
+    """The revenue-dynamics series; a ratio with a zero denominator has no series."""
+    month, year = "30d", "12m"
+    bridge = d.bridge
+    result = [_sample("kpi_mrr_movement", bridge.movements[m], movement=m, window=month)
+              for m in dynamics.MOVEMENTS]
+    result += [
+        _sample("kpi_mrr_window_start", bridge.start, window=month),
+        _sample("kpi_customers_churned", bridge.customers["churn"], window=month),
+        _sample("kpi_paying_customers_window_start", bridge.paying_at_start, window=month),
+        _sample("kpi_nrr_cohort_mrr_start", bridge.start, window=month),
+        _sample("kpi_nrr_cohort_mrr_now", bridge.start + bridge.movements["expansion"]
+                - bridge.movements["contraction"] - bridge.movements["churn"], window=month),
+        _sample("kpi_nrr_cohort_mrr_start", d.cohort_start, window=year),
+        _sample("kpi_nrr_cohort_mrr_now", d.cohort_now, window=year),
+        _sample("kpi_trials_active", d.trials.active),
+        _sample("kpi_trials_started", d.trials.started, window=month),
+        _sample("kpi_trials_ended", d.trials.ended, window=month),
+        _sample("kpi_trials_converted", d.trials.converted, window=month),
+        _sample("kpi_largest_churn_arr", d.largest_churn_arr, window="24h"),
+        _sample("kpi_refunds_amount", d.refunds_amount, window=month),
+        _sample("kpi_disputes_open", d.disputes_open),
+        _sample("kpi_disputes_open_amount", d.disputes_open_amount),
+    ]
+    optional = [
+        ("kpi_mrr_growth_rate", bridge.growth_rate, {"window": month}),
+        ("kpi_customer_churn_rate", bridge.customer_churn_rate, {"window": month}),
+        ("kpi_gross_revenue_churn_rate", bridge.gross_revenue_churn_rate, {"window": month}),
+        ("kpi_net_revenue_churn_rate", bridge.net_revenue_churn_rate, {"window": month}),
+        ("kpi_net_revenue_retention", bridge.net_revenue_retention, {"window": month}),
+        ("kpi_net_revenue_retention", d.annual_retention, {"window": year}),
+        ("kpi_trial_conversion_rate", d.trials.conversion_rate, {"window": month}),
+        ("kpi_customer_lifetime_value", d.lifetime_value, {}),
+    ]
+    result += [_sample(metric, value, **labels) for metric, value, labels in optional
+               if value is not None]
     return result
 
 
@@ -180,18 +154,62 @@ class StripeSource:
         self.fx_rates = fx_rates
         self.clock = clock
         self.client = client or make_client(source_config)
+        self.events = EventLog()
+        # Discount objects by id, kept across polls: events name discounts by id only.
+        self.known_discounts: dict[str, dict] = {}
+        self._cohort: tuple[int, dict[str, Decimal]] | None = None  # (day, MRR a year before)
         self._warned_currencies: set[str] = set()
 
     def poll(self) -> list[Sample]:
         now = int(self.clock())
-        data = fetch(self.client, now)
+        data = fetch.current_state(self.client, now)
         kpis = revenue_kpis(data.subscriptions, data.charges, now=now,
                             fx_rates=self.fx_rates, rules=self.config.mrr)
+        self._warn_missing_rates(kpis)
+        return samples(kpis) + dynamics_samples(self._dynamics(data, kpis, now))
+
+    def _dynamics(self, data: fetch.StripeData, kpis: RevenueKpis, now: int) -> dynamics.RevenueDynamics:
+        list_all = partial(fetch.list_all, self.client)
+        self.events.refresh(list_all, now)
+        for event in self.events.events("customer.discount."):
+            self.known_discounts.setdefault(event["data"]["object"]["id"], event["data"]["object"])
+        self.known_discounts.update((d["id"], d) for d in data.discounts())
+
+        def mrr_at(at: int) -> dict[str, Decimal]:
+            return history.customer_mrr_at(
+                data.raw_subscriptions, self.events.events("customer.subscription."), at,
+                prices=data.prices, coupons=data.coupons, known_discounts=self.known_discounts,
+                fx_rates=self.fx_rates, rules=self.config.mrr)
+
+        return dynamics.revenue_dynamics(
+            now_mrr=customer_mrr(data.subscriptions, now, self.fx_rates, self.config.mrr),
+            window_start_mrr=mrr_at(now - WINDOW),
+            day_ago_mrr=mrr_at(now - DAY),
+            year_ago_mrr=self._year_ago_mrr(data, now),
+            paid_before=dynamics.had_paid_before(data.subscriptions, now - WINDOW),
+            subscriptions=data.subscriptions,
+            refunds=fetch.refunds(self.client, now - WINDOW),
+            disputes=fetch.disputes(self.client),
+            arpa=kpis.arpa, gross_margin=self.config.gross_margin,
+            fx_rates=self.fx_rates, now=now, window=WINDOW,
+        )
+
+    def _year_ago_mrr(self, data: fetch.StripeData, now: int) -> dict[str, Decimal]:
+        """Customer MRR a year ago from paid invoices; invoices do not change, so once a day."""
+        day = now // DAY
+        if self._cohort is None or self._cohort[0] != day:
+            at = now - YEAR
+            # The invoice covering `at` was created at most one billing period before it.
+            lines = fetch.paid_invoice_lines(self.client, at - 366 * DAY, at)
+            self._cohort = (day, history.customer_mrr_from_invoices(lines, at, data.prices,
+                                                                    self.fx_rates))
+        return self._cohort[1]
+
+    def _warn_missing_rates(self, kpis: RevenueKpis) -> None:
         for currency in sorted(set(kpis.missing_fx) - self._warned_currencies):
             log.warning("stripe: no fx_rates entry for %s; its amounts are left out of "
                         "reporting-currency sums (see kpi_unconverted_objects)", currency.upper())
             self._warned_currencies.add(currency)
-        return samples(kpis)
 
     def request_stats(self) -> dict:
         return self.client.stats.snapshot()

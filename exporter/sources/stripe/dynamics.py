@@ -1,0 +1,224 @@
+"""Revenue dynamics: MRR movements, churn, retention, trials, lifetime value.
+
+Pure functions over per-customer MRR at two moments and over subscription
+records. Customer MRR here is in the reporting currency, converted at today's
+fx_rates at both ends, so that exchange-rate changes never show as movements.
+The definitions follow ChartMogul's and Baremetrics' (see the README section
+"Revenue dynamics"); keep the two in step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from exporter import money
+from exporter.sources.stripe.records import Dispute, Refund, Subscription
+
+ZERO = Decimal(0)
+MOVEMENTS = ("new", "expansion", "contraction", "churn", "reactivation")
+# Statuses of a subscription that outlived its trial by paying (see trial_kpis).
+PAYING_AFTER_TRIAL = frozenset({"active", "past_due", "unpaid"})
+
+
+@dataclass(frozen=True)
+class MrrBridge:
+    """How MRR got from the start of a window to now, customer by customer.
+
+    start + new + expansion + reactivation - contraction - churn == end, exactly.
+    """
+
+    start: Decimal
+    end: Decimal
+    movements: dict[str, Decimal]  # movement -> MRR moved (always >= 0)
+    customers: dict[str, int]  # movement -> customers that moved that way
+    paying_at_start: int
+
+    @property
+    def growth_rate(self) -> Decimal | None:
+        return (self.end - self.start) / self.start if self.start else None
+
+    @property
+    def customer_churn_rate(self) -> Decimal | None:
+        return Decimal(self.customers["churn"]) / self.paying_at_start if self.paying_at_start else None
+
+    @property
+    def gross_revenue_churn_rate(self) -> Decimal | None:
+        lost = self.movements["churn"] + self.movements["contraction"]
+        return lost / self.start if self.start else None
+
+    @property
+    def net_revenue_churn_rate(self) -> Decimal | None:
+        """Lost MRR net of expansion, among customers paying at the start."""
+        net = self.movements["churn"] + self.movements["contraction"] - self.movements["expansion"]
+        return net / self.start if self.start else None
+
+    @property
+    def net_revenue_retention(self) -> Decimal | None:
+        """(start + expansion - contraction - churn) / start: 1 - net revenue churn."""
+        rate = self.net_revenue_churn_rate
+        return None if rate is None else 1 - rate
+
+
+def mrr_bridge(start: dict[str, Decimal], end: dict[str, Decimal],
+               paid_before: set[str]) -> MrrBridge:
+    """Classify each customer's change between two MRR snapshots.
+
+    `start` and `end` map customer -> MRR (absent means zero). `paid_before`
+    holds the customers who had paid at some time before the window: a customer
+    who starts paying again is a reactivation, one who never paid is new.
+    """
+    movements = dict.fromkeys(MOVEMENTS, ZERO)
+    customers = dict.fromkeys(MOVEMENTS, 0)
+    for customer in set(start) | set(end):
+        before, after = start.get(customer, ZERO), end.get(customer, ZERO)
+        if before == after:
+            continue
+        if before == 0:
+            kind = "reactivation" if customer in paid_before else "new"
+        elif after == 0:
+            kind = "churn"
+        else:
+            kind = "expansion" if after > before else "contraction"
+        movements[kind] += abs(after - before)
+        customers[kind] += 1
+    return MrrBridge(
+        start=sum(start.values(), ZERO),
+        end=sum(end.values(), ZERO),
+        movements=movements,
+        customers=customers,
+        paying_at_start=sum(1 for amount in start.values() if amount > 0),
+    )
+
+
+def cohort_retention(start: dict[str, Decimal], end: dict[str, Decimal]) -> tuple[Decimal, Decimal]:
+    """MRR of the customers paying at the start, then and now (for NRR over a cohort).
+
+    Customers who joined later are not in the cohort; those who left count as zero now.
+    """
+    cohort = [customer for customer, amount in start.items() if amount > 0]
+    return (sum((start[c] for c in cohort), ZERO),
+            sum((end.get(c, ZERO) for c in cohort), ZERO))
+
+
+def had_paid_before(subscriptions: list[Subscription], at: int) -> set[str]:
+    """Customers with a subscription that was past any trial and still alive before `at`.
+
+    Stripe keeps ended subscriptions, so this reaches back to a customer's first one.
+    A subscription that never completed its first payment (incomplete,
+    incomplete_expired) or ended with its trial never paid.
+    """
+    customers = set()
+    for sub in subscriptions:
+        if sub.status in ("incomplete", "incomplete_expired"):
+            continue
+        paying_from = max(sub.start_date, sub.trial_end or 0)
+        alive_after = sub.ended_at is None or sub.ended_at > paying_from
+        if paying_from < at and alive_after:
+            customers.add(sub.customer)
+    return customers
+
+
+@dataclass(frozen=True)
+class TrialKpis:
+    active: int
+    started: int  # trials that started in the window
+    ended: int  # trials whose trial period ended in the window
+    converted: int  # of those, the ones that went on to pay
+
+    @property
+    def conversion_rate(self) -> Decimal | None:
+        return Decimal(self.converted) / self.ended if self.ended else None
+
+
+def trial_kpis(subscriptions: list[Subscription], now: int, window: int) -> TrialKpis:
+    """Trials from the subscriptions' own trial dates.
+
+    A trial converted when its subscription outlived the trial end: it is active,
+    past_due or unpaid now, or it was canceled later than the trial ended. A
+    lapsed trial ended with its trial (canceled at trial end, paused for lack of
+    a payment method, or never completed its first payment).
+    """
+    since = now - window
+    active = started = ended = converted = 0
+    for sub in subscriptions:
+        if sub.status == "trialing":
+            active += 1
+        if sub.trial_start is not None and since < sub.trial_start <= now:
+            started += 1
+        if sub.trial_end is None or not since < sub.trial_end <= now or sub.status == "trialing":
+            continue
+        ended += 1
+        outlived = sub.status == "canceled" and sub.ended_at is not None and sub.ended_at > sub.trial_end
+        if sub.status in PAYING_AFTER_TRIAL or outlived:
+            converted += 1
+    return TrialKpis(active=active, started=started, ended=ended, converted=converted)
+
+
+def lifetime_value(arpa: Decimal | None, gross_margin: Decimal,
+                   monthly_churn_rate: Decimal | None) -> Decimal | None:
+    """ARPA x gross margin / monthly customer churn; undefined without churn."""
+    if arpa is None or not monthly_churn_rate:
+        return None
+    return arpa * gross_margin / monthly_churn_rate
+
+
+def largest_churn_arr(start: dict[str, Decimal], end: dict[str, Decimal]) -> Decimal:
+    """The largest ARR (12 x MRR) lost to one customer's churn; zero when nobody churned."""
+    lost = [amount for customer, amount in start.items() if amount > 0 and end.get(customer, ZERO) == 0]
+    return 12 * max(lost, default=ZERO)
+
+
+OPEN_DISPUTE_STATUSES = frozenset({"warning_needs_response", "warning_under_review",
+                                   "needs_response", "under_review"})
+
+
+@dataclass(frozen=True)
+class RevenueDynamics:
+    bridge: MrrBridge  # the 30-day window
+    cohort_start: Decimal  # 12 months ago, of the customers paying then
+    cohort_now: Decimal
+    trials: TrialKpis
+    lifetime_value: Decimal | None
+    largest_churn_arr: Decimal  # in the last 24 hours
+    refunds_amount: Decimal
+    disputes_open: int
+    disputes_open_amount: Decimal
+
+    @property
+    def annual_retention(self) -> Decimal | None:
+        return self.cohort_now / self.cohort_start if self.cohort_start else None
+
+
+def revenue_dynamics(*, now_mrr: dict[str, Decimal], window_start_mrr: dict[str, Decimal],
+                     day_ago_mrr: dict[str, Decimal], year_ago_mrr: dict[str, Decimal],
+                     paid_before: set[str], subscriptions: list[Subscription],
+                     refunds: list[Refund], disputes: list[Dispute], arpa: Decimal | None,
+                     gross_margin: Decimal, fx_rates: dict[str, Decimal], now: int,
+                     window: int) -> RevenueDynamics:
+    """Every dynamics KPI from customer MRR at four moments and today's objects."""
+    bridge = mrr_bridge(window_start_mrr, now_mrr, paid_before)
+    cohort_start, cohort_now = cohort_retention(year_ago_mrr, now_mrr)
+    open_disputes = [d for d in disputes if d.status in OPEN_DISPUTE_STATUSES]
+    return RevenueDynamics(
+        bridge=bridge,
+        cohort_start=cohort_start,
+        cohort_now=cohort_now,
+        trials=trial_kpis(subscriptions, now, window),
+        lifetime_value=lifetime_value(arpa, gross_margin, bridge.customer_churn_rate),
+        largest_churn_arr=largest_churn_arr(day_ago_mrr, now_mrr),
+        refunds_amount=_converted_sum(
+            (r for r in refunds if r.status == "succeeded" and r.created > now - window), fx_rates),
+        disputes_open=len(open_disputes),
+        disputes_open_amount=_converted_sum(open_disputes, fx_rates),
+    )
+
+
+def _converted_sum(objects, fx_rates: dict[str, Decimal]) -> Decimal:
+    """Amounts (minor units) summed in the reporting currency; no rate, left out."""
+    total = ZERO
+    for obj in objects:
+        converted = money.convert(money.to_major(obj.amount, obj.currency), obj.currency, fx_rates)
+        if converted is not None:
+            total += converted
+    return total

@@ -1,0 +1,144 @@
+"""Fetching from Stripe: every list it takes to compute the KPIs of one poll.
+
+Stripe's limits shape this: expansions go at most four levels deep, so tiers
+and currency amounts come from the price list, coupons (with their product
+restrictions) from the coupon list, and subscriptions are listed with their
+discounts expanded. Lists are paged 100 objects at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from exporter.http import HttpClient
+from exporter.sources.stripe import parse
+from exporter.sources.stripe.mrr import FAILED_PAYMENTS_WINDOW
+from exporter.sources.stripe.records import (
+    Charge,
+    Coupon,
+    Dispute,
+    InvoiceLine,
+    Price,
+    Refund,
+    Subscription,
+)
+
+PAGE_SIZE = 100
+
+
+@dataclass(frozen=True)
+class StripeData:
+    """Today's state, parsed, plus the raw subscriptions for rebuilding the past."""
+
+    prices: dict[str, Price]
+    coupons: dict[str, Coupon]
+    raw_subscriptions: list[dict]  # with their full item lists
+    subscriptions: list[Subscription]
+    charges: list[Charge]
+
+    def discounts(self) -> Iterator[dict]:
+        """Every expanded discount object on today's subscriptions and items."""
+        for sub in self.raw_subscriptions:
+            holders = [sub, *((sub.get("items") or {}).get("data") or [])]
+            for holder in holders:
+                yield from (d for d in holder.get("discounts") or [] if isinstance(d, dict))
+
+
+def list_all(client: HttpClient, path: str, params: list[tuple[str, str]]) -> Iterator[dict]:
+    """Every object of a Stripe list endpoint, following `starting_after` cursors."""
+
+    params = [("limit", str(PAGE_SIZE)), *params]
+
+    def next_page(page: Any) -> tuple[str, list] | None:
+        if page.get("has_more") and page["data"]:
+            return path, [*params, ("starting_after", page["data"][-1]["id"])]
+        return None
+
+    for page in client.paginate(path, params, next_page):
+        if not isinstance(page, dict) or not isinstance(page.get("data"), list):
+            raise parse.MalformedObject(f"{path}: response is not a Stripe list")
+        yield from page["data"]
+
+
+def current_state(client: HttpClient, now: int) -> StripeData:
+    prices = {p["id"]: parse.parse_price(p) for p in list_all(client, "/v1/prices", [
+        ("expand[]", "data.tiers"), ("expand[]", "data.currency_options")])
+        if p.get("type", "recurring") == "recurring" and p.get("recurring")}
+    coupons = {c["id"]: parse.parse_coupon(c) for c in list_all(client, "/v1/coupons", [
+        ("expand[]", "data.currency_options"), ("expand[]", "data.applies_to")])}
+
+    raw_subscriptions = list(list_all(client, "/v1/subscriptions", [
+        ("status", "all"), ("expand[]", "data.discounts.source.coupon"),
+        ("expand[]", "data.items.data.discounts"),
+    ]))
+    items_of = _complete_items(client, raw_subscriptions, coupons)
+    _fetch_missing_tiers(client, raw_subscriptions, items_of, prices)
+
+    # From here on a subscription carries its whole item list.
+    for sub in raw_subscriptions:
+        if sub["id"] in items_of:
+            sub["items"] = {**sub["items"], "data": items_of[sub["id"]], "has_more": False}
+    subscriptions = [parse.parse_subscription(sub, prices, coupons) for sub in raw_subscriptions]
+    charges = [parse.parse_charge(c) for c in list_all(
+        client, "/v1/charges", [("created[gte]", str(now - FAILED_PAYMENTS_WINDOW))])]
+    return StripeData(prices=prices, coupons=coupons, raw_subscriptions=raw_subscriptions,
+                      subscriptions=subscriptions, charges=charges)
+
+
+def _complete_items(client: HttpClient, raw_subscriptions: list[dict],
+                    coupons: dict[str, Coupon]) -> dict[str, list[dict]]:
+    """Item lists to fetch separately: when a subscription embeds only its first
+    items, or when an item discount's coupon is not in the coupon list (deleted
+    coupons still discount): `/v1/subscription_items` can expand it, four levels
+    being too deep from the subscription list."""
+
+    def unknown_coupon(item: dict) -> bool:
+        return any(isinstance(d, dict) and parse.coupon_id(d) not in coupons
+                   for d in item.get("discounts") or [])
+
+    items_of = {}
+    for sub in raw_subscriptions:
+        embedded = sub.get("items") or {}
+        if embedded.get("has_more") or any(unknown_coupon(i) for i in embedded.get("data") or []):
+            items_of[sub["id"]] = list(list_all(client, "/v1/subscription_items", [
+                ("subscription", sub["id"]), ("expand[]", "data.discounts.source.coupon")]))
+    return items_of
+
+
+def _all_items(raw_subscriptions: list[dict], items_of: dict[str, list[dict]]) -> Iterator[dict]:
+    for sub in raw_subscriptions:
+        yield from items_of.get(sub["id"]) or (sub.get("items") or {}).get("data") or []
+
+
+def _fetch_missing_tiers(client: HttpClient, raw_subscriptions: list[dict],
+                         items_of: dict[str, list[dict]], prices: dict[str, Price]) -> None:
+    """Tiered prices the price list did not return (rare), fetched one by one."""
+    for item in _all_items(raw_subscriptions, items_of):
+        price = item.get("price") or {}
+        if price.get("billing_scheme") == "tiered" and price.get("id") not in prices:
+            prices[price["id"]] = parse.parse_price(client.get_json(
+                f"/v1/prices/{price['id']}", [("expand[]", "tiers"), ("expand[]", "currency_options")]))
+
+
+def paid_invoice_lines(client: HttpClient, created_from: int, created_to: int) -> list[InvoiceLine]:
+    """Subscription lines of the invoices paid that were created in a time range."""
+    lines: list[InvoiceLine] = []
+    for invoice in list_all(client, "/v1/invoices", [
+            ("status", "paid"), ("created[gte]", str(created_from)),
+            ("created[lte]", str(created_to))]):
+        embedded = parse._field(invoice, "lines", dict)
+        more = None
+        if embedded.get("has_more"):
+            more = list(list_all(client, f"/v1/invoices/{invoice['id']}/lines", []))
+        lines += parse.parse_invoice_lines(invoice, more)
+    return lines
+
+
+def refunds(client: HttpClient, since: int) -> list[Refund]:
+    return [parse.parse_refund(r) for r in list_all(client, "/v1/refunds",
+                                                    [("created[gte]", str(since))])]
+
+
+def disputes(client: HttpClient) -> list[Dispute]:
+    return [parse.parse_dispute(d) for d in list_all(client, "/v1/disputes", [])]

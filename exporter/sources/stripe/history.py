@@ -1,0 +1,142 @@
+"""What subscriptions looked like in the past, from what Stripe keeps.
+
+Two reconstructions, both pure functions:
+
+- Within the last 30 days (Stripe's event retention): start from today's
+  subscription objects and undo the `customer.subscription.*` events that
+  happened after the moment asked for. Each subscription's first event after
+  that moment tells its state then: an `updated` event's object with its
+  `previous_attributes` put back; a `created` event means it did not exist
+  yet; a `deleted` event means it was alive, as in the event's object, and is
+  taken to have been trialing if it ended within its trial and active
+  otherwise (Stripe does not say which status it left).
+- Further back: paid invoices. A subscription line of a paid invoice whose
+  period covers the moment is what the customer was paying then, after
+  discounts; prorations and metered usage are left out.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from decimal import Decimal
+
+from exporter import money
+from exporter.sources.stripe import parse
+from exporter.sources.stripe.mrr import MrrRules, customer_mrr, monthly
+from exporter.sources.stripe.records import Coupon, InvoiceLine, Price
+
+SUBSCRIPTION_EVENTS = "customer.subscription.*"
+# For paused/resumed events without previous_attributes, the status before them.
+_STATUS_BEFORE = {"customer.subscription.paused": "active",
+                  "customer.subscription.resumed": "paused",
+                  "customer.subscription.deleted": "active"}
+
+
+def put_back(obj: dict, previous: dict) -> dict:
+    """The object before an update: `previous_attributes` merged over it.
+
+    Nested hashes hold only their changed keys; lists and values are whole.
+    """
+    before = copy.deepcopy(obj)
+    for key, old in previous.items():
+        if isinstance(old, dict) and isinstance(before.get(key), dict):
+            before[key] = put_back(before[key], old)
+        else:
+            before[key] = copy.deepcopy(old)
+    return before
+
+
+def first_events_after(events: list[dict], at: int) -> dict[str, dict]:
+    """Per subscription id, its earliest event after `at`.
+
+    `events` come newest first, as Stripe lists them; among events of the same
+    second the later one in that list is the earlier event.
+    """
+    first: dict[str, dict] = {}
+    for event in events:  # newest first: each later match is older, so it wins
+        if event["created"] > at:
+            first[event["data"]["object"]["id"]] = event
+    return first
+
+
+def subscriptions_at(current: list[dict], events: list[dict], at: int) -> list[dict]:
+    """Raw subscription objects as they were at `at` (those that existed then).
+
+    `events` must hold every subscription event after `at`.
+    """
+    first = first_events_after(events, at)
+    result = []
+    seen = set()
+    for sub in current:
+        seen.add(sub["id"])
+        event = first.get(sub["id"])
+        if event is None:
+            if sub.get("created", 0) <= at:
+                result.append(sub)
+            continue
+        before = _before(event)
+        if before is not None:
+            result.append(before)
+    # Subscriptions only known from events (e.g. listed before they were created).
+    for sub_id, event in first.items():
+        if sub_id not in seen:
+            before = _before(event)
+            if before is not None:
+                result.append(before)
+    return result
+
+
+def _before(event: dict) -> dict | None:
+    kind, obj = event["type"], event["data"]["object"]
+    if kind == "customer.subscription.created":
+        return None
+    previous = event["data"].get("previous_attributes")
+    if previous:
+        return put_back(obj, previous)
+    before = copy.deepcopy(obj)
+    if kind in _STATUS_BEFORE:
+        before["status"] = _STATUS_BEFORE[kind]
+        if kind == "customer.subscription.deleted":
+            before["ended_at"] = None
+            before["canceled_at"] = None
+            trial_end = obj.get("trial_end")
+            if trial_end is not None and event["created"] <= trial_end:
+                before["status"] = "trialing"  # canceled during (or at the end of) its trial
+    return before
+
+
+def customer_mrr_from_invoices(lines: list[InvoiceLine], at: int, prices: dict[str, Price],
+                               fx_rates: dict[str, Decimal]) -> dict[str, Decimal]:
+    """Customer MRR at `at` (reporting currency) from paid invoice lines covering it.
+
+    A line is normalised to a month by its price's interval; when the price is
+    unknown (deleted), by the length of the line's period.
+    """
+    result: dict[str, Decimal] = defaultdict(Decimal)
+    for line in lines:
+        if line.proration or not line.period_start <= at < line.period_end:
+            continue
+        price = prices.get(line.price_id or "")
+        if price is not None and price.usage_type != "licensed":
+            continue  # metered usage is not recurring revenue
+        if price is not None:
+            amount = monthly(line.amount, price.interval, price.interval_count)
+        else:
+            seconds = max(line.period_end - line.period_start, 1)
+            amount = line.amount * Decimal(365 * 86400) / 12 / seconds
+        converted = money.convert(money.to_major(amount, line.currency), line.currency, fx_rates)
+        if converted is not None:
+            result[line.customer] += converted
+    return dict(result)
+
+
+def customer_mrr_at(current: list[dict], events: list[dict], at: int, *,
+                    prices: dict[str, Price], coupons: dict[str, Coupon],
+                    known_discounts: dict[str, dict], fx_rates: dict[str, Decimal],
+                    rules: MrrRules) -> dict[str, Decimal]:
+    """Each customer's MRR at `at` (within the event retention), valued by the same
+    rules as today's, with today's prices for tiers and today's fx rates."""
+    subscriptions = [parse.parse_subscription(raw, prices, coupons, known_discounts=known_discounts)
+                     for raw in subscriptions_at(current, events, at)]
+    return customer_mrr(subscriptions, at, fx_rates, rules)

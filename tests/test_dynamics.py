@@ -1,0 +1,275 @@
+"""Revenue dynamics on hand-computed histories.
+
+The histories are Stripe objects and events as the API sends them (built from
+Stripe's fixtures); every expected number is worked out by hand in a comment.
+"""
+
+from decimal import Decimal
+
+import pytest
+
+import stripe_objects as so
+from exporter.sources.stripe import dynamics, history, parse
+from exporter.sources.stripe.mrr import MrrRules, customer_mrr
+from exporter.sources.stripe.records import InvoiceLine, Price, Subscription
+
+D = Decimal
+NOW = 1_800_000_000
+DAY = 86400
+W = NOW - 30 * DAY  # window start
+FX = {"usd": D(1), "eur": D("1.10")}
+
+
+# --- the bridge, from customer MRR at both ends -------------------------------
+
+def test_bridge_classifies_every_movement_and_holds_exactly():
+    start = {"A": D(100), "B": D(200), "C": D(300), "F": D(50)}
+    end = {"A": D(150), "B": D(120), "D": D(80), "E": D(60), "F": D(50)}
+    bridge = dynamics.mrr_bridge(start, end, paid_before={"E", "C"})
+    assert bridge.movements == {"new": 80, "expansion": 50, "contraction": 80, "churn": 300,
+                                "reactivation": 60}
+    assert bridge.customers == {"new": 1, "expansion": 1, "contraction": 1, "churn": 1,
+                                "reactivation": 1}
+    assert (bridge.start, bridge.end) == (650, 460)
+    m = bridge.movements
+    assert bridge.start + m["new"] + m["expansion"] + m["reactivation"] - m["contraction"] \
+        - m["churn"] == bridge.end
+    assert bridge.paying_at_start == 4                          # A, B, C, F
+    assert bridge.growth_rate == D(-190) / 650
+    assert bridge.customer_churn_rate == D(1) / 4
+    assert bridge.gross_revenue_churn_rate == D(380) / 650      # churn 300 + contraction 80
+    assert bridge.net_revenue_churn_rate == D(330) / 650        # ... - expansion 50
+    assert bridge.net_revenue_retention == D(320) / 650         # (650 + 50 - 80 - 300) / 650
+
+
+def test_empty_start_has_no_rates():
+    bridge = dynamics.mrr_bridge({}, {"A": D(10)}, set())
+    assert bridge.growth_rate is None and bridge.customer_churn_rate is None
+    assert bridge.net_revenue_retention is None and bridge.movements["new"] == 10
+
+
+def test_cohort_retention_leaves_out_newcomers():
+    # A grew 100 -> 150, B left (200 -> 0), C joined later and is not in the cohort
+    assert dynamics.cohort_retention({"A": D(100), "B": D(200)},
+                                     {"A": D(150), "C": D(999)}) == (300, 150)
+
+
+def test_lifetime_value_and_its_undefined_case():
+    assert dynamics.lifetime_value(D(500), D("0.8"), D("0.02")) == 20000  # 500 x 0.8 / 0.02
+    assert dynamics.lifetime_value(D(500), D("0.8"), D(0)) is None
+    assert dynamics.lifetime_value(None, D("0.8"), D("0.02")) is None
+
+
+def test_largest_churn_arr():
+    day_ago = {"A": D(900), "B": D(1000), "C": D(5000)}
+    now = {"A": D(0), "C": D(5000)}  # A and B churned; C still pays
+    assert dynamics.largest_churn_arr(day_ago, now) == 12000  # 12 x B's 1000
+    assert dynamics.largest_churn_arr(day_ago, day_ago) == 0
+
+
+# --- trials --------------------------------------------------------------------
+
+def trial(id, status, trial_start, trial_end, ended_at=None) -> Subscription:
+    return Subscription(id=id, customer=id, status=status, currency="usd", items=(),
+                        start_date=trial_start, trial_start=trial_start, trial_end=trial_end,
+                        ended_at=ended_at)
+
+
+def test_trials():
+    subs = [
+        trial("running", "trialing", NOW - 5 * DAY, NOW + 9 * DAY),           # active, started
+        trial("converted", "active", NOW - 20 * DAY, NOW - 6 * DAY),          # started, converted
+        trial("paid_then_left", "canceled", NOW - 40 * DAY, NOW - 26 * DAY,
+              ended_at=NOW - 2 * DAY),                                         # converted
+        trial("lapsed", "canceled", NOW - 25 * DAY, NOW - 11 * DAY,
+              ended_at=NOW - 11 * DAY),                                        # started, lapsed
+        trial("paused", "paused", NOW - 35 * DAY, NOW - 21 * DAY),            # lapsed
+        trial("old", "active", NOW - 90 * DAY, NOW - 76 * DAY),               # outside the window
+    ]
+    kpis = dynamics.trial_kpis(subs, NOW, 30 * DAY)
+    assert (kpis.active, kpis.started, kpis.ended, kpis.converted) == (1, 3, 4, 2)
+    assert kpis.conversion_rate == D("0.5")
+
+
+# --- rebuilding the past from events -------------------------------------------
+
+def test_put_back_merges_nested_hashes_and_replaces_lists():
+    obj = {"status": "active", "items": {"object": "list", "data": [1, 2]},
+           "metadata": {"a": "1", "b": "2"}}
+    before = history.put_back(obj, {"status": "trialing", "items": {"data": [1]},
+                                    "metadata": {"b": "0"}})
+    assert before == {"status": "trialing", "items": {"object": "list", "data": [1]},
+                      "metadata": {"a": "1", "b": "0"}}
+    assert obj["status"] == "active"  # the event itself is untouched
+
+
+MONTHLY_100 = so.price("p100", 10000)
+MONTHLY_50 = so.price("p50", 5000)
+MONTHLY_40 = so.price("p40", 4000)
+SEAT_20 = so.price("p20", 2000)
+EUR_100 = so.price("peur100", 10000, currency="eur")
+EUR_200 = so.price("peur200", 20000, currency="eur")
+TRIAL_30 = so.price("p30", 3000)
+
+
+def items(*specs) -> dict:
+    """An items list object as a subscription (or previous_attributes) carries it."""
+    return {"object": "list", "has_more": False, "url": "/v1/subscription_items",
+            "data": [so.item(f"si_{p['id']}_{q}", p, q) for p, q in specs]}
+
+
+def sub(id, customer, specs, **kw) -> dict:
+    return so.subscription(id, customer, items(*specs)["data"], **kw)
+
+
+def history_fixture():
+    """Today's subscriptions and the last 30 days of events, for ten customers."""
+    half_off = so.coupon("HALF3", percent_off=50, duration="repeating")
+    ended_discount = so.discount("di_half", half_off, end=NOW - 10 * DAY)
+    current = [
+        # multi: keeps $100 and adds a $50 subscription in the window -> expansion 50
+        sub("s_multi1", "multi", [(MONTHLY_100, 1)], created=W - 100 * DAY),
+        sub("s_multi2", "multi", [(MONTHLY_50, 1)], created=NOW - 5 * DAY),
+        # up: 1 -> 3 seats at $20 -> expansion 40
+        sub("s_up", "up", [(SEAT_20, 3)], created=W - 50 * DAY),
+        # down: $100 plan -> $40 plan -> contraction 60
+        sub("s_down", "down", [(MONTHLY_40, 1)], created=W - 50 * DAY),
+        # gone: $50, canceled in the window -> churn 50
+        sub("s_gone", "gone", [(MONTHLY_50, 1)], status="canceled", created=W - 50 * DAY,
+            ended_at=NOW - 3 * DAY),
+        # fresh: first subscription ever, in the window -> new 40
+        sub("s_fresh", "fresh", [(MONTHLY_40, 1)], created=NOW - 2 * DAY),
+        # back: churned 90 days ago, subscribed again in the window -> reactivation 100
+        sub("s_back_old", "back", [(MONTHLY_100, 1)], status="canceled",
+            created=NOW - 400 * DAY, ended_at=NOW - 90 * DAY),
+        sub("s_back_new", "back", [(MONTHLY_100, 1)], created=NOW - 1 * DAY),
+        # eur: 100 EUR -> 200 EUR, at 1.10 both ends -> expansion 110 (no fx movement)
+        sub("s_eur", "eur", [(EUR_200, 1)], currency="eur", created=W - 50 * DAY),
+        # disc: $100 at half price until its discount ended 10 days ago; Stripe took the
+        # discount off the subscription at the next invoice -> expansion 50
+        sub("s_disc", "disc", [(MONTHLY_100, 1)], created=W - 60 * DAY),
+        # conv: trial ended in the window and converted at $30 -> new 30
+        sub("s_conv", "conv", [(TRIAL_30, 1)], created=W - 5 * DAY, trial_start=W - 5 * DAY,
+            trial_end=W + 9 * DAY),
+        # lapse: trial canceled at its end in the window -> nothing moved (0 -> 0)
+        sub("s_lapse", "lapse", [(TRIAL_30, 1)], status="canceled", created=W - 4 * DAY,
+            trial_start=W - 4 * DAY, trial_end=W + 10 * DAY, ended_at=W + 10 * DAY),
+    ]
+    by_id = {s["id"]: s for s in current}
+
+    def obj(id, **changes):
+        return {**by_id[id], **changes}
+
+    # Events name discounts by id, as Stripe sends them.
+    def ids(o):
+        return {**o, "discounts": [d["id"] if isinstance(d, dict) else d for d in o["discounts"]]}
+
+    events = [  # newest first
+        so.event("e10", "customer.subscription.created", ids(by_id["s_back_new"]), NOW - DAY),
+        so.event("e9", "customer.subscription.deleted", ids(by_id["s_gone"]), NOW - 3 * DAY),
+        so.event("e8", "customer.subscription.created", ids(by_id["s_fresh"]), NOW - 2 * DAY),
+        so.event("e7", "customer.subscription.created", ids(by_id["s_multi2"]), NOW - 5 * DAY),
+        so.event("e6", "customer.subscription.updated", ids(by_id["s_up"]), NOW - 7 * DAY,
+                 previous={"items": items((SEAT_20, 1))}),
+        so.event("e5", "customer.subscription.updated", ids(by_id["s_down"]), NOW - 8 * DAY,
+                 previous={"items": items((MONTHLY_100, 1))}),
+        so.event("e4", "customer.subscription.updated", ids(by_id["s_eur"]), NOW - 9 * DAY,
+                 previous={"items": items((EUR_100, 1))}),
+        so.event("e4b", "customer.subscription.updated", ids(by_id["s_disc"]), NOW - 9 * DAY,
+                 previous={"discounts": ["di_half"]}),
+        so.event("e3", "customer.subscription.deleted", ids(obj("s_lapse")), W + 10 * DAY),
+        so.event("e2", "customer.subscription.updated", ids(obj("s_conv")), W + 9 * DAY,
+                 previous={"status": "trialing"}),
+        # older than the window: must not be undone
+        so.event("e1", "customer.subscription.updated", ids(obj("s_multi1")), W - DAY,
+                 previous={"status": "past_due"}),
+    ]
+    for o in current:  # as listed by /v1/subscriptions, discounts are expanded
+        assert all(isinstance(d, dict) for d in o["discounts"])
+    prices = {p["id"]: parse.parse_price(p)
+              for p in (MONTHLY_100, MONTHLY_50, MONTHLY_40, SEAT_20, EUR_100, EUR_200, TRIAL_30)}
+    known = {"di_half": ended_discount}
+    return current, events, prices, known
+
+
+def test_history_bridge_covers_every_movement():
+    current, events, prices, known = history_fixture()
+    start = history.customer_mrr_at(current, events, W, prices=prices, coupons={},
+                                    known_discounts=known, fx_rates=FX, rules=MrrRules())
+    subscriptions = [parse.parse_subscription(s, prices, {}) for s in current]
+    end = customer_mrr(subscriptions, NOW, FX, MrrRules())
+
+    # At the window start (hand-worked): multi 100, up 20, down 100, gone 50,
+    # eur 100 EUR = 110, disc 100 at half = 50; conv and lapse were trialing.
+    assert start == {"multi": 100, "up": 20, "down": 100, "gone": 50, "eur": D("110.00"),
+                     "disc": 50}
+    # Now: multi 150, up 60, down 40, fresh 40, back 100, eur 220, disc 100, conv 30.
+    assert end == {"multi": 150, "up": 60, "down": 40, "fresh": 40, "back": 100,
+                   "eur": D("220.00"), "disc": 100, "conv": 30}
+
+    paid_before = dynamics.had_paid_before(subscriptions, W)
+    assert "back" in paid_before and "fresh" not in paid_before and "conv" not in paid_before
+    bridge = dynamics.mrr_bridge(start, end, paid_before)
+    # expansion: multi 50 + up 40 + eur 110 + disc 50; contraction: down 60; churn: gone 50;
+    # new: fresh 40 + conv 30; reactivation: back 100
+    assert bridge.movements == {"new": 70, "expansion": 250, "contraction": 60, "churn": 50,
+                                "reactivation": 100}
+    assert bridge.start == 430 and bridge.end == 740
+    assert bridge.start + 70 + 250 + 100 - 60 - 50 == bridge.end
+
+    trials = dynamics.trial_kpis(subscriptions, NOW, 30 * DAY)
+    assert (trials.ended, trials.converted) == (2, 1)  # conv converted, lapse did not
+
+
+def test_a_discount_never_seen_is_skipped_in_the_past():
+    current, events, prices, _ = history_fixture()
+    start = history.customer_mrr_at(current, events, W, prices=prices, coupons={},
+                                    known_discounts={}, fx_rates=FX, rules=MrrRules())
+    assert start["disc"] == 100  # valued without the discount it cannot resolve
+
+
+# --- a year ago, from paid invoices ------------------------------------------
+
+def line(customer, amount, start, end, price_id, currency="usd", proration=False):
+    return InvoiceLine(customer, currency, D(amount), start, end, price_id, proration)
+
+
+def test_customer_mrr_from_invoices():
+    at = NOW - 365 * DAY
+    prices = {
+        "monthly": Price("monthly", "usd", "month"),
+        "yearly": Price("yearly", "usd", "year"),
+        "metered": Price("metered", "usd", "month", usage_type="metered"),
+    }
+    lines = [
+        line("A", 9000, at - 10 * DAY, at + 20 * DAY, "monthly"),          # $90 (after discount)
+        line("A", 120000, at - 100 * DAY, at + 265 * DAY, "yearly"),       # $1,200 a year = $100
+        line("A", 500, at - 10 * DAY, at + 20 * DAY, "metered"),           # usage: not MRR
+        line("A", 3000, at - 5 * DAY, at + 20 * DAY, "monthly", proration=True),  # proration
+        line("B", 5000, at - 40 * DAY, at - 10 * DAY, "monthly"),          # does not cover `at`
+        line("C", 7300, at - 73 * DAY, at + 73 * DAY, "deleted"),          # 146 days for $73
+        line("D", 10000, at - 10 * DAY, at + 20 * DAY, "monthly", currency="eur"),  # 100 EUR
+        line("E", 10000, at - 10 * DAY, at + 20 * DAY, "monthly", currency="gbp"),  # no rate
+    ]
+    mrr = history.customer_mrr_from_invoices(lines, at, prices, FX)
+    assert set(mrr) == {"A", "C", "D"}
+    assert mrr["A"] == 190
+    # unknown price: by period length, 73 x (365 / 12 days) / 146 days = 15.2083...
+    assert float(mrr["C"]) == pytest.approx(73 * 365 / 12 / 146, abs=1e-9)
+    assert mrr["D"] == D("110.00")
+
+
+def test_invoice_lines_after_their_discounts():
+    invoice = so.fixture("invoice")
+    invoice.update(customer="cus_x")
+    first = invoice["lines"]["data"][0]
+    first.update(amount=10000, currency="usd", discount_amounts=[{"amount": 2500,
+                                                                  "discount": "di_1"}],
+                 period={"start": 100, "end": 200})
+    first["parent"] = {"type": "subscription_item_details", "subscription_item_details": {
+        "subscription": "sub_1", "subscription_item": "si_1", "proration": False}}
+    first["pricing"] = {"type": "price_details", "price_details": {"price": "price_1"}}
+    item_line = dict(first, parent={"type": "invoice_item_details"})
+    invoice["lines"]["data"] = [first, item_line]
+    [parsed] = parse.parse_invoice_lines(invoice)
+    assert parsed == InvoiceLine("cus_x", "usd", D(7500), 100, 200, "price_1", False)
