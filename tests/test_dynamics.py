@@ -100,7 +100,8 @@ def test_put_back_merges_nested_hashes_and_replaces_lists():
                                     "metadata": {"b": "0"}})
     assert before == {"status": "trialing", "items": {"object": "list", "data": [1]},
                       "metadata": {"a": "1", "b": "0"}}
-    assert obj["status"] == "active"  # the event itself is untouched
+    assert obj == {"status": "active", "items": {"object": "list", "data": [1, 2]},
+                   "metadata": {"a": "1", "b": "2"}}  # the event itself is untouched
 
 
 MONTHLY_100 = so.price("p100", 10000)

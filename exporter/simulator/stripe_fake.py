@@ -765,7 +765,9 @@ def _limit(group: Group | None) -> int:
 
 
 def _json(payload: Any) -> bytes:
-    return (json.dumps(payload, indent=2) + "\n").encode()
+    # Stripe pretty-prints; compact JSON parses the same and costs a third of the
+    # time on large pages (invoices), which the demo's first poll feels.
+    return (json.dumps(payload, separators=(",", ":")) + "\n").encode()
 
 
 class _Server(ThreadingHTTPServer):
