@@ -196,12 +196,13 @@ REVENUE_DYNAMICS: tuple[Kpi, ...] = (
              "Reconstructed from today's subscriptions with the window's subscription events "
              "undone, valued with today's fx_rates."),
     _revenue("mrr_growth_rate", "MRR growth over the trailing window as a ratio.",
-             "(MRR now - MRR at window start) / MRR at window start. The documented target is "
-             "15-20 % month over month; the documented colour bands (green > 25 %, yellow "
-             "15-25 %, red < 15 %) put the warning at 15 %.",
+             "(MRR now - MRR at window start) / MRR at window start; 30d from the event "
+             "history, 12m from paid invoices a year ago. The documented target is 15-20 % "
+             "month over month (30d); the documented colour bands are year over year (12m): "
+             "green > 25 %, yellow 15-25 %, red < 15 %, which puts the warning at 15 %.",
              unit="ratio", target=0.15, direction="higher",
-             thresholds=(Threshold("warning", "warning", "below", 0.15, window="30d",
-                                   note="the red band of the documented growth bands"),)),
+             thresholds=(Threshold("warning", "warning", "below", 0.15, window="12m",
+                                   note="the red band of the documented year-over-year bands"),)),
     _revenue("customers_churned", "Customers whose MRR went to zero in the trailing window.",
              "Customers paying at the window start and paying nothing now.", unit="count"),
     _revenue("paying_customers_window_start", "Customers paying at the start of the trailing window.",
@@ -269,7 +270,7 @@ REVENUE_DYNAMICS: tuple[Kpi, ...] = (
              team="finance", direction="lower",
              thresholds=(Threshold("critical", "critical", "above", 10_000, window="24h"),)),
     _revenue("refunds_amount", "Refunds created in the trailing window, in the reporting currency.",
-             "Sum of succeeded refunds created in the window."),
+             "Sum of succeeded and pending refunds created in the window."),
     _revenue("disputes_open", "Open disputes (awaiting a response or under review).",
              "Disputes with status warning_needs_response, warning_under_review, needs_response "
              "or under_review.", unit="count", labels=("source",)),

@@ -85,10 +85,15 @@ def test_trials():
               ended_at=NOW - 11 * DAY),                                        # started, lapsed
         trial("paused", "paused", NOW - 35 * DAY, NOW - 21 * DAY),            # lapsed
         trial("old", "active", NOW - 90 * DAY, NOW - 76 * DAY),               # outside the window
+        trial("first_failed", "past_due", NOW - 30 * DAY + 1, NOW - 16 * DAY),  # lapsed: never paid
     ]
-    kpis = dynamics.trial_kpis(subs, NOW, 30 * DAY)
-    assert (kpis.active, kpis.started, kpis.ended, kpis.converted) == (1, 3, 4, 2)
-    assert kpis.conversion_rate == D("0.5")
+    # Stripe says paid_then_left paid an invoice after its trial; first_failed did not.
+    checked = [s.id for s in dynamics.trials_ended_in(subs, NOW, 30 * DAY)
+               if dynamics.needs_payment_check(s)]
+    assert checked == ["paid_then_left", "first_failed"]
+    kpis = dynamics.trial_kpis(subs, NOW, 30 * DAY, paid_after_trial={"paid_then_left"})
+    assert (kpis.active, kpis.started, kpis.ended, kpis.converted) == (1, 4, 5, 2)
+    assert kpis.conversion_rate == D("0.4")
 
 
 # --- rebuilding the past from events -------------------------------------------
@@ -273,4 +278,93 @@ def test_invoice_lines_after_their_discounts():
     item_line = dict(first, parent={"type": "invoice_item_details"})
     invoice["lines"]["data"] = [first, item_line]
     [parsed] = parse.parse_invoice_lines(invoice)
-    assert parsed == InvoiceLine("cus_x", "usd", D(7500), 100, 200, "price_1", False)
+    assert parsed == InvoiceLine("cus_x", "usd", D(7500), 100, 200, "price_1", False,
+                                 subscription="sub_1", subscription_item="si_1")
+
+
+def test_two_updates_in_the_window_undo_to_the_first_state():
+    current = sub("s_two", "two", [(SEAT_20, 3)], created=W - 50 * DAY)
+    events = [  # newest first: 2 -> 3 seats, then 1 -> 2 seats before it
+        so.event("u2", "customer.subscription.updated", current, NOW - 10 * DAY,
+                 previous={"items": items((SEAT_20, 2))}),
+        so.event("u1", "customer.subscription.updated", current, NOW - 20 * DAY,
+                 previous={"items": items((SEAT_20, 1))}),
+    ]
+    [then] = history.subscriptions_at([current], events, W)
+    assert then["items"]["data"][0]["quantity"] == 1  # not 2: undo back to the earliest
+
+
+def test_same_second_created_and_updated_means_it_did_not_exist():
+    current = sub("s_new", "new", [(SEAT_20, 2)], created=NOW - DAY)
+    events = [so.event("u", "customer.subscription.updated", current, NOW - DAY,
+                       previous={"items": items((SEAT_20, 1))}),
+              so.event("c", "customer.subscription.created", current, NOW - DAY)]
+    assert history.subscriptions_at([current], events, W) == []
+
+
+def test_deletion_after_unpaid_is_not_churn_of_a_paying_customer():
+    big = so.price("p1000", 100000)
+    canceled = sub("s_big", "big", [(big, 1)], status="canceled", created=W - 90 * DAY,
+                   ended_at=NOW - 12 * 3600)
+    unpaid = {**canceled, "status": "unpaid", "ended_at": None, "canceled_at": None}
+    events = [so.event("d", "customer.subscription.deleted", canceled, NOW - 12 * 3600),
+              so.event("u", "customer.subscription.updated", unpaid, NOW - 5 * DAY,
+                       previous={"status": "past_due"})]
+    [day_ago] = history.subscriptions_at([canceled], events, NOW - DAY)
+    assert day_ago["status"] == "unpaid"  # from the last event before, not a guess
+    prices = {"p1000": parse.parse_price(big)}
+    mrr_day_ago = history.customer_mrr_at([canceled], events, NOW - DAY, prices=prices,
+                                          coupons={}, known_discounts={}, fx_rates=FX,
+                                          rules=MrrRules())
+    assert dynamics.largest_churn_arr(mrr_day_ago, {}) == 0  # unpaid MRR was already 0
+
+
+def test_trial_canceled_just_after_its_end_was_trialing():
+    lapsed = sub("s_l", "l", [(TRIAL_30, 1)], status="canceled", created=W - 4 * DAY,
+                 trial_start=W - 4 * DAY, trial_end=W + 10 * DAY, ended_at=W + 10 * DAY + 90)
+    events = [so.event("d", "customer.subscription.deleted", lapsed, W + 10 * DAY + 90)]
+    [then] = history.subscriptions_at([lapsed], events, W)
+    assert then["status"] == "trialing" and then["ended_at"] is None
+    paused = {**lapsed, "status": "paused", "ended_at": None}
+    events = [so.event("p", "customer.subscription.paused", paused, W + 10 * DAY)]
+    [then] = history.subscriptions_at([paused], events, W)
+    assert then["status"] == "trialing"
+
+
+def test_paid_before_needs_money_and_a_day_past_the_trial():
+    from exporter.sources.stripe.records import Coupon, Discount, SubscriptionItem
+
+    def record(customer, amount, *, discounts=(), trial_end=None, ended_at=None,
+               status="active"):
+        item = SubscriptionItem("si", Price("p", "usd", "month", unit_amount=D(amount)), 1)
+        return Subscription(id=customer, customer=customer, status=status, currency="usd",
+                            items=(item,), discounts=discounts, start_date=W - 100 * DAY,
+                            trial_end=trial_end, ended_at=ended_at)
+
+    free_forever = Discount("di", Coupon("c", "forever", percent_off=D(100)))
+    subs = [
+        record("free_plan", 0),                                        # $0 plan
+        record("full_coupon", 5000, discounts=(free_forever,)),        # 100 % off
+        record("trial_only", 5000, status="canceled", trial_end=W - 50 * DAY,
+               ended_at=W - 50 * DAY + 90),                            # canceled 90 s after trial
+        record("churned", 5000, status="canceled", ended_at=W - 60 * DAY),  # paid, then left
+    ]
+    assert dynamics.had_paid_before(subs, W) == {"churned"}
+
+
+def test_invoice_valuation_keeps_the_latest_period_and_drops_ended_subscriptions():
+    at = NOW - 365 * DAY
+    prices = {"monthly": Price("monthly", "usd", "month"), "yearly": Price("yearly", "usd", "year")}
+
+    def item_line(sub, item, amount, start, end, price):
+        return InvoiceLine("A", "usd", D(amount), start, end, price, False, sub, item)
+
+    lines = [
+        # switched monthly -> yearly 5 days before `at`: the old month still "covers" it
+        item_line("s1", "si1", 5000, at - 20 * DAY, at + 10 * DAY, "monthly"),
+        item_line("s1", "si1", 120000, at - 5 * DAY, at + 360 * DAY, "yearly"),
+        # a subscription canceled 3 days before `at` (its paid month still covers it)
+        item_line("s2", "si2", 9900, at - 20 * DAY, at + 10 * DAY, "monthly"),
+    ]
+    mrr = history.customer_mrr_from_invoices(lines, at, prices, FX, ended={"s2": at - 3 * DAY})
+    assert mrr == {"A": 100}  # the yearly plan only: 120000 cents / 12

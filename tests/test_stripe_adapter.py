@@ -255,22 +255,23 @@ def test_second_poll_fetches_only_new_events_and_no_invoices():
     source.poll()
     source.poll()
     event_calls = [query(c) for c in responses.calls if "/v1/events" in c.request.url]
+    # the second asks from 5 minutes before the newest event held (late arrivals)
     assert [q["created[gte]"] for q in event_calls] == [[str(NOW - 30 * 86400)],
-                                                        [str(NOW - 100)]]
+                                                        [str(NOW - 100 - 300)]]
     assert "customer.subscription.updated" in event_calls[0]["types[]"]
     assert [e["id"] for e in source.events.events()] == ["evt_2", "evt_1"]
     invoice_calls = [query(c) for c in responses.calls if "/v1/invoices" in c.request.url]
     assert len(invoice_calls) == 1  # a year-old cohort does not change within a day
     assert invoice_calls[0]["status"] == ["paid"]
-    assert invoice_calls[0]["created[lte]"] == [str(NOW - 365 * 86400)]
+    assert invoice_calls[0]["created[lte]"] == [str(NOW - 364 * 86400)]  # a day of slack
 
 
 def test_event_log_drops_events_past_retention():
     from exporter.sources.stripe.events import EventLog
 
-    log = EventLog(retention=100)
+    log = EventLog(retention=1000)
     pages = [[so.event("e2", "customer.subscription.updated", {"id": "s"}, 950),
-              so.event("e1", "customer.subscription.created", {"id": "s"}, 920)],
+              so.event("e1", "customer.subscription.created", {"id": "s"}, 120)],
              [so.event("e3", "customer.subscription.deleted", {"id": "s"}, 1010),
               so.event("e2", "customer.subscription.updated", {"id": "s"}, 950)]]
     calls = []
@@ -280,8 +281,25 @@ def test_event_log_drops_events_past_retention():
         return iter(pages[len(calls) - 1])
 
     assert log.refresh(list_all, now=1000) == 2
-    assert log.refresh(list_all, now=1025) == 1          # e2 is not added twice
-    assert calls == ["900", "950"]
-    assert [e["id"] for e in log.events()] == ["e3", "e2"]  # e1 (920) fell out of 925..1025
-    with pytest.raises(MalformedObject):
-        log.refresh(lambda path, params: iter([{"id": "bad"}]), now=1030)
+    assert log.refresh(list_all, now=1150) == 1          # e2 is not added twice
+    assert calls == ["0", "650"]                         # 950 less the 300 s overlap
+    assert [e["id"] for e in log.events()] == ["e3", "e2"]  # e1 (120) fell out of 150..1150
+
+
+def test_event_log_survives_bad_events_and_failed_fetches(caplog):
+    from exporter.sources.stripe.events import EventLog
+
+    log = EventLog()
+    good = so.event("e1", "customer.subscription.updated", {"id": "s"}, 990)
+    assert log.refresh(lambda path, params: iter([{"id": "bad"}, good]), now=1000) == 1
+    assert "malformed event bad" in caplog.text
+
+    def fails_part_way(path, params):
+        yield so.event("e2", "customer.subscription.updated", {"id": "s"}, 995)
+        raise RuntimeError("HTTP 500 on page 2")
+
+    with pytest.raises(RuntimeError):
+        log.refresh(fails_part_way, now=1000)
+    assert [e["id"] for e in log.events()] == ["e1"]  # nothing half-added...
+    assert log.refresh(lambda path, params: iter([so.event(
+        "e2", "customer.subscription.updated", {"id": "s"}, 995)]), now=1000) == 1  # ...so e2 comes

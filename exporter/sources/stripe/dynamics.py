@@ -3,22 +3,24 @@
 Pure functions over per-customer MRR at two moments and over subscription
 records. Customer MRR here is in the reporting currency, converted at today's
 fx_rates at both ends, so that exchange-rate changes never show as movements.
-The definitions follow ChartMogul's and Baremetrics' (see the README section
-"Revenue dynamics"); keep the two in step.
+Movements follow ChartMogul's classification; net revenue churn is the
+(Baremetrics) share of starting MRR lost net of expansion, so that it equals
+1 - net revenue retention (ChartMogul also nets off reactivation). The README
+section "Revenue dynamics" states every definition; keep the two in step.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from exporter import money
+from exporter.sources.stripe.mrr import MrrRules, subscription_mrr
 from exporter.sources.stripe.records import Dispute, Refund, Subscription
 
 ZERO = Decimal(0)
+DAY = 86400
 MOVEMENTS = ("new", "expansion", "contraction", "churn", "reactivation")
-# Statuses of a subscription that outlived its trial by paying (see trial_kpis).
-PAYING_AFTER_TRIAL = frozenset({"active", "past_due", "unpaid"})
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,12 @@ class MrrBridge:
         """Lost MRR net of expansion, among customers paying at the start."""
         net = self.movements["churn"] + self.movements["contraction"] - self.movements["expansion"]
         return net / self.start if self.start else None
+
+    @property
+    def retained(self) -> Decimal:
+        """MRR now of the customers paying at the start: start + expansion - contraction - churn."""
+        m = self.movements
+        return self.start + m["expansion"] - m["contraction"] - m["churn"]
 
     @property
     def net_revenue_retention(self) -> Decimal | None:
@@ -101,20 +109,27 @@ def cohort_retention(start: dict[str, Decimal], end: dict[str, Decimal]) -> tupl
             sum((end.get(c, ZERO) for c in cohort), ZERO))
 
 
-def had_paid_before(subscriptions: list[Subscription], at: int) -> set[str]:
-    """Customers with a subscription that was past any trial and still alive before `at`.
+def had_paid_before(subscriptions: list[Subscription], at: int,
+                    rules: MrrRules = MrrRules()) -> set[str]:
+    """Customers who paid for a subscription before `at`.
 
-    Stripe keeps ended subscriptions, so this reaches back to a customer's first one.
-    A subscription that never completed its first payment (incomplete,
-    incomplete_expired) or ended with its trial never paid.
+    Stripe keeps ended subscriptions, so this reaches back to a customer's
+    first one. A subscription counts when it was worth more than zero (not a
+    free plan or a 100 % coupon) and lived for at least a day past its start
+    and trial before `at`; one that never completed its first payment
+    (incomplete, incomplete_expired) never paid.
     """
     customers = set()
     for sub in subscriptions:
-        if sub.status in ("incomplete", "incomplete_expired"):
+        if sub.status in ("incomplete", "incomplete_expired") or sub.customer in customers:
             continue
         paying_from = max(sub.start_date, sub.trial_end or 0)
-        alive_after = sub.ended_at is None or sub.ended_at > paying_from
-        if paying_from < at and alive_after:
+        lived_a_day = sub.ended_at is None or sub.ended_at >= paying_from + DAY
+        if paying_from + DAY > at or not lived_a_day:
+            continue
+        # Its last known items and discounts, valued as if it were still running.
+        running = replace(sub, status="active", cancel_at_period_end=False, cancel_at=None)
+        if subscription_mrr(running, paying_from, rules) > 0:
             customers.add(sub.customer)
     return customers
 
@@ -131,28 +146,41 @@ class TrialKpis:
         return Decimal(self.converted) / self.ended if self.ended else None
 
 
-def trial_kpis(subscriptions: list[Subscription], now: int, window: int) -> TrialKpis:
+def trials_ended_in(subscriptions: list[Subscription], now: int, window: int) -> list[Subscription]:
+    """Subscriptions whose trial period ended in the window."""
+    since = now - window
+    return [sub for sub in subscriptions if sub.trial_end is not None
+            and since < sub.trial_end <= now and sub.status != "trialing"]
+
+
+def needs_payment_check(sub: Subscription) -> bool:
+    """An ended trial whose status alone does not say whether it ever paid:
+    past_due or unpaid (its first invoice may have failed), or canceled after
+    the trial ended. An active one paid; one that ended with its trial did not."""
+    if sub.status in ("past_due", "unpaid"):
+        return True
+    return sub.status == "canceled" and sub.ended_at is not None and sub.ended_at > sub.trial_end
+
+
+def trial_kpis(subscriptions: list[Subscription], now: int, window: int,
+               paid_after_trial: set[str] = frozenset()) -> TrialKpis:
     """Trials from the subscriptions' own trial dates.
 
-    A trial converted when its subscription outlived the trial end: it is active,
-    past_due or unpaid now, or it was canceled later than the trial ended. A
-    lapsed trial ended with its trial (canceled at trial end, paused for lack of
-    a payment method, or never completed its first payment).
+    A trial converted when its subscription is active now, or when it paid an
+    invoice after the trial (`paid_after_trial`: subscription ids, looked up
+    for those `needs_payment_check` names). Everything else lapsed: canceled
+    at the trial end, paused for lack of a payment method, never paid.
     """
     since = now - window
-    active = started = ended = converted = 0
-    for sub in subscriptions:
-        if sub.status == "trialing":
-            active += 1
-        if sub.trial_start is not None and since < sub.trial_start <= now:
-            started += 1
-        if sub.trial_end is None or not since < sub.trial_end <= now or sub.status == "trialing":
-            continue
-        ended += 1
-        outlived = sub.status == "canceled" and sub.ended_at is not None and sub.ended_at > sub.trial_end
-        if sub.status in PAYING_AFTER_TRIAL or outlived:
-            converted += 1
-    return TrialKpis(active=active, started=started, ended=ended, converted=converted)
+    ended = trials_ended_in(subscriptions, now, window)
+    converted = [sub for sub in ended if sub.status == "active" or sub.id in paid_after_trial]
+    return TrialKpis(
+        active=sum(1 for sub in subscriptions if sub.status == "trialing"),
+        started=sum(1 for sub in subscriptions
+                    if sub.trial_start is not None and since < sub.trial_start <= now),
+        ended=len(ended),
+        converted=len(converted),
+    )
 
 
 def lifetime_value(arpa: Decimal | None, gross_margin: Decimal,
@@ -169,6 +197,8 @@ def largest_churn_arr(start: dict[str, Decimal], end: dict[str, Decimal]) -> Dec
     return 12 * max(lost, default=ZERO)
 
 
+# Refunds that are or will be money out; failed and canceled ones are not.
+REFUNDED = frozenset({"succeeded", "pending"})
 OPEN_DISPUTE_STATUSES = frozenset({"warning_needs_response", "warning_under_review",
                                    "needs_response", "under_review"})
 
@@ -185,14 +215,23 @@ class RevenueDynamics:
     disputes_open: int
     disputes_open_amount: Decimal
 
+    year_ago_mrr: Decimal = ZERO  # every customer's, from paid invoices
+
     @property
     def annual_retention(self) -> Decimal | None:
         return self.cohort_now / self.cohort_start if self.cohort_start else None
 
+    @property
+    def annual_growth_rate(self) -> Decimal | None:
+        if not self.year_ago_mrr:
+            return None
+        return (self.bridge.end - self.year_ago_mrr) / self.year_ago_mrr
+
 
 def revenue_dynamics(*, now_mrr: dict[str, Decimal], window_start_mrr: dict[str, Decimal],
                      day_ago_mrr: dict[str, Decimal], year_ago_mrr: dict[str, Decimal],
-                     paid_before: set[str], subscriptions: list[Subscription],
+                     paid_before: set[str], paid_after_trial: set[str],
+                     subscriptions: list[Subscription],
                      refunds: list[Refund], disputes: list[Dispute], arpa: Decimal | None,
                      gross_margin: Decimal, fx_rates: dict[str, Decimal], now: int,
                      window: int) -> RevenueDynamics:
@@ -204,13 +243,14 @@ def revenue_dynamics(*, now_mrr: dict[str, Decimal], window_start_mrr: dict[str,
         bridge=bridge,
         cohort_start=cohort_start,
         cohort_now=cohort_now,
-        trials=trial_kpis(subscriptions, now, window),
+        trials=trial_kpis(subscriptions, now, window, paid_after_trial),
         lifetime_value=lifetime_value(arpa, gross_margin, bridge.customer_churn_rate),
         largest_churn_arr=largest_churn_arr(day_ago_mrr, now_mrr),
         refunds_amount=_converted_sum(
-            (r for r in refunds if r.status == "succeeded" and r.created > now - window), fx_rates),
+            (r for r in refunds if r.status in REFUNDED and r.created > now - window), fx_rates),
         disputes_open=len(open_disputes),
         disputes_open_amount=_converted_sum(open_disputes, fx_rates),
+        year_ago_mrr=sum(year_ago_mrr.values(), ZERO),
     )
 
 

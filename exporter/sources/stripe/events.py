@@ -1,18 +1,22 @@
 """The last 30 days of subscription and discount events, fetched incrementally.
 
 The first poll lists every event Stripe still keeps (30 days); later polls ask
-only for events created since the newest one already held (the same second
-again, because more events may have landed in it, de-duplicated by id).
-Events older than the retention are dropped, so memory stays bounded.
+only for events created since a little before the newest one already held
+(events can become listable a moment after their `created` time), and drop the
+ones they already have by id. A fetch that fails part-way adds nothing, so the
+next poll asks again. Events older than the retention are dropped, so memory
+stays bounded; a malformed event is skipped and logged, not fatal.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Callable, Iterator
 
-from exporter.sources.stripe.parse import MalformedObject
+log = logging.getLogger(__name__)
 
 RETENTION = 30 * 86400
+OVERLAP = 300  # seconds re-asked before the newest held event
 # Every event type that changes a subscription's MRR, status or discounts.
 EVENT_TYPES = (
     "customer.subscription.created",
@@ -36,17 +40,20 @@ class EventLog:
 
     def refresh(self, list_all: ListAll, now: int) -> int:
         """Fetch what is new; returns how many events were added."""
-        since = self._events[0]["created"] if self._events else now - self.retention
+        since = self._events[0]["created"] - OVERLAP if self._events else now - self.retention
         params = [("types[]", kind) for kind in EVENT_TYPES]
         params.append(("created[gte]", str(since)))
-        new = []
-        for event in list_all("/v1/events", params):
-            _check(event)
-            if event["id"] not in self._ids:
+        new, ids = [], set()
+        for event in list_all("/v1/events", params):  # an error here leaves the log as it was
+            if not _well_formed(event):
+                log.warning("stripe: skipping malformed event %s",
+                            event.get("id", "?") if isinstance(event, dict) else "?")
+            elif event["id"] not in self._ids and event["id"] not in ids:
                 new.append(event)
-                self._ids.add(event["id"])
-        # Everything fetched is at least as new as what we hold: it goes in front.
-        self._events[:0] = new
+                ids.add(event["id"])
+        # What was fetched is newer than what we hold, but for the overlap: merge by time.
+        self._events = sorted(new + self._events, key=lambda e: e["created"], reverse=True)
+        self._ids |= ids
         self._prune(now)
         return len(new)
 
@@ -60,10 +67,31 @@ class EventLog:
         return [e for e in self._events if e["type"].startswith(prefix)]
 
 
-def _check(event: dict) -> None:
-    data = event.get("data") if isinstance(event, dict) else None
-    if (not isinstance(data, dict) or not isinstance(data.get("object"), dict)
-            or not isinstance(event.get("created"), int) or not isinstance(event.get("id"), str)
-            or not isinstance(event.get("type"), str)):
-        raise MalformedObject(f"event {event.get('id', '?') if isinstance(event, dict) else '?'}: "
-                              "missing id, type, created or data.object")
+def _well_formed(event: object) -> bool:
+    if not isinstance(event, dict):
+        return False
+    data = event.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    return (isinstance(obj, dict) and isinstance(obj.get("id"), str)
+            and isinstance(event.get("created"), int) and isinstance(event.get("id"), str)
+            and isinstance(event.get("type"), str))
+
+
+def discount_ids(obj: dict) -> set[str]:
+    """Ids of the discounts a subscription (or its previous_attributes) names."""
+    holders = [obj, *((obj.get("items") or {}).get("data") or [])]
+    return {d if isinstance(d, str) else d.get("id")
+            for holder in holders if isinstance(holder, dict)
+            for d in holder.get("discounts") or []}
+
+
+def referenced_discounts(events: list[dict]) -> set[str]:
+    """Every discount id the held events name, in objects and previous_attributes."""
+    ids: set[str] = set()
+    for event in events:
+        obj = event["data"]["object"]
+        if event["type"].startswith("customer.discount."):
+            ids.add(obj["id"])
+        else:
+            ids |= discount_ids(obj) | discount_ids(event["data"].get("previous_attributes") or {})
+    return ids

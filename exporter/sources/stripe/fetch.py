@@ -142,3 +142,10 @@ def refunds(client: HttpClient, since: int) -> list[Refund]:
 
 def disputes(client: HttpClient) -> list[Dispute]:
     return [parse.parse_dispute(d) for d in list_all(client, "/v1/disputes", [])]
+
+
+def paid_since(client: HttpClient, subscription: str, since: int) -> bool:
+    """Whether the subscription paid a non-zero invoice created since `since`."""
+    return any(invoice.get("amount_paid", 0) > 0 for invoice in list_all(
+        client, "/v1/invoices", [("subscription", subscription), ("status", "paid"),
+                                 ("created[gte]", str(since))]))

@@ -5,11 +5,13 @@ Two reconstructions, both pure functions:
 - Within the last 30 days (Stripe's event retention): start from today's
   subscription objects and undo the `customer.subscription.*` events that
   happened after the moment asked for. Each subscription's first event after
-  that moment tells its state then: an `updated` event's object with its
-  `previous_attributes` put back; a `created` event means it did not exist
-  yet; a `deleted` event means it was alive, as in the event's object, and is
-  taken to have been trialing if it ended within its trial and active
-  otherwise (Stripe does not say which status it left).
+  that moment tells its state then: an event with `previous_attributes` is
+  its object with them put back; a `created` event means it did not exist
+  yet. Events without `previous_attributes` (deleted, paused, resumed) do not
+  say what came before: the subscription's last event at or before the moment
+  does, when one is held; otherwise it was trialing if the moment falls
+  within its trial, paused before a `resumed` event, and active before a
+  deletion or a pause outside a trial.
 - Further back: paid invoices. A subscription line of a paid invoice whose
   period covers the moment is what the customer was paying then, after
   discounts; prorations and metered usage are left out.
@@ -25,11 +27,6 @@ from exporter.sources.stripe import parse
 from exporter.sources.stripe.mrr import MrrRules, customer_mrr, monthly
 from exporter.sources.stripe.records import Coupon, InvoiceLine, Price
 
-SUBSCRIPTION_EVENTS = "customer.subscription.*"
-# For paused/resumed events without previous_attributes, the status before them.
-_STATUS_BEFORE = {"customer.subscription.paused": "active",
-                  "customer.subscription.resumed": "paused",
-                  "customer.subscription.deleted": "active"}
 
 
 def put_back(obj: dict, previous: dict) -> dict:
@@ -48,17 +45,21 @@ def put_back(obj: dict, previous: dict) -> dict:
     return before
 
 
-def first_events_after(events: list[dict], at: int) -> dict[str, dict]:
-    """Per subscription id, its earliest event after `at`.
+def events_around(events: list[dict], at: int) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Per subscription id: its first event after `at`, and its last at or before it.
 
     `events` come newest first, as Stripe lists them; among events of the same
     second the later one in that list is the earlier event.
     """
-    first: dict[str, dict] = {}
-    for event in events:  # newest first: each later match is older, so it wins
+    first_after: dict[str, dict] = {}
+    last_before: dict[str, dict] = {}
+    for event in events:  # newest first
+        sub_id = event["data"]["object"]["id"]
         if event["created"] > at:
-            first[event["data"]["object"]["id"]] = event
-    return first
+            first_after[sub_id] = event  # each later match is older, so it wins
+        else:
+            last_before.setdefault(sub_id, event)  # the first match is the newest
+    return first_after, last_before
 
 
 def subscriptions_at(current: list[dict], events: list[dict], at: int) -> list[dict]:
@@ -66,58 +67,75 @@ def subscriptions_at(current: list[dict], events: list[dict], at: int) -> list[d
 
     `events` must hold every subscription event after `at`.
     """
-    first = first_events_after(events, at)
+    first_after, last_before = events_around(events, at)
     result = []
     seen = set()
     for sub in current:
         seen.add(sub["id"])
-        event = first.get(sub["id"])
+        event = first_after.get(sub["id"])
         if event is None:
             if sub.get("created", 0) <= at:
                 result.append(sub)
             continue
-        before = _before(event)
+        before = _before(event, last_before.get(sub["id"]), at)
         if before is not None:
             result.append(before)
     # Subscriptions only known from events (e.g. listed before they were created).
-    for sub_id, event in first.items():
+    for sub_id, event in first_after.items():
         if sub_id not in seen:
-            before = _before(event)
+            before = _before(event, last_before.get(sub_id), at)
             if before is not None:
                 result.append(before)
     return result
 
 
-def _before(event: dict) -> dict | None:
+def _before(event: dict, earlier: dict | None, at: int) -> dict | None:
+    """The subscription at `at`, from its first event after it (and the last before)."""
     kind, obj = event["type"], event["data"]["object"]
     if kind == "customer.subscription.created":
         return None
     previous = event["data"].get("previous_attributes")
     if previous:
         return put_back(obj, previous)
+    if earlier is not None and earlier["type"] != "customer.subscription.deleted":
+        return earlier["data"]["object"]  # the state its last earlier event left
     before = dict(obj)  # shallow: only top-level keys change below
-    if kind in _STATUS_BEFORE:
-        before["status"] = _STATUS_BEFORE[kind]
-        if kind == "customer.subscription.deleted":
-            before["ended_at"] = None
-            before["canceled_at"] = None
-            trial_end = obj.get("trial_end")
-            if trial_end is not None and event["created"] <= trial_end:
-                before["status"] = "trialing"  # canceled during (or at the end of) its trial
+    trial_end = obj.get("trial_end")
+    if trial_end is not None and at < trial_end:
+        before["status"] = "trialing"
+    elif kind == "customer.subscription.resumed":
+        before["status"] = "paused"
+    else:  # deleted, or paused outside a trial
+        before["status"] = "active"
+    if kind == "customer.subscription.deleted":
+        before["ended_at"] = None
+        before["canceled_at"] = None
     return before
 
 
 def customer_mrr_from_invoices(lines: list[InvoiceLine], at: int, prices: dict[str, Price],
-                               fx_rates: dict[str, Decimal]) -> dict[str, Decimal]:
+                               fx_rates: dict[str, Decimal],
+                               ended: dict[str, int] | None = None) -> dict[str, Decimal]:
     """Customer MRR at `at` (reporting currency) from paid invoice lines covering it.
 
-    A line is normalised to a month by its price's interval; when the price is
-    unknown (deleted), by the length of the line's period.
+    Per subscription item only the line of the latest period starting by `at`
+    counts (a plan change restarts the period; the old line still covers
+    `at`). Subscriptions that had ended by `at` (`ended`: id -> ended_at) are
+    out. A line is normalised to a month by its price's interval; when the
+    price is unknown (deleted), by the length of the line's period.
     """
-    result: dict[str, Decimal] = defaultdict(Decimal)
+    ended = ended or {}
+    latest: dict[tuple, InvoiceLine] = {}
     for line in lines:
         if line.proration or not line.period_start <= at < line.period_end:
             continue
+        if line.subscription in ended and ended[line.subscription] <= at:
+            continue
+        key = (line.subscription, line.subscription_item) if line.subscription_item else (id(line),)
+        if key not in latest or line.period_start > latest[key].period_start:
+            latest[key] = line
+    result: dict[str, Decimal] = defaultdict(Decimal)
+    for line in latest.values():
         price = prices.get(line.price_id or "")
         if price is not None and price.usage_type != "licensed":
             continue  # metered usage is not recurring revenue

@@ -246,6 +246,8 @@ def parse_invoice_lines(invoice: dict, lines: list[dict] | None = None) -> list[
             period_end=_field(period, "end", int),
             price_id=price if isinstance(price, str) else (price or {}).get("id"),
             proration=bool(details.get("proration")),
+            subscription=details.get("subscription"),
+            subscription_item=details.get("subscription_item"),
         ))
     return result
 

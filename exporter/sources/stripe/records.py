@@ -124,6 +124,8 @@ class InvoiceLine:
     period_end: int
     price_id: str | None
     proration: bool = False
+    subscription: str | None = None
+    subscription_item: str | None = None
 
 
 @dataclass(frozen=True)

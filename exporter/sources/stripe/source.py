@@ -19,7 +19,7 @@ from exporter.http import HttpClient
 from exporter.secrets import Secret
 from exporter.sources.base import Sample
 from exporter.sources.stripe import dynamics, fetch, history
-from exporter.sources.stripe.events import EventLog
+from exporter.sources.stripe.events import EventLog, referenced_discounts
 from exporter.sources.stripe.mrr import MrrRules, RevenueKpis, customer_mrr, revenue_kpis
 
 log = logging.getLogger(__name__)
@@ -106,8 +106,7 @@ def dynamics_samples(d: dynamics.RevenueDynamics) -> list[Sample]:
         _sample("kpi_customers_churned", bridge.customers["churn"], window=month),
         _sample("kpi_paying_customers_window_start", bridge.paying_at_start, window=month),
         _sample("kpi_nrr_cohort_mrr_start", bridge.start, window=month),
-        _sample("kpi_nrr_cohort_mrr_now", bridge.start + bridge.movements["expansion"]
-                - bridge.movements["contraction"] - bridge.movements["churn"], window=month),
+        _sample("kpi_nrr_cohort_mrr_now", bridge.retained, window=month),
         _sample("kpi_nrr_cohort_mrr_start", d.cohort_start, window=year),
         _sample("kpi_nrr_cohort_mrr_now", d.cohort_now, window=year),
         _sample("kpi_trials_active", d.trials.active),
@@ -121,6 +120,7 @@ def dynamics_samples(d: dynamics.RevenueDynamics) -> list[Sample]:
     ]
     optional = [
         ("kpi_mrr_growth_rate", bridge.growth_rate, {"window": month}),
+        ("kpi_mrr_growth_rate", d.annual_growth_rate, {"window": year}),
         ("kpi_customer_churn_rate", bridge.customer_churn_rate, {"window": month}),
         ("kpi_gross_revenue_churn_rate", bridge.gross_revenue_churn_rate, {"window": month}),
         ("kpi_net_revenue_churn_rate", bridge.net_revenue_churn_rate, {"window": month}),
@@ -158,6 +158,7 @@ class StripeSource:
         # Discount objects by id, kept across polls: events name discounts by id only.
         self.known_discounts: dict[str, dict] = {}
         self._cohort: tuple[int, dict[str, Decimal]] | None = None  # (day, MRR a year before)
+        self._paid_trials: set[str] = set()  # trials known to have paid after they ended
         self._warned_currencies: set[str] = set()
 
     def poll(self) -> list[Sample]:
@@ -171,9 +172,7 @@ class StripeSource:
     def _dynamics(self, data: fetch.StripeData, kpis: RevenueKpis, now: int) -> dynamics.RevenueDynamics:
         list_all = partial(fetch.list_all, self.client)
         self.events.refresh(list_all, now)
-        for event in self.events.events("customer.discount."):
-            self.known_discounts.setdefault(event["data"]["object"]["id"], event["data"]["object"])
-        self.known_discounts.update((d["id"], d) for d in data.discounts())
+        self._remember_discounts(data)
 
         def mrr_at(at: int) -> dict[str, Decimal]:
             return history.customer_mrr_at(
@@ -186,7 +185,9 @@ class StripeSource:
             window_start_mrr=mrr_at(now - WINDOW),
             day_ago_mrr=mrr_at(now - DAY),
             year_ago_mrr=self._year_ago_mrr(data, now),
-            paid_before=dynamics.had_paid_before(data.subscriptions, now - WINDOW),
+            paid_before=dynamics.had_paid_before(data.subscriptions, now - WINDOW,
+                                                 self.config.mrr),
+            paid_after_trial=self._paid_after_trial(data, now),
             subscriptions=data.subscriptions,
             refunds=fetch.refunds(self.client, now - WINDOW),
             disputes=fetch.disputes(self.client),
@@ -194,15 +195,37 @@ class StripeSource:
             fx_rates=self.fx_rates, now=now, window=WINDOW,
         )
 
+    def _paid_after_trial(self, data: fetch.StripeData, now: int) -> set[str]:
+        """Ended trials that paid an invoice, asked of Stripe only where the status
+        leaves it open; a yes never changes, so it is remembered."""
+        ended = dynamics.trials_ended_in(data.subscriptions, now, WINDOW)
+        self._paid_trials &= {sub.id for sub in ended}  # forget trials out of the window
+        for sub in ended:
+            if sub.id not in self._paid_trials and dynamics.needs_payment_check(sub):
+                if fetch.paid_since(self.client, sub.id, sub.trial_end):
+                    self._paid_trials.add(sub.id)
+        return self._paid_trials
+
+    def _remember_discounts(self, data: fetch.StripeData) -> None:
+        """Keep the discount objects the held events may name, and only those."""
+        for event in self.events.events("customer.discount."):
+            self.known_discounts.setdefault(event["data"]["object"]["id"], event["data"]["object"])
+        self.known_discounts.update((d["id"], d) for d in data.discounts())
+        wanted = referenced_discounts(self.events.events()) | {d["id"] for d in data.discounts()}
+        for stale in set(self.known_discounts) - wanted:
+            del self.known_discounts[stale]
+
     def _year_ago_mrr(self, data: fetch.StripeData, now: int) -> dict[str, Decimal]:
         """Customer MRR a year ago from paid invoices; invoices do not change, so once a day."""
         day = now // DAY
         if self._cohort is None or self._cohort[0] != day:
             at = now - YEAR
-            # The invoice covering `at` was created at most one billing period before it.
-            lines = fetch.paid_invoice_lines(self.client, at - 366 * DAY, at)
+            # The invoice covering `at` was created at most a year before it (yearly
+            # plans), or a little after the period started (renewals are drafts first).
+            lines = fetch.paid_invoice_lines(self.client, at - 366 * DAY, at + DAY)
+            ended = {s.id: s.ended_at for s in data.subscriptions if s.ended_at is not None}
             self._cohort = (day, history.customer_mrr_from_invoices(lines, at, data.prices,
-                                                                    self.fx_rates))
+                                                                    self.fx_rates, ended))
         return self._cohort[1]
 
     def _warn_missing_rates(self, kpis: RevenueKpis) -> None:
