@@ -62,6 +62,14 @@ def test_discount_coupon_comes_from_source():
         parse_discount(so.discount("di_3", "GONE"), coupons)
 
 
+def test_legacy_discount_shape_from_events_in_an_older_api_version():
+    # before 2025-09-30 a discount embeds its coupon as `coupon`, with no `source`
+    legacy = {"id": "di_old", "object": "discount", "end": None,
+              "coupon": so.coupon("OLD", percent_off=20)}
+    discount = parse_discount(legacy, {}, known_discounts={})
+    assert discount.coupon.percent_off == 20
+
+
 def test_fixture_discount_without_coupon_is_malformed():
     with pytest.raises(MalformedObject, match="source.coupon"):
         parse_discount(so.fixture("discount"), {})

@@ -127,9 +127,8 @@ def paid_invoice_lines(client: HttpClient, created_from: int, created_to: int) -
     for invoice in list_all(client, "/v1/invoices", [
             ("status", "paid"), ("created[gte]", str(created_from)),
             ("created[lte]", str(created_to))]):
-        embedded = parse._field(invoice, "lines", dict)
         more = None
-        if embedded.get("has_more"):
+        if parse.embedded_list_is_partial(invoice, "lines"):
             more = list(list_all(client, f"/v1/invoices/{invoice['id']}/lines", []))
         lines += parse.parse_invoice_lines(invoice, more)
     return lines
@@ -140,8 +139,10 @@ def refunds(client: HttpClient, since: int) -> list[Refund]:
                                                     [("created[gte]", str(since))])]
 
 
-def disputes(client: HttpClient) -> list[Dispute]:
-    return [parse.parse_dispute(d) for d in list_all(client, "/v1/disputes", [])]
+def disputes(client: HttpClient, since: int) -> list[Dispute]:
+    """Disputes created since `since` (a dispute stays open for weeks, not years)."""
+    return [parse.parse_dispute(d) for d in list_all(client, "/v1/disputes",
+                                                     [("created[gte]", str(since))])]
 
 
 def paid_since(client: HttpClient, subscription: str, since: int) -> bool:

@@ -123,9 +123,20 @@ def parse_coupon(obj: dict) -> Coupon:
     )
 
 
+def _coupon_ref(discount: dict) -> Any:
+    """A discount's coupon (an id or an object). Dahlia keeps it under
+    `source.coupon`; events are rendered in the account's own API version,
+    and versions before 2025-09-30 embed the whole coupon as `coupon`."""
+    if not isinstance(discount, dict):
+        raise MalformedObject(f"expected a discount object, got {type(discount).__name__}")
+    if isinstance(discount.get("source"), dict):
+        return discount["source"].get("coupon")
+    return discount.get("coupon")
+
+
 def coupon_id(discount: dict) -> str:
-    """The coupon a discount came from: dahlia keeps it under `source.coupon`."""
-    coupon = _field(discount, "source", dict).get("coupon")
+    """The id of the coupon a discount came from."""
+    coupon = _coupon_ref(discount)
     if isinstance(coupon, dict):
         coupon = coupon.get("id")
     if not isinstance(coupon, str):
@@ -153,7 +164,7 @@ def parse_discount(obj: Any, coupons: dict[str, Coupon],
     wanted = coupon_id(obj)
     coupon = coupons.get(wanted)
     if coupon is None:
-        embedded = obj["source"].get("coupon")
+        embedded = _coupon_ref(obj)
         if not isinstance(embedded, dict):
             if known_discounts is not None:
                 return None  # a past discount whose coupon is gone: nothing to value it by
@@ -218,6 +229,11 @@ def parse_charge(obj: dict) -> Charge:
         currency=_field(obj, "currency", str).lower(),
         created=_field(obj, "created", int),
     )
+
+
+def embedded_list_is_partial(obj: dict, name: str) -> bool:
+    """Whether a list embedded in an object (an invoice's `lines`) has more pages."""
+    return bool(_field(obj, name, dict).get("has_more"))
 
 
 def parse_invoice_lines(invoice: dict, lines: list[dict] | None = None) -> list[InvoiceLine]:

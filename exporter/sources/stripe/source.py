@@ -29,6 +29,7 @@ STRIPE_VERSION = "2026-07-29.dahlia"
 DAY = 86400
 WINDOW = 30 * DAY  # the trailing window of the dynamics KPIs ("30d")
 YEAR = 365 * DAY  # the 12-month retention cohort ("12m")
+DISPUTE_LOOKBACK = 180 * DAY  # card networks close disputes within months
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,7 @@ class StripeSource:
             paid_after_trial=self._paid_after_trial(data, now),
             subscriptions=data.subscriptions,
             refunds=fetch.refunds(self.client, now - WINDOW),
-            disputes=fetch.disputes(self.client),
+            disputes=fetch.disputes(self.client, now - DISPUTE_LOOKBACK),
             arpa=kpis.arpa, gross_margin=self.config.gross_margin,
             fx_rates=self.fx_rates, now=now, window=WINDOW,
         )
