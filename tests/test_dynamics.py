@@ -368,3 +368,22 @@ def test_invoice_valuation_keeps_the_latest_period_and_drops_ended_subscriptions
     ]
     mrr = history.customer_mrr_from_invoices(lines, at, prices, FX, ended={"s2": at - 3 * DAY})
     assert mrr == {"A": 100}  # the yearly plan only: 120000 cents / 12
+
+
+def test_slimmed_event_keeps_what_the_rebuild_needs():
+    from exporter.sources.stripe.events import slim
+
+    current = sub("s_up", "up", [(SEAT_20, 3)], created=W - 50 * DAY)
+    renewal = so.event("r", "customer.subscription.updated", current, NOW - DAY,
+                       previous={"latest_invoice": "in_old"})  # nothing MRR-related changed
+    upgrade = so.event("u", "customer.subscription.updated", current, NOW - 2 * DAY,
+                       previous={"items": items((SEAT_20, 1)), "latest_invoice": "in_x"})
+    slimmed = [slim(renewal), slim(upgrade)]
+    assert "plan" not in slimmed[1]["data"]["object"]["items"]["data"][0]
+    assert "payment_settings" not in slimmed[1]["data"]["object"]
+    assert slimmed[0]["data"]["previous_attributes"] == {}
+    # the renewal is still undone as an update (a no-op), the upgrade back to one seat
+    [then] = history.subscriptions_at([current], slimmed, NOW - 3 * DAY)
+    assert then["status"] == "active" and then["items"]["data"][0]["quantity"] == 1
+    [then] = history.subscriptions_at([current], slimmed[:1], NOW - 3 * DAY)
+    assert then["items"]["data"][0]["quantity"] == 3

@@ -31,6 +31,35 @@ EVENT_TYPES = (
 
 ListAll = Callable[[str, list[tuple[str, str]]], Iterator[dict]]
 
+# What rebuilding a subscription needs of it; the rest of an event (the legacy
+# `plan` on every item, payment settings, invoice settings...) is dropped, so a
+# month of events takes a fraction of the memory.
+SUBSCRIPTION_KEYS = frozenset({
+    "id", "object", "customer", "status", "currency", "items", "discounts",
+    "cancel_at_period_end", "cancel_at", "canceled_at", "created", "start_date", "ended_at",
+    "trial_start", "trial_end",
+})
+ITEM_KEYS = frozenset({"id", "object", "price", "quantity", "discounts"})
+
+
+def slim(event: dict) -> dict:
+    """The parts of an event that rebuilding the past reads."""
+    data = event["data"]
+    if event["type"].startswith("customer.subscription."):
+        data = {key: _slim_subscription(value) for key, value in data.items()
+                if key in ("object", "previous_attributes") and isinstance(value, dict)}
+    return {"id": event["id"], "type": event["type"], "created": event["created"], "data": data}
+
+
+def _slim_subscription(obj: dict) -> dict:
+    slimmed = {key: value for key, value in obj.items() if key in SUBSCRIPTION_KEYS}
+    items = slimmed.get("items")
+    if isinstance(items, dict) and isinstance(items.get("data"), list):
+        slimmed["items"] = {**items, "data": [
+            {k: v for k, v in item.items() if k in ITEM_KEYS} if isinstance(item, dict) else item
+            for item in items["data"]]}
+    return slimmed
+
 
 class EventLog:
     def __init__(self, retention: int = RETENTION):
@@ -49,7 +78,7 @@ class EventLog:
                 log.warning("stripe: skipping malformed event %s",
                             event.get("id", "?") if isinstance(event, dict) else "?")
             elif event["id"] not in self._ids and event["id"] not in ids:
-                new.append(event)
+                new.append(slim(event))
                 ids.add(event["id"])
         # What was fetched is newer than what we hold, but for the overlap: merge by time.
         self._events = sorted(new + self._events, key=lambda e: e["created"], reverse=True)

@@ -94,9 +94,8 @@ def _before(event: dict, earlier: dict | None, at: int) -> dict | None:
     kind, obj = event["type"], event["data"]["object"]
     if kind == "customer.subscription.created":
         return None
-    previous = event["data"].get("previous_attributes")
-    if previous:
-        return put_back(obj, previous)
+    if kind == "customer.subscription.updated" or "previous_attributes" in event["data"]:
+        return put_back(obj, event["data"].get("previous_attributes") or {})
     if earlier is not None and earlier["type"] != "customer.subscription.deleted":
         return earlier["data"]["object"]  # the state its last earlier event left
     before = dict(obj)  # shallow: only top-level keys change below
