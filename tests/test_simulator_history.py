@@ -15,41 +15,19 @@ import time
 from decimal import Decimal
 
 import pytest
-import requests
 
 from concurrency import run_concurrently
 from exporter.simulator import CompanyTicker, FakeStripe, StripeStore, generate_company
 from exporter.simulator.history import event_stubs
 from exporter.simulator.ticker import customer_arr_usd
+from fake_stripe_client import KEY, get, list_all
 
-KEY = "sk_test_simulator"
-AUTH = {"Authorization": f"Bearer {KEY}"}
 NOW = 1_780_000_000
 DAY = 86_400
 HOUR = 3_600
 SUB_EVENTS = ("customer.subscription.created", "customer.subscription.updated",
               "customer.subscription.deleted", "customer.subscription.paused",
               "customer.subscription.resumed")
-
-
-def get(fake: FakeStripe, path: str, params=None) -> requests.Response:
-    return requests.get(fake.url + path, params=params, headers=AUTH, timeout=30)
-
-
-def list_all(fake: FakeStripe, path: str, params=None) -> list[dict]:
-    out, after = [], None
-    while True:
-        query = dict(params or {}, limit=100)
-        if after:
-            query["starting_after"] = after
-        response = get(fake, path, query)
-        assert response.status_code == 200, response.text
-        body = response.json()
-        assert body["object"] == "list" and body["url"] == path
-        out.extend(body["data"])
-        if not body["has_more"]:
-            return out
-        after = body["data"][-1]["id"]
 
 
 def months_later(ts: int, n: int) -> int:

@@ -15,31 +15,10 @@ import requests
 
 from exporter.simulator import API_VERSION, FakeStripe, StripeStore, generate_company
 from concurrency import run_concurrently
+from fake_stripe_client import AUTH, KEY, get, list_all
 
-KEY = "sk_test_simulator"
-AUTH = {"Authorization": f"Bearer {KEY}"}
 NOW = 1_780_000_000  # a fixed "now" so the generated company is reproducible
 DAY = 86_400
-
-
-def get(fake: FakeStripe, path: str, params=None, headers=None) -> requests.Response:
-    return requests.get(fake.url + path, params=params, headers=headers or AUTH, timeout=10)
-
-
-def list_all(fake: FakeStripe, path: str, params=None) -> list[dict]:
-    """Page through a list the way a client does; checks the envelope on every page."""
-    out, after = [], None
-    while True:
-        query = dict(params or {}, limit=100)
-        if after:
-            query["starting_after"] = after
-        body = get(fake, path, query).json()
-        assert body["object"] == "list" and body["url"] == path
-        out.extend(body["data"])
-        if not body["has_more"]:
-            return out
-        assert len(body["data"]) == 100
-        after = body["data"][-1]["id"]
 
 
 # --------------------------------------------------------------------------- fixtures

@@ -644,12 +644,7 @@ class FakeStripe:
 
     def _list(self, endpoint: Endpoint, params: dict[str, Group], expand: list[str],
               path: str) -> dict:
-        limit = _limit(params.pop("limit", None))
-        after = params.pop("starting_after", None)
-        before = params.pop("ending_before", None)
-        if after and before:
-            raise ApiError(400, "You may only specify one of these parameters: "
-                                "starting_after, ending_before.")
+        limit, after, before = _paging(params)
         for name in params:
             if name not in endpoint.filters and name not in endpoint.ignored:
                 raise ApiError(400, f"Received unknown parameter: {name}", param=name)
@@ -680,12 +675,7 @@ class FakeStripe:
     def _lines(self, invoice_id: str, params: dict[str, Group], expand: list[str],
                path: str) -> dict:
         """`/v1/invoices/{id}/lines`: every line of an invoice, paged."""
-        limit = _limit(params.pop("limit", None))
-        after = params.pop("starting_after", None)
-        before = params.pop("ending_before", None)
-        if after and before:
-            raise ApiError(400, "You may only specify one of these parameters: "
-                                "starting_after, ending_before.")
+        limit, after, before = _paging(params)
         for name in params:
             raise ApiError(400, f"Received unknown parameter: {name}", param=name)
         for path_ in expand:
@@ -751,6 +741,17 @@ def _group(query: dict[str, list[str]]) -> dict[str, Group]:
             raise ApiError(400, f"Received unknown parameter: {key}", param=key)
         grouped.setdefault(match.group(1), {}).setdefault(match.group(2) or "", []).extend(values)
     return grouped
+
+
+def _paging(params: dict[str, Group]) -> tuple[int, Group | None, Group | None]:
+    """Take `limit`, `starting_after` and `ending_before` out of a list request."""
+    limit = _limit(params.pop("limit", None))
+    after = params.pop("starting_after", None)
+    before = params.pop("ending_before", None)
+    if after and before:
+        raise ApiError(400, "You may only specify one of these parameters: "
+                            "starting_after, ending_before.")
+    return limit, after, before
 
 
 def _limit(group: Group | None) -> int:
