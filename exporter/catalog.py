@@ -289,6 +289,8 @@ HEALTH: tuple[HealthMetric, ...] = (
                  ("source",), "timestamp"),
     HealthMetric("kpi_source_poll_duration_seconds", "Duration of the last poll of the source.",
                  ("source",), "seconds"),
+    HealthMetric("kpi_source_poll_interval_seconds", "How often the source is polled (config).",
+                 ("source",), "seconds"),
     HealthMetric("kpi_source_polls_total", "Polls of the source by result (success or failure).",
                  ("source", "result"), "count", "counter"),
     HealthMetric("kpi_source_requests_total", "HTTP requests sent to the source, retries included.",

@@ -91,20 +91,44 @@ def _run(build) -> None:
 
 
 @main.command()
-@click.option("--readme", default="README.md", type=click.Path(dir_okay=False, path_type=Path),
-              help="README whose generated sections to rewrite.")
-@click.option("--check", is_flag=True, help="Exit 1 if the file is out of date instead of writing.")
-def generate(readme, check):
-    """Regenerate the files derived from the KPI catalog (the README metrics table)."""
-    from exporter import docs
+@click.option("--config", "config_path", metavar="PATH", type=click.Path(dir_okay=False),
+              help="Use the targets and thresholds of this config instead of the defaults.")
+@click.option("--out", "out_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path),
+              help="Write the kit (alert rules) under DIR instead of rewriting the repo's "
+                   "committed copies and README.")
+@click.option("--check", is_flag=True, help="Exit 1 if a file is out of date instead of writing.")
+def generate(config_path, out_dir, check):
+    """Regenerate what derives from the KPI catalog: alert rules and the README tables."""
+    from exporter import catalog
+    from exporter.kit.generate import kit_files, repo_files
 
-    current = readme.read_text(encoding="utf-8")
-    updated = docs.update_readme(current)
-    if check:
-        if updated != current:
-            click.echo(f"{readme} is out of date: run `kpi-exporter generate`", err=True)
-            sys.exit(1)
-        return
-    if updated != current:
-        readme.write_text(updated, encoding="utf-8")
-        click.echo(f"updated {readme}")
+    kpis = catalog.KPIS
+    if config_path:
+        try:
+            kpis = config_module.load(config_path).kpis
+        except config_module.ConfigError as exc:
+            click.echo(f"kpi-exporter: config error: {redact(str(exc))}", err=True)
+            sys.exit(2)
+    if out_dir is None:
+        root = Path(".")
+        readme = root / "README.md"
+        if not readme.exists():
+            raise click.UsageError("run in the repository (no README.md here), or give --out DIR")
+        files = repo_files(readme.read_text(encoding="utf-8"), kpis)
+    else:
+        root = out_dir
+        files = kit_files(kpis)
+    stale = []
+    for relative, text in sorted(files.items()):
+        path = root / relative
+        current = path.read_text(encoding="utf-8") if path.exists() else None
+        if current == text:
+            continue
+        stale.append(relative)
+        if not check:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            click.echo(f"wrote {path}")
+    if check and stale:
+        click.echo(f"out of date: {', '.join(stale)}; run `kpi-exporter generate`", err=True)
+        sys.exit(1)

@@ -59,7 +59,8 @@ class KpiCollector:
             for sample in state.samples:
                 self._add_sample(families, sample)
         stats = {source.name: source.request_stats() for source in self.poller.sources}
-        self._add_health(families, states, stats)
+        intervals = {source.name: source.poll_interval for source in self.poller.sources}
+        self._add_health(families, states, stats, intervals)
         for _, family in families.values():
             if family.samples:
                 yield family
@@ -82,12 +83,13 @@ class KpiCollector:
                       sample.metric, sorted(sample.labels))
 
     @staticmethod
-    def _add_health(families, states, stats) -> None:
+    def _add_health(families, states, stats, intervals) -> None:
         def add(metric: str, labels: list[str], value: float) -> None:
             families[metric][1].add_metric(labels, value)
 
         for name, state in states.items():
             add("kpi_source_up", [name], 1 if state.up else 0)
+            add("kpi_source_poll_interval_seconds", [name], intervals[name])
             if state.last_success is not None:
                 add("kpi_source_last_success_timestamp_seconds", [name], state.last_success)
             if state.polled:

@@ -51,11 +51,11 @@ def metrics_table(kpis: tuple[catalog.Kpi, ...] = catalog.KPIS) -> str:
 GENERATED = {"metrics": metrics_table}
 
 
-def update_readme(text: str) -> str:
+def update_readme(text: str, kpis: tuple[catalog.Kpi, ...] = catalog.KPIS) -> str:
     for name, render in GENERATED.items():
         pattern = re.compile(
             rf"(<!-- BEGIN GENERATED: {name} -->\n).*?(<!-- END GENERATED: {name} -->)", re.S)
         if not pattern.search(text):
             raise ValueError(f"README has no generated section {name!r}")
-        text = pattern.sub(lambda m: m.group(1) + render() + "\n" + m.group(2), text)
+        text = pattern.sub(lambda m: m.group(1) + render(kpis) + "\n" + m.group(2), text)
     return text

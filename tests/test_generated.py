@@ -7,6 +7,21 @@ from exporter import catalog, docs
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def test_generate_check_passes_on_the_committed_files():
+    from click.testing import CliRunner
+    import os
+
+    from exporter.cli import main
+
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        result = CliRunner().invoke(main, ["generate", "--check"])
+    finally:
+        os.chdir(cwd)
+    assert result.exit_code == 0, result.output
+
+
 def test_readme_metrics_table_is_current():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert docs.update_readme(readme) == readme, "README is stale: run `kpi-exporter generate`"

@@ -1,0 +1,198 @@
+"""Prometheus recording and alerting rules, generated from the KPI catalog.
+
+Every threshold in the catalog becomes an alert; a KPI with a warning and a
+critical threshold gets two rules of the same name, told apart by `severity`
+(the mixin convention, so Alertmanager can inhibit the warning while the
+critical fires). Health alerts watch the exporter itself. `runbook_url` is
+added to every alert in one pass at the end, from the alert's name.
+
+Alerts only compare series the exporter computes itself (from upstream
+history, not Prometheus history), so they work from the first scrape, and
+none fires for lack of data on a fresh install.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from exporter import catalog
+
+GROUP_INTERVAL = "1m"
+
+
+@dataclass(frozen=True)
+class KitSettings:
+    """What the generated rules assume about the deployment (the mixin `_config`)."""
+
+    # Selects the exporter's scrape job; change it when your job is named otherwise.
+    job_selector: str = 'job="kpi-exporter"'
+    # Where the runbooks live; each alert links to the section named after it.
+    runbook_base_url: str = "https://github.com/kpi-exporter/kpi-exporter/blob/main/docs/runbooks.md"
+    # Business numbers move slowly: wait this long before a KPI alert fires, so
+    # one odd poll does not page anybody.
+    kpi_for: str = "30m"
+    # A source that has failed this long has missed several polls.
+    source_down_for: str = "15m"
+    # The shortest staleness that alerts, whatever the poll interval.
+    stale_floor_seconds: int = 900
+
+
+def _camel(key: str) -> str:
+    return "".join(part.capitalize() for part in key.split("_"))
+
+
+def alert_name(kpi: catalog.Kpi, threshold: catalog.Threshold) -> str:
+    suffix = {"above": "High", "below": "Low", "drop": "Drop"}[threshold.kind]
+    return f"Kpi{_camel(kpi.key)}{suffix}"
+
+
+def _selector(threshold: catalog.Threshold) -> str:
+    return f'{{window="{threshold.window}"}}' if threshold.window else ""
+
+
+def _humanize(kpi: catalog.Kpi) -> str:
+    return "humanizePercentage" if kpi.unit == "ratio" else "humanize"
+
+
+def _shown(kpi: catalog.Kpi, threshold: catalog.Threshold) -> str:
+    percent = kpi.unit == "ratio" or threshold.kind == "drop"  # a drop is a fraction
+    return f"{threshold.value:.0%}" if percent else f"{threshold.value:,g}"
+
+
+_ACRONYMS = {"mrr": "MRR", "arr": "ARR", "arpa": "ARPA"}
+
+
+def _title(kpi: catalog.Kpi) -> str:
+    words = [_ACRONYMS.get(word, word) for word in kpi.key.split("_")]
+    return " ".join(words)[0].upper() + " ".join(words)[1:]
+
+
+def _kpi_expr(kpi: catalog.Kpi, threshold: catalog.Threshold) -> str:
+    if threshold.kind == "drop":
+        # A fall over the window, from the exporter's own window-start value.
+        return (f'kpi_mrr_growth_rate{{window="{threshold.window}"}} < -{threshold.value:g}'
+                if kpi.metric == "kpi_mrr" else
+                f"({kpi.metric} offset {threshold.window} - {kpi.metric}) / "
+                f"{kpi.metric} offset {threshold.window} > {threshold.value:g}")
+    op = ">" if threshold.kind == "above" else "<"
+    return f"{kpi.metric}{_selector(threshold)} {op} {threshold.value:g}"
+
+
+def kpi_alerts(kpis: tuple[catalog.Kpi, ...], settings: KitSettings) -> list[dict]:
+    rules = []
+    for kpi in kpis:
+        for threshold in kpi.thresholds:
+            window = f" over {threshold.window}" if threshold.window else ""
+            if threshold.kind == "drop":
+                condition = f"fell by more than {_shown(kpi, threshold)}{window}"
+                value = "{{ $value | humanizePercentage }} change"
+            else:
+                side = "above" if threshold.kind == "above" else "below"
+                condition = f"is {side} {_shown(kpi, threshold)}{window}"
+                value = f"{{{{ $value | {_humanize(kpi)} }}}}"
+            title = _title(kpi)
+            rules.append({
+                "alert": alert_name(kpi, threshold),
+                "expr": _kpi_expr(kpi, threshold),
+                "for": settings.kpi_for,
+                "labels": {"severity": threshold.severity, "team": kpi.team},
+                "annotations": {
+                    "summary": f"{title} {condition}.",
+                    "description": (f"{kpi.metric} from {{{{ $labels.source }}}} is {value}; "
+                                    f"the {threshold.severity} threshold: {condition}."),
+                },
+            })
+    return rules
+
+
+def health_alerts(settings: KitSettings) -> list[dict]:
+    return [
+        {
+            "alert": "KpiExporterDown",
+            "expr": f"up{{{settings.job_selector}}} == 0",
+            "for": "5m",
+            "labels": {"severity": "critical", "team": "engineering"},
+            "annotations": {
+                "summary": "Prometheus cannot scrape kpi-exporter.",
+                "description": "The target {{ $labels.instance }} has been down for 5 minutes: "
+                               "no business KPIs are being collected.",
+            },
+        },
+        {
+            "alert": "KpiSourceDown",
+            "expr": "kpi_source_up == 0",
+            "for": settings.source_down_for,
+            "labels": {"severity": "critical", "team": "engineering"},
+            "annotations": {
+                "summary": "A KPI source has been failing for several polls.",
+                "description": "Polls of {{ $labels.source }} have failed for "
+                               f"{settings.source_down_for}; its KPIs show the last good values.",
+            },
+        },
+        {
+            "alert": "KpiSourceStale",
+            "expr": ("time() - kpi_source_last_success_timestamp_seconds > "
+                     f"clamp_min(2 * kpi_source_poll_interval_seconds, "
+                     f"{settings.stale_floor_seconds})"),
+            "for": "5m",
+            "labels": {"severity": "critical", "team": "engineering"},
+            "annotations": {
+                "summary": "KPI data has not been refreshed for two poll intervals.",
+                "description": "The last successful poll of {{ $labels.source }} was "
+                               "{{ $value | humanizeDuration }} ago.",
+            },
+        },
+        {
+            "alert": "KpiInputsMissing",
+            "expr": "kpi_source_up == 1 unless on(source) kpi_mrr",
+            "for": "30m",
+            "labels": {"severity": "warning", "team": "engineering"},
+            "annotations": {
+                "summary": "A healthy source exports no KPI values.",
+                "description": "{{ $labels.source }} polls successfully but kpi_mrr is missing: "
+                               "check the exporter's logs for dropped series.",
+            },
+        },
+    ]
+
+
+def recording_rules() -> list[dict]:
+    """Derived series that dashboards and alerts share (`level:metric:operations`)."""
+    return [
+        {"record": "source:kpi_arr:mrr_x12", "expr": "12 * kpi_mrr"},
+        {"record": "source:kpi_mrr:change_ratio_1w",
+         "expr": "(kpi_mrr - kpi_mrr offset 1w) / kpi_mrr offset 1w"},
+        {"record": "source:kpi_paying_customers:change_ratio_1w",
+         "expr": "(kpi_paying_customers - kpi_paying_customers offset 1w) "
+                 "/ kpi_paying_customers offset 1w"},
+        {"record": "source:kpi_failed_payments_amount:ratio_of_mrr",
+         "expr": 'kpi_failed_payments_amount{window="24h"} / ignoring(window) kpi_mrr'},
+    ]
+
+
+def add_runbook_links(groups: list[dict], settings: KitSettings) -> list[dict]:
+    """The one pass that gives every alert its runbook (the mixin convention)."""
+    for group in groups:
+        for rule in group["rules"]:
+            if "alert" in rule:
+                rule["annotations"]["runbook_url"] = \
+                    f"{settings.runbook_base_url}#{rule['alert'].lower()}"
+    return groups
+
+
+def rule_groups(kpis: tuple[catalog.Kpi, ...] = catalog.KPIS,
+                settings: KitSettings = KitSettings()) -> dict:
+    """The whole rules file, ready for YAML."""
+    by_area: dict[str, list[dict]] = {}
+    for kpi in kpis:
+        by_area.setdefault(kpi.area, [])
+    groups = [{"name": "kpi-exporter.recording", "interval": GROUP_INTERVAL,
+               "rules": recording_rules()}]
+    for area in by_area:
+        alerts = kpi_alerts(tuple(k for k in kpis if k.area == area), settings)
+        if alerts:
+            groups.append({"name": f"kpi-exporter.{area}", "interval": GROUP_INTERVAL,
+                           "rules": alerts})
+    groups.append({"name": "kpi-exporter.health", "interval": GROUP_INTERVAL,
+                   "rules": health_alerts(settings)})
+    return {"groups": add_runbook_links(groups, settings)}

@@ -1,0 +1,95 @@
+"""The generated Prometheus rules: current, valid, conventional, and tested with promtool."""
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from exporter import catalog
+from exporter.cli import main
+from exporter.kit.generate import RULES_PATH, kit_files
+
+ROOT = Path(__file__).resolve().parents[1]
+RULES = ROOT / RULES_PATH
+ALLOWED_TEAMS = {"finance", "sales", "marketing", "support", "engineering"}
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("promtool is missing: .ci/run must install Debian's prometheus package")
+        pytest.skip("promtool not installed (apt-get install prometheus)")
+    return path
+
+
+def rules() -> list[dict]:
+    return [rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]]
+
+
+def test_committed_rules_match_the_generator():
+    assert RULES.read_text() == kit_files()[RULES_PATH], "run `kpi-exporter generate`"
+
+
+def test_promtool_check_rules():
+    done = subprocess.run([promtool(), "check", "rules", str(RULES)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_promtool_unit_tests_pass():
+    done = subprocess.run([promtool(), "test", "rules", "tests/promtool/alerts_test.yml"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_alert_has_a_promtool_test():
+    tested = set(re.findall(r"alertname: (\w+)", (ROOT / "tests/promtool/alerts_test.yml").read_text()))
+    assert {rule["alert"] for rule in rules() if "alert" in rule} <= tested
+
+
+def test_alert_conventions():
+    for group in yaml.safe_load(RULES.read_text())["groups"]:
+        assert len(group["rules"]) <= 20, group["name"]
+    for rule in rules():
+        if "alert" not in rule:
+            assert re.fullmatch(r"[a-z_]+:[a-z_]+:[a-z0-9_]+", rule["record"]), rule["record"]
+            continue
+        name, labels, notes = rule["alert"], rule["labels"], rule["annotations"]
+        assert re.fullmatch(r"Kpi([A-Z][a-z0-9]*)+", name) and len(name) <= 40, name
+        assert labels["severity"] in {"critical", "warning", "info"}
+        assert labels["team"] in ALLOWED_TEAMS
+        assert "{{" not in notes["summary"] and notes["summary"].endswith("."), name
+        assert "{{" in notes["description"], name
+        assert notes["runbook_url"].endswith("#" + name.lower())
+        assert rule["for"], name
+
+
+def test_every_metric_in_an_expression_exists():
+    known = {k.metric for k in catalog.KPIS} | {h.metric for h in catalog.HEALTH}
+    known |= {rule["record"] for rule in rules() if "record" in rule}
+    known.add("up")  # Prometheus' own
+    words = {"offset", "ignoring", "on", "unless", "and", "or", "by", "without", "time",
+             "clamp_min", "bool"}
+    for rule in rules():
+        expr = re.sub(r'\{[^}]*\}|"[^"]*"|\b(?:ignoring|on|by|without)\s*\([^)]*\)', "",
+                      rule["expr"])
+        for name in re.findall(r"(?<![\w:])([a-zA-Z_:][\w:]*)", expr):
+            assert name in words or name in known, f"{name} in {rule['expr']}"
+
+
+def test_a_threshold_override_shows_in_the_generated_rule(tmp_path):
+    config = tmp_path / "kpi.yml"
+    config.write_text("sources: {stripe: {api_key: sk_test_1234}}\n"
+                      "kpis: {customer_churn_rate: {thresholds: {critical: 0.1}}}\n")
+    result = CliRunner().invoke(main, ["generate", "--config", str(config), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    generated = (tmp_path / RULES_PATH).read_text()
+    assert 'kpi_customer_churn_rate{window="30d"} > 0.1' in generated
+    assert 'kpi_customer_churn_rate{window="30d"} > 0.07' not in generated
+    assert 'kpi_customer_churn_rate{window="30d"} > 0.03' in generated  # the warning kept
