@@ -93,3 +93,12 @@ def test_a_threshold_override_shows_in_the_generated_rule(tmp_path):
     assert 'kpi_customer_churn_rate{window="30d"} > 0.1' in generated
     assert 'kpi_customer_churn_rate{window="30d"} > 0.07' not in generated
     assert 'kpi_customer_churn_rate{window="30d"} > 0.03' in generated  # the warning kept
+
+
+def test_every_alert_has_a_runbook_section():
+    headings = {line[3:].strip().lower() for line in (ROOT / "docs/runbooks.md").read_text().splitlines()
+                if line.startswith("## ")}
+    for rule in rules():
+        if "alert" in rule:
+            assert rule["alert"].lower() in headings, rule["alert"]
+            assert rule["annotations"]["runbook_url"].endswith("docs/runbooks.md#" + rule["alert"].lower())
