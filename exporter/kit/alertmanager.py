@@ -1,0 +1,90 @@
+"""Alertmanager routing, generated from the teams in the KPI catalog.
+
+The routing table of shared/KPI_REFERENCE.md: critical alerts page the owning
+team (PagerDuty) and post to its chat channel, warnings go to the team's
+channel (business trends are not urgent: repeated daily), info goes to a
+daily e-mail digest. A critical alert silences its warning twin. Secrets
+(Slack webhook, PagerDuty key, SMTP password) are read from files that
+Docker secrets or the operator provide, never from this file.
+"""
+
+from __future__ import annotations
+
+from exporter import catalog
+
+SECRETS_DIR = "/etc/alertmanager/secrets"
+# Health alerts belong to engineering even though no KPI names that team.
+TEAMS_ALWAYS = ("engineering",)
+
+
+def teams(kpis: tuple[catalog.Kpi, ...] = catalog.KPIS) -> list[str]:
+    return sorted({kpi.team for kpi in kpis} | set(TEAMS_ALWAYS))
+
+
+def _slack(channel: str) -> dict:
+    return {"api_url_file": f"{SECRETS_DIR}/slack_webhook_url", "channel": channel,
+            "send_resolved": True,
+            "title": '{{ .CommonLabels.alertname }} ({{ .CommonLabels.severity }})',
+            "text": '{{ range .Alerts }}{{ .Annotations.summary }}\n{{ .Annotations.description }}\n'
+                    'Runbook: {{ .Annotations.runbook_url }}\n{{ end }}'}
+
+
+def receivers(team_names: list[str]) -> list[dict]:
+    result = [
+        {"name": "default",  # anything unrouted reaches somebody
+         "webhook_configs": [{"url": "http://127.0.0.1:5001/alerts", "send_resolved": True}]},
+        {"name": "daily-digest",
+         "email_configs": [{"to": "kpi-digest@example.com", "send_resolved": False}]},
+    ]
+    for team in team_names:
+        result.append({
+            "name": f"{team}-page",
+            "pagerduty_configs": [{"routing_key_file": f"{SECRETS_DIR}/pagerduty_{team}_key",
+                                   "severity": "critical"}],
+            "slack_configs": [_slack(f"#{team}-alerts")],
+        })
+        result.append({"name": f"{team}-chat", "slack_configs": [_slack(f"#{team}-alerts")]})
+    return result
+
+
+def routes(team_names: list[str]) -> list[dict]:
+    result = [{
+        "matchers": ['severity="info"'], "receiver": "daily-digest",
+        "group_wait": "10m", "group_interval": "24h", "repeat_interval": "24h",
+    }]
+    for team in team_names:
+        result.append({"matchers": [f'team="{team}"'], "receiver": f"{team}-chat", "routes": [
+            {"matchers": ['severity="critical"'], "receiver": f"{team}-page",
+             "group_wait": "30s", "repeat_interval": "1h"},
+            {"matchers": ['severity="warning"'], "receiver": f"{team}-chat",
+             "repeat_interval": "24h"},
+        ]})
+    return result
+
+
+def alertmanager_config(kpis: tuple[catalog.Kpi, ...] = catalog.KPIS) -> dict:
+    team_names = teams(kpis)
+    return {
+        "global": {
+            "resolve_timeout": "5m",
+            "smtp_from": "kpi-exporter@example.com",
+            "smtp_smarthost": "smtp.example.com:587",
+            "smtp_auth_username": "kpi-exporter@example.com",
+            "smtp_auth_password_file": f"{SECRETS_DIR}/smtp_password",
+        },
+        "route": {
+            "receiver": "default",
+            "group_by": ["alertname", "source"],
+            "group_wait": "1m",
+            "group_interval": "5m",
+            "repeat_interval": "4h",
+            "routes": routes(team_names),
+        },
+        # A critical alert makes its warning twin (same name and source) redundant.
+        "inhibit_rules": [{
+            "source_matchers": ['severity="critical"'],
+            "target_matchers": ['severity="warning"'],
+            "equal": ["alertname", "source"],
+        }],
+        "receivers": receivers(team_names),
+    }
