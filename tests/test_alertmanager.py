@@ -1,7 +1,5 @@
 """The generated Alertmanager config: valid for amtool, routed as the reference asks."""
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -9,18 +7,14 @@ import pytest
 import yaml
 
 from exporter.kit.generate import ALERTMANAGER_PATH, kit_files
+from tools import require
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / ALERTMANAGER_PATH
 
 
 def amtool() -> str:
-    path = shutil.which("amtool")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("amtool is missing: .ci/run must install prometheus-alertmanager")
-        pytest.skip("amtool not installed (apt-get install prometheus-alertmanager)")
-    return path
+    return require("amtool", "prometheus-alertmanager")
 
 
 def test_committed_config_matches_the_generator():

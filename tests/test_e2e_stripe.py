@@ -4,8 +4,6 @@ No mocks: the real HTTP client talks to the simulator's HTTP server, the real
 poller and collector produce /metrics, and promtool checks the exposition.
 """
 
-import os
-import shutil
 import subprocess
 import threading
 import time
@@ -26,6 +24,7 @@ from exporter.sources.stripe import StripeConfig
 from exporter.sources.stripe import fetch, history, parse
 from exporter.sources.stripe.mrr import MrrRules, customer_mrr
 from exporter.sources.stripe.source import make_client
+from tools import require
 
 NOW = 1_800_000_000
 KEY = "sk_test_e2e_0123456789"
@@ -135,11 +134,7 @@ def test_hand_computed_company_over_http(running):
 
 
 def test_promtool_accepts_the_exposition(running):
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        if os.environ.get("CI"):
-            pytest.fail("promtool is missing: .ci/run must install Debian's prometheus package")
-        pytest.skip("promtool not installed (apt-get install prometheus)")
+    promtool = require("promtool", "prometheus")
     text, _ = scrape(running[0])
     checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
                              text=True, timeout=60)

@@ -1,18 +1,16 @@
 """The generated Prometheus rules: current, valid, conventional, and tested with promtool."""
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 from click.testing import CliRunner
 
 from exporter import catalog
 from exporter.cli import main
 from exporter.kit.generate import RULES_PATH, kit_files
+from tools import require
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / RULES_PATH
@@ -20,12 +18,7 @@ ALLOWED_TEAMS = {"finance", "sales", "marketing", "support", "engineering"}
 
 
 def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("promtool is missing: .ci/run must install Debian's prometheus package")
-        pytest.skip("promtool not installed (apt-get install prometheus)")
-    return path
+    return require("promtool", "prometheus")
 
 
 def rules() -> list[dict]:
