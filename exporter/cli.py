@@ -98,14 +98,15 @@ def _run(build) -> None:
                    "committed copies and README.")
 @click.option("--check", is_flag=True, help="Exit 1 if a file is out of date instead of writing.")
 def generate(config_path, out_dir, check):
-    """Regenerate what derives from the KPI catalog: alert rules and the README tables."""
+    """Regenerate what derives from the KPI catalog: rules, routing, dashboards, README tables."""
     from exporter import catalog
     from exporter.kit.generate import kit_files, repo_files
 
-    kpis = catalog.KPIS
+    kpis, currency = catalog.KPIS, config_module.DEFAULT_REPORTING_CURRENCY
     if config_path:
         try:
-            kpis = config_module.load(config_path).kpis
+            config = config_module.load(config_path)
+            kpis, currency = config.kpis, config.reporting_currency
         except config_module.ConfigError as exc:
             click.echo(f"kpi-exporter: config error: {redact(str(exc))}", err=True)
             sys.exit(2)
@@ -114,10 +115,10 @@ def generate(config_path, out_dir, check):
         readme = root / "README.md"
         if not readme.exists():
             raise click.UsageError("run in the repository (no README.md here), or give --out DIR")
-        files = repo_files(readme.read_text(encoding="utf-8"), kpis)
+        files = repo_files(readme.read_text(encoding="utf-8"), kpis, currency)
     else:
         root = out_dir
-        files = kit_files(kpis)
+        files = kit_files(kpis, currency)
     stale = []
     for relative, text in sorted(files.items()):
         path = root / relative

@@ -1,0 +1,167 @@
+"""Grafana dashboards as code (grafanalib), generated from the KPI catalog.
+
+Panel factories first, then one small builder per dashboard. Every panel gets
+a unit and a description from the catalog, an object-form datasource that
+points at the `datasource` template variable, and, for KPI stats, green /
+yellow / red steps from the KPI's target and thresholds (so a config override
+recolours the dashboard). Counters are only ever shown through rate().
+"""
+
+from __future__ import annotations
+
+import json
+
+from grafanalib import core as g
+from grafanalib._gen import DashboardEncoder
+
+from exporter import catalog
+
+SCHEMA_VERSION = 39
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+UIDS = {"overview": "kpi-exec-overview", "health": "kpi-exporter-health"}
+GREEN, YELLOW, RED, BLUE = "green", "#EAB839", "red", "blue"
+
+
+def grafana_unit(kpi_unit: str, currency: str) -> str:
+    return {"currency": f"currency{currency.upper()}", "money": "short", "ratio": "percentunit",
+            "count": "short", "seconds": "s", "timestamp": "dateTimeAsIso",
+            "bool": "bool"}[kpi_unit]
+
+
+def threshold_steps(kpi: catalog.Kpi) -> list[tuple[float | None, str]]:
+    """Colour steps (from value, colour), ascending, from the target and thresholds."""
+    levels = [t for t in kpi.thresholds if t.kind in ("above", "below")]
+    if kpi.direction == "higher":
+        low = max((t.value for t in levels if t.kind == "below"), default=None)
+        steps: list[tuple[float | None, str]] = [(None, RED)]
+        if low is not None and (kpi.target is None or low < kpi.target):
+            steps.append((low, YELLOW))  # between the alarm and the target
+        if kpi.target is not None:
+            steps.append((kpi.target, GREEN))
+        return steps
+    if kpi.direction == "lower":
+        highs = sorted((t.value, t.severity) for t in levels if t.kind == "above")
+        if not highs and kpi.target is not None:
+            return [(None, GREEN), (kpi.target, RED)]
+        return [(None, GREEN)] + [(v, RED if sev == "critical" else YELLOW) for v, sev in highs]
+    return [(None, BLUE)]
+
+
+def _thresholds(steps: list[tuple[float | None, str]]) -> list[g.Threshold]:
+    return [g.Threshold(color, index, 0.0 if value is None else float(value))
+            for index, (value, color) in enumerate(steps)]
+
+
+def kpi_stat(kpi: catalog.Kpi, expr: str, x: int, y: int, currency: str, *,
+             title: str | None = None, w: int = 6) -> g.Stat:
+    target = "" if kpi.target is None else f" Target: {kpi.target:g}."
+    return g.Stat(
+        title=title or kpi.key.replace("_", " ").capitalize(),
+        description=kpi.description + target,
+        dataSource=DATASOURCE,
+        targets=[g.Target(expr=expr, refId="A", instant=True, legendFormat="{{source}}")],
+        format=grafana_unit(kpi.unit, currency),
+        reduceCalc="lastNotNull",
+        graphMode="none",
+        thresholds=_thresholds(threshold_steps(kpi)),
+        gridPos=g.GridPos(h=4, w=w, x=x, y=y),
+    )
+
+
+def timeseries(title: str, description: str, targets: list[tuple[str, str]], unit: str,
+               x: int, y: int, w: int = 12, h: int = 8) -> g.TimeSeries:
+    return g.TimeSeries(
+        title=title, description=description, dataSource=DATASOURCE, unit=unit,
+        targets=[g.Target(expr=expr, legendFormat=legend, refId=chr(ord("A") + i))
+                 for i, (expr, legend) in enumerate(targets)],
+        gridPos=g.GridPos(h=h, w=w, x=x, y=y),
+    )
+
+
+def _dashboard(key: str, title: str, description: str, panels: list) -> g.Dashboard:
+    links = [g.DashboardLink(title=other_title, uri=f"/d/{uid}", type="link", keepTime=True,
+                             includeVars=True)
+             for other, (uid, other_title) in _TITLES.items() if other != key]
+    return g.Dashboard(
+        title=title, uid=UIDS[key], description=description, tags=["kpi-exporter"],
+        schemaVersion=SCHEMA_VERSION, timezone="utc", refresh="1m",
+        time=g.Time("now-7d", "now"), links=links, panels=panels,
+        templating=g.Templating(list=[g.Template(
+            name="datasource", label="Data source", query="prometheus", type="datasource")]),
+    ).auto_panel_ids()
+
+
+_TITLES = {"overview": (UIDS["overview"], "KPI executive overview"),
+           "health": (UIDS["health"], "kpi-exporter health")}
+
+
+def overview(kpis: dict[str, catalog.Kpi], currency: str) -> g.Dashboard:
+    """The numbers an executive opens first, each against its target."""
+    stats = [
+        ("mrr", "kpi_mrr", "MRR"),
+        ("mrr_growth_rate", 'kpi_mrr_growth_rate{window="30d"}', "MRR growth (30 days)"),
+        ("paying_customers", "kpi_paying_customers", "Paying customers"),
+        ("arpa", "kpi_arpa", "ARPA"),
+        ("customer_churn_rate", 'kpi_customer_churn_rate{window="30d"}', "Customer churn (30 days)"),
+        ("net_revenue_retention", 'kpi_net_revenue_retention{window="12m"}', "NRR (12 months)"),
+        ("trial_conversion_rate", 'kpi_trial_conversion_rate{window="30d"}',
+         "Trial conversion (30 days)"),
+        ("failed_payments_amount", 'kpi_failed_payments_amount{window="24h"}',
+         "Failed payments (24 h)"),
+    ]
+    panels = [kpi_stat(kpis[key], expr, (i % 4) * 6, (i // 4) * 4, currency, title=title)
+              for i, (key, expr, title) in enumerate(stats)]
+    panels += [
+        timeseries("MRR and ARR", "MRR (kpi_mrr) and ARR (12 x MRR, recording rule).",
+                   [("kpi_mrr", "MRR {{source}}"), ("source:kpi_arr:mrr_x12", "ARR {{source}}")],
+                   grafana_unit("currency", currency), 0, 8),
+        timeseries("MRR movements (30 days)", kpis["mrr_movement"].description,
+                   [('kpi_mrr_movement{window="30d"}', "{{movement}}")],
+                   grafana_unit("currency", currency), 12, 8),
+    ]
+    return _dashboard("overview", _TITLES["overview"][1],
+                      "Revenue KPIs against their documented targets.", panels)
+
+
+def health() -> g.Dashboard:
+    """Is the data fresh, and are the upstream APIs answering?"""
+    panels = [
+        timeseries("Source up", "1 when the last poll of the source succeeded.",
+                   [("kpi_source_up", "{{source}}")], "bool", 0, 0),
+        timeseries("Data age", "Seconds since the last successful poll of each source.",
+                   [("time() - kpi_source_last_success_timestamp_seconds", "{{source}}")],
+                   "s", 12, 0),
+        timeseries("Poll duration", "How long the last poll of each source took.",
+                   [("kpi_source_poll_duration_seconds", "{{source}}")], "s", 0, 8),
+        timeseries("Requests and errors", "Upstream requests per second, and failed ones by "
+                   "reason (retried ones included).",
+                   [("rate(kpi_source_requests_total[$__rate_interval])", "{{source}} requests"),
+                    ("rate(kpi_source_request_errors_total[$__rate_interval]) > 0",
+                     "{{source}} {{reason}}")], "reqps", 12, 8),
+        timeseries("Rate-limit waits", "Seconds per second spent waiting on the client-side "
+                   "rate limit.",
+                   [("rate(kpi_source_rate_limit_wait_seconds_total[$__rate_interval])",
+                     "{{source}}")], "s", 0, 16),
+        timeseries("Failed polls", "Failed polls per hour by source.",
+                   [('increase(kpi_source_polls_total{result="failure"}[1h])', "{{source}}")],
+                   "short", 12, 16),
+    ]
+    return _dashboard("health", _TITLES["health"][1],
+                      "Freshness and upstream health of every KPI source.", panels)
+
+
+def dashboards(kpis: tuple[catalog.Kpi, ...] = catalog.KPIS,
+               currency: str = "usd") -> dict[str, dict]:
+    """{file name: dashboard JSON} for every dashboard."""
+    by_key = catalog.by_key(kpis)
+    built = {"overview.json": overview(by_key, currency), "exporter-health.json": health()}
+    return {name: _to_json(board) for name, board in built.items()}
+
+
+def _to_json(board: g.Dashboard) -> dict:
+    data = json.loads(json.dumps(board.to_json_data(), cls=DashboardEncoder))
+    for panel in data["panels"]:  # Grafana's first threshold step starts at -infinity (null)
+        steps = panel.get("fieldConfig", {}).get("defaults", {}).get("thresholds", {}).get("steps")
+        if steps:
+            steps[0]["value"] = None
+    return data

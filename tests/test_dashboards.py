@@ -1,0 +1,100 @@
+"""The generated Grafana dashboards: what Grafana's provisioning loads, with valid queries."""
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from exporter import catalog
+from exporter.kit.dashboards import dashboards, threshold_steps
+from exporter.kit.generate import DASHBOARDS_DIR, kit_files
+from tools import require
+
+ROOT = Path(__file__).resolve().parents[1]
+BOARDS = {path.name: json.loads(path.read_text()) for path in (ROOT / DASHBOARDS_DIR).glob("*.json")}
+
+
+def panels():
+    for name, board in BOARDS.items():
+        for panel in board["panels"]:
+            yield name, panel
+
+
+def queries():
+    for name, panel in panels():
+        for target in panel["targets"]:
+            yield name, panel["title"], target["expr"]
+
+
+def test_committed_dashboards_match_the_generator():
+    generated = {k: v for k, v in kit_files().items() if k.startswith(DASHBOARDS_DIR + "/")}
+    assert {f"{DASHBOARDS_DIR}/{n}" for n in BOARDS} == set(generated)
+    for name, board in BOARDS.items():
+        assert json.loads(generated[f"{DASHBOARDS_DIR}/{name}"]) == board
+
+
+def test_structure_grafana_provisioning_loads():
+    uids = [board["uid"] for board in BOARDS.values()]
+    assert len(set(uids)) == len(uids) and all(uids)
+    for board in BOARDS.values():
+        assert board["title"] and isinstance(board["schemaVersion"], int)
+        [variable] = board["templating"]["list"]
+        assert (variable["name"], variable["type"], variable["query"]) == \
+            ("datasource", "datasource", "prometheus")
+        other = {b["uid"] for b in BOARDS.values()} - {board["uid"]}
+        assert {link["url"].split("/")[-1] for link in board["links"]} == other
+    for name, panel in panels():
+        assert {"h", "w", "x", "y"} <= set(panel["gridPos"]), panel["title"]
+        assert panel["targets"], panel["title"]
+        assert panel["description"], panel["title"]
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        assert panel["fieldConfig"]["defaults"]["unit"], panel["title"]
+
+
+def test_every_query_parses_and_names_known_metrics(tmp_path):
+    # promtool parses each query as a recording rule (Grafana's $__rate_interval made concrete).
+    rules = {"groups": [{"name": "dashboards", "rules": [
+        {"record": f"dashboard:query:{i}", "expr": expr.replace("$__rate_interval", "5m")}
+        for i, (_, _, expr) in enumerate(queries())]}]}
+    path = tmp_path / "queries.yml"
+    path.write_text(yaml.safe_dump(rules))
+    done = subprocess.run([require("promtool", "prometheus"), "check", "rules", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    known = {k.metric for k in catalog.KPIS} | {h.metric for h in catalog.HEALTH}
+    known |= {"source:kpi_arr:mrr_x12"}
+    functions = {"rate", "increase", "time", "sum", "by"}
+    for name, title, expr in queries():
+        bare = re.sub(r'\{[^}]*\}|\[[^]]*\]|"[^"]*"', "", expr)
+        for word in re.findall(r"(?<![\w:$])([a-zA-Z_:][\w:]*)", bare):
+            assert word in known or word in functions, f"{word} in {name}: {title}"
+
+
+def test_counters_are_wrapped_in_rate_or_increase():
+    for name, title, expr in queries():
+        for counter in re.findall(r"\w+_total\b", expr):
+            assert re.search(rf"(rate|increase)\({counter}\b", expr), f"{counter} in {title}"
+
+
+def test_threshold_colours_follow_the_catalog_and_overrides():
+    churn = catalog.by_key()["customer_churn_rate"]
+    assert threshold_steps(churn) == [(None, "green"), (0.03, "#EAB839"), (0.07, "red")]
+    trials = catalog.by_key()["trial_conversion_rate"]
+    assert threshold_steps(trials) == [(None, "red"), (0.20, "#EAB839"), (0.25, "green")]
+
+    overridden = catalog.apply_overrides({"customer_churn_rate": catalog.KpiOverride(
+        thresholds={"critical": 0.1})})
+    board = dashboards(overridden)["overview.json"]
+    [panel] = [p for p in board["panels"] if p["title"] == "Customer churn (30 days)"]
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert [(s["value"], s["color"]) for s in steps] == [(None, "green"), (0.03, "#EAB839"),
+                                                        (0.1, "red")]
+
+
+def test_money_panels_use_the_reporting_currency():
+    board = dashboards(currency="eur")["overview.json"]
+    [mrr] = [p for p in board["panels"] if p["title"] == "MRR"]
+    assert mrr["fieldConfig"]["defaults"]["unit"] == "currencyEUR"
