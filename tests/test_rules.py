@@ -1,5 +1,6 @@
 """The generated Prometheus rules: current, valid, conventional, and tested with promtool."""
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -60,6 +61,7 @@ def test_alert_conventions():
         assert "{{" not in notes["summary"] and notes["summary"].endswith("."), name
         assert "{{" in notes["description"], name
         assert notes["runbook_url"].endswith("#" + name.lower())
+        assert re.fullmatch(r"http://localhost:3000/d/kpi-[a-z-]+", notes["dashboard_url"])
         assert rule["for"], name
 
 
@@ -86,6 +88,13 @@ def test_a_threshold_override_shows_in_the_generated_rule(tmp_path):
     assert 'kpi_customer_churn_rate{window="30d"} > 0.1' in generated
     assert 'kpi_customer_churn_rate{window="30d"} > 0.07' not in generated
     assert 'kpi_customer_churn_rate{window="30d"} > 0.03' in generated  # the warning kept
+
+
+def test_dashboard_links_point_at_generated_dashboards():
+    uids = {json.loads(p.read_text())["uid"] for p in (ROOT / "dashboards").glob("*.json")}
+    for rule in rules():
+        if "alert" in rule:
+            assert rule["annotations"]["dashboard_url"].rsplit("/", 1)[-1] in uids
 
 
 def test_every_alert_has_a_runbook_section():

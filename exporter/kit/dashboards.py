@@ -18,7 +18,7 @@ from exporter import catalog
 
 SCHEMA_VERSION = 39
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
-UIDS = {"overview": "kpi-exec-overview", "health": "kpi-exporter-health"}
+UIDS = {"overview": "kpi-exec-overview", "revenue": "kpi-revenue", "health": "kpi-exporter-health"}
 GREEN, YELLOW, RED, BLUE = "green", "#EAB839", "red", "blue"
 
 
@@ -92,6 +92,7 @@ def _dashboard(key: str, title: str, description: str, panels: list) -> g.Dashbo
 
 
 _TITLES = {"overview": (UIDS["overview"], "KPI executive overview"),
+           "revenue": (UIDS["revenue"], "KPI revenue"),
            "health": (UIDS["health"], "kpi-exporter health")}
 
 
@@ -121,6 +122,41 @@ def overview(kpis: dict[str, catalog.Kpi], currency: str) -> g.Dashboard:
     ]
     return _dashboard("overview", _TITLES["overview"][1],
                       "Revenue KPIs against their documented targets.", panels)
+
+
+def revenue(kpis: dict[str, catalog.Kpi], currency: str) -> g.Dashboard:
+    """Where MRR comes from and where it goes."""
+    money = grafana_unit("currency", currency)
+    panels = [
+        kpi_stat(kpis["mrr_window_start"], 'kpi_mrr_window_start{window="30d"}', 0, 0, currency,
+                 title="MRR 30 days ago"),
+        kpi_stat(kpis["gross_revenue_churn_rate"], 'kpi_gross_revenue_churn_rate{window="30d"}',
+                 6, 0, currency, title="Gross revenue churn (30 days)"),
+        kpi_stat(kpis["net_revenue_retention"], 'kpi_net_revenue_retention{window="30d"}',
+                 12, 0, currency, title="NRR (30 days)"),
+        kpi_stat(kpis["customer_lifetime_value"], "kpi_customer_lifetime_value", 18, 0, currency,
+                 title="Customer lifetime value"),
+        timeseries("MRR bridge (30 days)", kpis["mrr_movement"].description,
+                   [('kpi_mrr_window_start{window="30d"}', "start"),
+                    ('kpi_mrr_movement{window="30d"}', "{{movement}}"), ("kpi_mrr", "now")],
+                   money, 0, 4),
+        timeseries("MRR by currency", kpis["mrr_by_currency"].description,
+                   [("kpi_mrr_by_currency", "{{currency}}")], "short", 12, 4),
+        timeseries("Subscriptions by status", kpis["subscriptions"].description,
+                   [("kpi_subscriptions", "{{status}}")], "short", 0, 12),
+        timeseries("Trials (30 days)", kpis["trials_converted"].description,
+                   [("kpi_trials_active", "active"), ('kpi_trials_started{window="30d"}', "started"),
+                    ('kpi_trials_ended{window="30d"}', "ended"),
+                    ('kpi_trials_converted{window="30d"}', "converted")], "short", 12, 12),
+        timeseries("Refunds (30 days) and open disputes", kpis["disputes_open_amount"].description,
+                   [('kpi_refunds_amount{window="30d"}', "refunds {{source}}"),
+                    ("kpi_disputes_open_amount", "open disputes {{source}}")], money, 0, 20),
+        timeseries("Failed payments (24 h)", kpis["failed_payments"].description,
+                   [('kpi_failed_payments{window="24h"}', "count {{source}}")], "short", 12, 20),
+    ]
+    return _dashboard("revenue", _TITLES["revenue"][1],
+                      "MRR movements, currencies, subscriptions, trials, refunds and disputes.",
+                      panels)
 
 
 def health() -> g.Dashboard:
@@ -154,7 +190,8 @@ def dashboards(kpis: tuple[catalog.Kpi, ...] = catalog.KPIS,
                currency: str = "usd") -> dict[str, dict]:
     """{file name: dashboard JSON} for every dashboard."""
     by_key = catalog.by_key(kpis)
-    built = {"overview.json": overview(by_key, currency), "exporter-health.json": health()}
+    built = {"overview.json": overview(by_key, currency), "revenue.json": revenue(by_key, currency),
+             "exporter-health.json": health()}
     return {name: _to_json(board) for name, board in built.items()}
 
 

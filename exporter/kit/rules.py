@@ -3,8 +3,8 @@
 Every threshold in the catalog becomes an alert; a KPI with a warning and a
 critical threshold gets two rules of the same name, told apart by `severity`
 (the mixin convention, so Alertmanager can inhibit the warning while the
-critical fires). Health alerts watch the exporter itself. `runbook_url` is
-added to every alert in one pass at the end, from the alert's name.
+critical fires). Health alerts watch the exporter itself. `runbook_url` and
+`dashboard_url` are added to every alert in one pass at the end.
 
 Alerts only compare series the exporter computes itself (from upstream
 history, not Prometheus history), so they work from the first scrape, and
@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from exporter import catalog
+from exporter.kit.dashboards import UIDS
 
 GROUP_INTERVAL = "1m"
 
@@ -28,6 +29,8 @@ class KitSettings:
     job_selector: str = 'job="kpi-exporter"'
     # Where the runbooks live; each alert links to the section named after it.
     runbook_base_url: str = "https://github.com/kpi-exporter/kpi-exporter/blob/main/docs/runbooks.md"
+    # Grafana's address, for each alert's dashboard link.
+    grafana_url: str = "http://localhost:3000"
     # Business numbers move slowly: wait this long before a KPI alert fires, so
     # one odd poll does not page anybody.
     kpi_for: str = "30m"
@@ -170,13 +173,17 @@ def recording_rules() -> list[dict]:
     ]
 
 
-def add_runbook_links(groups: list[dict], settings: KitSettings) -> list[dict]:
-    """The one pass that gives every alert its runbook (the mixin convention)."""
+def add_links(groups: list[dict], settings: KitSettings) -> list[dict]:
+    """The one pass that gives every alert its runbook and dashboard (the mixin
+    convention): the area's dashboard for KPI alerts, the health one otherwise."""
     for group in groups:
+        area = group["name"].split(".")[-1]
+        dashboard = UIDS.get(area, UIDS["health"])
         for rule in group["rules"]:
             if "alert" in rule:
                 rule["annotations"]["runbook_url"] = \
                     f"{settings.runbook_base_url}#{rule['alert'].lower()}"
+                rule["annotations"]["dashboard_url"] = f"{settings.grafana_url}/d/{dashboard}"
     return groups
 
 
@@ -195,4 +202,4 @@ def rule_groups(kpis: tuple[catalog.Kpi, ...] = catalog.KPIS,
                            "rules": alerts})
     groups.append({"name": "kpi-exporter.health", "interval": GROUP_INTERVAL,
                    "rules": health_alerts(settings)})
-    return {"groups": add_runbook_links(groups, settings)}
+    return {"groups": add_links(groups, settings)}
