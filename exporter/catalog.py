@@ -136,8 +136,8 @@ REVENUE: tuple[Kpi, ...] = (
         help="Average revenue per paying account: MRR / paying customers, in the reporting currency.",
         unit="currency",
         labels=("source",),
-        description="kpi_mrr divided by kpi_paying_customers; absent when there are no "
-        "paying customers.",
+        description="kpi_mrr divided by the paying customers whose MRR it includes (those "
+        "in a currency with an fx rate); absent when there are none.",
         team="finance",
         area="revenue",
         target=500,

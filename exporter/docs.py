@@ -48,7 +48,22 @@ def metrics_table(kpis: tuple[catalog.Kpi, ...] = catalog.KPIS) -> str:
     return "\n".join(lines)
 
 
-GENERATED = {"metrics": metrics_table}
+def kpi_table(kpis: tuple[catalog.Kpi, ...] = catalog.KPIS) -> str:
+    """The KPIs with a target or an alert: what they mean and who gets paged."""
+    from exporter.kit.rules import alert_name
+
+    lines = ["| KPI | Definition | Target | Thresholds | Alert | Team |",
+             "|---|---|---|---|---|---|"]
+    for kpi in kpis:
+        if kpi.target is None and not kpi.thresholds:
+            continue
+        alerts = sorted({alert_name(kpi, t) for t in kpi.thresholds})
+        lines.append(f"| `{kpi.metric}` | {kpi.description} | {_target_text(kpi)} "
+                     f"| {_threshold_text(kpi)} | {', '.join(alerts) or '-'} | {kpi.team} |")
+    return "\n".join(lines)
+
+
+GENERATED = {"metrics": metrics_table, "kpis": kpi_table}
 
 
 def update_readme(text: str, kpis: tuple[catalog.Kpi, ...] = catalog.KPIS) -> str:

@@ -33,6 +33,13 @@ def test_every_catalog_metric_is_in_the_readme():
         assert f"`{metric}`" in readme
 
 
+def test_kpi_table_lists_every_alerting_kpi_with_its_alert():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split("<!-- BEGIN GENERATED: kpis -->")[1].split("<!-- END GENERATED: kpis -->")[0]
+    assert "| `kpi_customer_churn_rate` |" in table and "KpiCustomerChurnRateHigh" in table
+    assert "| `kpi_mrr_by_currency` |" not in table  # tracked only: no target, no alert
+
+
 def test_catalog_is_consistent():
     metrics = [k.metric for k in catalog.KPIS] + [h.metric for h in catalog.HEALTH]
     assert len(metrics) == len(set(metrics))
