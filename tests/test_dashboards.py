@@ -98,3 +98,11 @@ def test_money_panels_use_the_reporting_currency():
     board = dashboards(currency="eur")["overview.json"]
     [mrr] = [p for p in board["panels"] if p["title"] == "MRR"]
     assert mrr["fieldConfig"]["defaults"]["unit"] == "currencyEUR"
+
+
+def test_overview_has_arr_against_its_documented_target():
+    board = dashboards()["overview.json"]
+    [arr] = [p for p in board["panels"] if p["title"] == "ARR"]
+    assert arr["targets"][0]["expr"] == "source:kpi_arr:mrr_x12"
+    steps = arr["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert [(s["value"], s["color"]) for s in steps] == [(None, "red"), (1_200_000, "green")]

@@ -9,6 +9,7 @@ recolours the dashboard). Counters are only ever shown through rate().
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from grafanalib import core as g
@@ -110,8 +111,15 @@ def overview(kpis: dict[str, catalog.Kpi], currency: str) -> g.Dashboard:
         ("failed_payments_amount", 'kpi_failed_payments_amount{window="24h"}',
          "Failed payments (24 h)"),
     ]
-    panels = [kpi_stat(kpis[key], expr, (i % 4) * 6, (i // 4) * 4, currency, title=title)
+    panels = [kpi_stat(kpis[key], expr, (i % 5) * 4, (i // 5) * 4, currency,
+                       title=title, w=4)
               for i, (key, expr, title) in enumerate(stats)]
+    # ARR is 12 x MRR (a recording rule); its documented target, 1.2 M, is 12 x MRR's.
+    mrr = kpis["mrr"]
+    arr = dataclasses.replace(
+        mrr, key="arr", description="12 x MRR (recording rule source:kpi_arr:mrr_x12).",
+        target=None if mrr.target is None else mrr.target * 12, thresholds=())
+    panels.append(kpi_stat(arr, "source:kpi_arr:mrr_x12", 12, 4, currency, title="ARR", w=4))
     panels += [
         timeseries("MRR and ARR", "MRR (kpi_mrr) and ARR (12 x MRR, recording rule).",
                    [("kpi_mrr", "MRR {{source}}"), ("source:kpi_arr:mrr_x12", "ARR {{source}}")],
@@ -119,6 +127,13 @@ def overview(kpis: dict[str, catalog.Kpi], currency: str) -> g.Dashboard:
         timeseries("MRR movements (30 days)", kpis["mrr_movement"].description,
                    [('kpi_mrr_movement{window="30d"}', "{{movement}}")],
                    grafana_unit("currency", currency), 12, 8),
+        timeseries("Churn, retention and trial conversion",
+                   "Customer churn and trial conversion over 30 days, net revenue retention "
+                   "over 12 months, as they moved.",
+                   [('kpi_customer_churn_rate{window="30d"}', "customer churn {{source}}"),
+                    ('kpi_net_revenue_retention{window="12m"}', "NRR 12m {{source}}"),
+                    ('kpi_trial_conversion_rate{window="30d"}', "trial conversion {{source}}")],
+                   "percentunit", 0, 16, w=24),
     ]
     return _dashboard("overview", _TITLES["overview"][1],
                       "Revenue KPIs against their documented targets.", panels)
