@@ -39,3 +39,8 @@ def convert(amount_major: Decimal, currency: str, fx_rates: dict[str, Decimal]) 
     """
     rate = fx_rates.get(currency.lower())
     return None if rate is None else amount_major * rate
+
+
+def to_reporting(amount_minor: Decimal, currency: str, fx_rates: dict[str, Decimal]) -> Decimal | None:
+    """Stripe's minor-unit amount -> major units of the reporting currency; None without a rate."""
+    return convert(to_major(amount_minor, currency), currency, fx_rates)

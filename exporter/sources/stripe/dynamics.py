@@ -258,7 +258,7 @@ def _converted_sum(objects, fx_rates: dict[str, Decimal]) -> Decimal:
     """Amounts (minor units) summed in the reporting currency; no rate, left out."""
     total = ZERO
     for obj in objects:
-        converted = money.convert(money.to_major(obj.amount, obj.currency), obj.currency, fx_rates)
+        converted = money.to_reporting(obj.amount, obj.currency, fx_rates)
         if converted is not None:
             total += converted
     return total

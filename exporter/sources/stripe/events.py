@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 from typing import Callable, Iterator
 
+from exporter.sources.stripe.parse import discounts_on
+
 log = logging.getLogger(__name__)
 
 RETENTION = 30 * 86400
@@ -108,10 +110,7 @@ def _well_formed(event: object) -> bool:
 
 def discount_ids(obj: dict) -> set[str]:
     """Ids of the discounts a subscription (or its previous_attributes) names."""
-    holders = [obj, *((obj.get("items") or {}).get("data") or [])]
-    return {d if isinstance(d, str) else d.get("id")
-            for holder in holders if isinstance(holder, dict)
-            for d in holder.get("discounts") or []}
+    return {d if isinstance(d, str) else d.get("id") for d in discounts_on(obj)}
 
 
 def referenced_discounts(events: list[dict]) -> set[str]:

@@ -40,9 +40,7 @@ class StripeData:
     def discounts(self) -> Iterator[dict]:
         """Every expanded discount object on today's subscriptions and items."""
         for sub in self.raw_subscriptions:
-            holders = [sub, *((sub.get("items") or {}).get("data") or [])]
-            for holder in holders:
-                yield from (d for d in holder.get("discounts") or [] if isinstance(d, dict))
+            yield from (d for d in parse.discounts_on(sub) if isinstance(d, dict))
 
 
 def list_all(client: HttpClient, path: str, params: list[tuple[str, str]]) -> Iterator[dict]:

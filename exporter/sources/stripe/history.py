@@ -143,7 +143,7 @@ def customer_mrr_from_invoices(lines: list[InvoiceLine], at: int, prices: dict[s
         else:
             seconds = max(line.period_end - line.period_start, 1)
             amount = line.amount * Decimal(365 * 86400) / 12 / seconds
-        converted = money.convert(money.to_major(amount, line.currency), line.currency, fx_rates)
+        converted = money.to_reporting(amount, line.currency, fx_rates)
         if converted is not None:
             result[line.customer] += converted
     return dict(result)

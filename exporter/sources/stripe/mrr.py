@@ -223,8 +223,7 @@ def revenue_kpis(subscriptions: list[Subscription], charges: list[Charge], *, no
         if charge.status != "failed" or charge.created < now - FAILED_PAYMENTS_WINDOW:
             continue
         failed_count += 1
-        converted = money.convert(money.to_major(charge.amount, charge.currency),
-                                  charge.currency, fx_rates)
+        converted = money.to_reporting(charge.amount, charge.currency, fx_rates)
         if converted is None:
             missing_fx[charge.currency] += 1
         else:
@@ -251,9 +250,8 @@ def customer_mrr(subscriptions: list[Subscription], at: int, fx_rates: dict[str,
     """
     result: dict[str, Decimal] = {}
     for subscription in subscriptions:
-        amount = money.convert(money.to_major(subscription_mrr(subscription, at, rules),
-                                              subscription.currency),
-                               subscription.currency, fx_rates)
+        amount = money.to_reporting(subscription_mrr(subscription, at, rules),
+                                    subscription.currency, fx_rates)
         if amount:
             result[subscription.customer] = result.get(subscription.customer, ZERO) + amount
     return result

@@ -8,7 +8,7 @@ broken upstream marks the source down instead of producing wrong numbers.
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Iterator
 
 from exporter.sources.base import UpstreamDataError
 from exporter.sources.stripe.records import (
@@ -121,6 +121,15 @@ def parse_coupon(obj: dict) -> Coupon:
             if isinstance(option, dict) and option.get("amount_off") is not None
         },
     )
+
+
+def discounts_on(subscription: dict) -> Iterator[Any]:
+    """The discounts (ids or objects) a subscription and its embedded items carry;
+    also works on an event's previous_attributes."""
+    holders = [subscription, *((subscription.get("items") or {}).get("data") or [])]
+    for holder in holders:
+        if isinstance(holder, dict):
+            yield from holder.get("discounts") or []
 
 
 def _coupon_ref(discount: dict) -> Any:

@@ -211,8 +211,9 @@ class StripeSource:
         """Keep the discount objects the held events may name, and only those."""
         for event in self.events.events("customer.discount."):
             self.known_discounts.setdefault(event["data"]["object"]["id"], event["data"]["object"])
-        self.known_discounts.update((d["id"], d) for d in data.discounts())
-        wanted = referenced_discounts(self.events.events()) | {d["id"] for d in data.discounts()}
+        current = {d["id"]: d for d in data.discounts()}
+        self.known_discounts.update(current)
+        wanted = referenced_discounts(self.events.events()) | set(current)
         for stale in set(self.known_discounts) - wanted:
             del self.known_discounts[stale]
 
