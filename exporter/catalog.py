@@ -39,6 +39,9 @@ class Threshold:
     value: float
     window: str | None = None
     note: str = ""
+    # How long the condition must hold before the alert fires; None: the kit's
+    # default for the severity. "0s" for events that a window already holds.
+    hold: str | None = None
 
 
 @dataclass(frozen=True)
@@ -268,7 +271,10 @@ REVENUE_DYNAMICS: tuple[Kpi, ...] = (
              "whose MRR went to zero; 0 when nobody churned. Documented: critical on any churn "
              "of a customer with > 10,000 ARR.",
              team="finance", direction="lower",
-             thresholds=(Threshold("critical", "critical", "above", 10_000, window="24h"),)),
+             thresholds=(Threshold("critical", "critical", "above", 10_000, window="24h",
+                                   # an event: the 24 h window holds it for a day, and
+                                   # waiting would only delay the page
+                                   hold="0s"),)),
     _revenue("refunds_amount", "Refunds created in the trailing window, in the reporting currency.",
              "Sum of succeeded and pending refunds created in the window."),
     _revenue("disputes_open", "Open disputes (awaiting a response or under review).",

@@ -6,13 +6,14 @@ reaches them over HTTP exactly as it reaches the real APIs.
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 
 from exporter import catalog
 from exporter.app import Exporter
 from exporter.config import DEFAULT_LISTEN, Config, parse_listen
 from exporter.secrets import Secret
-from exporter.simulator import FakeStripe, generate_company
+from exporter.simulator import SCENARIOS, FakeStripe
 from exporter.sources.stripe import StripeConfig
 
 # Rates roughly as of late 2026; the simulator bills in these currencies.
@@ -33,15 +34,22 @@ def demo_config(stripe_url: str, api_key: str, listen: tuple[str, int],
     )
 
 
+# The default company: about the size the KPI reference's targets describe
+# (MRR a few times the 100 K target, ARPA near 500), calm under every threshold.
+DEMO_CUSTOMERS = 500
+DEMO_SEED = 9
+
+
 class DemoExporter(Exporter):
     """An Exporter that also owns the fake upstream servers it polls."""
 
-    def __init__(self, *, listen: tuple[str, int] | None = None, customers: int = 3000,
-                 seed: int = 7, poll_interval: float = 30.0, live: bool = True):
+    def __init__(self, *, listen: tuple[str, int] | None = None,
+                 customers: int = DEMO_CUSTOMERS, seed: int = DEMO_SEED,
+                 poll_interval: float = 30.0, live: bool = True, scenario: str = "calm"):
         # live: the simulated company keeps signing up, upgrading, churning and
-        # failing payments while the demo runs, so dashboards show change.
-        self.fake_stripe = FakeStripe(generate_company(seed=seed, customers=customers),
-                                      live=live).start()
+        # failing payments while the demo runs, at its own pace (see ticker.py).
+        store, ticker_options = SCENARIOS[scenario].build(seed, customers, int(time.time()))
+        self.fake_stripe = FakeStripe(store, live=live, ticker_options=ticker_options).start()
         config = demo_config(self.fake_stripe.url, self.fake_stripe.api_key,
                              listen or parse_listen(DEFAULT_LISTEN), poll_interval)
         try:

@@ -19,7 +19,7 @@ from exporter.config import Config
 from exporter.demo import DEMO_FX_RATES, DemoExporter
 from exporter.secrets import Secret
 from exporter.simulator import FakeStripe, StripeStore, generate_company
-from exporter.simulator.ticker import CompanyTicker
+from exporter.simulator.ticker import BUSY_RATES, CompanyTicker
 from exporter.sources.stripe import StripeConfig
 from exporter.sources.stripe import fetch, history, parse
 from exporter.sources.stripe.mrr import MrrRules, customer_mrr
@@ -266,7 +266,7 @@ def test_live_company_later_polls_fetch_only_new_events():
     start = 1_800_000_000
     clock = {"now": start}
     store = generate_company(seed=3, customers=150, now=start)
-    ticker = CompanyTicker(store, rng_seed=5, clock=lambda: clock["now"])
+    ticker = CompanyTicker(store, rng_seed=5, clock=lambda: clock["now"], rates=BUSY_RATES)
     with FakeStripe(store, api_key=KEY) as fake:
         exporter = exporter_for(fake)
         source = exporter.sources[0]

@@ -480,7 +480,7 @@ def test_company_charges_last_30_days_with_realistic_failures(company):
     charges = company.objects("charges")
     assert all(NOW - 30 * DAY <= c["created"] <= NOW for c in charges)
     failed = [c for c in charges if c["status"] == "failed"]
-    assert 0.04 <= len(failed) / len(charges) <= 0.10
+    assert 0.02 <= len(failed) / len(charges) <= 0.06
     assert all(c["failure_code"] and c["failure_message"] and not c["paid"] for c in failed)
     assert len({c["failure_code"] for c in failed}) >= 3
     assert sum(1 for c in failed if c["created"] >= NOW - DAY) >= 5

@@ -18,9 +18,6 @@ from dataclasses import dataclass
 from exporter import catalog
 from exporter.kit.dashboards import UIDS
 
-GROUP_INTERVAL = "1m"
-
-
 @dataclass(frozen=True)
 class KitSettings:
     """What the generated rules assume about the deployment (the mixin `_config`)."""
@@ -31,9 +28,10 @@ class KitSettings:
     runbook_base_url: str = "https://github.com/kpi-exporter/kpi-exporter/blob/main/docs/runbooks.md"
     # Grafana's address, for each alert's dashboard link.
     grafana_url: str = "http://localhost:3000"
-    # Business numbers move slowly: wait this long before a KPI alert fires, so
-    # one odd poll does not page anybody.
-    kpi_for: str = "30m"
+    # How long a KPI threshold must stay broken before its alert fires, unless
+    # the threshold says otherwise: long enough that one odd poll pages nobody;
+    # critical ones sooner ("critical now, warning within hours").
+    kpi_for: tuple[tuple[str, str], ...] = (("critical", "5m"), ("warning", "30m"), ("info", "1h"))
     # A source that has failed this long has missed several polls.
     source_down_for: str = "15m"
     # The shortest staleness that alerts, whatever the poll interval.
@@ -94,17 +92,20 @@ def kpi_alerts(kpis: tuple[catalog.Kpi, ...], settings: KitSettings) -> list[dic
                 condition = f"is {side} {_shown(kpi, threshold)}{window}"
                 value = f"{{{{ $value | {_humanize(kpi)} }}}}"
             title = _title(kpi)
-            rules.append({
+            rule = {
                 "alert": alert_name(kpi, threshold),
                 "expr": _kpi_expr(kpi, threshold),
-                "for": settings.kpi_for,
+                "for": threshold.hold or dict(settings.kpi_for)[threshold.severity],
                 "labels": {"severity": threshold.severity, "team": kpi.team},
                 "annotations": {
                     "summary": f"{title} {condition}.",
                     "description": (f"{kpi.metric} from {{{{ $labels.source }}}} is {value}; "
                                     f"the {threshold.severity} threshold: {condition}."),
                 },
-            })
+            }
+            if rule["for"] in ("0", "0s", "0m"):
+                del rule["for"]  # fires at the first evaluation
+            rules.append(rule)
     return rules
 
 
@@ -193,13 +194,11 @@ def rule_groups(kpis: tuple[catalog.Kpi, ...] = catalog.KPIS,
     by_area: dict[str, list[dict]] = {}
     for kpi in kpis:
         by_area.setdefault(kpi.area, [])
-    groups = [{"name": "kpi-exporter.recording", "interval": GROUP_INTERVAL,
-               "rules": recording_rules()}]
+    # No `interval`: groups follow Prometheus' evaluation_interval.
+    groups = [{"name": "kpi-exporter.recording", "rules": recording_rules()}]
     for area in by_area:
         alerts = kpi_alerts(tuple(k for k in kpis if k.area == area), settings)
         if alerts:
-            groups.append({"name": f"kpi-exporter.{area}", "interval": GROUP_INTERVAL,
-                           "rules": alerts})
-    groups.append({"name": "kpi-exporter.health", "interval": GROUP_INTERVAL,
-                   "rules": health_alerts(settings)})
+            groups.append({"name": f"kpi-exporter.{area}", "rules": alerts})
+    groups.append({"name": "kpi-exporter.health", "rules": health_alerts(settings)})
     return {"groups": add_links(groups, settings)}

@@ -25,8 +25,10 @@
   converted and lapsed, and payment failures in the last day; nobody worth
   more than 10,000 a year churns in the last 24 hours unless `large_churn`;
 - invoices for the whole history (derived, see invoices.py), charges for the
-  payment attempts of the last 30 days (~6 % failed, with Stripe's failure
-  codes), one-off onboarding charges, a few refunds and disputes (some open).
+  payment attempts of the last 30 days (~3 % failed, with Stripe's failure
+  codes), one-off onboarding charges, a few refunds and disputes (some open);
+  annual and enterprise plans are invoiced and paid by transfer, so they have
+  no card charges.
 
 Everything comes from `random.Random(seed)`: the same seed and `now` give the
 same store, ids included.
@@ -53,13 +55,13 @@ _WINDOW = 30 * DAY  # charges are generated for this many seconds before `now`
 # Status weights for new subscriptions (free plans are only active or canceled).
 _STATUS_WEIGHTS = {
     "active": 74.0,
-    "canceled": 13.0,
+    "canceled": 6.0,
     "trialing": 6.0,
-    "past_due": 1.6,
+    "past_due": 0.5,
     "incomplete_expired": 1.5,
     "paused": 1.2,
-    "unpaid": 0.5,
-    "incomplete": 0.4,
+    "unpaid": 0.3,
+    "incomplete": 0.2,
 }
 _CURRENCY_WEIGHTS = {"usd": 78, "eur": 11, "gbp": 7, "jpy": 4}
 # Plan keys (see _catalog) by currency, with their weights.
@@ -71,8 +73,11 @@ _PLAN_WEIGHTS = {
     "gbp": {"starter_m_gbp": 55, "pro_m_gbp": 45},
     "jpy": {"starter_m_jpy": 50, "pro_m_jpy": 35, "business_y_jpy": 15},
 }
+# Annual and enterprise plans are invoiced and paid by bank transfer (no card
+# charges): the failed card payments of a day stay small, as in most SaaS books.
+_INVOICED = frozenset({"business_y", "enterprise_m", "business_y_eur", "business_y_jpy"})
 _RANDOM_FAILURE_RATE = 0.012  # renewals failing at first, then paid on a retry
-_CHANGES_PER_MONTH = 0.05  # seat or plan changes per paying subscription
+_CHANGES_PER_MONTH = 0.15  # seat or plan changes per paying subscription
 # Plan moves within a currency: upgrades (and the reverse for downgrades).
 _UPGRADES = {"free": "starter_m", "starter_m": "pro_m", "pro_legacy": "pro_m",
              "starter_m_eur": "pro_m_eur", "starter_m_gbp": "pro_m_gbp",
@@ -264,6 +269,8 @@ def _subscription_spec(rng: random.Random, earliest: int, now: int, currency: st
     rec = price["recurring"]
     status = "canceled" if key == "free" and rng.random() < 0.15 else (
         "active" if key == "free" else _pick(rng, _STATUS_WEIGHTS))
+    if key in _INVOICED and status in ("incomplete", "incomplete_expired"):
+        status = "active"  # an invoiced plan starts at once; its invoice waits for a transfer
     created = earliest
     spec: dict[str, Any] = {"status": status, "key": key}
 
@@ -301,7 +308,7 @@ def _subscription_spec(rng: random.Random, earliest: int, now: int, currency: st
         spec["cancellation_reason"] = "payment_failed" if rng.random() < 0.2 else "cancellation_requested"
     if status == "unpaid" and rng.random() < 0.5:
         spec["collection_method"] = "send_invoice"
-    if key in ("business_y", "enterprise_m", "business_y_eur", "business_y_jpy") and rng.random() < 0.5:
+    if key in _INVOICED:
         spec["collection_method"] = "send_invoice"
     if status == "active" and rng.random() < 0.06:
         spec["cancel_at_period_end"] = True
@@ -599,9 +606,10 @@ def _showcase(rng: random.Random, store: StripeStore, catalog: dict, coupons: di
     for sub_id in take(lambda tl: key_of(tl).endswith(("_m", "_m_eur", "_m_gbp", "_m_jpy"))
                        and key_of(tl) != "free")[:2]:
         used.add(sub_id)
-        tl = store.timelines[sub_id]
-        store.change_subscription(sub_id, now - rng.randint(36 * DAY, 50 * DAY),
-                                  coupons=[*tl.last.discounts, coupons["RETAIN25"]])
+        at = now - rng.randint(36 * DAY, 50 * DAY)
+        # the discounts it had then (a later one must not move back in time)
+        store.change_subscription(sub_id, at, coupons=[*store.state_at(sub_id, at).discounts,
+                                                       coupons["RETAIN25"]])
     # Churn: customers below the large-churn threshold.
     for sub_id in take(lambda tl: customer_arr_usd(store, tl.customer) < LARGE_ARR / 2)[:2]:
         used.add(sub_id)

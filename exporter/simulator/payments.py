@@ -6,7 +6,8 @@ whole), a dispute sets the charge's `disputed`. Open dispute statuses are
 `warning_needs_response`, `warning_under_review` (inquiries), `needs_response`,
 `under_review`; closed ones `won`, `lost`, `warning_closed`.
 
-Simplified: charges are stored objects (the generator makes them for the
+Invoices of `send_invoice` subscriptions are paid by transfer and have no
+charges. Simplified: charges are stored objects (the generator makes them for the
 invoices of the last 30 days, the ticker as payments happen) and carry no
 invoice link; a failed attempt is one charge with Stripe's failure codes; no
 balance transactions are listed on disputes.
@@ -45,6 +46,13 @@ def pick_failure(rng: random.Random) -> tuple[str, str | None]:
     return rng.choices(keys, weights=list(FAILURE_WEIGHTS.values()))[0]
 
 
+def paid_by_transfer(store: "StripeStore", tl: Any, at: int) -> bool:
+    """Invoices sent to the customer (`send_invoice`) are paid by bank transfer:
+    Stripe makes no card charge for them, so neither a failed nor a paid one."""
+    st = store.state_at(tl.id, at)
+    return st is not None and st.collection_method == "send_invoice"
+
+
 def invoice_charges(store: "StripeStore", lo: int, hi: int) -> list[dict]:
     """`add_charge` arguments for every payment attempt on an invoice with lo < t <= hi:
     a failed charge per failed attempt, a succeeded one when it is paid (deterministic)."""
@@ -59,7 +67,7 @@ def invoice_charges(store: "StripeStore", lo: int, hi: int) -> list[dict]:
             if not times:
                 continue
             total = invoices.invoice_total(store, tl, rec)
-            if total <= 0:
+            if total <= 0 or paid_by_transfer(store, tl, rec.t):
                 continue
             description = ("Subscription creation" if rec.point.reason == "subscription_create"
                            else "Subscription update")

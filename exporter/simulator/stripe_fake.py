@@ -446,13 +446,14 @@ class FakeStripe:
 
     def __init__(self, store: StripeStore, api_key: str = "sk_test_simulator",
                  host: str = "127.0.0.1", port: int = 0, *, live: bool = False,
-                 tick_interval: float = 60.0, clock: Callable[[], float] = time.time):
+                 tick_interval: float = 60.0, clock: Callable[[], float] = time.time,
+                 ticker_options: dict | None = None):
         self.store = store
         self.ticker = None
         self.tick_interval = tick_interval
-        if live:  # the company keeps moving while served
+        if live:  # the company keeps moving while served (options: see CompanyTicker)
             from exporter.simulator.ticker import CompanyTicker
-            self.ticker = CompanyTicker(store, clock=clock)
+            self.ticker = CompanyTicker(store, clock=clock, **(ticker_options or {}))
         self.api_key = api_key
         self.host = host
         self.port = port

@@ -8,9 +8,14 @@ the new one, in time order: trials end (most convert, some lapse into
 canceled or paused), incomplete signups expire or complete, renewals are
 paid or fail (the subscription goes past_due), past-due subscriptions are
 retried (recovered, or unpaid / canceled once the retries run out), and
-random business happens at the rates in `DEFAULT_RATES` (per hour): signups
-(some on trial, a few failing their first payment), upgrades, downgrades,
-cancellations (now or at period end), reactivations of churned customers.
+random business happens at the rates in `DEFAULT_RATES` (per 1,000 customers
+a day, scaled to the company): signups (some on trial, a few failing their
+first payment), upgrades, downgrades, cancellations (now or at period end),
+reactivations of churned customers. The defaults match what the generated
+company did in its last 30 days, so a demo can run for weeks without its
+30-day KPIs drifting across a documented threshold; `rates=` sets others
+(tests use busier ones); `renewal_failure`, `retry_success` and
+`retry_per_hour` simulate a card processor outage (see scenarios.py).
 Discounts ending and scheduled cancellations need nothing: the timelines
 derive them. Every change goes through the store's subscription API, so
 events, invoices and subscriptions stay consistent; charges are added for
@@ -34,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from exporter.simulator import history, invoices
 from exporter.simulator.history import TERMINAL
-from exporter.simulator.payments import pick_failure
+from exporter.simulator.payments import paid_by_transfer, pick_failure
 from exporter.simulator.periods import DAY, HOUR
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -42,16 +47,20 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-# Events per hour for the whole company: lively enough for a demo dashboard.
+# Events per 1,000 customers a day: about the generated company's own pace
+# (growing ~5 % a month, ~2 % of paying customers cancelling), so its 30-day
+# KPIs hold steady while the demo runs.
 DEFAULT_RATES = {
-    "signup": 8.0,
-    "upgrade": 4.0,
-    "downgrade": 3.0,
-    "cancel": 3.0,
-    "reactivation": 0.6,
-    "retry": 0.2,  # per past-due subscription: smart retries between the scheduled ones
+    "signup": 2.5,
+    "upgrade": 1.2,
+    "downgrade": 0.6,
+    "cancel": 0.5,
+    "reactivation": 0.1,
 }
-RENEWAL_FAILURE = 0.1  # share of renewal payments that fail at first
+# A company in fast-forward, for tests that want every kind of change within hours.
+BUSY_RATES = {kind: per_day * 250 for kind, per_day in DEFAULT_RATES.items()}
+RETRY_PER_HOUR = 0.2  # per past-due subscription: smart retries between the scheduled ones
+RENEWAL_FAILURE = 0.03  # share of renewal payments that fail at first
 RETRY_SUCCESS = 0.3
 TRIAL_CONVERSION = 0.65
 TRIAL_SHARE, INCOMPLETE_SHARE = 0.35, 0.08
@@ -89,11 +98,19 @@ class CompanyTicker:
 
     def __init__(self, store: "StripeStore", rng_seed: int = 0,
                  clock: Callable[[], float] = time.time, *, rates: dict[str, float] | None = None,
-                 allow_large_churn: bool = False, max_changes: int = 500):
+                 allow_large_churn: bool = False, max_changes: int = 500,
+                 renewal_failure: float = RENEWAL_FAILURE, retry_success: float = RETRY_SUCCESS,
+                 retry_per_hour: float = RETRY_PER_HOUR):
         self.store = store
         self.rng = random.Random(rng_seed)
         self.clock = clock
-        self.rates = {**DEFAULT_RATES, **(rates or {})}
+        # Per hour for this company: the rates are per 1,000 customers a day.
+        scale = max(1, store.count("customers")) / 1000 / 24
+        self.rates = {kind: per_day * scale
+                      for kind, per_day in {**DEFAULT_RATES, **(rates or {})}.items()}
+        self.renewal_failure = renewal_failure
+        self.retry_success = retry_success
+        self.retry_per_hour = retry_per_hour
         self.allow_large_churn = allow_large_churn
         self.max_changes = max_changes
         self.changes: list[tuple[int, str, str]] = []  # (time, kind, subscription), last 1000
@@ -169,7 +186,7 @@ class CompanyTicker:
                         plan.append((failed_at + offset, 2, "retry", tl.id))
                 if st.status == "past_due" and t0 < failed_at + 7 * DAY + HOUR <= t1:
                     plan.append((failed_at + 7 * DAY + HOUR, 3, "give_up", tl.id))
-                for at in self._poisson_times(self.rates["retry"], t0, t1):
+                for at in self._poisson_times(self.retry_per_hour, t0, t1):
                     plan.append((at, 2, "retry", tl.id))
         for kind in ("signup", "upgrade", "downgrade", "cancel", "reactivation"):
             for at in self._poisson_times(self.rates[kind], t0, t1):
@@ -238,11 +255,11 @@ class CompanyTicker:
         if st.status in TERMINAL or st.status == "unpaid":  # unpaid: left as a draft
             return None
         if st.status in ("past_due", "incomplete"):
-            succeeded = self.rng.random() < RETRY_SUCCESS
+            succeeded = self.rng.random() < self.retry_success
             if succeeded:
                 store.recover_payment(sub_id, at)
         else:
-            succeeded = self.rng.random() >= RENEWAL_FAILURE
+            succeeded = self.rng.random() >= self.renewal_failure
             if not succeeded:
                 store.fail_payment(sub_id, at)
         self._charge(sub_id, invoice, at, succeeded)
@@ -256,7 +273,7 @@ class CompanyTicker:
         open_ = [r for r in invoices.records(store, tl) if r.outcome == "open" and r.attempt <= at]
         if not open_:
             return None
-        succeeded = self.rng.random() < RETRY_SUCCESS
+        succeeded = self.rng.random() < self.retry_success
         if succeeded:
             store.recover_payment(sub_id, at)
         self._charge(sub_id, open_[-1].id, at, succeeded)
@@ -418,7 +435,7 @@ class CompanyTicker:
         if rec is None:
             return
         amount = invoices.invoice_total(store, tl, rec)
-        if amount <= 0:
+        if amount <= 0 or paid_by_transfer(store, tl, rec.t):
             return
         kwargs: dict[str, Any] = dict(customer=tl.customer, amount=amount, currency=tl.currency,
                                       created=at, description="Subscription creation"

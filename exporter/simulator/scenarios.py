@@ -1,0 +1,66 @@
+"""Demo scenarios: the simulated company calm, or in trouble that a documented threshold catches.
+
+    store, ticker_options = SCENARIOS["payment-failures"].build(seed=9, customers=500, now=now)
+    FakeStripe(store, live=True, ticker_options=ticker_options)
+
+`calm` (the default) breaks no documented threshold for the demo's default
+company (a test checks this through Prometheus); each other scenario is built
+to raise the alerts it names, so a user can watch one travel from Prometheus
+through Alertmanager to a receiver.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from exporter.simulator.company import generate_company
+from exporter.simulator.periods import HOUR
+from exporter.simulator.stripe_store import StripeStore
+from exporter.simulator.ticker import CompanyTicker
+
+# A card processor outage: most renewals fail and past-due invoices keep failing
+# on Stripe's retries, so the failed amount of a day climbs past 5,000.
+OUTAGE = {"renewal_failure": 0.8, "retry_success": 0.0, "retry_per_hour": 0.25}
+OUTAGE_HOURS = 24
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    alerts: tuple[str, ...]  # what it is built to raise (none for calm)
+    make: Callable[[int, int, int], StripeStore]
+    ticker_options: dict = field(default_factory=dict)  # how the company moves on, live
+
+    def build(self, seed: int, customers: int, now: int) -> tuple[StripeStore, dict]:
+        return self.make(seed, customers, now), dict(self.ticker_options)
+
+
+def _calm(seed: int, customers: int, now: int) -> StripeStore:
+    return generate_company(seed=seed, customers=customers, now=now)
+
+
+def _large_churn(seed: int, customers: int, now: int) -> StripeStore:
+    return generate_company(seed=seed, customers=customers, now=now, large_churn=True)
+
+
+def _payment_failures(seed: int, customers: int, now: int) -> StripeStore:
+    """The company as it was a day ago, then a day of outage up to `now`."""
+    store = generate_company(seed=seed, customers=customers, now=now - OUTAGE_HOURS * HOUR)
+    CompanyTicker(store, rng_seed=seed, clock=lambda: now, **OUTAGE).tick()
+    return store
+
+
+SCENARIOS = {s.name: s for s in (
+    Scenario("calm", "business as usual: every KPI inside its documented thresholds",
+             (), _calm),
+    Scenario("payment-failures",
+             "a card processor outage since yesterday: failed payments pass the 5,000 "
+             "critical threshold (warning at once, critical after the alert's `for`)",
+             ("KpiFailedPaymentsAmountHigh",), _payment_failures, OUTAGE),
+    Scenario("large-churn",
+             "the largest customer (over 10,000 a year) cancelled a few hours ago: "
+             "a critical alert pages finance at once",
+             ("KpiLargestChurnArrHigh",), _large_churn),
+)}
