@@ -12,7 +12,7 @@ from exporter.collector import KpiCollector
 from exporter.config import Config
 from exporter.poller import Poller
 from exporter.secrets import RedactingFilter
-from exporter.server import MetricsServer, make_app
+from exporter.server import BackgroundHttpServer, make_app
 from exporter.sources import SOURCE_TYPES
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ class Exporter:
         self.registry = CollectorRegistry()
         self.registry.register(KpiCollector(self.poller, config.kpis))
         host, port = listen or config.listen
-        self.server = MetricsServer(host, port, make_app(self.registry, self.poller))
+        self.server = BackgroundHttpServer(host, port, make_app(self.registry, self.poller))
 
     @property
     def url(self) -> str:
@@ -46,13 +46,18 @@ class Exporter:
         self.server.stop()
 
     def run_until_signal(self) -> None:
-        stopped = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stopped.set())
         self.start()
-        stopped.wait()
+        wait_for_signal()
         log.info("shutting down")
         self.stop()
+
+
+def wait_for_signal() -> None:
+    """Block until SIGINT or SIGTERM (Ctrl-C, `docker stop`)."""
+    stopped = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
+    stopped.wait()
 
 
 def setup_logging(level: str) -> None:

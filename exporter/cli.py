@@ -88,6 +88,26 @@ def demo(listen, scenario, customers, seed, poll_interval, log_level):
                               poll_interval=interval, scenario=scenario))
 
 
+@main.command("alert-sink")
+@click.option("--listen", metavar="HOST:PORT", default="127.0.0.1:19878", callback=_listen,
+              help="Address to receive Alertmanager's webhooks on (POST /alerts).")
+@log_level_option
+def alert_sink(listen, log_level):
+    """Receive Alertmanager's notifications and log them (the demo stack's receiver)."""
+    from exporter.alert_sink import serve
+    from exporter.app import setup_logging, wait_for_signal
+
+    setup_logging(log_level)
+    try:
+        _, server = serve(*listen)
+    except OSError as exc:
+        click.echo(f"kpi-exporter: cannot listen: {exc.strerror or exc}", err=True)
+        sys.exit(1)
+    click.echo(f"alert sink: POST http://{listen[0]}:{server.port}/alerts", err=True)
+    wait_for_signal()
+    server.stop()
+
+
 def _run(build) -> None:
     try:
         exporter = build()

@@ -72,7 +72,7 @@ def _landing(poller: Poller) -> str:
     )
 
 
-class MetricsServer:
+class BackgroundHttpServer:
     """Serves the app in a background thread; `.port` is the bound port."""
 
     def __init__(self, host: str, port: int, app):
@@ -84,7 +84,7 @@ class MetricsServer:
         self._thread = threading.Thread(target=self._server.serve_forever, name="http",
                                         daemon=True)
 
-    def start(self) -> "MetricsServer":
+    def start(self) -> "BackgroundHttpServer":
         self._thread.start()
         return self
 

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter.collector import KpiCollector
 from exporter.poller import Poller
-from exporter.server import MetricsServer, make_app
+from exporter.server import BackgroundHttpServer, make_app
 from exporter.sources.base import Sample
 
 
@@ -150,7 +150,7 @@ def served():
 
     source = StandIn(behaviour=slow_poll)
     poller = Poller([source])
-    server = MetricsServer("127.0.0.1", 0, make_app(registry_for(poller), poller)).start()
+    server = BackgroundHttpServer("127.0.0.1", 0, make_app(registry_for(poller), poller)).start()
     poller.start()
     started.wait(5)
     yield f"http://127.0.0.1:{server.port}", release, poller

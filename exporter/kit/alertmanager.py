@@ -13,6 +13,8 @@ from __future__ import annotations
 from exporter import catalog
 
 SECRETS_DIR = "/etc/alertmanager/secrets"
+# The demo stack's receiver (`kpi-exporter alert-sink`, service alert-sink).
+DEMO_SINK_URL = "http://alert-sink:19878/alerts"
 # Health alerts belong to engineering even though no KPI names that team.
 TEAMS_ALWAYS = ("engineering",)
 
@@ -62,16 +64,29 @@ def routes(team_names: list[str]) -> list[dict]:
     return result
 
 
-def alertmanager_config(kpis: tuple[catalog.Kpi, ...] = catalog.KPIS) -> dict:
+def demo_receivers(team_names: list[str]) -> list[dict]:
+    """The same receiver names, each a webhook to the demo's alert sink, which
+    shows what PagerDuty, Slack or e-mail would have received."""
+    return [{"name": receiver["name"],
+             "webhook_configs": [{"url": DEMO_SINK_URL, "send_resolved": True}]}
+            for receiver in receivers(team_names)]
+
+
+def alertmanager_config(kpis: tuple[catalog.Kpi, ...] = catalog.KPIS, *,
+                        demo: bool = False) -> dict:
+    """The routing; `demo=True` keeps the same routing tree and receiver names
+    but delivers every notification to the alert sink (no accounts needed)."""
     team_names = teams(kpis)
-    return {
-        "global": {
-            "resolve_timeout": "5m",
+    global_settings = {"resolve_timeout": "5m"}
+    if not demo:
+        global_settings.update({
             "smtp_from": "kpi-exporter@example.com",
             "smtp_smarthost": "smtp.example.com:587",
             "smtp_auth_username": "kpi-exporter@example.com",
             "smtp_auth_password_file": f"{SECRETS_DIR}/smtp_password",
-        },
+        })
+    return {
+        "global": global_settings,
         "route": {
             "receiver": "default",
             "group_by": ["alertname", "source"],
@@ -86,5 +101,5 @@ def alertmanager_config(kpis: tuple[catalog.Kpi, ...] = catalog.KPIS) -> dict:
             "target_matchers": ['severity="warning"'],
             "equal": ["alertname", "source"],
         }],
-        "receivers": receivers(team_names),
+        "receivers": demo_receivers(team_names) if demo else receivers(team_names),
     }
