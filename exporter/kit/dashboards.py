@@ -184,11 +184,11 @@ def health() -> g.Dashboard:
                    "s", 12, 0),
         timeseries("Poll duration", "How long the last poll of each source took.",
                    [("kpi_source_poll_duration_seconds", "{{source}}")], "s", 0, 8),
-        timeseries("Requests and errors", "Upstream requests per second, and failed ones by "
-                   "reason (retried ones included).",
+        timeseries("Requests and errors", "Upstream requests per second, and failed ones "
+                   "(retried ones included; kpi_source_request_errors_total has the reason).",
                    [("rate(kpi_source_requests_total[$__rate_interval])", "{{source}} requests"),
-                    ("rate(kpi_source_request_errors_total[$__rate_interval]) > 0",
-                     "{{source}} {{reason}}")], "reqps", 12, 8),
+                    ("sum by (source) (rate(kpi_source_request_errors_total[$__rate_interval]))",
+                     "{{source}} errors")], "reqps", 12, 8),
         timeseries("Rate-limit waits", "Seconds per second spent waiting on the client-side "
                    "rate limit.",
                    [("rate(kpi_source_rate_limit_wait_seconds_total[$__rate_interval])",

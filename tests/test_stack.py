@@ -1,0 +1,283 @@
+"""The docker compose stack, proven end to end without Docker.
+
+tests/native_stack.py runs docker-compose.yml's services as local processes
+(the demo exporter, the alert sink, Debian's Alertmanager and Prometheus) with
+the files from provisioning/, rewriting only host names and mount paths. The
+demo runs the large-churn scenario, as a user's `.env` would ask for it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from exporter.kit.alertmanager import DEMO_SINK_URL
+from exporter.kit.generate import DASHBOARDS_DIR, RULES_PATH
+from exporter.kit.rules import KitSettings
+from native_stack import COMPOSE, DEBIAN_BINARIES, NativeStack, ROOT, load_compose
+from tools import require
+
+pytestmark = pytest.mark.timeout(300)
+
+SCENARIO = "large-churn"
+SCENARIO_ALERT = {"alertname": "KpiLargestChurnArrHigh", "severity": "critical",
+                  "team": "finance", "source": "stripe", "window": "24h", "job": "kpi-exporter"}
+SCENARIO_RECEIVER = "finance-page"
+# Grafana's built-in variables, made concrete for a 15 s scrape interval.
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h"}
+
+
+def eventually(check, timeout: float, what: str, stack: NativeStack, every: float = 1.0):
+    """Poll `check` until it returns a truthy value; fail with the logs otherwise."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except (requests.RequestException, KeyError, ValueError) as exc:
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(every)
+    logs = "\n".join(f"--- {name}\n{stack.log(name, 1500)}" for name in stack.processes)
+    pytest.fail(f"{what} within {timeout}s (last: {last!r})\n{logs}")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    for binary, package in DEBIAN_BINARIES.values():
+        require(binary, package)
+    stack = NativeStack(tmp_path_factory.mktemp("stack"), {"KPI_DEMO_SCENARIO": SCENARIO})
+    try:
+        yield stack.start(skip={"grafana"})
+    finally:
+        stack.stop()
+
+
+def prometheus(stack: NativeStack, path: str, **params) -> dict:
+    reply = requests.get(stack.url("prometheus", 9090) + path, params=params, timeout=10)
+    reply.raise_for_status()
+    return reply.json()["data"]
+
+
+# --------------------------------------------------------------------------- the running stack
+
+
+def test_prometheus_scrapes_the_exporter(stack):
+    def exporter_up():
+        targets = prometheus(stack, "/api/v1/targets")["activeTargets"]
+        return [t for t in targets if t["labels"]["job"] == "kpi-exporter"
+                and t["health"] == "up"]
+
+    [target] = eventually(exporter_up, 60, "the kpi-exporter target is up", stack)
+    assert target["scrapeUrl"] == stack.url("exporter", 19877) + "/metrics"
+
+
+def test_every_rule_group_loads_and_evaluates_healthy(stack):
+    expected = {g["name"]: len(g["rules"])
+                for g in yaml.safe_load((ROOT / RULES_PATH).read_text())["groups"]}
+
+    def evaluated():
+        groups = prometheus(stack, "/api/v1/rules")["groups"]
+        rules = [r for g in groups for r in g["rules"]]
+        return groups if rules and all(r["health"] != "unknown" for r in rules) else None
+
+    groups = eventually(evaluated, 60, "every rule evaluated", stack)
+    assert {g["name"]: len(g["rules"]) for g in groups} == expected
+    for group in groups:
+        for rule in group["rules"]:
+            assert rule["health"] == "ok", (group["name"], rule["name"], rule.get("lastError"))
+
+
+def dashboard_queries() -> list[tuple[str, str, str]]:
+    found = []
+
+    def walk(panels):
+        for panel in panels:
+            yield panel
+            yield from walk(panel.get("panels", []))
+
+    for path in sorted((ROOT / DASHBOARDS_DIR).glob("*.json")):
+        for panel in walk(json.loads(path.read_text())["panels"]):
+            for target in panel.get("targets", []):
+                found.append((path.name, panel["title"], target["expr"]))
+    return found
+
+
+def test_every_dashboard_query_returns_data(stack):
+    def concrete(expr: str) -> str:
+        for variable, value in GRAFANA_VARIABLES.items():
+            expr = expr.replace(variable, value)
+        assert "$" not in expr, expr
+        return expr
+
+    queries = dashboard_queries()
+    assert len(queries) > 20
+
+    def empty():
+        missing = [(name, title, expr) for name, title, expr in queries
+                   if not prometheus(stack, "/api/v1/query", query=concrete(expr))["result"]]
+        return missing or "none"
+
+    # rate() needs two scrapes: wait until every query has data
+    assert eventually(lambda: empty() == "none", 90, "every dashboard query has data", stack)
+
+
+def test_the_scenarios_alert_reaches_the_sink_routed_to_the_team(stack):
+    sink = stack.url("alert-sink", 19878)
+
+    def delivered():
+        return [(n["receiver"], alert)
+                for n in requests.get(f"{sink}/notifications", timeout=5).json()
+                for alert in n["alerts"] if alert["labels"]["alertname"] == "KpiLargestChurnArrHigh"]
+
+    [(receiver, alert)] = eventually(delivered, 150, "the scenario's alert reached the sink",
+                                     stack, every=2)
+    assert receiver == SCENARIO_RECEIVER
+    assert alert["status"] == "firing"
+    labels = dict(alert["labels"])
+    assert labels.pop("instance") == stack.url("exporter", 19877).removeprefix("http://")
+    assert labels == SCENARIO_ALERT
+    annotations = alert["annotations"]
+    assert annotations["summary"] == "Largest churn ARR is above 10,000 over 24h."
+    assert annotations["runbook_url"].endswith("runbooks.md#kpilargestchurnarrhigh")
+    assert annotations["dashboard_url"] == "http://localhost:3000/d/kpi-revenue"
+
+
+def test_the_rest_of_the_demo_is_calm(stack):
+    """Apart from its scenario, the demo company breaks no threshold: Prometheus
+    has no other alert, firing or pending."""
+    def alerts():
+        found = prometheus(stack, "/api/v1/alerts")["alerts"]
+        return found if any(a["labels"]["alertname"] == SCENARIO_ALERT["alertname"]
+                            for a in found) else None
+
+    found = eventually(alerts, 90, "the scenario's alert in Prometheus", stack)
+    assert {(a["labels"]["alertname"], a["state"]) for a in found} == {
+        (SCENARIO_ALERT["alertname"], "firing")}
+
+
+# --------------------------------------------------------------------------- the files themselves
+
+
+def compose() -> dict:
+    return load_compose({})
+
+
+def test_compose_images_are_pinned_and_the_own_image_is_built_here():
+    for name, service in compose()["services"].items():
+        repository, _, tag = service["image"].rpartition(":")
+        assert repository and tag and tag != "latest", name
+        assert re.fullmatch(r"v?\d+\.\d+\.\d+", tag), (name, tag)
+        if repository == "kpi-exporter":
+            assert service["build"] == "."
+        else:
+            assert repository in DEBIAN_BINARIES or repository == "grafana/grafana", name
+
+
+def test_compose_services_are_healthchecked_ordered_and_local():
+    services = compose()["services"]
+    assert set(services) == {"exporter", "alert-sink", "alertmanager", "prometheus", "grafana"}
+    for name, service in services.items():
+        assert service["healthcheck"]["test"][0] == "CMD", name
+        for port in service.get("ports", []):
+            assert port.startswith("127.0.0.1:"), (name, port)
+        for dependency, condition in service.get("depends_on", {}).items():
+            assert dependency in services and condition == {"condition": "service_healthy"}
+    assert set(services["prometheus"]["depends_on"]) == {"exporter", "alertmanager"}
+    assert set(services["grafana"]["depends_on"]) == {"prometheus"}
+    assert set(services["alertmanager"]["depends_on"]) == {"alert-sink"}
+
+
+def test_compose_mounts_exist_and_named_volumes_are_declared():
+    spec = compose()
+    declared = set(spec["volumes"])
+    for name, service in spec["services"].items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (ROOT / source).exists(), (name, volume)
+            else:
+                assert source in declared, (name, volume)
+    assert declared == {"prometheus-data", "alertmanager-data", "grafana-data"}
+
+
+def test_compose_defaults_run_the_demo_and_env_switches_to_real_accounts():
+    demo = compose()["services"]
+    assert demo["exporter"]["command"] == "demo"
+    assert demo["exporter"]["environment"]["KPI_EXPORTER_DEMO_SCENARIO"] == "calm"
+    assert "alertmanager.demo.yml" in " ".join(demo["alertmanager"]["command"])
+    example = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
+                   if line and not line.startswith("#"))
+    real = load_compose(example)["services"]
+    assert real["exporter"]["command"] == "serve"
+    assert real["exporter"]["environment"]["STRIPE_API_KEY"] == example["STRIPE_API_KEY"]
+    assert "/etc/alertmanager/alertmanager.yml" in " ".join(real["alertmanager"]["command"])
+    # the config that `serve` reads in the stack loads, with the .env's key
+    from exporter import config
+    mounted = dict(reversed(v.split(":")[:2]) for v in demo["exporter"]["volumes"])
+    path = real["exporter"]["environment"]["KPI_EXPORTER_SERVE_CONFIG"]
+    directory, file = path.rsplit("/", 1)
+    loaded = config.load(ROOT / mounted[directory] / file, environ=example)
+    assert list(loaded.sources) == ["stripe"] and loaded.listen == ("0.0.0.0", 19877)
+
+
+def test_prometheus_config_scrapes_the_job_the_alerts_select():
+    config = yaml.safe_load((ROOT / "provisioning/prometheus/prometheus.yml").read_text())
+    jobs = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
+    job = re.fullmatch(r'job="([^"]+)"', KitSettings().job_selector).group(1)
+    assert jobs[job] == ["exporter:19877"]
+    assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == \
+        ["alertmanager:9093"]
+    mounted = dict(reversed(v.split(":")[:2]) for v in compose()["services"]["prometheus"]["volumes"])
+    [pattern] = config["rule_files"]
+    assert mounted[pattern.rsplit("/", 1)[0]] == "./" + RULES_PATH.rsplit("/", 1)[0]
+
+
+def test_grafana_provisioning_points_at_the_stack():
+    grafana = compose()["services"]["grafana"]
+    mounted = dict(reversed(v.split(":")[:2]) for v in grafana["volumes"])
+    assert mounted["/etc/grafana/provisioning"] == "./provisioning/grafana"
+    datasources = yaml.safe_load((ROOT / "provisioning/grafana/datasources/kpi-exporter.yml").read_text())
+    assert datasources["apiVersion"] == 1
+    by_type = {d["type"]: d for d in datasources["datasources"]}
+    assert by_type["prometheus"]["url"] == "http://prometheus:9090" and by_type["prometheus"]["isDefault"]
+    assert by_type["alertmanager"]["url"] == "http://alertmanager:9093"
+    providers = yaml.safe_load((ROOT / "provisioning/grafana/dashboards/kpi-exporter.yml").read_text())
+    assert providers["apiVersion"] == 1
+    [provider] = providers["providers"]
+    assert provider["type"] == "file" and provider["folder"] == "KPI exporter"
+    assert mounted[provider["options"]["path"]] == "./" + DASHBOARDS_DIR
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home.startswith(provider["options"]["path"] + "/")
+    assert (ROOT / DASHBOARDS_DIR / home.rsplit("/", 1)[1]).exists()
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "admin"  # the default
+    assert load_compose({"GRAFANA_ADMIN_PASSWORD": "s3cret"})["services"]["grafana"][
+        "environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "s3cret"
+
+
+def test_demo_alertmanager_sends_to_the_sink_service():
+    host_port = DEMO_SINK_URL.removeprefix("http://").split("/")[0]
+    service, port = host_port.split(":")
+    ports = compose()["services"][service]["ports"]
+    assert any(p.endswith(f":{port}") for p in ports)
+
+
+def test_dockerfile_runs_the_readme_command_as_a_non_root_user():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert 'ENTRYPOINT ["kpi-exporter"]' in dockerfile and 'CMD ["demo"]' in dockerfile
+    assert "kpi-exporter demo" in readme
+    users = re.findall(r"^USER (\S+)", dockerfile, re.M)
+    assert users and users[-1] not in ("root", "0")
+    assert re.search(r"^HEALTHCHECK .*\n?.*127\.0\.0\.1:19877/healthz", dockerfile, re.M)
+    assert re.findall(r"^FROM (\S+)", dockerfile, re.M) and all(
+        re.search(r":\d+\.\d+\.\d+-", image) for image in re.findall(r"^FROM (\S+)", dockerfile, re.M))
+    compose_check = " ".join(compose()["services"]["exporter"]["healthcheck"]["test"])
+    assert "127.0.0.1:19877/healthz" in compose_check
