@@ -20,7 +20,7 @@ import yaml
 from exporter.kit.alertmanager import DEMO_SINK_URL
 from exporter.kit.generate import DASHBOARDS_DIR, RULES_PATH
 from exporter.kit.rules import KitSettings
-from native_stack import COMPOSE, DEBIAN_BINARIES, NativeStack, ROOT, load_compose
+from native_stack import DEBIAN_BINARIES, ROOT, NativeStack, bind_mounts, load_compose
 from tools import require
 
 pytestmark = pytest.mark.timeout(300)
@@ -170,6 +170,11 @@ def compose() -> dict:
     return load_compose({})
 
 
+def mounted(service: str) -> dict[str, Path]:
+    """Container path -> what the repo mounts there."""
+    return {target: source for source, target in bind_mounts(compose()["services"][service])}
+
+
 def test_compose_images_are_pinned_and_the_own_image_is_built_here():
     for name, service in compose()["services"].items():
         repository, _, tag = service["image"].rpartition(":")
@@ -221,10 +226,9 @@ def test_compose_defaults_run_the_demo_and_env_switches_to_real_accounts():
     assert "/etc/alertmanager/alertmanager.yml" in " ".join(real["alertmanager"]["command"])
     # the config that `serve` reads in the stack loads, with the .env's key
     from exporter import config
-    mounted = dict(reversed(v.split(":")[:2]) for v in demo["exporter"]["volumes"])
     path = real["exporter"]["environment"]["KPI_EXPORTER_SERVE_CONFIG"]
     directory, file = path.rsplit("/", 1)
-    loaded = config.load(ROOT / mounted[directory] / file, environ=example)
+    loaded = config.load(str(mounted("exporter")[directory] / file), environ=example)
     assert list(loaded.sources) == ["stripe"] and loaded.listen == ("0.0.0.0", 19877)
 
 
@@ -235,15 +239,15 @@ def test_prometheus_config_scrapes_the_job_the_alerts_select():
     assert jobs[job] == ["exporter:19877"]
     assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == \
         ["alertmanager:9093"]
-    mounted = dict(reversed(v.split(":")[:2]) for v in compose()["services"]["prometheus"]["volumes"])
     [pattern] = config["rule_files"]
-    assert mounted[pattern.rsplit("/", 1)[0]] == "./" + RULES_PATH.rsplit("/", 1)[0]
+    rules_dir = mounted("prometheus")[pattern.rsplit("/", 1)[0]]
+    assert rules_dir == (ROOT / RULES_PATH).parent
 
 
 def test_grafana_provisioning_points_at_the_stack():
     grafana = compose()["services"]["grafana"]
-    mounted = dict(reversed(v.split(":")[:2]) for v in grafana["volumes"])
-    assert mounted["/etc/grafana/provisioning"] == "./provisioning/grafana"
+    mounts = mounted("grafana")
+    assert mounts["/etc/grafana/provisioning"] == ROOT / "provisioning/grafana"
     datasources = yaml.safe_load((ROOT / "provisioning/grafana/datasources/kpi-exporter.yml").read_text())
     assert datasources["apiVersion"] == 1
     by_type = {d["type"]: d for d in datasources["datasources"]}
@@ -253,7 +257,7 @@ def test_grafana_provisioning_points_at_the_stack():
     assert providers["apiVersion"] == 1
     [provider] = providers["providers"]
     assert provider["type"] == "file" and provider["folder"] == "KPI exporter"
-    assert mounted[provider["options"]["path"]] == "./" + DASHBOARDS_DIR
+    assert mounts[provider["options"]["path"]] == ROOT / DASHBOARDS_DIR
     home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert home.startswith(provider["options"]["path"] + "/")
     assert (ROOT / DASHBOARDS_DIR / home.rsplit("/", 1)[1]).exists()
