@@ -10,7 +10,8 @@ against this Prometheus instead.
 Only two things are rewritten, the two that Docker itself provides:
 `service:port` host names (and a service's own `0.0.0.0:port`) become
 127.0.0.1 and a free port, and the container paths of bind mounts become
-copies of the mounted files (rewritten the same way). Compose variables are
+copies of the mounted files (rewritten the same way); a test may also point
+an outside service's address (PagerDuty's) at a local stand-in. Compose variables are
 interpolated from the given environment, as from a `.env` file.
 """
 
@@ -89,8 +90,11 @@ def free_port() -> int:
 
 
 class NativeStack:
-    def __init__(self, workdir: Path, env: dict[str, str]):
+    def __init__(self, workdir: Path, env: dict[str, str],
+                 external: dict[str, str] | None = None):
+        """`external`: base URLs outside the stack (a SaaS API) -> local stand-ins."""
         self.workdir = workdir
+        self.external = external or {}
         self.compose = load_compose(env)
         self.services: dict[str, dict] = self.compose["services"]
         # service -> {container port: host port}
@@ -105,6 +109,8 @@ class NativeStack:
     # ------------------------------------------------------------------ rewriting
 
     def rewrite(self, text: str, service: str) -> str:
+        for url, local in self.external.items():
+            text = text.replace(url, local)
         for port, host_port in self.ports[service].items():
             text = re.sub(rf"\b(0\.0\.0\.0|127\.0\.0\.1|localhost):{port}\b",
                           f"127.0.0.1:{host_port}", text)

@@ -285,3 +285,82 @@ def test_dockerfile_runs_the_readme_command_as_a_non_root_user():
         re.search(r":\d+\.\d+\.\d+-", image) for image in re.findall(r"^FROM (\S+)", dockerfile, re.M))
     compose_check = " ".join(compose()["services"]["exporter"]["healthcheck"]["test"])
     assert "127.0.0.1:19877/healthz" in compose_check
+
+
+# --------------------------------------------------------------------------- production receivers
+
+
+class Capture:
+    """A stand-in for Slack and PagerDuty: keeps every JSON body POSTed to it, by path."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.received: list[tuple[str, dict]] = []
+        capture = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - the http.server API
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                capture.received.append((self.path, json.loads(body)))
+                self.send_response(202)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b'{"status": "success"}')
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_production_routing_pages_the_team_with_the_secrets_from_files(tmp_path):
+    """With .env's production settings, a critical finance alert reaches PagerDuty
+    with finance's routing key and Slack's #finance-alerts, both read from the
+    secret files: only PagerDuty's address and the Slack URL point here."""
+    for binary, package in DEBIAN_BINARIES.values():
+        require(binary, package)
+    capture = Capture()
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "slack_webhook_url").write_text(f"{capture.url}/slack")
+    (secrets / "pagerduty_finance_key").write_text("finance-routing-key")
+    (secrets / "smtp_password").write_text("unused")
+    from exporter.kit.alertmanager import PAGERDUTY_URL
+    stack = NativeStack(tmp_path / "stack", {"KPI_ALERTMANAGER_CONFIG": "alertmanager.yml",
+                                             "KPI_ALERTMANAGER_SECRETS": str(secrets)},
+                        external={PAGERDUTY_URL: f"{capture.url}/v2/enqueue"})
+    (tmp_path / "stack").mkdir()
+    try:
+        stack.start(skip={"exporter", "alert-sink", "prometheus", "grafana"})
+        alert = {"labels": {"alertname": "KpiMrrDrop", "severity": "critical", "team": "finance",
+                            "source": "stripe", "window": "30d"},
+                 "annotations": {"summary": "MRR fell by more than 5% over 30d.",
+                                 "description": "kpi_mrr from stripe is -6% change.",
+                                 "runbook_url": "https://example.com/runbooks.md#kpimrrdrop"}}
+        reply = requests.post(stack.url("alertmanager", 9093) + "/api/v2/alerts", json=[alert],
+                              timeout=10)
+        assert reply.status_code == 200, reply.text
+        # the critical route waits 30 s (group_wait) before the first notification
+        eventually(lambda: {p for p, _ in capture.received} >= {"/v2/enqueue", "/slack"}, 90,
+                   "PagerDuty and Slack notified", stack, every=2)
+    finally:
+        stack.stop()
+        capture.close()
+    by_path = dict(capture.received)
+    page = by_path["/v2/enqueue"]
+    assert page["routing_key"] == "finance-routing-key" and page["event_action"] == "trigger"
+    assert page["payload"]["severity"] == "critical"
+    chat = by_path["/slack"]
+    assert chat["channel"] == "#finance-alerts"
+    [attachment] = chat["attachments"]
+    assert attachment["title"] == "KpiMrrDrop (critical)"
+    assert "MRR fell by more than 5% over 30d." in attachment["text"]
+    assert "Runbook: https://example.com/runbooks.md#kpimrrdrop" in attachment["text"]

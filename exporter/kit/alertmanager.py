@@ -13,6 +13,8 @@ from __future__ import annotations
 from exporter import catalog
 
 SECRETS_DIR = "/etc/alertmanager/secrets"
+# Alertmanager's default, written out so the address is visible in the file.
+PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
 # The demo stack's receiver (`kpi-exporter alert-sink`, service alert-sink).
 DEMO_SINK_URL = "http://alert-sink:19878/alerts"
 # Health alerts belong to engineering even though no KPI names that team.
@@ -80,6 +82,7 @@ def alertmanager_config(kpis: tuple[catalog.Kpi, ...] = catalog.KPIS, *,
     global_settings = {"resolve_timeout": "5m"}
     if not demo:
         global_settings.update({
+            "pagerduty_url": PAGERDUTY_URL,
             "smtp_from": "kpi-exporter@example.com",
             "smtp_smarthost": "smtp.example.com:587",
             "smtp_auth_username": "kpi-exporter@example.com",
