@@ -38,28 +38,22 @@ Simplified:
 serving, so the company keeps changing (new signups, cancellations, failed
 payments...) every `tick_interval` seconds.
 
-Fault injection for tests: `set_latency`, `fail_next`, `rate_limit`,
-`serve_malformed_next`; and a request log: `requests`, `request_count`,
-`reset_log()`.
+Fault injection and the request log come from `FakeServer` (fake_server.py).
 """
 
 from __future__ import annotations
 
 import base64
-import collections
 import copy
 import fnmatch
-import json
 import random
 import re
 import string
-import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
-from urllib.parse import parse_qs, urlsplit
 
+from exporter.simulator.fake_server import FakeServer, Response, json_body
 from exporter.simulator.stripe_store import API_VERSION, SUBSCRIPTION_STATUSES, \
     VIRTUAL_COLLECTIONS, StripeStore
 
@@ -434,20 +428,17 @@ class _Expander:
 # --------------------------------------------------------------------------- server
 
 
-@dataclass
-class _Fault:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-
-class FakeStripe:
+class FakeStripe(FakeServer):
     """A Stripe API double on 127.0.0.1, serving a StripeStore over real HTTP."""
+
+    name = "fake-stripe"
+    malformed_body = b'{\n  "object": "list",\n  "data": [\n    {"id": '
 
     def __init__(self, store: StripeStore, api_key: str = "sk_test_simulator",
                  host: str = "127.0.0.1", port: int = 0, *, live: bool = False,
                  tick_interval: float = 60.0, clock: Callable[[], float] = time.time,
                  ticker_options: dict | None = None):
+        super().__init__(host, port)
         self.store = store
         self.ticker = None
         self.tick_interval = tick_interval
@@ -455,146 +446,47 @@ class FakeStripe:
             from exporter.simulator.ticker import CompanyTicker
             self.ticker = CompanyTicker(store, clock=clock, **(ticker_options or {}))
         self.api_key = api_key
-        self.host = host
-        self.port = port
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._latency = 0.0
-        self._faults: collections.deque[_Fault] = collections.deque()
-        self._rate: float | None = None
-        self._recent: collections.deque[float] = collections.deque()
-        self._log: list[tuple[str, str, dict[str, list[str]]]] = []
         self._ids = random.Random()
         self._expander = _Expander(store)
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> "FakeStripe":
-        if self._server is not None:
-            return self
-        server = _Server((self.host, self.port), _Handler)
-        server.fake = self
-        self._server = server
-        self.port = server.server_address[1]
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        name=f"fake-stripe:{self.port}", daemon=True)
-        self._thread.start()
-        if self.ticker is not None:
+        started = self._server is not None
+        super().start()
+        if self.ticker is not None and not started:
             self.ticker.start(self.tick_interval)
         return self
 
     def stop(self) -> None:
         if self.ticker is not None:
             self.ticker.stop()
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        super().stop()
 
-    def __enter__(self) -> "FakeStripe":
-        return self.start()
+    # ------------------------------------------------------------------ Stripe's answers
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def failure_body(self, status: int) -> Any:
+        return _DEFAULT_FAILURES.get(status, _SERVER_ERROR)
 
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FakeStripe is not started")
-        return f"http://{self.host}:{self.port}"
+    def rate_limited(self) -> Response:
+        return 429, {}, json_body(RATE_LIMIT_BODY)
 
-    # ------------------------------------------------------------------ fault injection
+    def response_headers(self, request_headers: Any) -> dict[str, str]:
+        return {"Request-Id": self.request_id(),
+                "Stripe-Version": request_headers.get("Stripe-Version") or API_VERSION}
 
-    def set_latency(self, seconds: float) -> None:
-        """Sleep this long before every response."""
-        with self._lock:
-            self._latency = max(0.0, float(seconds))
-
-    def fail_next(self, count: int = 1, status: int = 500, headers: dict | None = None,
-                  body: Any = None) -> None:
-        """The next `count` requests get `status` (with Stripe's error body for it unless
-        `body` is given: a dict is sent as JSON, str/bytes as is)."""
-        if body is None:
-            body = _DEFAULT_FAILURES.get(status, _SERVER_ERROR)
-        if isinstance(body, (dict, list)):
-            raw = json.dumps(body, indent=2).encode()
-        else:
-            raw = body.encode() if isinstance(body, str) else bytes(body)
-        with self._lock:
-            for _ in range(count):
-                self._faults.append(_Fault(status, dict(headers or {}), raw))
-
-    def serve_malformed_next(self, count: int = 1) -> None:
-        """The next `count` requests get a 200 whose body is truncated, invalid JSON."""
-        with self._lock:
-            for _ in range(count):
-                self._faults.append(_Fault(200, {}, b'{\n  "object": "list",\n  "data": [\n    {"id": '))
-
-    def rate_limit(self, requests_per_second: float | None) -> None:
-        """Answer 429 beyond this many requests in any one-second window (None: off)."""
-        with self._lock:
-            self._rate = requests_per_second or None
-            self._recent.clear()
-
-    # ------------------------------------------------------------------ request log
-
-    @property
-    def requests(self) -> list[tuple[str, str, dict[str, list[str]]]]:
-        """(method, path, query as a dict of lists) of every request, oldest first."""
-        with self._lock:
-            return list(self._log)
-
-    @property
-    def request_count(self) -> int:
-        with self._lock:
-            return len(self._log)
-
-    def reset_log(self) -> None:
-        with self._lock:
-            self._log.clear()
-
-    # ------------------------------------------------------------------ request handling
-
-    def handle(self, method: str, target: str, headers: Any) -> tuple[int, dict[str, str], bytes]:
-        """One request -> (status, extra headers, body). Runs on the handler's thread."""
-        parts = urlsplit(target)
-        query = parse_qs(parts.query, keep_blank_values=True)
-        with self._lock:
-            self._log.append((method, parts.path, query))
-            latency = self._latency
-            fault = self._faults.popleft() if self._faults else None
-            limited = self._over_rate_limit()
-        if latency:
-            time.sleep(latency)
-        if fault is not None:
-            return fault.status, fault.headers, fault.body
+    def respond(self, method: str, path: str, query: dict[str, list[str]], headers: Any,
+                body: bytes) -> Response:
         try:
-            if limited:
-                return 429, {}, _json(RATE_LIMIT_BODY)
             self._authenticate(headers.get("Authorization"))
-            return 200, {}, _json(self._route(method, parts.path, query))
+            return 200, {}, json_body(self._route(method, path, query))
         except ApiError as err:
             extra = {"WWW-Authenticate": 'Bearer realm="Stripe"'} if err.status == 401 else {}
-            return err.status, extra, _json(err.payload())
+            return err.status, extra, json_body(err.payload())
 
     def request_id(self) -> str:
         with self._lock:
             return "req_" + "".join(self._ids.choices(string.ascii_letters + string.digits, k=14))
-
-    def _over_rate_limit(self) -> bool:
-        if self._rate is None:
-            return False
-        now = time.monotonic()
-        while self._recent and self._recent[0] <= now - 1.0:
-            self._recent.popleft()
-        if len(self._recent) >= self._rate:
-            return True
-        self._recent.append(now)
-        return False
 
     def _authenticate(self, header: str | None) -> None:
         key = ""
@@ -764,45 +656,3 @@ def _limit(group: Group | None) -> int:
     if value > 100:
         raise _bad_param("limit", "This value must be less than or equal to 100.")
     return value
-
-
-def _json(payload: Any) -> bytes:
-    # Stripe pretty-prints; compact JSON parses the same and costs a third of the
-    # time on large pages (invoices), which the demo's first poll feels.
-    return (json.dumps(payload, separators=(",", ":")) + "\n").encode()
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    fake: FakeStripe
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, like api.stripe.com
-    disable_nagle_algorithm = True  # headers and body are separate writes: avoid 40 ms stalls
-
-    def version_string(self) -> str:
-        return "nginx"  # what api.stripe.com reports
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
-        fake = self.server.fake  # type: ignore[attr-defined]
-        status, headers, body = fake.handle(self.command, self.path, self.headers)
-        self.send_response(status)
-        self.send_header("Content-Type", headers.pop("Content-Type", "application/json"))
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Request-Id", fake.request_id())
-        self.send_header("Stripe-Version", self.headers.get("Stripe-Version") or API_VERSION)
-        self.send_header("Cache-Control", "no-cache, no-store")
-        for name, value in headers.items():
-            self.send_header(name, str(value))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _serve
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read fake.requests
-        pass
