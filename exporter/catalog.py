@@ -30,7 +30,9 @@ class Threshold:
     """One alarm condition on a KPI.
 
     kind "above"/"below": the value itself crosses `value`.
-    kind "drop": the value fell by more than `value` (a 0-1 fraction) over `window`.
+    kind "drop": the value fell by more than `value` (a 0-1 fraction) over `window`;
+    with a `baseline` window, the value over `window` is that much below the value
+    over `baseline` (both computed by the exporter, so no Prometheus history needed).
     """
 
     name: str
@@ -39,6 +41,7 @@ class Threshold:
     value: float
     window: str | None = None
     note: str = ""
+    baseline: str | None = None
     # How long the condition must hold before the alert fires; None: the kit's
     # default for the severity. "0s" for events that a window already holds.
     hold: str | None = None
@@ -284,7 +287,56 @@ REVENUE_DYNAMICS: tuple[Kpi, ...] = (
              "Sum of the amounts of the open disputes.", labels=("source",)),
 )
 
-KPIS: tuple[Kpi, ...] = REVENUE + REVENUE_DYNAMICS
+def _email(key: str, help: str, description: str, *, unit: Unit = "ratio",
+           labels: tuple[str, ...] = ("source", "domain", "window"), **kw) -> Kpi:
+    return Kpi(key=f"email_{key}", metric=f"kpi_email_{key}", help=help, unit=unit,
+               labels=labels, description=description, team="marketing", area="email", **kw)
+
+
+# Email (issue 6): Mailgun's Metrics API per sending domain, see
+# exporter/sources/mailgun/kpis.py for the definitions.
+EMAIL: tuple[Kpi, ...] = (
+    _email("events", "Email events per sending domain over the trailing window, by event.",
+           "Counts from the upstream's analytics: accepted (outgoing), delivered, "
+           "failed_permanent (of which bounced and suppressed), failed_temporary, opened, "
+           "opened_unique, clicked, clicked_unique, unsubscribed, complained. Domains beyond "
+           "sources.mailgun.max_domains are summed under domain=\"other\".",
+           unit="count", labels=("source", "domain", "event", "window")),
+    _email("delivery_rate", "Delivered / accepted outgoing messages over the trailing window.",
+           "Deliverability: delivered / accepted; absent when nothing was accepted. Target "
+           "> 98 %; documented critical when deliverability drops by more than 5 % (here: "
+           "the last 24 h against the last 7 days, relative).",
+           target=0.98, direction="higher",
+           thresholds=(Threshold("warning", "warning", "below", 0.98, window="24h",
+                                 note="below the documented 98 % target"),
+                       Threshold("drop", "critical", "drop", 0.05, window="24h",
+                                 baseline="7d"))),
+    _email("hard_bounce_rate", "Hard bounces / accepted outgoing messages over the trailing "
+           "window.",
+           "Permanent failures that bounced (not the suppressed ones) / accepted; absent when "
+           "nothing was accepted. Target < 2 %.",
+           target=0.02, direction="lower",
+           thresholds=(Threshold("warning", "warning", "above", 0.02, window="24h",
+                                 note="above the documented 2 % target"),)),
+    _email("complaint_rate", "Spam complaints / delivered messages over the trailing window.",
+           "complained / delivered; absent when nothing was delivered. Industry guidance "
+           "< 0.1 %.",
+           target=0.001, direction="lower",
+           thresholds=(Threshold("warning", "warning", "above", 0.001, window="24h",
+                                 note="above the industry's 0.1 %"),)),
+    _email("open_rate", "Unique opens / delivered messages over the trailing window.",
+           "opened_unique / delivered; absent when nothing was delivered. Tracked, no target."),
+    _email("click_rate", "Unique clicks / delivered messages over the trailing window.",
+           "clicked_unique / delivered; absent when nothing was delivered. Tracked, no target."),
+    _email("unsubscribe_rate", "Unsubscribes / delivered messages over the trailing window.",
+           "unsubscribed / delivered; absent when nothing was delivered. Tracked, no target."),
+    _email("suppressions", "Addresses on each suppression list of a sending domain.",
+           "Entries in the domain's bounces, complaints and unsubscribes lists (listed less "
+           "often than the events: sources.mailgun.suppressions_interval).",
+           unit="count", labels=("source", "domain", "list")),
+)
+
+KPIS: tuple[Kpi, ...] = REVENUE + REVENUE_DYNAMICS + EMAIL
 
 HEALTH: tuple[HealthMetric, ...] = (
     HealthMetric("kpi_source_up", "1 if the last poll of the source succeeded, 0 if it failed. "

@@ -16,7 +16,7 @@ from exporter.secrets import redact
 
 # Kept in step with exporter.simulator.SCENARIOS by a test; listed here so that
 # `--help` does not import the simulator.
-SCENARIO_NAMES = ("calm", "large-churn", "payment-failures")
+SCENARIO_NAMES = ("calm", "email-deliverability", "large-churn", "payment-failures")
 
 CONTEXT = {"auto_envvar_prefix": "KPI_EXPORTER", "show_default": True,
            "help_option_names": ["-h", "--help"]}
@@ -68,7 +68,8 @@ def serve(config_path, listen, log_level):
 @listen_option
 @click.option("--scenario", default="calm", type=click.Choice(sorted(SCENARIO_NAMES)),
               help="calm: every KPI inside its thresholds; payment-failures: a card "
-                   "processor outage; large-churn: the largest customer just left.")
+                   "processor outage; large-churn: the largest customer just left; "
+                   "email-deliverability: a sending domain's mail stops getting through.")
 @click.option("--customers", default=500, type=click.IntRange(1, 100_000),
               help="Size of the simulated company.")
 @click.option("--seed", default=9, type=int, help="Random seed of the simulated company.")

@@ -1,7 +1,7 @@
 """`kpi-exporter demo`: the real exporter polling the built-in simulator.
 
-The fake upstreams listen on loopback ports chosen by the OS; the exporter
-reaches them over HTTP exactly as it reaches the real APIs.
+The fake upstreams (Stripe, Mailgun) listen on loopback ports chosen by the
+OS; the exporter reaches them over HTTP exactly as it reaches the real APIs.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from exporter.app import Exporter
 from exporter.config import DEFAULT_LISTEN, Config, parse_listen
 from exporter.secrets import Secret
 from exporter.simulator import SCENARIOS, FakeStripe
+from exporter.simulator.mailgun_fake import FakeMailgun, MailgunAccount
+from exporter.sources.mailgun import MailgunConfig
 from exporter.sources.stripe import StripeConfig
 
 # Rates roughly as of late 2026; the simulator bills in these currencies.
@@ -21,15 +23,20 @@ DEMO_FX_RATES = {"usd": Decimal(1), "eur": Decimal("1.10"), "gbp": Decimal("1.27
                  "jpy": Decimal("0.0067")}
 
 
-def demo_config(stripe_url: str, api_key: str, listen: tuple[str, int],
+def demo_config(stripe: FakeStripe, mailgun: FakeMailgun, listen: tuple[str, int],
                 poll_interval: float) -> Config:
     return Config(
         file="<demo>",
         listen=listen,
         reporting_currency="usd",
         fx_rates=dict(DEMO_FX_RATES),
-        sources={"stripe": StripeConfig(api_key=Secret(api_key), base_url=stripe_url,
-                                        poll_interval=poll_interval, rate_limit=100)},
+        sources={
+            "stripe": StripeConfig(api_key=Secret(stripe.api_key), base_url=stripe.url,
+                                   poll_interval=poll_interval, rate_limit=100),
+            "mailgun": MailgunConfig(api_key=Secret(mailgun.api_key), base_url=mailgun.url,
+                                     poll_interval=poll_interval, rate_limit=100,
+                                     suppressions_interval=10 * poll_interval),
+        },
         kpis=catalog.KPIS,
     )
 
@@ -48,16 +55,24 @@ class DemoExporter(Exporter):
                  poll_interval: float = 30.0, live: bool = True, scenario: str = "calm"):
         # live: the simulated company keeps signing up, upgrading, churning and
         # failing payments while the demo runs, at its own pace (see ticker.py).
-        store, ticker_options = SCENARIOS[scenario].build(seed, customers, int(time.time()))
+        now = int(time.time())
+        chosen = SCENARIOS[scenario]
+        store, ticker_options = chosen.build(seed, customers, now)
         self.fake_stripe = FakeStripe(store, live=live, ticker_options=ticker_options).start()
-        config = demo_config(self.fake_stripe.url, self.fake_stripe.api_key,
+        self.fake_mailgun = FakeMailgun(MailgunAccount(seed, now, trouble=chosen.email_trouble)
+                                        ).start()
+        config = demo_config(self.fake_stripe, self.fake_mailgun,
                              listen or parse_listen(DEFAULT_LISTEN), poll_interval)
         try:
             super().__init__(config)
         except Exception:
-            self.fake_stripe.stop()
+            self._stop_fakes()
             raise
 
     def stop(self) -> None:
         super().stop()
+        self._stop_fakes()
+
+    def _stop_fakes(self) -> None:
         self.fake_stripe.stop()
+        self.fake_mailgun.stop()

@@ -66,7 +66,7 @@ def test_every_query_parses_and_names_known_metrics(tmp_path):
 
     known = {k.metric for k in catalog.KPIS} | {h.metric for h in catalog.HEALTH}
     known |= {"source:kpi_arr:mrr_x12"}
-    functions = {"rate", "increase", "time", "sum", "by"}
+    functions = {"rate", "increase", "time", "sum", "by", "vector"}
     for name, title, expr in queries():
         bare = re.sub(r'\{[^}]*\}|\[[^]]*\]|"[^"]*"|\b(by|without) \([^)]*\)', "", expr)
         for word in re.findall(r"(?<![\w:$])([a-zA-Z_:][\w:]*)", bare):

@@ -14,22 +14,37 @@ from exporter.kit.rules import alert_name
 from exporter.simulator import SCENARIOS
 
 
-def poll(scenario: str) -> dict[tuple[str, str | None], float]:
+def poll(scenario: str) -> dict[str, list]:
+    """Every source's samples once, as {metric: [(labels without window, window, value)]}."""
     demo = DemoExporter(listen=("127.0.0.1", 0), scenario=scenario, live=False)
     try:
-        result = demo.poller.poll_once(demo.sources[0])
+        results = [demo.poller.poll_once(source) for source in demo.sources]
     finally:
         demo.stop()
-    assert result.up
-    return {(s.metric, s.labels.get("window")): s.value for s in result.samples}
+    assert [r.up for r in results] == [True] * len(results) and len(results) == 2
+    values: dict[str, list] = {}
+    for sample in (s for r in results for s in r.samples):
+        labels = {k: v for k, v in sample.labels.items() if k != "window"}
+        values.setdefault(sample.metric, []).append(
+            (labels, sample.labels.get("window"), sample.value))
+    return values
 
 
 def broken(values: dict, kpi: catalog.Kpi, threshold: catalog.Threshold) -> bool:
-    if threshold.kind == "drop":  # as the rule reads it: the exporter's own growth rate
-        value = values[("kpi_mrr_growth_rate", threshold.window)]
-        return value < -threshold.value
-    value = values[(kpi.metric, threshold.window)]
-    return value > threshold.value if threshold.kind == "above" else value < threshold.value
+    """Does any series break the threshold, read the way its rule reads it?"""
+    def series(metric: str, window: str | None) -> dict[str, float]:
+        return {str(sorted(labels.items())): value
+                for labels, w, value in values.get(metric, []) if w == window}
+
+    if threshold.kind == "drop" and kpi.metric == "kpi_mrr":  # the exporter's own growth
+        return any(v < -threshold.value for v in series("kpi_mrr_growth_rate", threshold.window).values())
+    now = series(kpi.metric, threshold.window)
+    if threshold.kind == "drop":  # the short window against the baseline one
+        before = series(kpi.metric, threshold.baseline)
+        return any((before[k] - v) / before[k] > threshold.value for k, v in now.items())
+    if threshold.kind == "above":
+        return any(v > threshold.value for v in now.values())
+    return any(v < threshold.value for v in now.values())
 
 
 def test_the_cli_offers_exactly_the_simulators_scenarios():

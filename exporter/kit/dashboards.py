@@ -19,7 +19,8 @@ from exporter import catalog
 
 SCHEMA_VERSION = 39
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
-UIDS = {"overview": "kpi-exec-overview", "revenue": "kpi-revenue", "health": "kpi-exporter-health"}
+UIDS = {"overview": "kpi-exec-overview", "revenue": "kpi-revenue", "email": "kpi-email",
+        "health": "kpi-exporter-health"}
 GREEN, YELLOW, RED, BLUE = "green", "#EAB839", "red", "blue"
 
 
@@ -54,13 +55,13 @@ def _thresholds(steps: list[tuple[float | None, str]]) -> list[g.Threshold]:
 
 
 def kpi_stat(kpi: catalog.Kpi, expr: str, x: int, y: int, currency: str, *,
-             title: str | None = None, w: int = 6) -> g.Stat:
+             title: str | None = None, w: int = 6, legend: str = "{{source}}") -> g.Stat:
     target = "" if kpi.target is None else f" Target: {kpi.target:g}."
     return g.Stat(
         title=title or kpi.key.replace("_", " ").capitalize(),
         description=kpi.description + target,
         dataSource=DATASOURCE,
-        targets=[g.Target(expr=expr, refId="A", instant=True, legendFormat="{{source}}")],
+        targets=[g.Target(expr=expr, refId="A", instant=True, legendFormat=legend)],
         format=grafana_unit(kpi.unit, currency),
         reduceCalc="lastNotNull",
         graphMode="none",
@@ -94,6 +95,7 @@ def _dashboard(key: str, title: str, description: str, panels: list) -> g.Dashbo
 
 _TITLES = {"overview": (UIDS["overview"], "KPI executive overview"),
            "revenue": (UIDS["revenue"], "KPI revenue"),
+           "email": (UIDS["email"], "KPI email deliverability"),
            "health": (UIDS["health"], "kpi-exporter health")}
 
 
@@ -174,6 +176,59 @@ def revenue(kpis: dict[str, catalog.Kpi], currency: str) -> g.Dashboard:
                       panels)
 
 
+def _against_target(kpi: catalog.Kpi, window: str, legend: str) -> list[tuple[str, str]]:
+    """A KPI's series per domain, and its target as a flat line (from the catalog,
+    so a config override moves it)."""
+    lines = [(f'{kpi.metric}{{window="{window}"}}', legend)]
+    if kpi.target is not None:
+        lines.append((f"vector({kpi.target:g})", "target"))
+    return lines
+
+
+def email(kpis: dict[str, catalog.Kpi], currency: str) -> g.Dashboard:
+    """Is mail getting through, per sending domain, and what fails."""
+    day, week = "24h", "7d"
+    per_domain = "{{domain}}"
+    panels = [
+        kpi_stat(kpis["email_delivery_rate"], f'kpi_email_delivery_rate{{window="{day}"}}',
+                 0, 0, currency, title="Delivery rate (24 h)", legend=per_domain),
+        kpi_stat(kpis["email_hard_bounce_rate"], f'kpi_email_hard_bounce_rate{{window="{day}"}}',
+                 6, 0, currency, title="Hard-bounce rate (24 h)", legend=per_domain),
+        kpi_stat(kpis["email_complaint_rate"], f'kpi_email_complaint_rate{{window="{day}"}}',
+                 12, 0, currency, title="Complaint rate (24 h)", legend=per_domain),
+        kpi_stat(kpis["email_open_rate"], f'kpi_email_open_rate{{window="{week}"}}',
+                 18, 0, currency, title="Open rate (7 days)", legend=per_domain),
+        timeseries("Delivery rate by domain (24 h)", kpis["email_delivery_rate"].description,
+                   _against_target(kpis["email_delivery_rate"], day, per_domain),
+                   "percentunit", 0, 4),
+        timeseries("Hard-bounce and complaint rates by domain (24 h)",
+                   kpis["email_hard_bounce_rate"].description + " "
+                   + kpis["email_complaint_rate"].description,
+                   [(f'kpi_email_hard_bounce_rate{{window="{day}"}}', "bounces {{domain}}"),
+                    (f'kpi_email_complaint_rate{{window="{day}"}}', "complaints {{domain}}")],
+                   "percentunit", 12, 4),
+        timeseries("Volume by domain (24 h)", kpis["email_events"].description,
+                   [(f'kpi_email_events{{event=~"accepted|delivered", window="{day}"}}',
+                     "{{domain}} {{event}}")], "short", 0, 12),
+        timeseries("Failures by kind (24 h)",
+                   "Messages that failed for good (bounced, or suppressed: not sent to an "
+                   "address on a suppression list) and that are still being retried.",
+                   [(f'kpi_email_events{{event=~"bounced|suppressed|failed_temporary", '
+                     f'window="{day}"}}', "{{domain}} {{event}}")], "short", 12, 12),
+        timeseries("Engagement by domain (7 days)",
+                   "Unique opens, unique clicks and unsubscribes over delivered messages.",
+                   [(f'kpi_email_open_rate{{window="{week}"}}', "opens {{domain}}"),
+                    (f'kpi_email_click_rate{{window="{week}"}}', "clicks {{domain}}"),
+                    (f'kpi_email_unsubscribe_rate{{window="{week}"}}', "unsubscribes {{domain}}")],
+                   "percentunit", 0, 20),
+        timeseries("Suppression lists", kpis["email_suppressions"].description,
+                   [("kpi_email_suppressions", "{{domain}} {{list}}")], "short", 12, 20),
+    ]
+    return _dashboard("email", _TITLES["email"][1],
+                      "Deliverability, bounces, complaints and engagement per sending domain.",
+                      panels)
+
+
 def health() -> g.Dashboard:
     """Is the data fresh, and are the upstream APIs answering?"""
     panels = [
@@ -206,7 +261,7 @@ def dashboards(kpis: tuple[catalog.Kpi, ...] = catalog.KPIS,
     """{file name: dashboard JSON} for every dashboard."""
     by_key = catalog.by_key(kpis)
     built = {"overview.json": overview(by_key, currency), "revenue.json": revenue(by_key, currency),
-             "exporter-health.json": health()}
+             "email.json": email(by_key, currency), "exporter-health.json": health()}
     return {name: _to_json(board) for name, board in built.items()}
 
 

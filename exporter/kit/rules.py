@@ -57,7 +57,7 @@ def _humanize(kpi: catalog.Kpi) -> str:
 
 def _shown(kpi: catalog.Kpi, threshold: catalog.Threshold) -> str:
     percent = kpi.unit == "ratio" or threshold.kind == "drop"  # a drop is a fraction
-    return f"{threshold.value:.0%}" if percent else f"{threshold.value:,g}"
+    return f"{threshold.value * 100:.6g}%" if percent else f"{threshold.value:,g}"
 
 
 _ACRONYMS = {"mrr": "MRR", "arr": "ARR", "arpa": "ARPA"}
@@ -70,13 +70,24 @@ def _title(kpi: catalog.Kpi) -> str:
 
 def _kpi_expr(kpi: catalog.Kpi, threshold: catalog.Threshold) -> str:
     if threshold.kind == "drop":
-        # A fall over the window, from the exporter's own window-start value.
-        return (f'kpi_mrr_growth_rate{{window="{threshold.window}"}} < -{threshold.value:g}'
-                if kpi.metric == "kpi_mrr" else
-                f"({kpi.metric} offset {threshold.window} - {kpi.metric}) / "
+        if kpi.metric == "kpi_mrr":  # a fall over the window, from the exporter's own growth
+            return f'kpi_mrr_growth_rate{{window="{threshold.window}"}} < -{threshold.value:g}'
+        if threshold.baseline:  # the short window against the long one, both exported
+            now = f'{kpi.metric}{{window="{threshold.window}"}}'
+            before = f'{kpi.metric}{{window="{threshold.baseline}"}}'
+            return (f"({before} - ignoring(window) {now}) / ignoring(window) {before} "
+                    f"> {threshold.value:g}")
+        return (f"({kpi.metric} offset {threshold.window} - {kpi.metric}) / "
                 f"{kpi.metric} offset {threshold.window} > {threshold.value:g}")
     op = ">" if threshold.kind == "above" else "<"
     return f"{kpi.metric}{_selector(threshold)} {op} {threshold.value:g}"
+
+
+def _subject(kpi: catalog.Kpi) -> str:
+    """Which series: the source, and the labels that tell its series apart (a domain...)."""
+    extra = [f" {label} {{{{ $labels.{label} }}}}" for label in kpi.labels
+             if label not in ("source", "window")]
+    return "{{ $labels.source }}" + "".join(extra)
 
 
 def kpi_alerts(kpis: tuple[catalog.Kpi, ...], settings: KitSettings) -> list[dict]:
@@ -84,9 +95,13 @@ def kpi_alerts(kpis: tuple[catalog.Kpi, ...], settings: KitSettings) -> list[dic
     for kpi in kpis:
         for threshold in kpi.thresholds:
             window = f" over {threshold.window}" if threshold.window else ""
+            if threshold.baseline:
+                window += f" against {threshold.baseline}"
             if threshold.kind == "drop":
                 condition = f"fell by more than {_shown(kpi, threshold)}{window}"
-                value = "{{ $value | humanizePercentage }} change"
+                value = ("{{ $value | humanizePercentage }} below its "
+                         f"{threshold.baseline} value" if threshold.baseline else
+                         "{{ $value | humanizePercentage }} change")
             else:
                 side = "above" if threshold.kind == "above" else "below"
                 condition = f"is {side} {_shown(kpi, threshold)}{window}"
@@ -99,7 +114,7 @@ def kpi_alerts(kpis: tuple[catalog.Kpi, ...], settings: KitSettings) -> list[dic
                 "labels": {"severity": threshold.severity, "team": kpi.team},
                 "annotations": {
                     "summary": f"{title} {condition}.",
-                    "description": (f"{kpi.metric} from {{{{ $labels.source }}}} is {value}; "
+                    "description": (f"{kpi.metric} from {_subject(kpi)} is {value}; "
                                     f"the {threshold.severity} threshold: {condition}."),
                 },
             }
@@ -148,13 +163,15 @@ def health_alerts(settings: KitSettings) -> list[dict]:
         },
         {
             "alert": "KpiInputsMissing",
-            "expr": "kpi_source_up == 1 unless on(source) kpi_mrr",
+            # any KPI series of the source, the exporter's own kpi_source_* aside
+            "expr": ('kpi_source_up == 1 unless on(source) count by (source) '
+                     '({__name__=~"kpi_.+", __name__!~"kpi_source_.+"})'),
             "for": "30m",
             "labels": {"severity": "warning", "team": "engineering"},
             "annotations": {
                 "summary": "A healthy source exports no KPI values.",
-                "description": "{{ $labels.source }} polls successfully but kpi_mrr is missing: "
-                               "check the exporter's logs for dropped series.",
+                "description": "{{ $labels.source }} polls successfully but exports no KPI "
+                               "series: check the exporter's logs for dropped series.",
             },
         },
     ]

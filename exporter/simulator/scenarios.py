@@ -1,5 +1,8 @@
 """Demo scenarios: the simulated company calm, or in trouble that a documented threshold catches.
 
+A scenario sets up the fake Stripe's company (and whether the fake Mailgun's
+newsletter domain is in trouble).
+
     store, ticker_options = SCENARIOS["payment-failures"].build(seed=9, customers=500, now=now)
     FakeStripe(store, live=True, ticker_options=ticker_options)
 
@@ -32,6 +35,7 @@ class Scenario:
     alerts: tuple[str, ...]  # what it is built to raise (none for calm)
     make: Callable[[int, int, int], StripeStore]
     ticker_options: dict = field(default_factory=dict)  # how the company moves on, live
+    email_trouble: bool = False  # the fake Mailgun's newsletter domain stops delivering
 
     def build(self, seed: int, customers: int, now: int) -> tuple[StripeStore, dict]:
         return self.make(seed, customers, now), dict(self.ticker_options)
@@ -59,6 +63,11 @@ SCENARIOS = {s.name: s for s in (
              "a card processor outage since yesterday: failed payments pass the 5,000 "
              "critical threshold (warning at once, critical after the alert's `for`)",
              ("KpiFailedPaymentsAmountHigh",), _payment_failures, OUTAGE),
+    Scenario("email-deliverability",
+             "the newsletter domain's mail stops getting through today (~91 % delivered, "
+             "~6 % bouncing): marketing's deliverability alerts fire",
+             ("KpiEmailDeliveryRateLow", "KpiEmailDeliveryRateDrop", "KpiEmailHardBounceRateHigh"),
+             _calm, email_trouble=True),
     Scenario("large-churn",
              "the largest customer (over 10,000 a year) cancelled a few hours ago: "
              "a critical alert pages finance at once",

@@ -1,7 +1,8 @@
 """Upstream systems we poll. Each source type registers itself here by name."""
 
-from exporter.sources import stripe
+from exporter.sources import mailgun, stripe
 
 SOURCE_TYPES = {
     "stripe": stripe.SOURCE_TYPE,
+    "mailgun": mailgun.SOURCE_TYPE,
 }

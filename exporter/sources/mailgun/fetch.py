@@ -1,0 +1,146 @@
+"""Talk to Mailgun: sending domains, event counts per domain, suppression list sizes.
+
+Event counts come from the Metrics API (`POST /v1/analytics/metrics`, with
+the `domain` dimension; the older stats endpoints are deprecated), one query
+per window, paged with `pagination.skip`. Suppression lists
+(`/v3/{domain}/bounces|complaints|unsubscribes`) have no count endpoint, so
+their pages are walked (1,000 entries a page) and counted.
+"""
+
+from __future__ import annotations
+
+from email.utils import format_datetime
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlsplit
+
+from exporter.http import HttpClient
+from exporter.sources.base import UpstreamDataError
+from exporter.sources.mailgun.kpis import Counts
+
+PAGE = 1000  # the largest page the domain and suppression lists serve
+METRICS_PAGE = 300
+SUPPRESSION_LISTS = ("bounces", "complaints", "unsubscribes")
+
+# Our counts, and the Metrics API metrics each is the sum of.
+METRICS = {
+    "accepted": ("accepted_outgoing_count",),
+    "delivered": ("delivered_count",),
+    "failed_permanent": ("permanent_failed_count",),
+    "bounced": ("hard_bounces_count",),
+    "suppressed": ("suppressed_bounces_count", "suppressed_complaints_count",
+                   "suppressed_unsubscribed_count"),
+    "failed_temporary": ("temporary_failed_count",),
+    "opened": ("opened_count",),
+    "opened_unique": ("unique_opened_count",),
+    "clicked": ("clicked_count",),
+    "clicked_unique": ("unique_clicked_count",),
+    "unsubscribed": ("unsubscribed_count",),
+    "complained": ("complained_count",),
+}
+
+
+def rfc2822(at: float) -> str:
+    """The time format the Metrics API takes: "Mon, 23 Nov 2026 10:00:00 +0000"."""
+    return format_datetime(datetime.fromtimestamp(int(at), timezone.utc)).replace("-0000", "+0000")
+
+
+def domains(client: HttpClient) -> list[str]:
+    """Every sending domain of the account (`GET /v4/domains`, paged by skip)."""
+    names: list[str] = []
+    skip = 0
+    while True:
+        page = client.get_json("/v4/domains", {"limit": PAGE, "skip": skip})
+        items = _list(page, "items", "domains")
+        for item in items:
+            names.append(_string(item, "name", "domain"))
+        total = page.get("total_count") if isinstance(page, dict) else None
+        skip += len(items)
+        if not items or not isinstance(total, int) or skip >= total:
+            return names
+
+
+def event_counts(client: HttpClient, start: float, end: float,
+                 only: list[str] | None = None) -> dict[str, Counts]:
+    """Counts per domain between `start` and `end` (Unix times): one Metrics API query."""
+    body: dict[str, Any] = {
+        "start": rfc2822(start), "end": rfc2822(end), "resolution": "hour",
+        "dimensions": ["domain"],
+        "metrics": sorted({m for names in METRICS.values() for m in names}),
+        "include_aggregates": False,
+        "pagination": {"sort": "domain:asc", "skip": 0, "limit": METRICS_PAGE},
+    }
+    if only:
+        body["filter"] = {"AND": [{"attribute": "domain", "comparator": "=",
+                                   "values": [{"label": d, "value": d} for d in only]}]}
+    result: dict[str, Counts] = {}
+    while True:
+        page = client.request_json("POST", "/v1/analytics/metrics", json=body)
+        items = _list(page, "items", "metrics")
+        for item in items:
+            domain, counts = _domain_counts(item)
+            result[domain] = result.get(domain, Counts()) + counts
+        pagination = page.get("pagination") or {}
+        total = pagination.get("total")
+        skip = body["pagination"]["skip"] + len(items)
+        if not items or not isinstance(total, int) or skip >= total:
+            return result
+        body["pagination"] = {**body["pagination"], "skip": skip}
+
+
+def _domain_counts(item: Any) -> tuple[str, Counts]:
+    if not isinstance(item, dict):
+        raise UpstreamDataError("mailgun: a metrics item is not an object")
+    dimensions = _list(item, "dimensions", "metrics item")
+    domain = next((_string(d, "value", "dimension") for d in dimensions
+                   if isinstance(d, dict) and d.get("dimension") == "domain"), None)
+    if not domain:
+        raise UpstreamDataError("mailgun: a metrics item has no domain dimension")
+    metrics = item.get("metrics")
+    if not isinstance(metrics, dict):
+        raise UpstreamDataError(f"mailgun: metrics of {domain} are missing")
+    values = {}
+    for field, names in METRICS.items():
+        total = 0
+        for name in names:
+            value = metrics.get(name, 0)  # a metric with no events may be left out
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise UpstreamDataError(f"mailgun: {name} of {domain} is not a count")
+            total += value
+        values[field] = total
+    return domain, Counts(**values)
+
+
+def suppression_size(client: HttpClient, domain: str, kind: str) -> int:
+    """Entries in one suppression list of a domain, walking its pages."""
+    path = f"/v3/{domain}/{kind}"
+    host = urlsplit(client.base_url).netloc
+    size = 0
+    following: tuple[str, Any] | None = (path, {"limit": PAGE})
+    while following is not None:
+        page = client.get_json(*following)
+        items = _list(page, "items", f"{kind} of {domain}")
+        size += len(items)
+        following = None
+        next_url = (page.get("paging") or {}).get("next")
+        if len(items) == PAGE and isinstance(next_url, str):
+            if urlsplit(next_url).netloc != host:  # never send the key elsewhere
+                raise UpstreamDataError(f"mailgun: {kind} of {domain} page to another host")
+            following = (next_url, None)
+    return size
+
+
+def _list(page: Any, key: str, what: str) -> list:
+    value = page.get(key) if isinstance(page, dict) else None
+    if value is None and isinstance(page, dict) and key in page:
+        return []
+    if not isinstance(value, list):
+        raise UpstreamDataError(f"mailgun: {what}: '{key}' is not a list")
+    return value
+
+
+def _string(item: Any, key: str, what: str) -> str:
+    value = item.get(key) if isinstance(item, dict) else None
+    if not isinstance(value, str) or not value:
+        raise UpstreamDataError(f"mailgun: a {what} has no '{key}'")
+    return value

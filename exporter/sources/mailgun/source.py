@@ -1,0 +1,155 @@
+"""The Mailgun source: its config, one poll, and the samples it exports.
+
+A poll asks the Metrics API for each window's counts per sending domain
+(fetch.py), caps the domains (kpis.py) and exports counts and rates. The
+suppression lists can be long, so their sizes are fetched every
+`suppressions_interval` and reused in between.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from exporter.config import Section
+from exporter.http import HttpClient
+from exporter.secrets import Secret
+from exporter.sources.base import Sample
+from exporter.sources.mailgun import fetch
+from exporter.sources.mailgun.kpis import EVENTS, Counts, cap_domains, cap_sizes, kept_domains, rates
+
+log = logging.getLogger(__name__)
+
+NAME = "mailgun"
+REGIONS = {"us": "https://api.mailgun.net", "eu": "https://api.eu.mailgun.net"}
+HOUR = 3600
+WINDOWS = {"24h": 24 * HOUR, "7d": 7 * 24 * HOUR}
+RANKING_WINDOW = "7d"  # domains are ranked by their volume over the longest window
+
+
+@dataclass(frozen=True)
+class MailgunConfig:
+    api_key: Secret
+    base_url: str = REGIONS["us"]
+    domains: tuple[str, ...] = ()  # empty: every domain of the account
+    max_domains: int = 20
+    poll_interval: float = 300.0
+    suppressions_interval: float = 3600.0
+    rate_limit: float = 5.0  # requests per second
+    timeout: float = 30.0
+
+
+def parse_config(section: Section) -> MailgunConfig:
+    region = section.string("region", "us")
+    if region not in REGIONS:
+        raise section.error("region", f"must be one of {', '.join(REGIONS)}")
+    base_url = section.string("base_url", REGIONS[region])
+    if not base_url.startswith(("http://", "https://")):
+        raise section.error("base_url", "must start with http:// or https://")
+    domains = section.convert("domains", (), _domain_list)
+    max_domains = section.number("max_domains", MailgunConfig.max_domains, minimum=1)
+    if max_domains != int(max_domains):
+        raise section.error("max_domains", "must be a whole number")
+    return MailgunConfig(
+        api_key=section.secret("api_key"),
+        base_url=base_url.rstrip("/"),
+        domains=domains,
+        max_domains=int(max_domains),
+        poll_interval=section.duration("poll_interval", MailgunConfig.poll_interval),
+        suppressions_interval=section.duration("suppressions_interval",
+                                               MailgunConfig.suppressions_interval),
+        rate_limit=section.number("rate_limit", MailgunConfig.rate_limit, minimum=0.1),
+        timeout=section.duration("timeout", MailgunConfig.timeout),
+    )
+
+
+def _domain_list(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(d, str) and d.strip() for d in value):
+        raise ValueError("must be a list of domain names, e.g. [mg.example.com]")
+    return tuple(d.strip().lower() for d in value)
+
+
+def make_client(source_config: MailgunConfig, **overrides: Any) -> HttpClient:
+    """The HTTP client for Mailgun (basic auth, user `api`); tests override e.g. `sleep`."""
+    options = {"read_timeout": source_config.timeout, "rate_limit": source_config.rate_limit,
+               **overrides}
+    token = base64.b64encode(f"api:{source_config.api_key.reveal()}".encode()).decode()
+    return HttpClient(NAME, source_config.base_url,
+                      headers={"Authorization": f"Basic {token}"}, **options)
+
+
+def _sample(metric: str, value: float, **labels: str) -> Sample:
+    return Sample(metric, {"source": NAME, **labels}, float(value))
+
+
+def samples(windows: dict[str, dict[str, Counts]],
+            suppressions: dict[str, dict[str, int]]) -> list[Sample]:
+    """Counts and rates per (capped) domain and window, and suppression list sizes."""
+    result = []
+    for window, by_domain in windows.items():
+        for domain, counts in sorted(by_domain.items()):
+            result += [_sample("kpi_email_events", getattr(counts, event), domain=domain,
+                               event=event, window=window) for event in EVENTS]
+            result += [_sample(f"kpi_email_{name}", value, domain=domain, window=window)
+                       for name, value in sorted(rates(counts).items())]
+    for domain, lists in sorted(suppressions.items()):
+        result += [_sample("kpi_email_suppressions", size, domain=domain, list=kind)
+                   for kind, size in sorted(lists.items())]
+    return result
+
+
+class MailgunSource:
+    name = NAME
+
+    def __init__(self, source_config: MailgunConfig, *, clock: Callable[[], float] = time.time,
+                 client: HttpClient | None = None):
+        self.config = source_config
+        self.poll_interval = source_config.poll_interval
+        self.clock = clock
+        self.client = client or make_client(source_config)
+        self._suppressions: tuple[float, dict[str, dict[str, int]]] | None = None
+
+    def poll(self) -> list[Sample]:
+        now = self.clock()
+        only = list(self.config.domains) or None
+        windows = {window: fetch.event_counts(self.client, now - seconds, now, only)
+                   for window, seconds in WINDOWS.items()}
+        domains = list(self.config.domains) or fetch.domains(self.client)
+        # Every domain is kept or summed, quiet ones included (zero counts, no rates).
+        volume = {d: 0 for d in domains}
+        for domain, counts in windows[RANKING_WINDOW].items():
+            volume[domain] = counts.accepted
+        kept = kept_domains(volume, self.config.max_domains)
+        capped = {window: cap_domains(by_domain, kept) for window, by_domain in windows.items()}
+        return samples(capped, cap_sizes(self._suppression_sizes(domains, now), kept))
+
+    def _suppression_sizes(self, domains: list[str], now: float) -> dict[str, dict[str, int]]:
+        """Sizes of every domain's lists, fetched again only every suppressions_interval."""
+        cached = self._suppressions
+        if cached is not None and now - cached[0] < self.config.suppressions_interval \
+                and set(cached[1]) == set(domains):
+            return cached[1]
+        sizes = {domain: {kind: fetch.suppression_size(self.client, domain, kind)
+                          for kind in fetch.SUPPRESSION_LISTS} for domain in domains}
+        self._suppressions = (now, sizes)
+        return sizes
+
+    def request_stats(self) -> dict:
+        return self.client.stats.snapshot()
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class _MailgunType:
+    parse_config = staticmethod(parse_config)
+
+    @staticmethod
+    def create(source_config: MailgunConfig, config: Any) -> MailgunSource:
+        return MailgunSource(source_config)
+
+
+SOURCE_TYPE = _MailgunType()
