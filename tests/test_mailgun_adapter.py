@@ -1,0 +1,243 @@
+"""The Mailgun adapter: the real HTTP client against `responses` mocks in Mailgun's
+response shapes, and against the fake Mailgun over real sockets."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+import responses
+
+from exporter.config import from_mapping
+from exporter.http import UpstreamError
+from exporter.secrets import Secret
+from exporter.simulator.mailgun_fake import FakeMailgun, MailgunAccount
+from exporter.sources.base import UpstreamDataError
+from exporter.sources.mailgun import MailgunConfig, MailgunSource
+from exporter.sources.mailgun import fetch
+from exporter.sources.mailgun.kpis import OTHER, Counts
+from exporter.sources.mailgun.source import make_client
+
+KEY = "key-3ax6xnjp29jd6fds4gc373sgvjxteol0"
+US, EU = "https://api.mailgun.net", "https://api.eu.mailgun.net"
+NOW = 1_800_000_000  # Fri, 15 Jan 2027 08:00:00 +0000
+
+
+def item(domain: str, **metrics) -> dict:
+    """One entry of a Metrics API answer, as Mailgun sends it."""
+    return {"dimensions": [{"dimension": "domain", "value": domain, "display_value": domain}],
+            "metrics": metrics}
+
+
+def answer(items: list, total: int | None = None, skip: int = 0, limit: int = 300) -> dict:
+    return {"start": "Thu, 14 Jan 2027 08:00:00 +0000", "end": "Fri, 15 Jan 2027 08:00:00 +0000",
+            "resolution": "hour", "duration": "", "dimensions": ["domain"],
+            "pagination": {"sort": "domain:asc", "skip": skip, "limit": limit,
+                           "total": len(items) if total is None else total},
+            "items": items, "aggregates": {"metrics": {}}}
+
+
+def source(base_url: str = US, **options) -> MailgunSource:
+    config = MailgunConfig(api_key=Secret(KEY), base_url=base_url, rate_limit=1000, **options)
+    return MailgunSource(config, clock=lambda: NOW,
+                         client=make_client(config, sleep=lambda _: None, max_retries=2))
+
+
+def parse(section: dict):
+    return from_mapping({"sources": {"mailgun": section}}, "kpi.yml").sources["mailgun"]
+
+
+# --- config ---------------------------------------------------------------------------
+
+
+def test_region_picks_the_api_host_and_base_url_overrides_it():
+    assert parse({"api_key": KEY}).base_url == US
+    assert parse({"api_key": KEY, "region": "eu"}).base_url == EU
+    assert parse({"api_key": KEY, "region": "eu", "base_url": "http://127.0.0.1:9/"}).base_url \
+        == "http://127.0.0.1:9"
+    config = parse({"api_key": KEY, "domains": ["MG.example.com "], "max_domains": 5,
+                    "suppressions_interval": "2h"})
+    assert (config.domains, config.max_domains, config.suppressions_interval) == \
+        (("mg.example.com",), 5, 7200)
+
+
+# --- the Metrics API ------------------------------------------------------------------
+
+
+@responses.activate
+def test_counts_come_from_one_metrics_query_per_window_with_basic_auth():
+    responses.post(f"{US}/v1/analytics/metrics", json=answer([
+        item("mg.example.com", accepted_outgoing_count=1000, delivered_count=970,
+             permanent_failed_count=25, hard_bounces_count=18, suppressed_bounces_count=4,
+             suppressed_complaints_count=1, suppressed_unsubscribed_count=2,
+             temporary_failed_count=5, opened_count=300, unique_opened_count=240,
+             clicked_count=60, unique_clicked_count=45, unsubscribed_count=4,
+             complained_count=2)]))
+    counts = fetch.event_counts(make_client(MailgunConfig(api_key=Secret(KEY))),
+                                NOW - 86400, NOW)
+    assert counts == {"mg.example.com": Counts(
+        accepted=1000, delivered=970, failed_permanent=25, bounced=18, suppressed=7,
+        failed_temporary=5, opened=300, opened_unique=240, clicked=60, clicked_unique=45,
+        unsubscribed=4, complained=2)}
+    [call] = responses.calls
+    assert call.request.headers["Authorization"] == \
+        "Basic " + base64.b64encode(f"api:{KEY}".encode()).decode()
+    body = json.loads(call.request.body)
+    assert body["start"] == "Thu, 14 Jan 2027 08:00:00 +0000"
+    assert body["end"] == "Fri, 15 Jan 2027 08:00:00 +0000"
+    assert body["dimensions"] == ["domain"] and "filter" not in body
+    assert {"accepted_outgoing_count", "hard_bounces_count", "unique_opened_count"} <= \
+        set(body["metrics"])
+
+
+@responses.activate
+def test_a_metric_left_out_counts_zero_and_configured_domains_filter_the_query():
+    responses.post(f"{US}/v1/analytics/metrics",
+                   json=answer([item("mg.example.com", accepted_outgoing_count=3)]))
+    client = make_client(MailgunConfig(api_key=Secret(KEY)))
+    counts = fetch.event_counts(client, NOW - 3600, NOW, ["mg.example.com", "b.example.com"])
+    assert counts == {"mg.example.com": Counts(accepted=3)}
+    body = json.loads(responses.calls[0].request.body)
+    assert body["filter"] == {"AND": [{"attribute": "domain", "comparator": "=", "values": [
+        {"label": "mg.example.com", "value": "mg.example.com"},
+        {"label": "b.example.com", "value": "b.example.com"}]}]}
+
+
+@responses.activate
+def test_metrics_pages_follow_skip_until_the_total():
+    first = [item(f"d{i}.example.com", accepted_outgoing_count=i + 1) for i in range(300)]
+    responses.post(f"{US}/v1/analytics/metrics", json=answer(first, total=302))
+    responses.post(f"{US}/v1/analytics/metrics",
+                   json=answer([item("e.example.com", accepted_outgoing_count=7),
+                                item("f.example.com", accepted_outgoing_count=8)],
+                               total=302, skip=300))
+    counts = fetch.event_counts(make_client(MailgunConfig(api_key=Secret(KEY))), NOW - 60, NOW)
+    assert len(counts) == 302 and counts["f.example.com"] == Counts(accepted=8)
+    skips = [json.loads(c.request.body)["pagination"]["skip"] for c in responses.calls]
+    assert skips == [0, 300]
+
+
+@responses.activate
+def test_an_empty_window_has_counts_but_no_rates_for_its_domains():
+    responses.post(f"{EU}/v1/analytics/metrics", json={**answer([]), "items": None})
+    responses.get(f"{EU}/v4/domains", json={"total_count": 1, "items": [
+        {"name": "quiet.example.com", "state": "active"}]})
+    for kind in fetch.SUPPRESSION_LISTS:
+        responses.get(f"{EU}/v3/quiet.example.com/{kind}",
+                      json={"items": [], "paging": {"next": f"{EU}/v3/quiet.example.com/{kind}"
+                                                            "?page=next&address="}})
+    samples = source(EU).poll()
+    metrics = {s.metric for s in samples}
+    assert metrics == {"kpi_email_events", "kpi_email_suppressions"}  # no rate series at all
+    assert all(s.value == 0 for s in samples)
+    assert {s.labels["window"] for s in samples if s.metric == "kpi_email_events"} == {"24h", "7d"}
+    assert all(call.request.url.startswith(EU) for call in responses.calls)
+
+
+@responses.activate
+def test_a_bad_key_is_an_auth_error_that_names_no_secret():
+    responses.post(f"{US}/v1/analytics/metrics", status=401, body="Forbidden")
+    with pytest.raises(UpstreamError) as caught:
+        source().poll()
+    assert caught.value.reason == "auth" and KEY not in str(caught.value)
+    assert len(responses.calls) == 1  # not retried
+
+
+@responses.activate
+def test_429_is_retried_after_the_time_mailgun_asks():
+    waits = []
+    config = MailgunConfig(api_key=Secret(KEY), rate_limit=1000)
+    client = make_client(config, sleep=waits.append)
+    responses.post(f"{US}/v1/analytics/metrics", status=429, headers={"Retry-After": "3"},
+                   json={"message": "Too many requests"})
+    responses.post(f"{US}/v1/analytics/metrics", json=answer([]))
+    assert fetch.event_counts(client, NOW - 60, NOW) == {}
+    assert waits == [3.0] and client.stats.snapshot()["errors"]["rate_limited"] == 1
+
+
+@pytest.mark.parametrize("metrics", [{"delivered_count": "970"}, {"delivered_count": -1},
+                                     {"delivered_count": True}])
+@responses.activate
+def test_a_count_that_is_not_a_count_marks_the_data_bad(metrics):
+    responses.post(f"{US}/v1/analytics/metrics", json=answer([item("mg.example.com", **metrics)]))
+    with pytest.raises(UpstreamDataError, match="delivered_count of mg.example.com"):
+        fetch.event_counts(make_client(MailgunConfig(api_key=Secret(KEY))), NOW - 60, NOW)
+
+
+@responses.activate
+def test_a_suppression_page_pointing_at_another_host_is_refused():
+    responses.get(f"{US}/v3/mg.example.com/bounces", json={
+        "items": [{"address": f"a{i}@x.example"} for i in range(fetch.PAGE)],
+        "paging": {"next": "https://evil.example/v3/mg.example.com/bounces?page=next"}})
+    with pytest.raises(UpstreamDataError, match="another host"):
+        fetch.suppression_size(make_client(MailgunConfig(api_key=Secret(KEY))),
+                               "mg.example.com", "bounces")
+
+
+# --- against the fake Mailgun over real sockets ---------------------------------------
+
+
+def fake_source(fake: FakeMailgun, clock=lambda: NOW, **options) -> MailgunSource:
+    config = MailgunConfig(api_key=Secret(fake.api_key), base_url=fake.url, rate_limit=1000,
+                           **options)
+    return MailgunSource(config, clock=clock)
+
+
+def test_the_fake_account_end_to_end_with_a_silent_domain():
+    with FakeMailgun(MailgunAccount(seed=1, now=NOW)) as fake:
+        samples = fake_source(fake).poll()
+    by = {(s.metric, s.labels["domain"], s.labels.get("event") or s.labels.get("list"),
+           s.labels.get("window")): s.value for s in samples}
+    busy = by[("kpi_email_events", "mg.example.com", "accepted", "24h")]
+    assert 15_000 < busy < 30_000
+    delivered = by[("kpi_email_events", "mg.example.com", "delivered", "24h")]
+    assert by[("kpi_email_delivery_rate", "mg.example.com", None, "24h")] == delivered / busy
+    # the silent domain: zero counts, no rates
+    assert by[("kpi_email_events", "staging.example.com", "accepted", "7d")] == 0
+    assert ("kpi_email_delivery_rate", "staging.example.com", None, "7d") not in by
+    # suppression lists of 2,350 entries: three pages of up to 1,000
+    assert by[("kpi_email_suppressions", "mg.example.com", "bounces", None)] == 2350
+
+
+def test_suppression_lists_are_walked_page_by_page_and_only_every_interval():
+    clock = {"now": NOW}
+    with FakeMailgun(MailgunAccount(seed=1, now=NOW)) as fake:
+        mailgun = fake_source(fake, clock=lambda: clock["now"], suppressions_interval=3600)
+        mailgun.poll()
+        bounce_pages = [q for _, p, q in fake.requests if p == "/v3/mg.example.com/bounces"]
+        assert len(bounce_pages) == 3  # 1,000 + 1,000 + 350
+        assert bounce_pages[1]["page"] == ["next"] and bounce_pages[1]["limit"] == ["1000"]
+        fake.reset_log()
+        clock["now"] += 600
+        mailgun.poll()
+        assert not [p for _, p, _ in fake.requests if "/v3/" in p]  # sizes reused
+        clock["now"] += 3600
+        mailgun.poll()
+        assert [p for _, p, _ in fake.requests if "/v3/" in p]  # and fetched again
+
+
+def test_the_domain_cap_keeps_the_busiest_and_sums_the_rest():
+    with FakeMailgun(MailgunAccount(seed=1, now=NOW)) as fake:
+        capped = fake_source(fake, max_domains=2).poll()
+        full = fake_source(fake).poll()
+
+    def events(samples, event, window="7d"):
+        return {s.labels["domain"]: s.value for s in samples if s.metric == "kpi_email_events"
+                and s.labels["event"] == event and s.labels["window"] == window}
+
+    assert set(events(capped, "accepted")) == {"mg.example.com", "marketing.example.com", OTHER}
+    whole = events(full, "accepted")
+    assert events(capped, "accepted")[OTHER] == whole["news.example.com"] + \
+        whole["staging.example.com"]
+    suppressions = {(s.labels["domain"], s.labels["list"]): s.value for s in capped
+                    if s.metric == "kpi_email_suppressions"}
+    assert suppressions[(OTHER, "unsubscribes")] == 2210  # news + staging (0)
+
+
+def test_the_fake_answers_a_wrong_key_with_401_forbidden():
+    with FakeMailgun(MailgunAccount(seed=1, now=NOW), api_key="key-right") as fake:
+        config = MailgunConfig(api_key=Secret("key-wrong"), base_url=fake.url)
+        with pytest.raises(UpstreamError) as caught:
+            MailgunSource(config).poll()
+    assert caught.value.reason == "auth" and "key-wrong" not in str(caught.value)
