@@ -5,6 +5,7 @@
 What it measures, with the real exporter and the fake Stripe over loopback:
 - poll time: the first Stripe poll (every page, the 30 days of events, a
   year of invoices) and a later one (new events only), with request counts;
+  the same for the fake Mailgun's four domains;
 - scrape latency: /metrics round trips, idle and while a slow poll is running;
 - memory: peak traced Python allocations during a poll, and the process RSS.
 
@@ -86,6 +87,17 @@ def main() -> None:
         tracemalloc.stop()
         print(f"memory: peak traced during a poll {peak / 2**20:.1f} MiB, max RSS of exporter "
               f"and simulator {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MiB")
+
+        # Mailgun: two Metrics API queries, the domain list, and the suppression lists
+        # (walked page by page on the first poll, reused until suppressions_interval).
+        mailgun_fake, mailgun = exporter.fake_mailgun, exporter.sources[1]
+        for label in ("first", "later"):
+            mailgun_fake.reset_log()
+            started = time.perf_counter()
+            exporter.poller.poll_once(mailgun)
+            print(f"mailgun {label} poll: {time.perf_counter() - started:.3f} s, "
+                  f"{mailgun_fake.request_count} requests, "
+                  f"{len(exporter.poller.states()[mailgun.name].samples)} series")
 
         print("scrape latency:")
         report("idle", scrape_latencies(exporter.url, args.scrapes))
