@@ -277,8 +277,11 @@ def _status_failure(response: requests.Response) -> _Failure:
     should_retry = response.headers.get("Stripe-Should-Retry", "").strip().lower()
     if should_retry in ("true", "false"):
         retry = should_retry == "true"
+    retry_after = _parse_retry_after(response.headers.get("Retry-After"))
+    if retry_after is None and status == 429:
+        retry_after = _parse_rate_limit_reset(response.headers.get("X-RateLimit-Reset"))
     return _Failure(reason, retry, status=status, detail=_upstream_message(response),
-                    retry_after=_parse_retry_after(response.headers.get("Retry-After")))
+                    retry_after=retry_after)
 
 
 def _upstream_message(response: requests.Response) -> str | None:
@@ -321,6 +324,20 @@ def _parse_retry_after(value: str | None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)  # HTTP dates are always GMT
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def _parse_rate_limit_reset(value: str | None) -> float | None:
+    """Seconds to wait from X-RateLimit-Reset (Mailgun: the Unix time the limit resets;
+    small values are taken as seconds from now, as some APIs send)."""
+    try:
+        reset = float(value) if value else None
+    except ValueError:
+        return None
+    if reset is None or not math.isfinite(reset):
+        return None
+    if reset > 1e9:  # a Unix time, not a delay
+        reset -= datetime.now(timezone.utc).timestamp()
+    return max(0.0, reset)
 
 
 def _describe(failure: _Failure) -> str:

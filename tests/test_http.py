@@ -289,6 +289,22 @@ def test_429_huge_retry_after_is_capped(mocked, sleep):
     assert sleep.calls == [60.0]
 
 
+@pytest.mark.parametrize("reset,low,high", [
+    (lambda: str(int(time.time()) + 12), 10.0, 12.0),  # Mailgun: the Unix time it resets
+    (lambda: "5", 5.0, 5.0),                            # a delay in seconds
+    (lambda: str(int(time.time()) - 30), 0.0, 0.0),     # already reset
+])
+def test_429_without_retry_after_honours_x_ratelimit_reset(mocked, sleep, reset, low, high):
+    mocked.get(f"{BASE}/v1/prices", status=429, headers={"X-RateLimit-Reset": reset()})
+    mocked.get(f"{BASE}/v1/prices", json={"ok": True})
+    client = make_client(sleep)
+
+    client.get_json("/v1/prices")
+
+    [waited] = sleep.calls
+    assert low <= waited <= high
+
+
 def test_429_without_retry_after_uses_backoff(mocked, sleep):
     mocked.get(f"{BASE}/v1/prices", status=429)
     client = make_client(sleep, max_retries=2, backoff_base=0.5)

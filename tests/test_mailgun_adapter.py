@@ -65,36 +65,51 @@ def test_region_picks_the_api_host_and_base_url_overrides_it():
 # --- the Metrics API ------------------------------------------------------------------
 
 
+RECORDED = dict(accepted_outgoing_count=1000, delivered_count=970, permanent_failed_count=25,
+                hard_bounces_count=18, suppressed_bounces_count=4, suppressed_complaints_count=1,
+                suppressed_unsubscribed_count=2, temporary_failed_count=5, opened_count=300,
+                unique_opened_count=240, clicked_count=60, unique_clicked_count=45,
+                unsubscribed_count=4, complained_count=2)
+
+
+def answer_with(metrics_of: dict[str, dict]):
+    """A responses callback: each domain's metrics, only those the query asked for."""
+    def reply(request):
+        asked = json.loads(request.body)["metrics"]
+        items = [item(domain, **{m: v for m, v in values.items() if m in asked})
+                 for domain, values in metrics_of.items()]
+        return 200, {}, json.dumps(answer(items))
+    return reply
+
+
 @responses.activate
-def test_counts_come_from_one_metrics_query_per_window_with_basic_auth():
-    responses.post(f"{US}/v1/analytics/metrics", json=answer([
-        item("mg.example.com", accepted_outgoing_count=1000, delivered_count=970,
-             permanent_failed_count=25, hard_bounces_count=18, suppressed_bounces_count=4,
-             suppressed_complaints_count=1, suppressed_unsubscribed_count=2,
-             temporary_failed_count=5, opened_count=300, unique_opened_count=240,
-             clicked_count=60, unique_clicked_count=45, unsubscribed_count=4,
-             complained_count=2)]))
+def test_counts_come_from_metrics_queries_of_ten_metrics_with_basic_auth():
+    responses.add_callback(responses.POST, f"{US}/v1/analytics/metrics",
+                           callback=answer_with({"mg.example.com": RECORDED}))
     counts = fetch.event_counts(make_client(MailgunConfig(api_key=Secret(KEY))),
                                 NOW - 86400, NOW)
     assert counts == {"mg.example.com": Counts(
         accepted=1000, delivered=970, failed_permanent=25, bounced=18, suppressed=7,
         failed_temporary=5, opened=300, opened_unique=240, clicked=60, clicked_unique=45,
         unsubscribed=4, complained=2)}
-    [call] = responses.calls
-    assert call.request.headers["Authorization"] == \
-        "Basic " + base64.b64encode(f"api:{KEY}".encode()).decode()
-    body = json.loads(call.request.body)
-    assert body["start"] == "Thu, 14 Jan 2027 08:00:00 +0000"
-    assert body["end"] == "Fri, 15 Jan 2027 08:00:00 +0000"
-    assert body["dimensions"] == ["domain"] and "filter" not in body
-    assert {"accepted_outgoing_count", "hard_bounces_count", "unique_opened_count"} <= \
-        set(body["metrics"])
+    assert len(responses.calls) == 2  # 14 metrics, at most 10 a query
+    asked = []
+    for call in responses.calls:
+        assert call.request.headers["Authorization"] == \
+            "Basic " + base64.b64encode(f"api:{KEY}".encode()).decode()
+        body = json.loads(call.request.body)
+        assert body["start"] == "Thu, 14 Jan 2027 08:00:00 +0000"
+        assert body["end"] == "Fri, 15 Jan 2027 08:00:00 +0000"
+        assert body["dimensions"] == ["domain"] and "filter" not in body
+        assert len(body["metrics"]) <= 10
+        asked += body["metrics"]
+    assert sorted(asked) == sorted(RECORDED)
 
 
 @responses.activate
-def test_a_metric_left_out_counts_zero_and_configured_domains_filter_the_query():
-    responses.post(f"{US}/v1/analytics/metrics",
-                   json=answer([item("mg.example.com", accepted_outgoing_count=3)]))
+def test_a_null_or_missing_count_is_zero_and_configured_domains_filter_the_query():
+    responses.add_callback(responses.POST, f"{US}/v1/analytics/metrics", callback=answer_with(
+        {"mg.example.com": {"accepted_outgoing_count": 3, "delivered_count": None}}))
     client = make_client(MailgunConfig(api_key=Secret(KEY)))
     counts = fetch.event_counts(client, NOW - 3600, NOW, ["mg.example.com", "b.example.com"])
     assert counts == {"mg.example.com": Counts(accepted=3)}
@@ -105,21 +120,26 @@ def test_a_metric_left_out_counts_zero_and_configured_domains_filter_the_query()
 
 
 @responses.activate
-def test_metrics_pages_follow_skip_until_the_total():
-    first = [item(f"d{i}.example.com", accepted_outgoing_count=i + 1) for i in range(300)]
-    responses.post(f"{US}/v1/analytics/metrics", json=answer(first, total=302))
-    responses.post(f"{US}/v1/analytics/metrics",
-                   json=answer([item("e.example.com", accepted_outgoing_count=7),
-                                item("f.example.com", accepted_outgoing_count=8)],
-                               total=302, skip=300))
+def test_metrics_pages_follow_skip_until_a_short_page():
+    domains = {f"d{i:04d}.example.com": {"accepted_outgoing_count": i} for i in range(1002)}
+
+    def reply(request):
+        body = json.loads(request.body)
+        skip, limit = body["pagination"]["skip"], body["pagination"]["limit"]
+        page = [item(d, **{m: v for m, v in values.items() if m in body["metrics"]})
+                for d, values in list(domains.items())[skip:skip + limit]]
+        return 200, {}, json.dumps(answer(page, total=len(domains), skip=skip, limit=limit))
+
+    responses.add_callback(responses.POST, f"{US}/v1/analytics/metrics", callback=reply)
     counts = fetch.event_counts(make_client(MailgunConfig(api_key=Secret(KEY))), NOW - 60, NOW)
-    assert len(counts) == 302 and counts["f.example.com"] == Counts(accepted=8)
-    skips = [json.loads(c.request.body)["pagination"]["skip"] for c in responses.calls]
-    assert skips == [0, 300]
+    assert len(counts) == 1002 and counts["d1001.example.com"] == Counts(accepted=1001)
+    pages = [json.loads(c.request.body)["pagination"] for c in responses.calls]
+    assert [(p["skip"], p["limit"]) for p in pages] == [(0, 1000), (1000, 1000)] * 2
 
 
 @responses.activate
 def test_an_empty_window_has_counts_but_no_rates_for_its_domains():
+    """EU region, no mail at all: zero counts, no rate series."""
     responses.post(f"{EU}/v1/analytics/metrics", json={**answer([]), "items": None})
     responses.get(f"{EU}/v4/domains", json={"total_count": 1, "items": [
         {"name": "quiet.example.com", "state": "active"}]})
@@ -135,9 +155,10 @@ def test_an_empty_window_has_counts_but_no_rates_for_its_domains():
     assert all(call.request.url.startswith(EU) for call in responses.calls)
 
 
+@pytest.mark.parametrize("body", ["Forbidden", '{"message": "Invalid private key"}'])
 @responses.activate
-def test_a_bad_key_is_an_auth_error_that_names_no_secret():
-    responses.post(f"{US}/v1/analytics/metrics", status=401, body="Forbidden")
+def test_a_bad_key_is_an_auth_error_that_names_no_secret(body):
+    responses.post(f"{US}/v1/analytics/metrics", status=401, body=body)
     with pytest.raises(UpstreamError) as caught:
         source().poll()
     assert caught.value.reason == "auth" and KEY not in str(caught.value)
@@ -145,12 +166,13 @@ def test_a_bad_key_is_an_auth_error_that_names_no_secret():
 
 
 @responses.activate
-def test_429_is_retried_after_the_time_mailgun_asks():
+def test_429_is_retried_when_mailgun_says_the_limit_resets():
     waits = []
     config = MailgunConfig(api_key=Secret(KEY), rate_limit=1000)
     client = make_client(config, sleep=waits.append)
-    responses.post(f"{US}/v1/analytics/metrics", status=429, headers={"Retry-After": "3"},
-                   json={"message": "Too many requests"})
+    responses.post(f"{US}/v1/analytics/metrics", status=429, headers={"X-RateLimit-Reset": "3"},
+                   json={"message": "Too many requests, try again after 3 seconds"})
+    responses.post(f"{US}/v1/analytics/metrics", json=answer([]))
     responses.post(f"{US}/v1/analytics/metrics", json=answer([]))
     assert fetch.event_counts(client, NOW - 60, NOW) == {}
     assert waits == [3.0] and client.stats.snapshot()["errors"]["rate_limited"] == 1
@@ -166,11 +188,27 @@ def test_a_count_that_is_not_a_count_marks_the_data_bad(metrics):
 
 
 @responses.activate
-def test_a_suppression_page_pointing_at_another_host_is_refused():
+def test_suppression_pages_are_followed_on_our_own_host_until_an_empty_one():
+    full = {"items": [{"address": f"a{i}@x.example"} for i in range(fetch.PAGE)],
+            "paging": {"next": "https://elsewhere.example/v3/mg.example.com/bounces"
+                               "?page=next&address=a999%40x.example&limit=1000"}}
+    empty = {"items": [], "paging": {"next": f"{US}/v3/mg.example.com/bounces?page=next"}}
+    responses.get(f"{US}/v3/mg.example.com/bounces", json=full)
+    responses.get(f"{US}/v3/mg.example.com/bounces", json=empty)
+    size = fetch.suppression_size(make_client(MailgunConfig(api_key=Secret(KEY))),
+                                  "mg.example.com", "bounces")
+    assert size == 1000
+    second = responses.calls[1].request.url
+    assert second.startswith(f"{US}/v3/mg.example.com/bounces?")  # our host, the link's query
+    assert "page=next" in second and "address=a999%40x.example" in second
+
+
+@responses.activate
+def test_a_suppression_next_link_to_another_list_is_refused():
     responses.get(f"{US}/v3/mg.example.com/bounces", json={
         "items": [{"address": f"a{i}@x.example"} for i in range(fetch.PAGE)],
-        "paging": {"next": "https://evil.example/v3/mg.example.com/bounces?page=next"}})
-    with pytest.raises(UpstreamDataError, match="another host"):
+        "paging": {"next": f"{US}/v3/other.example/bounces?page=next"}})
+    with pytest.raises(UpstreamDataError, match="next page is elsewhere"):
         fetch.suppression_size(make_client(MailgunConfig(api_key=Secret(KEY))),
                                "mg.example.com", "bounces")
 

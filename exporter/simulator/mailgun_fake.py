@@ -15,7 +15,8 @@ Served: `POST /v1/analytics/metrics` (the `domain` dimension, the count
 metrics, a `domain` filter, `pagination` skip/limit/total, `start`/`end` in
 RFC 2822; hours are summed), `GET /v4/domains` (skip/limit),
 `GET /v3/{domain}/bounces|complaints|unsubscribes` (`limit` up to 1,000,
-absolute `paging` URLs, the next page after `address`). Basic auth with user
+absolute `paging` URLs, the next page after `address`, an empty page after
+the last). A metrics query takes up to 10 metrics and 1,000 domains a page. Basic auth with user
 `api`; errors as `{"message": ...}`, a bad key as 401 "Forbidden".
 Simplified: no other dimensions, no rate metrics, no time series.
 """
@@ -34,7 +35,8 @@ from typing import Any
 from exporter.simulator.fake_server import FakeServer, Response, json_body
 
 HOUR = 3600
-MAX_METRICS_LIMIT = 300
+MAX_METRICS_LIMIT = 1000  # for any dimension but time
+MAX_METRICS_PER_QUERY = 10
 MAX_LIST_LIMIT = 1000
 COUNT_METRICS = ("accepted_outgoing_count", "delivered_count", "permanent_failed_count",
                  "hard_bounces_count", "suppressed_bounces_count", "suppressed_complaints_count",
@@ -150,7 +152,8 @@ class FakeMailgun(FakeServer):
         return "Forbidden" if status == 401 else {"message": f"simulated failure ({status})"}
 
     def rate_limited(self) -> Response:
-        return 429, {"Retry-After": "1"}, json_body({"message": "Too many requests"})
+        return 429, {"X-RateLimit-Reset": str(int(time.time()) + 1)}, json_body(
+            {"message": "Too many requests, try again after 1 seconds"})
 
     def respond(self, method: str, path: str, query: dict[str, list[str]], headers: Any,
                 body: bytes) -> Response:
@@ -195,6 +198,8 @@ class FakeMailgun(FakeServer):
         unknown = [m for m in metrics if m not in COUNT_METRICS]
         if unknown:
             raise ApiError(400, f"'{unknown[0]}' is not a valid metric")
+        if len(metrics) > MAX_METRICS_PER_QUERY:
+            raise ApiError(400, f"a query supports up to {MAX_METRICS_PER_QUERY} metrics")
         page = body.get("pagination") or {}
         skip, limit = int(page.get("skip", 0)), int(page.get("limit", 10))
         if not 1 <= limit <= MAX_METRICS_LIMIT:

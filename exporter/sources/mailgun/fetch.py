@@ -1,10 +1,12 @@
 """Talk to Mailgun: sending domains, event counts per domain, suppression list sizes.
 
 Event counts come from the Metrics API (`POST /v1/analytics/metrics`, with
-the `domain` dimension; the older stats endpoints are deprecated), one query
-per window, paged with `pagination.skip`. Suppression lists
+the `domain` dimension; the older stats endpoints are deprecated). A query
+takes at most 10 metrics, so each window is two queries, each paged with
+`pagination.skip` (up to 1,000 domains a page). Suppression lists
 (`/v3/{domain}/bounces|complaints|unsubscribes`) have no count endpoint, so
-their pages are walked (1,000 entries a page) and counted.
+their pages are walked (1,000 entries a page) and counted; the `next` link's
+path and query are followed on our own API host, never on the host it names.
 """
 
 from __future__ import annotations
@@ -12,14 +14,14 @@ from __future__ import annotations
 from email.utils import format_datetime
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from exporter.http import HttpClient
 from exporter.sources.base import UpstreamDataError
 from exporter.sources.mailgun.kpis import Counts
 
-PAGE = 1000  # the largest page the domain and suppression lists serve
-METRICS_PAGE = 300
+PAGE = 1000  # the largest page the domain, suppression and metrics lists serve
+METRICS_PER_QUERY = 10  # the Metrics API's limit
 SUPPRESSION_LISTS = ("bounces", "complaints", "unsubscribes")
 
 # Our counts, and the Metrics API metrics each is the sum of.
@@ -62,33 +64,42 @@ def domains(client: HttpClient) -> list[str]:
 
 def event_counts(client: HttpClient, start: float, end: float,
                  only: list[str] | None = None) -> dict[str, Counts]:
-    """Counts per domain between `start` and `end` (Unix times): one Metrics API query."""
+    """Counts per domain between `start` and `end` (Unix times)."""
+    names = sorted({m for group in METRICS.values() for m in group})
+    raw: dict[str, dict[str, int]] = {}
+    for first in range(0, len(names), METRICS_PER_QUERY):
+        for domain, values in _query(client, start, end, names[first:first + METRICS_PER_QUERY],
+                                     only).items():
+            raw.setdefault(domain, {}).update(values)
+    return {domain: Counts(**{field: sum(values.get(n, 0) for n in group)
+                              for field, group in METRICS.items()})
+            for domain, values in raw.items()}
+
+
+def _query(client: HttpClient, start: float, end: float, metrics: list[str],
+           only: list[str] | None) -> dict[str, dict[str, int]]:
+    """One Metrics API query, every page: {domain: {metric: count}}."""
     body: dict[str, Any] = {
         "start": rfc2822(start), "end": rfc2822(end), "resolution": "hour",
-        "dimensions": ["domain"],
-        "metrics": sorted({m for names in METRICS.values() for m in names}),
-        "include_aggregates": False,
-        "pagination": {"sort": "domain:asc", "skip": 0, "limit": METRICS_PAGE},
+        "dimensions": ["domain"], "metrics": metrics, "include_aggregates": False,
+        "pagination": {"sort": "domain:asc", "skip": 0, "limit": PAGE},
     }
     if only:
         body["filter"] = {"AND": [{"attribute": "domain", "comparator": "=",
                                    "values": [{"label": d, "value": d} for d in only]}]}
-    result: dict[str, Counts] = {}
+    result: dict[str, dict[str, int]] = {}
     while True:
         page = client.request_json("POST", "/v1/analytics/metrics", json=body)
         items = _list(page, "items", "metrics")
         for item in items:
-            domain, counts = _domain_counts(item)
-            result[domain] = result.get(domain, Counts()) + counts
-        pagination = page.get("pagination") or {}
-        total = pagination.get("total")
-        skip = body["pagination"]["skip"] + len(items)
-        if not items or not isinstance(total, int) or skip >= total:
+            domain, values = _domain_values(item, metrics)
+            result[domain] = values
+        if len(items) < PAGE:  # Mailgun: page on until a page comes back short
             return result
-        body["pagination"] = {**body["pagination"], "skip": skip}
+        body["pagination"] = {**body["pagination"], "skip": body["pagination"]["skip"] + PAGE}
 
 
-def _domain_counts(item: Any) -> tuple[str, Counts]:
+def _domain_values(item: Any, metrics: list[str]) -> tuple[str, dict[str, int]]:
     if not isinstance(item, dict):
         raise UpstreamDataError("mailgun: a metrics item is not an object")
     dimensions = _list(item, "dimensions", "metrics item")
@@ -96,38 +107,37 @@ def _domain_counts(item: Any) -> tuple[str, Counts]:
                    if isinstance(d, dict) and d.get("dimension") == "domain"), None)
     if not domain:
         raise UpstreamDataError("mailgun: a metrics item has no domain dimension")
-    metrics = item.get("metrics")
-    if not isinstance(metrics, dict):
+    found = item.get("metrics")
+    if not isinstance(found, dict):
         raise UpstreamDataError(f"mailgun: metrics of {domain} are missing")
     values = {}
-    for field, names in METRICS.items():
-        total = 0
-        for name in names:
-            value = metrics.get(name, 0)  # a metric with no events may be left out
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise UpstreamDataError(f"mailgun: {name} of {domain} is not a count")
-            total += value
-        values[field] = total
-    return domain, Counts(**values)
+    for name in metrics:
+        value = found.get(name)
+        if value is None:  # counts are integer or null; a null or missing count is none
+            value = 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise UpstreamDataError(f"mailgun: {name} of {domain} is not a count")
+        values[name] = value
+    return domain, values
 
 
 def suppression_size(client: HttpClient, domain: str, kind: str) -> int:
     """Entries in one suppression list of a domain, walking its pages."""
     path = f"/v3/{domain}/{kind}"
-    host = urlsplit(client.base_url).netloc
     size = 0
-    following: tuple[str, Any] | None = (path, {"limit": PAGE})
-    while following is not None:
-        page = client.get_json(*following)
+    params: Any = {"limit": PAGE}
+    while True:
+        page = client.get_json(path, params)
         items = _list(page, "items", f"{kind} of {domain}")
         size += len(items)
-        following = None
         next_url = (page.get("paging") or {}).get("next")
-        if len(items) == PAGE and isinstance(next_url, str):
-            if urlsplit(next_url).netloc != host:  # never send the key elsewhere
-                raise UpstreamDataError(f"mailgun: {kind} of {domain} page to another host")
-            following = (next_url, None)
-    return size
+        if len(items) < PAGE or not isinstance(next_url, str):  # the last page is short or empty
+            return size
+        # The link's path and query, on our own host: the key goes nowhere else.
+        link = urlsplit(next_url)
+        if link.path.rstrip("/") != path:
+            raise UpstreamDataError(f"mailgun: {kind} of {domain}: the next page is elsewhere")
+        params = parse_qsl(link.query)
 
 
 def _list(page: Any, key: str, what: str) -> list:
