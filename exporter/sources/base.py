@@ -7,9 +7,10 @@ poller keeps the last good list and the collector renders it on each scrape.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from exporter.config import Section
+from exporter.http import HttpClient
 
 
 class UpstreamDataError(ValueError):
@@ -43,3 +44,23 @@ class SourceType(Protocol):
 
     def create(self, source_config: Any, config: Any) -> Source:
         """Build the source from its own config and the whole `Config`."""
+
+
+class HttpSource:
+    """What every source that talks to its API through one HttpClient shares."""
+
+    client: HttpClient
+
+    def request_stats(self) -> dict:
+        return self.client.stats.snapshot()
+
+    def close(self) -> None:
+        self.client.close()
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A SourceType from its two functions (what exporter.sources registers by name)."""
+
+    parse_config: Callable[[Section], Any]
+    create: Callable[[Any, Any], Source]

@@ -17,7 +17,7 @@ from typing import Any, Callable
 from exporter.config import Section
 from exporter.http import HttpClient
 from exporter.secrets import Secret
-from exporter.sources.base import Sample
+from exporter.sources.base import HttpSource, Registration, Sample
 from exporter.sources.mailgun import fetch
 from exporter.sources.mailgun.kpis import EVENTS, Counts, cap_domains, cap_sizes, kept_domains, rates
 
@@ -101,7 +101,7 @@ def samples(windows: dict[str, dict[str, Counts]],
     return result
 
 
-class MailgunSource:
+class MailgunSource(HttpSource):
     name = NAME
 
     def __init__(self, source_config: MailgunConfig, *, clock: Callable[[], float] = time.time,
@@ -137,19 +137,5 @@ class MailgunSource:
         self._suppressions = (now, sizes)
         return sizes
 
-    def request_stats(self) -> dict:
-        return self.client.stats.snapshot()
 
-    def close(self) -> None:
-        self.client.close()
-
-
-class _MailgunType:
-    parse_config = staticmethod(parse_config)
-
-    @staticmethod
-    def create(source_config: MailgunConfig, config: Any) -> MailgunSource:
-        return MailgunSource(source_config)
-
-
-SOURCE_TYPE = _MailgunType()
+SOURCE_TYPE = Registration(parse_config, lambda source_config, config: MailgunSource(source_config))

@@ -17,7 +17,7 @@ from typing import Any, Callable
 from exporter.config import Section
 from exporter.http import HttpClient
 from exporter.secrets import Secret
-from exporter.sources.base import Sample
+from exporter.sources.base import HttpSource, Registration, Sample
 from exporter.sources.stripe import dynamics, fetch, history
 from exporter.sources.stripe.events import EventLog, referenced_discounts
 from exporter.sources.stripe.mrr import MrrRules, RevenueKpis, customer_mrr, revenue_kpis
@@ -145,7 +145,7 @@ def make_client(source_config: StripeConfig, **overrides: Any) -> HttpClient:
     }, **options)
 
 
-class StripeSource:
+class StripeSource(HttpSource):
     name = NAME
 
     def __init__(self, source_config: StripeConfig, fx_rates: dict, *,
@@ -236,19 +236,6 @@ class StripeSource:
                         "reporting-currency sums (see kpi_unconverted_objects)", currency.upper())
             self._warned_currencies.add(currency)
 
-    def request_stats(self) -> dict:
-        return self.client.stats.snapshot()
 
-    def close(self) -> None:
-        self.client.close()
-
-
-class _StripeType:
-    parse_config = staticmethod(parse_config)
-
-    @staticmethod
-    def create(source_config: StripeConfig, config: Any) -> StripeSource:
-        return StripeSource(source_config, config.fx_rates)
-
-
-SOURCE_TYPE = _StripeType()
+SOURCE_TYPE = Registration(
+    parse_config, lambda source_config, config: StripeSource(source_config, config.fx_rates))
