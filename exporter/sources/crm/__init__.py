@@ -1,0 +1,1 @@
+"""What the CRM sources share: the pipeline records and the pure KPI math (pipeline.py)."""
