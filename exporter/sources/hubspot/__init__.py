@@ -1,0 +1,1 @@
+"""Sales pipeline KPIs from HubSpot (in progress: fetch.py talks to the CRM v3 API)."""
