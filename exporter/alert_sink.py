@@ -40,8 +40,9 @@ class AlertSink:
             return list(self._received)
 
     def receive(self, payload: dict) -> None:
-        alerts = payload.get("alerts")
-        if not isinstance(payload.get("receiver"), str) or not isinstance(alerts, list):
+        alerts = payload.get("alerts") if isinstance(payload, dict) else None
+        if not isinstance(payload.get("receiver") if isinstance(payload, dict) else None, str) \
+                or not isinstance(alerts, list) or not all(_is_alert(a) for a in alerts):
             raise ValueError("not an Alertmanager webhook payload (receiver, alerts)")
         with self._lock:
             self._received.append(payload)
@@ -96,6 +97,11 @@ class AlertSink:
                 "<table><tr><th>Since</th><th>Receiver</th><th>Status</th><th>Alert</th>"
                 "<th>Severity</th><th>Summary</th></tr>" + "".join(rows) + "</table>"
                 "</body></html>\n")
+
+
+def _is_alert(alert: object) -> bool:
+    return isinstance(alert, dict) and all(
+        isinstance(alert.get(key, {}), dict) for key in ("labels", "annotations"))
 
 
 def serve(host: str, port: int) -> tuple[AlertSink, BackgroundHttpServer]:

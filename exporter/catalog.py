@@ -372,6 +372,11 @@ class UnknownKpi(KeyError):
     pass
 
 
+def percent(fraction: float) -> str:
+    """0.001 -> "0.1%", 0.98 -> "98%": as many digits as the value has, no float noise."""
+    return f"{fraction * 100:.6g}%"
+
+
 def by_key(kpis: tuple[Kpi, ...] = KPIS) -> dict[str, Kpi]:
     return {kpi.key: kpi for kpi in kpis}
 

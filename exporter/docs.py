@@ -16,10 +16,11 @@ def _threshold_text(kpi: catalog.Kpi) -> str:
     parts = []
     for t in kpi.thresholds:
         if t.kind == "drop":
-            parts.append(f"{t.severity}: drop > {t.value:.0%} over {t.window}")
+            against = f" against {t.baseline}" if t.baseline else ""
+            parts.append(f"{t.severity}: drop > {catalog.percent(t.value)} over {t.window}{against}")
         else:
             sign = ">" if t.kind == "above" else "<"
-            value = f"{t.value:.0%}" if kpi.unit == "ratio" else f"{t.value:,g}"
+            value = catalog.percent(t.value) if kpi.unit == "ratio" else f"{t.value:,g}"
             parts.append(f"{t.severity}: {sign} {value}")
     return "; ".join(parts) or "-"
 
@@ -28,7 +29,7 @@ def _target_text(kpi: catalog.Kpi) -> str:
     if kpi.target is None:
         return "-"
     sign = {"higher": "> ", "lower": "< "}.get(kpi.direction or "", "")
-    value = f"{kpi.target:.0%}" if kpi.unit == "ratio" else f"{kpi.target:,g}"
+    value = catalog.percent(kpi.target) if kpi.unit == "ratio" else f"{kpi.target:,g}"
     return sign + value
 
 

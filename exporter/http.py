@@ -335,6 +335,8 @@ def _parse_rate_limit_reset(value: str | None) -> float | None:
         return None
     if reset is None or not math.isfinite(reset):
         return None
+    if reset > 1e12:  # a Unix time in milliseconds
+        reset /= 1000
     if reset > 1e9:  # a Unix time, not a delay
         reset -= datetime.now(timezone.utc).timestamp()
     return max(0.0, reset)

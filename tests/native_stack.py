@@ -150,8 +150,10 @@ class NativeStack:
         raw = service.get("command", [])
         args = shlex.split(raw) if isinstance(raw, str) else list(raw)
         args = [self.rewrite(a, name) for a in args]
-        env = {**os.environ, **{k: self.rewrite(str(v), name)
-                                for k, v in (service.get("environment") or {}).items()}}
+        # Only what the container would see (its `environment:`), and what runs Python here.
+        host = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+        env = {**host, **{k: self.rewrite(str(v), name)
+                          for k, v in (service.get("environment") or {}).items()}}
         if "build" in service:
             return [sys.executable, "-m", "exporter", *args], env
         binary, _ = DEBIAN_BINARIES[image_repository(service)]

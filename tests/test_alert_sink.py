@@ -40,13 +40,15 @@ def test_a_notification_is_kept_shown_and_logged(sink, caplog):
 
 
 @pytest.mark.parametrize("body", [b"", b"{not json", b'{"alerts": []}', b'{"receiver": "x"}',
-                                  b"\xff\xfe"])
+                                  b"\xff\xfe", b'[1, 2]', b'{"receiver": "x", "alerts": [1]}',
+                                  b'{"receiver": "x", "alerts": [{"labels": "oops"}]}'])
 def test_what_is_not_a_webhook_payload_is_refused(sink, body):
     store, url = sink
     reply = requests.post(f"{url}/alerts", data=body, timeout=5,
                           headers={"Content-Type": "application/json"})
     assert reply.status_code == 400
     assert store.notifications() == []
+    assert requests.get(f"{url}/", timeout=5).status_code == 200  # the page still renders
 
 
 def test_other_paths_and_methods(sink):

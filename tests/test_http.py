@@ -292,6 +292,7 @@ def test_429_huge_retry_after_is_capped(mocked, sleep):
 @pytest.mark.parametrize("reset,low,high", [
     (lambda: str(int(time.time()) + 12), 10.0, 12.0),  # Mailgun: the Unix time it resets
     (lambda: "5", 5.0, 5.0),                            # a delay in seconds
+    (lambda: str(int(time.time() * 1000) + 8000), 6.0, 8.0),  # a Unix time in milliseconds
     (lambda: str(int(time.time()) - 30), 0.0, 0.0),     # already reset
 ])
 def test_429_without_retry_after_honours_x_ratelimit_reset(mocked, sleep, reset, low, high):

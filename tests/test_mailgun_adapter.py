@@ -138,6 +138,22 @@ def test_metrics_pages_follow_skip_until_a_short_page():
 
 
 @responses.activate
+def test_metrics_paging_follows_the_total_when_mailgun_sends_less_than_asked():
+    domains = [f"d{i}.example.com" for i in range(5)]
+
+    def reply(request):  # serves 2 a page, whatever the limit asked
+        skip = json.loads(request.body)["pagination"]["skip"]
+        page = [item(d, accepted_outgoing_count=1) for d in domains[skip:skip + 2]]
+        return 200, {}, json.dumps(answer(page, total=len(domains), skip=skip))
+
+    responses.add_callback(responses.POST, f"{US}/v1/analytics/metrics", callback=reply)
+    counts = fetch.event_counts(make_client(MailgunConfig(api_key=Secret(KEY))), NOW - 60, NOW)
+    assert sorted(counts) == domains
+    skips = [json.loads(c.request.body)["pagination"]["skip"] for c in responses.calls]
+    assert skips == [0, 2, 4] * 2
+
+
+@responses.activate
 def test_an_empty_window_has_counts_but_no_rates_for_its_domains():
     """EU region, no mail at all: zero counts, no rate series."""
     responses.post(f"{EU}/v1/analytics/metrics", json={**answer([]), "items": None})
@@ -155,13 +171,18 @@ def test_an_empty_window_has_counts_but_no_rates_for_its_domains():
     assert all(call.request.url.startswith(EU) for call in responses.calls)
 
 
-@pytest.mark.parametrize("body", ["Forbidden", '{"message": "Invalid private key"}'])
+BASIC = base64.b64encode(f"api:{KEY}".encode()).decode()
+
+
+@pytest.mark.parametrize("body", [f"Forbidden: {KEY}",
+                                  json.dumps({"message": f"Invalid private key {KEY} ({BASIC})"})])
 @responses.activate
 def test_a_bad_key_is_an_auth_error_that_names_no_secret(body):
-    responses.post(f"{US}/v1/analytics/metrics", status=401, body=body)
+    responses.post(f"{US}/v1/analytics/metrics", status=401, body=body)  # echoing the key
     with pytest.raises(UpstreamError) as caught:
         source().poll()
-    assert caught.value.reason == "auth" and KEY not in str(caught.value)
+    assert caught.value.reason == "auth"
+    assert KEY not in str(caught.value) and BASIC not in str(caught.value)
     assert len(responses.calls) == 1  # not retried
 
 

@@ -224,12 +224,19 @@ def test_compose_defaults_run_the_demo_and_env_switches_to_real_accounts():
     assert real["exporter"]["command"] == "serve"
     assert real["exporter"]["environment"]["STRIPE_API_KEY"] == example["STRIPE_API_KEY"]
     assert "/etc/alertmanager/alertmanager.yml" in " ".join(real["alertmanager"]["command"])
-    # the config that `serve` reads in the stack loads, with the .env's key
+    # the config that `serve` reads in the stack loads with what the container's
+    # environment holds (compose passes only the listed variables in)
     from exporter import config
-    path = real["exporter"]["environment"]["KPI_EXPORTER_SERVE_CONFIG"]
+    environment = {k: str(v) for k, v in real["exporter"]["environment"].items()}
+    path = environment["KPI_EXPORTER_SERVE_CONFIG"]
     directory, file = path.rsplit("/", 1)
-    loaded = config.load(str(mounted("exporter")[directory] / file), environ=example)
+    loaded = config.load(str(mounted("exporter")[directory] / file), environ=environment)
     assert list(loaded.sources) == ["stripe"] and loaded.listen == ("0.0.0.0", 19877)
+    assert loaded.sources["stripe"].api_key.reveal() == example["STRIPE_API_KEY"]
+    with_interval = load_compose({**example, "STRIPE_POLL_INTERVAL": "2m"})["services"]["exporter"]
+    changed = config.load(str(mounted("exporter")[directory] / file),
+                          environ={k: str(v) for k, v in with_interval["environment"].items()})
+    assert changed.sources["stripe"].poll_interval == 120
 
 
 def test_prometheus_config_scrapes_the_job_the_alerts_select():

@@ -3,7 +3,8 @@
 The routing table of shared/KPI_REFERENCE.md: critical alerts page the owning
 team (PagerDuty) and post to its chat channel, warnings go to the team's
 channel (business trends are not urgent: repeated daily), info goes to a
-daily e-mail digest. A critical alert silences its warning twin. Secrets
+daily e-mail digest, anything unrouted to #kpi-alerts. A critical alert
+silences its warning twin. Secrets
 (Slack webhook, PagerDuty key, SMTP password) are read from files that
 Docker secrets or the operator provide, never from this file.
 """
@@ -36,7 +37,7 @@ def _slack(channel: str) -> dict:
 def receivers(team_names: list[str]) -> list[dict]:
     result = [
         {"name": "default",  # anything unrouted reaches somebody
-         "webhook_configs": [{"url": "http://127.0.0.1:5001/alerts", "send_resolved": True}]},
+         "slack_configs": [_slack("#kpi-alerts")]},
         {"name": "daily-digest",
          "email_configs": [{"to": "kpi-digest@example.com", "send_resolved": False}]},
     ]

@@ -29,9 +29,9 @@ class KitSettings:
     # Grafana's address, for each alert's dashboard link.
     grafana_url: str = "http://localhost:3000"
     # How long a KPI threshold must stay broken before its alert fires, unless
-    # the threshold says otherwise: long enough that one odd poll pages nobody;
-    # critical ones sooner ("critical now, warning within hours").
-    kpi_for: tuple[tuple[str, str], ...] = (("critical", "5m"), ("warning", "30m"), ("info", "1h"))
+    # the threshold says otherwise: twice the default (5m) poll interval, so one
+    # odd poll pages nobody; critical ones sooner ("critical now, warning within hours").
+    kpi_for: tuple[tuple[str, str], ...] = (("critical", "10m"), ("warning", "30m"), ("info", "1h"))
     # A source that has failed this long has missed several polls.
     source_down_for: str = "15m"
     # The shortest staleness that alerts, whatever the poll interval.
@@ -57,7 +57,7 @@ def _humanize(kpi: catalog.Kpi) -> str:
 
 def _shown(kpi: catalog.Kpi, threshold: catalog.Threshold) -> str:
     percent = kpi.unit == "ratio" or threshold.kind == "drop"  # a drop is a fraction
-    return f"{threshold.value * 100:.6g}%" if percent else f"{threshold.value:,g}"
+    return catalog.percent(threshold.value) if percent else f"{threshold.value:,g}"
 
 
 _ACRONYMS = {"mrr": "MRR", "arr": "ARR", "arpa": "ARPA"}

@@ -5,7 +5,7 @@ and answers in `respond()`.
 Fault injection: `set_latency`, `fail_next`, `rate_limit` (429 beyond N
 requests in any one-second window), `serve_malformed_next`. Request log:
 `requests` ((method, path, query) tuples), `bodies` (the JSON bodies of POSTs),
-`request_count`, `reset_log()`.
+`request_count`, `reset_log()`; the newest 20,000 requests are kept.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 Response = tuple[int, dict[str, str], bytes]
+LOG_SIZE = 20_000  # requests kept in the log
 
 
 @dataclass
@@ -52,8 +53,10 @@ class FakeServer:
         self._faults: collections.deque[_Fault] = collections.deque()
         self._rate: float | None = None
         self._recent: collections.deque[float] = collections.deque()
-        self._log: list[tuple[str, str, dict[str, list[str]]]] = []
-        self._bodies: list[Any] = []
+        # Bounded: a demo stack serves for weeks; tests read far fewer.
+        self._log: collections.deque[tuple[str, str, dict[str, list[str]]]] = \
+            collections.deque(maxlen=LOG_SIZE)
+        self._bodies: collections.deque[Any] = collections.deque(maxlen=LOG_SIZE)
 
     # ------------------------------------------------------------------ what a fake defines
 

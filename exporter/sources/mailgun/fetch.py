@@ -14,7 +14,7 @@ from __future__ import annotations
 from email.utils import format_datetime
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from exporter.http import HttpClient
 from exporter.sources.base import UpstreamDataError
@@ -44,7 +44,7 @@ METRICS = {
 
 def rfc2822(at: float) -> str:
     """The time format the Metrics API takes: "Mon, 23 Nov 2026 10:00:00 +0000"."""
-    return format_datetime(datetime.fromtimestamp(int(at), timezone.utc)).replace("-0000", "+0000")
+    return format_datetime(datetime.fromtimestamp(int(at), timezone.utc))
 
 
 def domains(client: HttpClient) -> list[str]:
@@ -94,9 +94,12 @@ def _query(client: HttpClient, start: float, end: float, metrics: list[str],
         for item in items:
             domain, values = _domain_values(item, metrics)
             result[domain] = values
-        if len(items) < PAGE:  # Mailgun: page on until a page comes back short
+        total = (page.get("pagination") or {}).get("total")
+        seen = body["pagination"]["skip"] + len(items)
+        # Page on to the total Mailgun reports; without one, until a short page.
+        if not items or (seen >= total if isinstance(total, int) else len(items) < PAGE):
             return result
-        body["pagination"] = {**body["pagination"], "skip": body["pagination"]["skip"] + PAGE}
+        body["pagination"] = {**body["pagination"], "skip": seen}
 
 
 def _domain_values(item: Any, metrics: list[str]) -> tuple[str, dict[str, int]]:
@@ -123,7 +126,7 @@ def _domain_values(item: Any, metrics: list[str]) -> tuple[str, dict[str, int]]:
 
 def suppression_size(client: HttpClient, domain: str, kind: str) -> int:
     """Entries in one suppression list of a domain, walking its pages."""
-    path = f"/v3/{domain}/{kind}"
+    path = f"/v3/{quote(domain, safe='')}/{kind}"  # an upstream-supplied name, escaped
     size = 0
     params: Any = {"limit": PAGE}
     while True:

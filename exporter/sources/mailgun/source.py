@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -66,10 +67,15 @@ def parse_config(section: Section) -> MailgunConfig:
     )
 
 
+_HOSTNAME = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}")
+
+
 def _domain_list(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(d, str) and d.strip() for d in value):
+    domains = [d.strip().lower() for d in value if isinstance(d, str)] \
+        if isinstance(value, list) else None
+    if not domains or len(domains) != len(value) or not all(_HOSTNAME.fullmatch(d) for d in domains):
         raise ValueError("must be a list of domain names, e.g. [mg.example.com]")
-    return tuple(d.strip().lower() for d in value)
+    return tuple(domains)
 
 
 def make_client(source_config: MailgunConfig, **overrides: Any) -> HttpClient:
