@@ -28,11 +28,12 @@ import statistics
 from dataclasses import dataclass
 from decimal import Decimal
 
+from exporter.labels import OTHER, fold, top
+
 DAY = 86400
 HOUR = 3600
 STALLED_AFTER = 14 * DAY
 RESPONSE_TARGET = 2 * HOUR
-OTHER = "other"
 
 
 @dataclass(frozen=True)
@@ -161,10 +162,7 @@ def capped_stages(pipeline: dict[tuple[str, str], tuple[Decimal, Decimal, int]],
                   limit: int) -> dict[tuple[str, str], tuple[Decimal, Decimal, int]]:
     """The `limit` (pipeline, stage) pairs with the most open amount; the rest summed
     under (OTHER, OTHER). Stage and pipeline names come from the CRM: their number is capped."""
-    ranked = sorted(pipeline, key=lambda key: (-pipeline[key][0], key))
-    result = {key: pipeline[key] for key in ranked[:limit]}
-    rest = [pipeline[key] for key in ranked[limit:]]
-    if rest:
-        result[(OTHER, OTHER)] = (sum((r[0] for r in rest), Decimal(0)),
-                                  sum((r[1] for r in rest), Decimal(0)), sum(r[2] for r in rest))
-    return result
+    kept = top({key: amount for key, (amount, _, _) in pipeline.items()}, limit)
+    zero = (Decimal(0), Decimal(0), 0)
+    return fold(pipeline, kept, zero, lambda a, b: (a[0] + b[0], a[1] + b[1], a[2] + b[2]),
+                (OTHER, OTHER))

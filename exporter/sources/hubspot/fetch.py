@@ -37,15 +37,16 @@ def pipelines(client: HttpClient) -> list[dict]:
 
 def list_objects(client: HttpClient, kind: str, properties: list[str]) -> Iterator[dict]:
     """Every object of a kind, by the list endpoint's `after` cursor."""
+    path = f"/crm/v3/objects/{kind}"
     params: dict[str, Any] = {"limit": LIST_PAGE, "properties": ",".join(properties),
                               "archived": "false"}
-    while True:
-        page = client.get_json(f"/crm/v3/objects/{kind}", params)
-        yield from _results(page, kind)
+
+    def next_page(page: Any) -> tuple[str, Any] | None:
         after = ((page.get("paging") or {}).get("next") or {}).get("after")
-        if not after:
-            return
-        params = {**params, "after": after}
+        return (path, {**params, "after": after}) if after else None
+
+    for page in client.paginate(path, params, next_page):
+        yield from _results(page, kind)
 
 
 def search_since(client: HttpClient, kind: str, date_property: str, since: int,

@@ -50,16 +50,15 @@ def rfc2822(at: float) -> str:
 def domains(client: HttpClient) -> list[str]:
     """Every sending domain of the account (`GET /v4/domains`, paged by skip)."""
     names: list[str] = []
-    skip = 0
-    while True:
-        page = client.get_json("/v4/domains", {"limit": PAGE, "skip": skip})
-        items = _list(page, "items", "domains")
-        for item in items:
-            names.append(_string(item, "name", "domain"))
-        total = page.get("total_count") if isinstance(page, dict) else None
-        skip += len(items)
-        if not items or not isinstance(total, int) or skip >= total:
-            return names
+
+    def next_page(page: Any) -> tuple[str, Any] | None:
+        total = page.get("total_count")
+        more = bool(page.get("items")) and isinstance(total, int) and len(names) < total
+        return ("/v4/domains", {"limit": PAGE, "skip": len(names)}) if more else None
+
+    for page in client.paginate("/v4/domains", {"limit": PAGE, "skip": 0}, next_page):
+        names += [_string(item, "name", "domain") for item in _list(page, "items", "domains")]
+    return names
 
 
 def event_counts(client: HttpClient, start: float, end: float,
@@ -127,20 +126,19 @@ def _domain_values(item: Any, metrics: list[str]) -> tuple[str, dict[str, int]]:
 def suppression_size(client: HttpClient, domain: str, kind: str) -> int:
     """Entries in one suppression list of a domain, walking its pages."""
     path = f"/v3/{quote(domain, safe='')}/{kind}"  # an upstream-supplied name, escaped
-    size = 0
-    params: Any = {"limit": PAGE}
-    while True:
-        page = client.get_json(path, params)
-        items = _list(page, "items", f"{kind} of {domain}")
-        size += len(items)
+
+    def next_page(page: Any) -> tuple[str, Any] | None:
         next_url = (page.get("paging") or {}).get("next")
-        if len(items) < PAGE or not isinstance(next_url, str):  # the last page is short or empty
-            return size
+        if len(page.get("items") or []) < PAGE or not isinstance(next_url, str):  # last page: short
+            return None
         # The link's path and query, on our own host: the key goes nowhere else.
         link = urlsplit(next_url)
         if link.path.rstrip("/") != path:
             raise UpstreamDataError(f"mailgun: {kind} of {domain}: the next page is elsewhere")
-        params = parse_qsl(link.query)
+        return path, parse_qsl(link.query)
+
+    return sum(len(_list(page, "items", f"{kind} of {domain}"))
+               for page in client.paginate(path, {"limit": PAGE}, next_page))
 
 
 def _list(page: Any, key: str, what: str) -> list:

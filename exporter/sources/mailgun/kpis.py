@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-OTHER = "other"  # the label value of the domains beyond the cap (no real domain lacks a dot)
+from exporter.labels import OTHER, fold, top  # OTHER has no dot: no real domain is named so
 
 # The event counts we keep, and the label value each is exported with.
 EVENTS = ("accepted", "delivered", "failed_permanent", "bounced", "suppressed",
@@ -67,27 +67,18 @@ def rates(c: Counts) -> dict[str, float]:
 
 def kept_domains(volume: dict[str, int], limit: int) -> list[str]:
     """The `limit` domains with the most volume (ties by name); the rest become OTHER."""
-    ranked = sorted(volume, key=lambda domain: (-volume[domain], domain))
-    return ranked[:limit]
+    return top(volume, limit)
 
 
 def cap_domains(by_domain: dict[str, Counts], kept: list[str]) -> dict[str, Counts]:
     """Counts of the kept domains, and the sum of every other one under OTHER (if any)."""
-    result = {domain: by_domain.get(domain, Counts()) for domain in kept}
-    rest = [counts for domain, counts in by_domain.items() if domain not in result]
-    if rest:
-        result[OTHER] = sum(rest, Counts())
-    return result
+    return fold(by_domain, kept, Counts(), lambda a, b: a + b, OTHER)
+
+
+def _add_sizes(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    return {name: a.get(name, 0) + b.get(name, 0) for name in {*a, *b}}
 
 
 def cap_sizes(sizes: dict[str, dict[str, int]], kept: list[str]) -> dict[str, dict[str, int]]:
     """Suppression list sizes ({domain: {list: size}}), capped the same way."""
-    result = {domain: dict(sizes[domain]) for domain in kept if domain in sizes}
-    rest = [lists for domain, lists in sizes.items() if domain not in kept]
-    if rest:
-        other: dict[str, int] = {}
-        for lists in rest:
-            for name, size in lists.items():
-                other[name] = other.get(name, 0) + size
-        result[OTHER] = other
-    return result
+    return fold(sizes, kept, {}, _add_sizes, OTHER)
