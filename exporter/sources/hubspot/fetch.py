@@ -88,7 +88,8 @@ def _results(page: Any, kind: str) -> list[dict]:
     if not isinstance(results, list) or not all(
             isinstance(r, dict) and isinstance(r.get("id"), str)
             and isinstance(r.get("properties"), dict) for r in results):
-        raise UpstreamDataError(f"hubspot: {kind}: 'results' are not objects with id and properties")
+        raise UpstreamDataError(
+            f"hubspot: {kind}: 'results' are not objects with id and properties")
     return results
 
 
