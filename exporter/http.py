@@ -62,6 +62,7 @@ class UpstreamError(Exception):
         reason: str,
         status: int | None = None,
         detail: str | None = None,
+        code: str | None = None,
     ):
         if reason not in ERROR_REASONS:
             raise ValueError(f"unknown reason {reason!r}")
@@ -70,6 +71,9 @@ class UpstreamError(Exception):
         self.path = _display_path(path)
         self.reason = reason
         self.status = status
+        # The upstream's own error code when it sends one (Salesforce's errorCode,
+        # HubSpot's category, Stripe's code): sources branch on it.
+        self.code = code
         what = f"HTTP {status} ({reason})" if status is not None else reason
         message = f"{source}: {method} {self.path} failed: {what}"
         if detail:
@@ -118,8 +122,10 @@ class _Failure:
     """One failed attempt: why it failed and whether to try again."""
 
     def __init__(self, reason: str, retry: bool, status: int | None = None,
-                 detail: str | None = None, retry_after: float | None = None):
+                 detail: str | None = None, retry_after: float | None = None,
+                 code: str | None = None):
         self.reason = reason
+        self.code = code
         self.retry = retry
         self.status = status
         self.detail = detail
@@ -146,6 +152,7 @@ class HttpClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = random.random,
+        pace: Callable[[Any], float | None] | None = None,
     ):
         self.source = source
         self.base_url = base_url.rstrip("/")
@@ -158,6 +165,11 @@ class HttpClient:
         self._sleep = sleep
         self._jitter = jitter
         self._limiter = RateLimiter(rate_limit, clock=clock, sleep=sleep) if rate_limit else None
+        # pace(response headers) -> seconds to hold the next request back, for APIs
+        # that say how much of their limit is left (HubSpot's X-HubSpot-RateLimit-*).
+        self._pace = pace
+        self._clock = clock
+        self._resume_at = 0.0
         self._owns_session = session is None
         self._session = session if session is not None else requests.Session()
         if headers:
@@ -190,7 +202,7 @@ class HttpClient:
             self.stats.count_error(result.reason)
             if not result.retry or attempt >= self.max_retries:
                 raise UpstreamError(self.source, method, path, result.reason,
-                                    result.status, result.detail)
+                                    result.status, result.detail, result.code)
             delay = self._retry_delay(attempt, result)
             log.debug("%s: retrying %s %s after %s in %.2fs (retry %d of %d)",
                       self.source, method, _display_path(path), _describe(result),
@@ -223,6 +235,10 @@ class HttpClient:
 
     def _attempt(self, method: str, path: str, kwargs: dict) -> Any:
         """Send once. Return the decoded JSON body, or a _Failure describing what went wrong."""
+        held = self._resume_at - self._clock()
+        if held > 0:
+            self._sleep(held)
+            self.stats.add_rate_limit_wait(held)
         if self._limiter is not None:
             self.stats.add_rate_limit_wait(self._limiter.acquire())
         self.stats.count_request()
@@ -230,6 +246,10 @@ class HttpClient:
             response = self._session.request(method, self._url(path), timeout=self.timeout, **kwargs)
         except requests.exceptions.RequestException as exc:
             return _transport_failure(exc)
+        if self._pace is not None:
+            hold = self._pace(response.headers)
+            if hold:
+                self._resume_at = max(self._resume_at, self._clock() + hold)
         if not 200 <= response.status_code < 300:
             return _status_failure(response)
         if response.status_code == 204:
@@ -272,7 +292,11 @@ def _status_failure(response: requests.Response) -> _Failure:
         reason = "auth"
     else:
         reason = "http_4xx"  # also an unfollowed 3xx, which no API we use sends
+    body = _json_or_none(response)
+    code = _upstream_code(body)
     retry = reason in ("http_5xx", "rate_limited")
+    if code in _QUOTA_SPENT:
+        reason, retry = "rate_limited", False
     # Stripe tells us when its own retry advice differs from the status code.
     should_retry = response.headers.get("Stripe-Should-Retry", "").strip().lower()
     if should_retry in ("true", "false"):
@@ -280,16 +304,39 @@ def _status_failure(response: requests.Response) -> _Failure:
     retry_after = _parse_retry_after(response.headers.get("Retry-After"))
     if retry_after is None and status == 429:
         retry_after = _parse_rate_limit_reset(response.headers.get("X-RateLimit-Reset"))
-    return _Failure(reason, retry, status=status, detail=_upstream_message(response),
-                    retry_after=retry_after)
+    return _Failure(reason, retry, status=status, detail=_upstream_message(body),
+                    retry_after=retry_after, code=code)
 
 
-def _upstream_message(response: requests.Response) -> str | None:
-    """The upstream's own error message, if the body is JSON and has one."""
+# Error codes that mean a quota is used up for hours, not seconds: the request
+# fails at once (retrying would only spend what is left of the day).
+# Salesforce: the org's 24-hour API request limit (sent as a 403).
+_QUOTA_SPENT = frozenset({"REQUEST_LIMIT_EXCEEDED"})
+
+
+def _json_or_none(response: requests.Response) -> Any:
     try:
-        body = response.json()
+        return response.json()
     except ValueError:
         return None
+
+
+def _upstream_code(body: Any) -> str | None:
+    """The upstream's machine-readable error code, if its error body has one."""
+    if isinstance(body, list) and body and isinstance(body[0], dict):
+        code = body[0].get("errorCode")  # Salesforce
+    elif isinstance(body, dict):
+        error = body.get("error")
+        code = error.get("code") if isinstance(error, dict) else None  # Stripe
+        if code is None:
+            code = body.get("category")  # HubSpot
+    else:
+        code = None
+    return code if isinstance(code, str) and code.isprintable() and len(code) <= 64 else None
+
+
+def _upstream_message(body: Any) -> str | None:
+    """The upstream's own error message, if the body is JSON and has one."""
     if isinstance(body, list) and body:  # Salesforce: [{"message": ..., "errorCode": ...}]
         body = body[0]
     if not isinstance(body, dict):

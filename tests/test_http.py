@@ -426,6 +426,55 @@ def test_404_is_http_4xx_with_upstream_message(mocked, sleep):
     assert len(mocked.calls) == 1
 
 
+def test_errors_carry_the_upstreams_error_code(mocked, sleep):
+    mocked.get(f"{BASE}/services/data/v62.0/query", status=401,
+               json=[{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}])
+    mocked.get(f"{BASE}/crm/v3/objects/deals", status=401,
+               json={"status": "error", "message": "Authentication credentials not found.",
+                     "category": "INVALID_AUTHENTICATION"})
+    mocked.get(f"{BASE}/v1/charges", status=400, json={"error": {"message": "No such charge"}})
+    client = make_client(sleep)
+    codes = []
+    for path in ("/services/data/v62.0/query", "/crm/v3/objects/deals", "/v1/charges"):
+        with pytest.raises(UpstreamError) as info:
+            client.get_json(path)
+        codes.append(info.value.code)
+    assert codes == ["INVALID_SESSION_ID", "INVALID_AUTHENTICATION", None]
+
+
+def test_a_spent_daily_quota_fails_at_once_as_rate_limited(mocked, sleep):
+    """Salesforce's REQUEST_LIMIT_EXCEEDED is a 403 that lasts for hours: no retries."""
+    mocked.get(f"{BASE}/services/data/v62.0/query", status=403, json=[
+        {"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}])
+    client = make_client(sleep)
+    with pytest.raises(UpstreamError) as info:
+        client.get_json("/services/data/v62.0/query")
+    assert (info.value.reason, info.value.status, info.value.code) == \
+        ("rate_limited", 403, "REQUEST_LIMIT_EXCEEDED")
+    assert len(mocked.calls) == 1 and sleep.calls == []
+
+
+def test_pace_holds_the_next_request_back_as_the_upstream_asks(mocked, sleep):
+    """A pace hook reads each response's headers; the next request waits that long."""
+    mocked.get(f"{BASE}/a", json={}, headers={"X-Left": "0"})
+    mocked.get(f"{BASE}/b", json={}, headers={"X-Left": "5"})
+    mocked.get(f"{BASE}/c", json={})
+    now = [100.0]
+
+    def pace(headers):
+        return 2.5 if headers.get("X-Left") == "0" else None
+
+    client = make_client(sleep, pace=pace, clock=lambda: now[0])
+    client.get_json("/a")
+    assert sleep.calls == []
+    client.get_json("/b")
+    assert sleep.calls == [2.5]
+    now[0] += 2.5
+    client.get_json("/c")
+    assert sleep.calls == [2.5]  # /b left 5: no hold
+    assert client.stats.snapshot()["rate_limit_wait_seconds"] == 2.5
+
+
 def test_error_message_omits_query_string_and_non_json_body(mocked, sleep):
     mocked.get(f"{BASE}/v1/prices", status=400, body="<html>bad request</html>")
     client = make_client(sleep)

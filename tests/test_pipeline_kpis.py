@@ -6,7 +6,7 @@ import pytest
 
 from exporter.sources.crm.pipeline import (
     DAY, HOUR, OTHER, Closed, Deal, Lead, Stage, capped_stages, closed, funnel, open_pipeline,
-    response, stalled,
+    response, stage_changes, stalled,
 )
 
 NOW = 1_800_000_000
@@ -98,6 +98,17 @@ def test_stalled_deals_have_not_changed_stage_for_14_days():
              deal(QUALIFIED, None, 16, changed_days_ago=None),  # no amount, stalled
              deal(LOST, "8000", 60, 30, changed_days_ago=30)]  # closed: not stalled
     assert stalled(deals, NOW) == (3, D(5000))
+
+
+def test_stage_changes_count_deals_that_entered_their_stage_in_14_days():
+    deals = [deal(PROPOSAL, "1000", 30, changed_days_ago=13),   # moved: counts
+             deal(PROPOSAL, "1000", 30, changed_days_ago=14),   # exactly 14 days: outside
+             deal(QUALIFIED, "1000", 3),                        # created, never moved: counts
+             deal(QUALIFIED, "1000", 20),                       # created 20 days ago: no
+             deal(WON, "1000", 60, 2, changed_days_ago=2),      # closed 2 days ago: counts
+             deal(LOST, "1000", 60, 30, changed_days_ago=30)]   # closed long ago: no
+    assert stage_changes(deals, NOW) == 3
+    assert stage_changes(deals[1:2] + deals[3:4], NOW) == 0  # the stagnation alert's case
 
 
 def test_stage_labels_are_capped_by_open_amount():

@@ -18,6 +18,8 @@ seconds. Definitions (a window is the trailing 30 or 90 days):
   share touched within the target of those that were touched or have waited
   longer than the target
 - stalled          = open deals whose stage has not changed for 14 days
+- stage changes    = deals (open or closed) that entered their current stage in
+  the last 14 days; none at all is the documented "pipeline stagnation"
 
 A ratio or median with nothing to divide or rank has no value (None).
 """
@@ -156,6 +158,12 @@ def stalled(deals: list[Deal], now: int, after: int = STALLED_AFTER) -> tuple[in
     stuck = [d for d in deals if not d.stage.is_closed
              and now - (d.stage_changed if d.stage_changed is not None else d.created) > after]
     return len(stuck), sum((d.amount or Decimal(0) for d in stuck), Decimal(0))
+
+
+def stage_changes(deals: list[Deal], now: int, window: int = STALLED_AFTER) -> int:
+    """Deals that entered their current stage (a closed one: closed) within the window."""
+    return sum(1 for d in deals
+               if now - window < (d.stage_changed if d.stage_changed is not None else d.created) <= now)
 
 
 def capped_stages(pipeline: dict[tuple[str, str], tuple[Decimal, Decimal, int]],

@@ -1,0 +1,94 @@
+"""The samples both CRM sources export: one function from deals and leads to metrics.
+
+HubSpot and Salesforce each turn their objects into `pipeline.Deal` and
+`pipeline.Lead` records; from there on everything is shared, so one dashboard
+and one set of alerts serve either (the `source` label tells them apart).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from exporter.sources.base import Sample
+from exporter.sources.crm import pipeline
+from exporter.sources.crm.pipeline import DAY, Deal, Lead
+
+CLOSED_WINDOWS = {"30d": 30 * DAY, "90d": 90 * DAY}
+LEAD_WINDOWS = {"30d": 30 * DAY}
+STAGE_CHANGE_WINDOW = ("14d", pipeline.STALLED_AFTER)
+
+
+@dataclass(frozen=True)
+class CrmOptions:
+    """What both CRM sources' configs share."""
+
+    max_stages: int = 40  # (pipeline, stage) label pairs kept; the rest sum under "other"
+    # Lead response share: touched within this many seconds (the catalog's
+    # sales_lead_response target; the source passes the configured one).
+    response_target: int = pipeline.RESPONSE_TARGET
+    stalled_after: int = pipeline.STALLED_AFTER
+
+
+@dataclass(frozen=True)
+class CrmData:
+    """One poll's records: deals and leads in the reporting currency."""
+
+    deals: list[Deal]
+    leads: list[Lead]
+    # Deals left out of money sums because fx_rates has no rate: {currency: count}
+    unconverted: dict[str, int] = field(default_factory=dict)
+
+
+def samples(source: str, data: CrmData, now: int, options: CrmOptions = CrmOptions()) -> list[Sample]:
+    def sample(metric: str, value: float, **labels: str) -> Sample:
+        return Sample(metric, {"source": source, **labels}, float(value))
+
+    result: list[Sample] = []
+    stages = pipeline.capped_stages(pipeline.open_pipeline(data.deals), options.max_stages)
+    for (pipeline_label, stage), (amount, weighted, count) in sorted(stages.items()):
+        labels = {"pipeline": pipeline_label, "stage": stage}
+        result += [sample("kpi_sales_pipeline_amount", amount, **labels),
+                   sample("kpi_sales_pipeline_weighted_amount", weighted, **labels),
+                   sample("kpi_sales_open_deals", count, **labels)]
+
+    for window, seconds in CLOSED_WINDOWS.items():
+        closed = pipeline.closed(data.deals, now, seconds)
+        result += [sample("kpi_sales_deals_won", closed.won, window=window),
+                   sample("kpi_sales_deals_lost", closed.lost, window=window),
+                   sample("kpi_sales_won_amount", closed.won_amount, window=window)]
+        result += _defined(sample, window, {
+            "kpi_sales_win_rate": closed.win_rate,
+            "kpi_sales_average_deal_amount": closed.average_deal,
+            "kpi_sales_cycle_seconds": None if closed.cycle_days is None
+            else closed.cycle_days * DAY})
+
+    stalled, stalled_amount = pipeline.stalled(data.deals, now, options.stalled_after)
+    result += [sample("kpi_sales_stalled_deals", stalled),
+               sample("kpi_sales_stalled_amount", stalled_amount)]
+    window, seconds = STAGE_CHANGE_WINDOW
+    result.append(sample("kpi_sales_stage_changes", pipeline.stage_changes(data.deals, now, seconds),
+                         window=window))
+
+    for window, seconds in LEAD_WINDOWS.items():
+        funnel = pipeline.funnel(data.leads, now, seconds)
+        result += [sample("kpi_sales_leads", funnel.leads, window=window),
+                   sample("kpi_sales_mqls", funnel.mqls, window=window),
+                   sample("kpi_sales_sqls", funnel.sqls, window=window),
+                   sample("kpi_sales_opportunities", funnel.opportunities, window=window)]
+        response = pipeline.response(data.leads, now, seconds, options.response_target)
+        result += _defined(sample, window, {
+            "kpi_sales_mql_to_sql_conversion": funnel.mql_to_sql,
+            "kpi_sales_sql_to_opportunity_conversion": funnel.sql_to_opportunity,
+            "kpi_sales_lead_response_median_seconds": None if response.median_hours is None
+            else response.median_hours * pipeline.HOUR,
+            "kpi_sales_lead_response_within_target": response.within_target})
+
+    result += [sample("kpi_unconverted_objects", count, currency=currency)
+               for currency, count in sorted(data.unconverted.items())]
+    return result
+
+
+def _defined(sample, window: str, values: dict) -> list[Sample]:
+    """A ratio or median without anything to divide or rank has no series at all."""
+    return [sample(metric, value, window=window) for metric, value in values.items()
+            if value is not None]
