@@ -336,7 +336,110 @@ EMAIL: tuple[Kpi, ...] = (
            unit="count", labels=("source", "domain", "list")),
 )
 
-KPIS: tuple[Kpi, ...] = REVENUE + REVENUE_DYNAMICS + EMAIL
+DAY = 86400
+
+
+def _sales(key: str, help: str, description: str, *, unit: Unit = "count",
+           labels: tuple[str, ...] = ("source", "window"), team: Team = "sales",
+           metric: str | None = None, **kw) -> Kpi:
+    return Kpi(key=f"sales_{key}", metric=metric or f"kpi_sales_{key}", help=help, unit=unit,
+               labels=labels, description=description, team=team, area="sales", **kw)
+
+
+_STAGE = ("source", "pipeline", "stage")
+
+# Sales and marketing pipeline (issue 7): HubSpot or Salesforce, the same
+# definitions for both, see exporter/sources/crm/pipeline.py. Windows are
+# trailing; pipeline and stage labels come from the CRM (capped by max_stages).
+SALES: tuple[Kpi, ...] = (
+    _sales("pipeline_amount", "Open deal amount by pipeline and stage, in the reporting currency.",
+           "Sum of the amounts of open deals (a deal without an amount adds 0). Tracked.",
+           unit="currency", labels=_STAGE),
+    _sales("pipeline_weighted_amount", "Open deal amount weighted by stage probability, by "
+           "pipeline and stage, in the reporting currency.",
+           "Each open deal's amount x its stage's probability (the stage's, not the deal's own "
+           "override), summed. Tracked.", unit="currency", labels=_STAGE),
+    _sales("open_deals", "Open deals by pipeline and stage.",
+           "Deals in a stage that is not closed.", labels=_STAGE),
+    _sales("deals_won", "Deals closed won with a close date in the trailing window.",
+           "Closed-won deals whose close date is in the window."),
+    _sales("deals_lost", "Deals closed lost with a close date in the trailing window.",
+           "Closed deals that were not won, close date in the window."),
+    _sales("won_amount", "Amount of the deals won in the trailing window, in the reporting "
+           "currency.", "Sum of the amounts of the deals won in the window.", unit="currency"),
+    _sales("win_rate", "Deals won / deals closed (won + lost) in the trailing window.",
+           "won / (won + lost); absent when nothing closed. Target: 80 % in competitive deals "
+           "(tracked, no alert).", unit="ratio", target=0.8, direction="higher"),
+    _sales("average_deal_amount", "Average amount of the deals won in the trailing window, in "
+           "the reporting currency.",
+           "Won amount / won deals that have an amount; absent when none. Target 60K; "
+           "documented yellow below 45K (judged over 90 days: a month holds few deals).",
+           unit="currency", target=60_000, direction="higher",
+           thresholds=(Threshold("warning", "warning", "below", 45_000, window="90d",
+                                 note="the documented yellow band"),)),
+    _sales("cycle", "Median days from creation to close of the deals won in the trailing "
+           "window, in seconds.",
+           "Median of (close date - creation) over the deals won in the window; absent when "
+           "none. Target 45 days; documented warning above 60 days (over 90 days of deals).",
+           unit="seconds", metric="kpi_sales_cycle_seconds", target=45 * DAY, direction="lower",
+           thresholds=(Threshold("warning", "warning", "above", 60 * DAY, window="90d"),)),
+    _sales("stalled_deals", "Open deals whose stage has not changed for 14 days.",
+           "Open deals that entered their current stage (or were created, if they never moved) "
+           "more than 14 days ago.", labels=("source",), direction="lower"),
+    _sales("stalled_amount", "Amount of the stalled open deals, in the reporting currency.",
+           "Sum of the amounts of the stalled deals.", unit="currency", labels=("source",),
+           direction="lower"),
+    _sales("stage_changes", "Deals that entered their current stage within the trailing window "
+           "(closing included).",
+           "Open or closed deals whose last stage change is in the window. Documented: "
+           "pipeline stagnation when nothing moved for 14 days.", direction="higher",
+           thresholds=(Threshold("warning", "warning", "below", 1, window="14d",
+                                 note="no stage movement in 14 days"),)),
+    _sales("leads", "New leads created in the trailing window.",
+           "Contacts (HubSpot) or leads (Salesforce) created in the window. Tracked.",
+           team="marketing"),
+    _sales("mqls", "Leads that became marketing-qualified in the trailing window.",
+           "Leads that entered the MQL stage in the window (HubSpot lifecycle stage, "
+           "Salesforce lead status; both mappings configurable). Target 500 a month; "
+           "documented red below 400.", team="marketing", target=500, direction="higher",
+           thresholds=(Threshold("warning", "warning", "below", 400, window="30d",
+                                 note="the documented red band, a business trend"),)),
+    _sales("sqls", "Leads that became sales-qualified in the trailing window.",
+           "Leads that entered the SQL stage in the window. Target 125 a month; documented "
+           "red below 100.", target=125, direction="higher",
+           thresholds=(Threshold("warning", "warning", "below", 100, window="30d",
+                                 note="the documented red band, a business trend"),)),
+    _sales("opportunities", "Leads that became opportunities in the trailing window.",
+           "Leads that reached the opportunity stage (HubSpot) or were converted (Salesforce) "
+           "in the window."),
+    _sales("mql_to_sql_conversion", "SQLs / MQLs over the trailing window.",
+           "Leads that became SQLs in the window / leads that became MQLs in it (a cohort-free "
+           "flow ratio); absent without MQLs. Target 25 %; documented warning below 20 % "
+           "(lead quality, routed to marketing).", unit="ratio", team="marketing", target=0.25,
+           direction="higher",
+           thresholds=(Threshold("warning", "warning", "below", 0.2, window="30d"),)),
+    _sales("sql_to_opportunity_conversion", "Opportunities / SQLs over the trailing window.",
+           "Leads that became opportunities in the window / leads that became SQLs in it; absent "
+           "without SQLs. Target 60 %; documented yellow below 50 %.", unit="ratio",
+           target=0.6, direction="higher",
+           thresholds=(Threshold("warning", "warning", "below", 0.5, window="30d"),)),
+    _sales("lead_response", "Median time from a lead's creation to its first sales touch, for "
+           "leads created in the trailing window, in seconds.",
+           "Median over the touched leads created in the window (HubSpot: first sales "
+           "engagement date; Salesforce: earliest Task or Event on the lead); absent when none "
+           "was touched. Target under 2 hours; warning above it.",
+           unit="seconds", metric="kpi_sales_lead_response_median_seconds", target=2 * 3600,
+           direction="lower",
+           thresholds=(Threshold("warning", "warning", "above", 2 * 3600, window="30d",
+                                 note="above the documented 2-hour target"),)),
+    _sales("lead_response_within_target", "Share of leads created in the trailing window that "
+           "were touched within the lead response target.",
+           "Leads touched within sales_lead_response's target / leads touched or waiting longer "
+           "than it (an untouched lead counts against the share once it is overdue).",
+           unit="ratio", direction="higher"),
+)
+
+KPIS: tuple[Kpi, ...] = REVENUE + REVENUE_DYNAMICS + EMAIL + SALES
 
 HEALTH: tuple[HealthMetric, ...] = (
     HealthMetric("kpi_source_up", "1 if the last poll of the source succeeded, 0 if it failed. "
@@ -362,7 +465,7 @@ HEALTH: tuple[HealthMetric, ...] = (
                  "Time spent waiting on the client-side rate limit for the source.",
                  ("source",), "seconds", "counter"),
     HealthMetric("kpi_unconverted_objects",
-                 "Objects (counted subscriptions, failed charges) left out of reporting-currency "
+                 "Objects (counted subscriptions, failed charges, deals) left out of reporting-currency "
                  "sums because fx_rates has no rate for their currency.",
                  ("source", "currency"), "count"),
 )
@@ -372,9 +475,31 @@ class UnknownKpi(KeyError):
     pass
 
 
+def duration_text(seconds: float) -> str:
+    """7200 -> "2h", 5184000 -> "60d": the largest whole unit, as in config durations."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
 def percent(fraction: float) -> str:
     """0.001 -> "0.1%", 0.98 -> "98%": as many digits as the value has, no float noise."""
     return f"{fraction * 100:.6g}%"
+
+
+def number(value: float) -> str:
+    """A number for PromQL and JSON text: 5184000, not 5.184e+06."""
+    return f"{value:.15g}"
+
+
+def value_text(unit: Unit, value: float) -> str:
+    """A target or threshold as people write it: 98%, 2h, 45,000."""
+    if unit == "ratio":
+        return percent(value)
+    if unit == "seconds":
+        return duration_text(value)
+    return f"{value:,g}"
 
 
 def by_key(kpis: tuple[Kpi, ...] = KPIS) -> dict[str, Kpi]:

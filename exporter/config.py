@@ -332,7 +332,9 @@ def _kpi_overrides(section: Section) -> tuple[catalog.Kpi, ...]:
         if key not in known:
             raise section.error(str(key), "unknown KPI (see the KPI table in the README)")
         entry = section.section(key)
-        target = entry.number("target", None)
+        # A time KPI takes durations ("2h", "60d") as well as seconds.
+        value = entry.duration if known[key].unit == "seconds" else entry.number
+        target = value("target", None)
         thresholds_section = entry.section("thresholds")
         thresholds: dict[str, float] = {}
         names = {t.name for t in known[key].thresholds}
@@ -340,7 +342,8 @@ def _kpi_overrides(section: Section) -> tuple[catalog.Kpi, ...]:
             if name not in names:
                 choices = ", ".join(sorted(names)) or "none"
                 raise thresholds_section.error(str(name), f"unknown threshold (this KPI has: {choices})")
-            thresholds[name] = thresholds_section.number(name, None)
+            thresholds[name] = (thresholds_section.duration if known[key].unit == "seconds"
+                                else thresholds_section.number)(name, None)
         thresholds_section.finish()
         entry.finish()
         overrides[key] = catalog.KpiOverride(target=target, thresholds=thresholds)

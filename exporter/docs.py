@@ -20,7 +20,7 @@ def _threshold_text(kpi: catalog.Kpi) -> str:
             parts.append(f"{t.severity}: drop > {catalog.percent(t.value)} over {t.window}{against}")
         else:
             sign = ">" if t.kind == "above" else "<"
-            value = catalog.percent(t.value) if kpi.unit == "ratio" else f"{t.value:,g}"
+            value = catalog.value_text(kpi.unit, t.value)
             parts.append(f"{t.severity}: {sign} {value}")
     return "; ".join(parts) or "-"
 
@@ -29,8 +29,7 @@ def _target_text(kpi: catalog.Kpi) -> str:
     if kpi.target is None:
         return "-"
     sign = {"higher": "> ", "lower": "< "}.get(kpi.direction or "", "")
-    value = catalog.percent(kpi.target) if kpi.unit == "ratio" else f"{kpi.target:,g}"
-    return sign + value
+    return sign + catalog.value_text(kpi.unit, kpi.target)
 
 
 def metrics_table(kpis: tuple[catalog.Kpi, ...] = catalog.KPIS) -> str:

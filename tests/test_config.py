@@ -112,6 +112,8 @@ S = "sources: {stripe: {api_key: k1234}}\n"  # a valid source, for errors elsewh
     (S + "kpis: {mrr: {target: lots}}", "kpis.mrr.target"),
     (S + "kpis: {mrr: {thresholds: {wobble: 1}}}", "kpis.mrr.thresholds.wobble"),
     (S + "kpis: {mrr: {goal: 1}}", "kpis.mrr.goal"),
+    (S + "kpis: {sales_cycle: {thresholds: {warning: two months}}}",
+     "kpis.sales_cycle.thresholds.warning"),
     (S + "listen: nowhere", "listen"),
     (S + "reporting_currency: dollars", "reporting_currency"),
     (S + "fx_rates: {eur: -1}", "fx_rates.eur"),
@@ -208,3 +210,14 @@ def test_non_utf8_config_exits_2(tmp_path):
     result = CliRunner().invoke(main, ["serve", "--config", str(path)])
     assert result.exit_code == 2
     assert "not UTF-8" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_time_kpis_take_durations_or_seconds():
+    from exporter import catalog
+
+    config = parse(S + "kpis: {sales_cycle: {target: 40d, thresholds: {warning: 90d}},\n"
+                       "       sales_lead_response: {target: 3600}}")
+    kpis = catalog.by_key(config.kpis)
+    assert kpis["sales_cycle"].target == 40 * 86400
+    assert kpis["sales_cycle"].threshold("warning").value == 90 * 86400
+    assert kpis["sales_lead_response"].target == 3600

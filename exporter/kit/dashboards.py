@@ -20,13 +20,13 @@ from exporter import catalog
 SCHEMA_VERSION = 39
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 UIDS = {"overview": "kpi-exec-overview", "revenue": "kpi-revenue", "email": "kpi-email",
-        "health": "kpi-exporter-health"}
+        "sales": "kpi-sales", "health": "kpi-exporter-health"}
 GREEN, YELLOW, RED, BLUE = "green", "#EAB839", "red", "blue"
 
 
 def grafana_unit(kpi_unit: str, currency: str) -> str:
     return {"currency": f"currency{currency.upper()}", "money": "short", "ratio": "percentunit",
-            "count": "short", "seconds": "s", "timestamp": "dateTimeAsIso",
+            "count": "short", "seconds": "dtdurations", "timestamp": "dateTimeAsIso",
             "bool": "bool"}[kpi_unit]
 
 
@@ -56,7 +56,7 @@ def _thresholds(steps: list[tuple[float | None, str]]) -> list[g.Threshold]:
 
 def kpi_stat(kpi: catalog.Kpi, expr: str, x: int, y: int, currency: str, *,
              title: str | None = None, w: int = 6, legend: str = "{{source}}") -> g.Stat:
-    target = "" if kpi.target is None else f" Target: {kpi.target:g}."
+    target = "" if kpi.target is None else f" Target: {catalog.value_text(kpi.unit, kpi.target)}."
     return g.Stat(
         title=title or kpi.key.replace("_", " ").capitalize(),
         description=kpi.description + target,
@@ -96,6 +96,7 @@ def _dashboard(key: str, title: str, description: str, panels: list) -> g.Dashbo
 _TITLES = {"overview": (UIDS["overview"], "KPI executive overview"),
            "revenue": (UIDS["revenue"], "KPI revenue"),
            "email": (UIDS["email"], "KPI email deliverability"),
+           "sales": (UIDS["sales"], "KPI sales pipeline"),
            "health": (UIDS["health"], "kpi-exporter health")}
 
 
@@ -181,7 +182,7 @@ def _against_target(kpi: catalog.Kpi, window: str, legend: str) -> list[tuple[st
     so a config override moves it)."""
     lines = [(f'{kpi.metric}{{window="{window}"}}', legend)]
     if kpi.target is not None:
-        lines.append((f"vector({kpi.target:g})", "target"))
+        lines.append((f"vector({catalog.number(kpi.target)})", "target"))
     return lines
 
 
@@ -229,6 +230,79 @@ def email(kpis: dict[str, catalog.Kpi], currency: str) -> g.Dashboard:
                       panels)
 
 
+def sales(kpis: dict[str, catalog.Kpi], currency: str) -> g.Dashboard:
+    """How much is in the pipeline, how it converts, and whether it moves."""
+    money = grafana_unit("currency", currency)
+    quarter, month = "90d", "30d"
+
+    def stat(key: str, expr: str, x: int, y: int, title: str) -> g.Stat:
+        return kpi_stat(kpis[key], expr, x, y, currency, title=title, w=4)
+
+    panels = [
+        stat("sales_pipeline_amount", "sum by (source) (kpi_sales_pipeline_amount)", 0, 0,
+             "Open pipeline"),
+        stat("sales_pipeline_weighted_amount",
+             "sum by (source) (kpi_sales_pipeline_weighted_amount)", 4, 0, "Weighted pipeline"),
+        stat("sales_win_rate", f'kpi_sales_win_rate{{window="{quarter}"}}', 8, 0,
+             "Win rate (90 days)"),
+        stat("sales_average_deal_amount", f'kpi_sales_average_deal_amount{{window="{quarter}"}}',
+             12, 0, "Average won deal (90 days)"),
+        stat("sales_cycle", f'kpi_sales_cycle_seconds{{window="{quarter}"}}', 16, 0,
+             "Sales cycle (90 days)"),
+        stat("sales_stalled_deals", "kpi_sales_stalled_deals", 20, 0, "Stalled deals (14 days)"),
+        stat("sales_mqls", f'kpi_sales_mqls{{window="{month}"}}', 0, 4, "MQLs (30 days)"),
+        stat("sales_sqls", f'kpi_sales_sqls{{window="{month}"}}', 4, 4, "SQLs (30 days)"),
+        stat("sales_mql_to_sql_conversion",
+             f'kpi_sales_mql_to_sql_conversion{{window="{month}"}}', 8, 4, "MQL to SQL (30 days)"),
+        stat("sales_sql_to_opportunity_conversion",
+             f'kpi_sales_sql_to_opportunity_conversion{{window="{month}"}}', 12, 4,
+             "SQL to opportunity (30 days)"),
+        stat("sales_lead_response", f'kpi_sales_lead_response_median_seconds{{window="{month}"}}',
+             16, 4, "Lead response, median (30 days)"),
+        stat("sales_lead_response_within_target",
+             f'kpi_sales_lead_response_within_target{{window="{month}"}}', 20, 4,
+             "Leads touched in time (30 days)"),
+        timeseries("Open pipeline by stage", kpis["sales_pipeline_amount"].description,
+                   [("kpi_sales_pipeline_amount", "{{source}} {{pipeline}} / {{stage}}")],
+                   money, 0, 8),
+        timeseries("Weighted pipeline by stage", kpis["sales_pipeline_weighted_amount"].description,
+                   [("kpi_sales_pipeline_weighted_amount", "{{source}} {{pipeline}} / {{stage}}")],
+                   money, 12, 8),
+        timeseries("Deals won and lost (30 days)", kpis["sales_deals_won"].description + " "
+                   + kpis["sales_deals_lost"].description,
+                   [(f'kpi_sales_deals_won{{window="{month}"}}', "won {{source}}"),
+                    (f'kpi_sales_deals_lost{{window="{month}"}}', "lost {{source}}")],
+                   "short", 0, 16),
+        timeseries("Won amount", kpis["sales_won_amount"].description,
+                   [("kpi_sales_won_amount", "{{source}} {{window}}")], money, 12, 16),
+        timeseries("Lead funnel (30 days)", "New leads, MQLs, SQLs and opportunities reached "
+                   "in the last 30 days.",
+                   [(f'kpi_sales_leads{{window="{month}"}}', "leads {{source}}"),
+                    (f'kpi_sales_mqls{{window="{month}"}}', "MQLs {{source}}"),
+                    (f'kpi_sales_sqls{{window="{month}"}}', "SQLs {{source}}"),
+                    (f'kpi_sales_opportunities{{window="{month}"}}', "opportunities {{source}}")],
+                   "short", 0, 24),
+        timeseries("Funnel conversion (30 days)",
+                   kpis["sales_mql_to_sql_conversion"].description,
+                   [(f'kpi_sales_mql_to_sql_conversion{{window="{month}"}}',
+                     "MQL to SQL {{source}}"),
+                    (f'kpi_sales_sql_to_opportunity_conversion{{window="{month}"}}',
+                     "SQL to opportunity {{source}}"),
+                    (f'vector({catalog.number(kpis["sales_mql_to_sql_conversion"].target)})',
+                     "MQL to SQL target")], "percentunit", 12, 24),
+        timeseries("Lead response, median (30 days)", kpis["sales_lead_response"].description,
+                   _against_target(kpis["sales_lead_response"], month, "{{source}}"),
+                   grafana_unit("seconds", currency), 0, 32),
+        timeseries("Pipeline movement", kpis["sales_stage_changes"].description + " "
+                   + kpis["sales_stalled_deals"].description,
+                   [('kpi_sales_stage_changes{window="14d"}', "stage changes (14 days) {{source}}"),
+                    ("kpi_sales_stalled_deals", "stalled deals {{source}}")], "short", 12, 32),
+    ]
+    return _dashboard("sales", _TITLES["sales"][1],
+                      "Open pipeline, won and lost deals, the lead funnel and lead response, "
+                      "from HubSpot or Salesforce.", panels)
+
+
 def health() -> g.Dashboard:
     """Is the data fresh, and are the upstream APIs answering?"""
     panels = [
@@ -261,7 +335,8 @@ def dashboards(kpis: tuple[catalog.Kpi, ...] = catalog.KPIS,
     """{file name: dashboard JSON} for every dashboard."""
     by_key = catalog.by_key(kpis)
     built = {"overview.json": overview(by_key, currency), "revenue.json": revenue(by_key, currency),
-             "email.json": email(by_key, currency), "exporter-health.json": health()}
+             "email.json": email(by_key, currency), "sales.json": sales(by_key, currency),
+             "exporter-health.json": health()}
     return {name: _to_json(board) for name, board in built.items()}
 
 

@@ -52,15 +52,16 @@ def _selector(threshold: catalog.Threshold) -> str:
 
 
 def _humanize(kpi: catalog.Kpi) -> str:
-    return "humanizePercentage" if kpi.unit == "ratio" else "humanize"
+    return {"ratio": "humanizePercentage", "seconds": "humanizeDuration"}.get(kpi.unit, "humanize")
 
 
 def _shown(kpi: catalog.Kpi, threshold: catalog.Threshold) -> str:
-    percent = kpi.unit == "ratio" or threshold.kind == "drop"  # a drop is a fraction
-    return catalog.percent(threshold.value) if percent else f"{threshold.value:,g}"
+    # a drop is a fraction whatever the KPI's unit
+    return catalog.value_text("ratio" if threshold.kind == "drop" else kpi.unit, threshold.value)
 
 
-_ACRONYMS = {"mrr": "MRR", "arr": "ARR", "arpa": "ARPA"}
+_ACRONYMS = {"mrr": "MRR", "arr": "ARR", "arpa": "ARPA", "mqls": "MQLs", "sqls": "SQLs",
+             "mql": "MQL", "sql": "SQL"}
 
 
 def _title(kpi: catalog.Kpi) -> str:
@@ -71,16 +72,16 @@ def _title(kpi: catalog.Kpi) -> str:
 def _kpi_expr(kpi: catalog.Kpi, threshold: catalog.Threshold) -> str:
     if threshold.kind == "drop":
         if kpi.metric == "kpi_mrr":  # a fall over the window, from the exporter's own growth
-            return f'kpi_mrr_growth_rate{{window="{threshold.window}"}} < -{threshold.value:g}'
+            return f'kpi_mrr_growth_rate{{window="{threshold.window}"}} < -{catalog.number(threshold.value)}'
         if threshold.baseline:  # the short window against the long one, both exported
             now = f'{kpi.metric}{{window="{threshold.window}"}}'
             before = f'{kpi.metric}{{window="{threshold.baseline}"}}'
             return (f"({before} - ignoring(window) {now}) / ignoring(window) {before} "
-                    f"> {threshold.value:g}")
+                    f"> {catalog.number(threshold.value)}")
         return (f"({kpi.metric} offset {threshold.window} - {kpi.metric}) / "
-                f"{kpi.metric} offset {threshold.window} > {threshold.value:g}")
+                f"{kpi.metric} offset {threshold.window} > {catalog.number(threshold.value)}")
     op = ">" if threshold.kind == "above" else "<"
-    return f"{kpi.metric}{_selector(threshold)} {op} {threshold.value:g}"
+    return f"{kpi.metric}{_selector(threshold)} {op} {catalog.number(threshold.value)}"
 
 
 def _subject(kpi: catalog.Kpi) -> str:

@@ -8,7 +8,9 @@ and one set of alerts serve either (the `source` label tells them apart).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
+from exporter import catalog
 from exporter.sources.base import Sample
 from exporter.sources.crm import pipeline
 from exporter.sources.crm.pipeline import DAY, Deal, Lead
@@ -27,6 +29,13 @@ class CrmOptions:
     # sales_lead_response target; the source passes the configured one).
     response_target: int = pipeline.RESPONSE_TARGET
     stalled_after: int = pipeline.STALLED_AFTER
+
+
+def crm_options(config: Any, max_stages: int) -> CrmOptions:
+    """A CRM source's options, with the lead response target from the (overridden) catalog."""
+    target = catalog.by_key(config.kpis)["sales_lead_response"].target
+    return CrmOptions(max_stages=max_stages,
+                      response_target=int(target) if target else pipeline.RESPONSE_TARGET)
 
 
 @dataclass(frozen=True)
