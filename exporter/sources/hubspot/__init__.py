@@ -1,1 +1,5 @@
-"""Sales pipeline KPIs from HubSpot (in progress: fetch.py talks to the CRM v3 API)."""
+"""Sales pipeline KPIs from HubSpot: source.py (config, kept state, records), fetch.py (the CRM v3 API)."""
+
+from exporter.sources.hubspot.source import SOURCE_TYPE, HubSpotConfig, HubSpotSource
+
+__all__ = ["SOURCE_TYPE", "HubSpotConfig", "HubSpotSource"]

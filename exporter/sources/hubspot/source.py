@@ -1,0 +1,319 @@
+"""The HubSpot source: its config, the deals and contacts it keeps between polls,
+and the records it hands to the shared CRM math.
+
+The first poll (and one every `full_refresh_interval`) reads every deal through
+the list endpoint and searches the contacts that were created or entered a
+mapped lifecycle stage in the lead window. Later polls only search what changed
+since the previous poll (`hs_lastmodifieddate` for deals, `lastmodifieddate` for
+contacts) and merge it in; the periodic full read drops deleted objects, which
+searches do not return. A poll that fails part-way changes nothing.
+
+HubSpot's own pace is respected twice: the client-side `rate_limit` stays under
+the search API's 5 requests a second, and when a response says the 10-second
+allowance is used up (`X-HubSpot-RateLimit-Remaining: 0`) the next request
+waits for the interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any, Callable
+
+from exporter import money
+from exporter.config import Section
+from exporter.http import HttpClient
+from exporter.secrets import Secret
+from exporter.sources.base import HttpSource, Registration, Sample, UpstreamDataError
+from exporter.sources.crm import export
+from exporter.sources.crm.export import CrmData, CrmOptions
+from exporter.sources.crm.pipeline import Deal, Lead, Stage
+from exporter.sources.hubspot import fetch
+
+log = logging.getLogger(__name__)
+
+NAME = "hubspot"
+API = "https://api.hubapi.com"
+LEAD_WINDOW = max(export.LEAD_WINDOWS.values())
+# Searches overlap the previous poll by this much: HubSpot's search index lags
+# writes by a few seconds, and an object seen twice is merged by id.
+OVERLAP = 300
+
+DEAL_PROPERTIES = ["dealname", "amount", "deal_currency_code", "dealstage", "pipeline",
+                   "closedate", "createdate", "hs_lastmodifieddate",
+                   "hs_v2_date_entered_current_stage"]
+FUNNEL_STAGES = ("mql", "sql", "opportunity")
+DEFAULT_LIFECYCLE = {"mql": "marketingqualifiedlead", "sql": "salesqualifiedlead",
+                     "opportunity": "opportunity"}
+
+
+@dataclass(frozen=True)
+class HubSpotConfig:
+    access_token: Secret
+    base_url: str = API
+    pipelines: tuple[str, ...] = ()  # ids or labels; empty: every pipeline
+    # funnel stage -> HubSpot lifecycle stage id (custom stages have numeric ids)
+    lifecycle_stages: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_LIFECYCLE))
+    poll_interval: float = 900.0
+    full_refresh_interval: float = 86400.0
+    max_stages: int = 40
+    rate_limit: float = 4.0  # requests per second: the search API allows 5 per account
+    timeout: float = 30.0
+
+
+_STAGE_ID = re.compile(r"[a-z0-9_]{1,100}")
+
+
+def _lifecycle(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise ValueError("must be a mapping of mql/sql/opportunity to lifecycle stage ids")
+    unknown = sorted(set(value) - set(FUNNEL_STAGES), key=str)
+    if unknown:
+        raise ValueError(f"unknown funnel stage {unknown[0]!r} (known: {', '.join(FUNNEL_STAGES)})")
+    stages = {**DEFAULT_LIFECYCLE, **{key: str(v).strip().lower() for key, v in value.items()}}
+    for key, stage in stages.items():
+        if not _STAGE_ID.fullmatch(stage):
+            raise ValueError(f"{key}: {stage!r} is not a lifecycle stage id "
+                             "(e.g. marketingqualifiedlead, or a custom stage's number)")
+    return stages
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or \
+            not all(isinstance(v, (str, int)) and str(v).strip() for v in value):
+        raise ValueError("must be a list of pipeline ids or labels, e.g. [default]")
+    return tuple(str(v).strip() for v in value)
+
+
+def parse_config(section: Section) -> HubSpotConfig:
+    base_url = section.string("base_url", API)
+    if not base_url.startswith(("http://", "https://")):
+        raise section.error("base_url", "must start with http:// or https://")
+    max_stages = section.number("max_stages", HubSpotConfig.max_stages, minimum=1)
+    if max_stages != int(max_stages):
+        raise section.error("max_stages", "must be a whole number")
+    return HubSpotConfig(
+        access_token=section.secret("access_token"),
+        base_url=base_url.rstrip("/"),
+        pipelines=section.convert("pipelines", (), _names),
+        lifecycle_stages=section.convert("lifecycle_stages", dict(DEFAULT_LIFECYCLE), _lifecycle),
+        poll_interval=section.duration("poll_interval", HubSpotConfig.poll_interval),
+        full_refresh_interval=section.duration("full_refresh_interval",
+                                               HubSpotConfig.full_refresh_interval),
+        max_stages=int(max_stages),
+        rate_limit=section.number("rate_limit", HubSpotConfig.rate_limit, minimum=0.1),
+        timeout=section.duration("timeout", HubSpotConfig.timeout),
+    )
+
+
+def pace(headers: Any) -> float | None:
+    """Hold the next request for the rolling interval once HubSpot says none is left."""
+    remaining = headers.get("X-HubSpot-RateLimit-Remaining")
+    if remaining is None or remaining.strip() not in ("0", "-1"):
+        return None
+    try:
+        return float(headers.get("X-HubSpot-RateLimit-Interval-Milliseconds") or 10_000) / 1000
+    except ValueError:
+        return 10.0
+
+
+def make_client(source_config: HubSpotConfig, **overrides: Any) -> HttpClient:
+    options = {"read_timeout": source_config.timeout, "rate_limit": source_config.rate_limit,
+               "pace": pace, **overrides}
+    return HttpClient(NAME, source_config.base_url,
+                      headers={"Authorization": f"Bearer {source_config.access_token.reveal()}"},
+                      **options)
+
+
+def stage_date_properties(stage: str) -> tuple[str, str]:
+    """The contact properties holding when it entered a lifecycle stage: the current
+    one, and the legacy one older portals still fill."""
+    return f"hs_v2_date_entered_{stage}", f"hs_lifecyclestage_{stage}_date"
+
+
+@dataclass
+class _State:
+    deals: dict[str, dict] = field(default_factory=dict)  # id -> properties
+    contacts: dict[str, dict] = field(default_factory=dict)
+    synced: int | None = None  # Unix time the last poll started
+    full_at: float | None = None  # when the last full read started
+
+
+class HubSpotSource(HttpSource):
+    name = NAME
+
+    def __init__(self, source_config: HubSpotConfig, fx_rates: dict[str, Decimal],
+                 options: CrmOptions = CrmOptions(), *,
+                 clock: Callable[[], float] = time.time, client: HttpClient | None = None):
+        self.config = source_config
+        self.poll_interval = source_config.poll_interval
+        self.fx_rates = fx_rates
+        self.options = options
+        self.clock = clock
+        self.client = client or make_client(source_config)
+        self._state = _State()
+        self._company_currency: str | None = None
+        self._warned: set[str] = set()
+        self._contact_properties = ["email", "createdate", "lastmodifieddate", "lifecyclestage",
+                                    "hs_sa_first_engagement_date"]
+        for stage in source_config.lifecycle_stages.values():
+            self._contact_properties += stage_date_properties(stage)
+
+    def poll(self) -> list[Sample]:
+        now = int(self.clock())
+        return export.samples(NAME, self.read(now), now, self.options)
+
+    def read(self, now: int) -> CrmData:
+        """Bring the kept deals and contacts up to date, and turn them into records."""
+        stages = self._stages()
+        if self._company_currency is None:
+            self._company_currency = _company_currency(self.client)
+        state = self._state
+        if state.full_at is None or now - state.full_at >= self.config.full_refresh_interval:
+            state = self._full_read(now)
+        else:
+            state = self._changes_since(state, now)
+        data = self._records(stages, state, now)
+        # Kept only once the records are good; contacts with nothing left in the window go.
+        state.contacts = {lead.id: state.contacts[lead.id] for lead in data.leads}
+        self._state = state
+        return data
+
+    # -- fetching -------------------------------------------------------------
+
+    def _stages(self) -> dict[tuple[str, str], Stage]:
+        """{(pipeline id, stage id): Stage} of the configured pipelines."""
+        wanted = set(self.config.pipelines)
+        result = {}
+        seen = set()
+        for pipeline in fetch.pipelines(self.client):
+            pid, label = str(pipeline.get("id")), str(pipeline.get("label") or pipeline.get("id"))
+            seen |= {pid, label}
+            if wanted and not wanted & {pid, label}:
+                continue
+            for stage in pipeline.get("stages") or []:
+                result[(pid, str(stage.get("id")))] = _stage(label, stage)
+        for missing in sorted(wanted - seen):
+            self._warn_once(f"pipeline:{missing}", "hubspot: no deal pipeline has the id or "
+                            "label %r (sources.hubspot.pipelines)", missing)
+        return result
+
+    def _full_read(self, now: int) -> _State:
+        deals = {d["id"]: d["properties"]
+                 for d in fetch.list_objects(self.client, "deals", DEAL_PROPERTIES)}
+        contacts: dict[str, dict] = {}
+        since = now - LEAD_WINDOW
+        dates = ["createdate"] + [stage_date_properties(stage)[0]
+                                  for stage in self.config.lifecycle_stages.values()]
+        for date_property in dates:
+            for contact in fetch.search_since(self.client, "contacts", date_property, since,
+                                              self._contact_properties):
+                contacts[contact["id"]] = contact["properties"]
+        return _State(deals, contacts, synced=now, full_at=now)
+
+    def _changes_since(self, state: _State, now: int) -> _State:
+        since = (state.synced or now) - OVERLAP
+        deals = dict(state.deals)
+        for deal in fetch.search_since(self.client, "deals", "hs_lastmodifieddate", since,
+                                       DEAL_PROPERTIES):
+            deals[deal["id"]] = deal["properties"]
+        contacts = dict(state.contacts)
+        for contact in fetch.search_since(self.client, "contacts", "lastmodifieddate", since,
+                                          self._contact_properties):
+            contacts[contact["id"]] = contact["properties"]
+        return _State(deals, contacts, synced=now, full_at=state.full_at)
+
+    # -- records --------------------------------------------------------------
+
+    def _records(self, stages: dict[tuple[str, str], Stage], state: _State, now: int) -> CrmData:
+        deals: list[Deal] = []
+        unconverted: dict[str, int] = {}
+        for deal_id, props in state.deals.items():
+            stage = stages.get((str(props.get("pipeline")), str(props.get("dealstage"))))
+            if stage is None:
+                continue  # a pipeline left out by the config, or a deleted stage
+            amount = _amount(props.get("amount"), deal_id)
+            if amount is not None:
+                currency = (props.get("deal_currency_code") or self._company_currency).lower()
+                converted = money.convert(amount, currency, self.fx_rates)
+                if converted is None:
+                    unconverted[currency] = unconverted.get(currency, 0) + 1
+                    self._warn_once(f"fx:{currency}", "hubspot: deals in %s are left out of "
+                                    "amounts: fx_rates has no rate for it", currency.upper())
+                amount = converted
+            created = fetch.seconds(props.get("createdate"))
+            if created is None:
+                raise UpstreamDataError(f"hubspot: deal {deal_id} has no createdate")
+            deals.append(Deal(
+                id=deal_id, stage=stage, amount=amount, created=created,
+                closed=fetch.seconds(props.get("closedate")) if stage.is_closed else None,
+                stage_changed=fetch.seconds(props.get("hs_v2_date_entered_current_stage"))))
+        leads = [lead for lead in (self._lead(cid, props) for cid, props in state.contacts.items())
+                 if lead is not None and _recent(lead, now - LEAD_WINDOW)]
+        return CrmData(deals, leads, unconverted)
+
+    def _lead(self, contact_id: str, props: dict) -> Lead | None:
+        created = fetch.seconds(props.get("createdate"))
+        if created is None:
+            return None
+
+        def entered(funnel_stage: str) -> int | None:
+            current, legacy = stage_date_properties(self.config.lifecycle_stages[funnel_stage])
+            return fetch.seconds(props.get(current) or props.get(legacy))
+
+        return Lead(id=contact_id, created=created, mql=entered("mql"), sql=entered("sql"),
+                    opportunity=entered("opportunity"),
+                    first_touch=fetch.seconds(props.get("hs_sa_first_engagement_date")))
+
+    def _warn_once(self, key: str, message: str, *args: Any) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message, *args)
+
+
+def _stage(pipeline_label: str, stage: dict) -> Stage:
+    metadata = stage.get("metadata") or {}
+    try:
+        probability = Decimal(str(metadata.get("probability") or "0"))
+    except InvalidOperation:
+        raise UpstreamDataError(f"hubspot: stage {stage.get('id')!r} has probability "
+                                f"{metadata.get('probability')!r}") from None
+    closed = str(metadata.get("isClosed")).lower() == "true"
+    return Stage(pipeline=pipeline_label, label=str(stage.get("label") or stage.get("id")),
+                 probability=probability, is_closed=closed, is_won=closed and probability == 1)
+
+
+def _amount(value: Any, deal_id: str) -> Decimal | None:
+    if value in (None, ""):
+        return None
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        raise UpstreamDataError(f"hubspot: deal {deal_id} has amount {value!r}") from None
+    if not amount.is_finite():
+        raise UpstreamDataError(f"hubspot: deal {deal_id} has amount {value!r}")
+    return amount
+
+
+def _recent(lead: Lead, since: int) -> bool:
+    return any(at is not None and at > since
+               for at in (lead.created, lead.mql, lead.sql, lead.opportunity))
+
+
+def _company_currency(client: HttpClient) -> str:
+    details = client.get_json("/account-info/v3/details")
+    currency = details.get("companyCurrency") if isinstance(details, dict) else None
+    if not isinstance(currency, str) or not re.fullmatch(r"[A-Za-z]{3}", currency):
+        raise UpstreamDataError("hubspot: account details have no companyCurrency")
+    return currency.lower()
+
+
+def create(source_config: HubSpotConfig, config: Any) -> HubSpotSource:
+    return HubSpotSource(source_config, config.fx_rates,
+                         export.crm_options(config, source_config.max_stages))
+
+
+SOURCE_TYPE = Registration(parse_config, create)
