@@ -16,7 +16,8 @@ from exporter.secrets import redact
 
 # Kept in step with exporter.simulator.SCENARIOS by a test; listed here so that
 # `--help` does not import the simulator.
-SCENARIO_NAMES = ("calm", "email-deliverability", "large-churn", "payment-failures")
+SCENARIO_NAMES = ("calm", "email-deliverability", "large-churn", "payment-failures",
+                  "pipeline-slump")
 
 CONTEXT = {"auto_envvar_prefix": "KPI_EXPORTER", "show_default": True,
            "help_option_names": ["-h", "--help"]}

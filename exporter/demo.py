@@ -1,6 +1,6 @@
 """`kpi-exporter demo`: the real exporter polling the built-in simulator.
 
-The fake upstreams (Stripe, Mailgun) listen on loopback ports chosen by the
+The fake upstreams (Stripe, Mailgun, HubSpot) listen on loopback ports chosen by the
 OS; the exporter reaches them over HTTP exactly as it reaches the real APIs.
 """
 
@@ -14,7 +14,10 @@ from exporter.app import Exporter
 from exporter.config import DEFAULT_LISTEN, Config, parse_listen
 from exporter.secrets import Secret
 from exporter.simulator import SCENARIOS, FakeStripe
+from exporter.simulator.crm_company import generate_crm
+from exporter.simulator.hubspot_fake import FakeHubSpot
 from exporter.simulator.mailgun_fake import FakeMailgun, MailgunAccount
+from exporter.sources.hubspot import HubSpotConfig
 from exporter.sources.mailgun import MailgunConfig
 from exporter.sources.stripe import StripeConfig
 
@@ -23,8 +26,8 @@ DEMO_FX_RATES = {"usd": Decimal(1), "eur": Decimal("1.10"), "gbp": Decimal("1.27
                  "jpy": Decimal("0.0067")}
 
 
-def demo_config(stripe: FakeStripe, mailgun: FakeMailgun, listen: tuple[str, int],
-                poll_interval: float) -> Config:
+def demo_config(stripe: FakeStripe, mailgun: FakeMailgun, hubspot: FakeHubSpot,
+                listen: tuple[str, int], poll_interval: float) -> Config:
     return Config(
         file="<demo>",
         listen=listen,
@@ -36,6 +39,9 @@ def demo_config(stripe: FakeStripe, mailgun: FakeMailgun, listen: tuple[str, int
             "mailgun": MailgunConfig(api_key=Secret(mailgun.api_key), base_url=mailgun.url,
                                      poll_interval=poll_interval, rate_limit=100,
                                      suppressions_interval=10 * poll_interval),
+            # HubSpot's own pace (4 a second, under the fake's 5 searches a second).
+            "hubspot": HubSpotConfig(access_token=Secret(hubspot.access_token),
+                                     base_url=hubspot.url, poll_interval=poll_interval),
         },
         kpis=catalog.KPIS,
     )
@@ -61,7 +67,8 @@ class DemoExporter(Exporter):
         self.fake_stripe = FakeStripe(store, live=live, ticker_options=ticker_options).start()
         self.fake_mailgun = FakeMailgun(MailgunAccount(seed, now, trouble=chosen.email_trouble)
                                         ).start()
-        config = demo_config(self.fake_stripe, self.fake_mailgun,
+        self.fake_hubspot = FakeHubSpot(generate_crm(seed, now, chosen.crm_profile)).start()
+        config = demo_config(self.fake_stripe, self.fake_mailgun, self.fake_hubspot,
                              listen or parse_listen(DEFAULT_LISTEN), poll_interval)
         try:
             super().__init__(config)
@@ -76,3 +83,4 @@ class DemoExporter(Exporter):
     def _stop_fakes(self) -> None:
         self.fake_stripe.stop()
         self.fake_mailgun.stop()
+        self.fake_hubspot.stop()

@@ -1,4 +1,6 @@
-"""A built-in Stripe simulator: run the exporter with no accounts, test over real sockets.
+"""The built-in simulator of the upstream APIs: run the exporter with no accounts, test over
+real sockets. Stripe below; Mailgun (mailgun_fake.py), HubSpot (hubspot_fake.py) and
+Salesforce (salesforce_fake.py) serve their own simulated data (crm_company.py for both CRMs).
 
 `generate_company()` builds a seeded SaaS company with a history as a
 `StripeStore` of dahlia-shaped objects; `FakeStripe` serves a store over HTTP

@@ -1,7 +1,7 @@
 """Demo scenarios: the simulated company calm, or in trouble that a documented threshold catches.
 
-A scenario sets up the fake Stripe's company (and whether the fake Mailgun's
-newsletter domain is in trouble).
+A scenario sets up the fake Stripe's company (whether the fake Mailgun's
+newsletter domain is in trouble, and how the fake CRMs' company sells).
 
     store, ticker_options = SCENARIOS["payment-failures"].build(seed=9, customers=500, now=now)
     FakeStripe(store, live=True, ticker_options=ticker_options)
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from exporter.simulator.company import generate_company
+from exporter.simulator.crm_company import CrmProfile
 from exporter.simulator.periods import HOUR
 from exporter.simulator.stripe_store import StripeStore
 from exporter.simulator.ticker import CompanyTicker
@@ -36,6 +37,7 @@ class Scenario:
     make: Callable[[int, int, int], StripeStore]
     ticker_options: dict = field(default_factory=dict)  # how the company moves on, live
     email_trouble: bool = False  # the fake Mailgun's newsletter domain stops delivering
+    crm_profile: CrmProfile = CrmProfile()  # how the fake CRMs' company sells
 
     def build(self, seed: int, customers: int, now: int) -> tuple[StripeStore, dict]:
         return self.make(seed, customers, now), dict(self.ticker_options)
@@ -68,6 +70,11 @@ SCENARIOS = {s.name: s for s in (
              "~6 % bouncing): marketing's deliverability alerts fire",
              ("KpiEmailDeliveryRateLow", "KpiEmailDeliveryRateDrop", "KpiEmailHardBounceRateHigh"),
              _calm, email_trouble=True),
+    Scenario("pipeline-slump",
+             "campaigns paused for a month: fewer leads, and fewer of them qualify (~350 "
+             "MQLs, ~15 % of them SQLs): marketing's and sales' funnel alerts fire",
+             ("KpiSalesMqlsLow", "KpiSalesSqlsLow", "KpiSalesMqlToSqlConversionLow"), _calm,
+             crm_profile=CrmProfile(leads_per_day=35, sql_share=0.15)),
     Scenario("large-churn",
              "the largest customer (over 10,000 a year) cancelled a few hours ago: "
              "a critical alert pages finance at once",

@@ -1,0 +1,195 @@
+"""The SOQL queries a poll sends, and the values read from their records.
+
+- Stages: `OpportunityStage` (global in Salesforce: one list for every
+  pipeline), its label and default probability (0-100) by API name.
+- Opportunity fields: `sobjects/Opportunity/describe` says once whether the
+  org has CurrencyIsoCode (multi-currency) and LastStageChangeDate.
+- Deals: `Opportunity`, open or closed after a date.
+- Leads: created after a moment or converted after a date, and by id.
+- Status changes: `LeadHistory` rows of Field 'Status' after a moment (OldValue
+  and NewValue cannot be filtered in SOQL, so the statuses are matched here;
+  the org must track the history of Lead Status).
+- First touches: the earliest Task and the earliest Event of each lead, by
+  aggregate SOQL. Aggregate queries have no further batches (at most 2,000
+  groups), so lead ids go 200 to a query.
+
+Datetimes come as "2026-11-01T09:30:00.000+0000", dates as "2026-11-01"
+(read as midnight UTC); SOQL takes them unquoted: 2026-11-01T09:30:00Z, 2026-11-01.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import date, datetime, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any, Iterator
+
+from exporter.sources.base import UpstreamDataError
+from exporter.sources.salesforce.api import SalesforceApi
+
+IDS_PER_QUERY = 200  # ids in one IN (...) list: short URLs, and far below 2,000 groups
+LEAD_FIELDS = ("Id", "CreatedDate", "Status", "IsConverted", "ConvertedDate")
+DEAL_FIELDS = ("Id", "StageName", "Amount", "Probability", "CloseDate", "CreatedDate",
+               "IsClosed", "IsWon")
+OPTIONAL_DEAL_FIELDS = ("CurrencyIsoCode", "LastStageChangeDate")
+
+_ID = re.compile(r"[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?")
+
+
+# -- SOQL literals ------------------------------------------------------------
+
+def soql_datetime(at: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+
+
+def soql_date(at: int) -> str:
+    """The UTC date of a Unix time."""
+    return time.strftime("%Y-%m-%d", time.gmtime(at))
+
+
+def soql_ids(ids: list[str]) -> str:
+    """('id1','id2'): only well-formed record ids ever reach a query."""
+    for record_id in ids:
+        if not _ID.fullmatch(record_id):
+            raise UpstreamDataError(f"salesforce: {record_id!r} is not a record id")
+    return "(" + ",".join(f"'{record_id}'" for record_id in ids) + ")"
+
+
+# -- queries ------------------------------------------------------------------
+
+def stages(api: SalesforceApi) -> dict[str, dict]:
+    """{ApiName: OpportunityStage record}, inactive stages too (deals may still sit there)."""
+    soql = "SELECT ApiName, MasterLabel, DefaultProbability, IsClosed, IsWon FROM OpportunityStage"
+    return {text(r, "ApiName"): r for r in api.query(soql)}
+
+
+def opportunity_fields(api: SalesforceApi) -> set[str]:
+    """The names of Opportunity's fields in this org (and API version)."""
+    describe = api.get(f"{api.data_path}/sobjects/Opportunity/describe")
+    fields = describe.get("fields") if isinstance(describe, dict) else None
+    if not isinstance(fields, list):
+        raise UpstreamDataError("salesforce: the Opportunity describe has no fields")
+    return {f["name"] for f in fields if isinstance(f, dict) and isinstance(f.get("name"), str)}
+
+
+def org_currency(api: SalesforceApi) -> str:
+    records = list(api.query("SELECT DefaultCurrencyIsoCode FROM Organization"))
+    currency = records[0].get("DefaultCurrencyIsoCode") if records else None
+    if not isinstance(currency, str) or not re.fullmatch(r"[A-Za-z]{3}", currency):
+        raise UpstreamDataError("salesforce: the Organization has no DefaultCurrencyIsoCode")
+    return currency.lower()
+
+
+def opportunities(api: SalesforceApi, fields: list[str], closed_after: int) -> Iterator[dict]:
+    """Open opportunities, and closed ones whose CloseDate is after the date of `closed_after`."""
+    yield from api.query(f"SELECT {', '.join(fields)} FROM Opportunity "
+                         f"WHERE IsClosed = false OR CloseDate > {soql_date(closed_after)}")
+
+
+def leads_since(api: SalesforceApi, since: int) -> Iterator[dict]:
+    """Leads created after `since`, or converted on a date after its date."""
+    yield from api.query(f"SELECT {', '.join(LEAD_FIELDS)} FROM Lead "
+                         f"WHERE CreatedDate > {soql_datetime(since)} "
+                         f"OR ConvertedDate > {soql_date(since)}")
+
+
+def leads_by_id(api: SalesforceApi, ids: list[str]) -> Iterator[dict]:
+    for chunk in _chunks(ids):
+        yield from api.query(f"SELECT {', '.join(LEAD_FIELDS)} FROM Lead WHERE Id IN {soql_ids(chunk)}")
+
+
+def status_changes(api: SalesforceApi, since: int) -> Iterator[tuple[str, Any, Any, int]]:
+    """(lead id, old status, new status, when) of every Status change after `since`."""
+    soql = ("SELECT LeadId, OldValue, NewValue, CreatedDate FROM LeadHistory "
+            f"WHERE Field = 'Status' AND CreatedDate > {soql_datetime(since)}")
+    for record in api.query(soql):
+        yield (text(record, "LeadId"), record.get("OldValue"), record.get("NewValue"),
+               required(record, "CreatedDate", timestamp))
+
+
+def first_touches(api: SalesforceApi, lead_ids: list[str]) -> dict[str, int]:
+    """{lead id: the earliest CreatedDate of a Task or an Event on it}."""
+    first: dict[str, int] = {}
+    for chunk in _chunks(lead_ids):
+        for activity in ("Task", "Event"):
+            soql = (f"SELECT WhoId, MIN(CreatedDate) firstTouch FROM {activity} "
+                    f"WHERE WhoId IN {soql_ids(chunk)} GROUP BY WhoId")
+            for record in api.query(soql):
+                who, at = text(record, "WhoId"), timestamp(record.get("firstTouch"))
+                if at is not None and (who not in first or at < first[who]):
+                    first[who] = at
+    return first
+
+
+def _chunks(ids: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(ids), IDS_PER_QUERY):
+        yield ids[start:start + IDS_PER_QUERY]
+
+
+# -- values -------------------------------------------------------------------
+
+def timestamp(value: Any) -> int | None:
+    """A Salesforce datetime ("2026-11-01T09:30:00.000+0000") or date ("2026-11-01",
+    midnight UTC) -> Unix seconds; None for null."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise UpstreamDataError(f"salesforce: {value!r} is not a date")
+    try:
+        if len(value) == 10:
+            day = date.fromisoformat(value)
+            return int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp())
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise UpstreamDataError(f"salesforce: {value!r} is not a date") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return int(parsed.timestamp())
+
+
+def decimal(value: Any, what: str) -> Decimal | None:
+    """A number field (JSON number, null for none) as an exact decimal."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise UpstreamDataError(f"salesforce: {what} is {value!r}, not a number")
+    try:
+        number = Decimal(str(value))  # str(): the float's shortest repr, not its binary value
+    except InvalidOperation:
+        raise UpstreamDataError(f"salesforce: {what} is {value!r}, not a number") from None
+    if not number.is_finite():
+        raise UpstreamDataError(f"salesforce: {what} is {value!r}, not a number")
+    return number
+
+
+def text(record: dict, field: str) -> str:
+    value = record.get(field)
+    if not isinstance(value, str) or not value:
+        raise UpstreamDataError(f"salesforce: a {_type(record)} record has no {field}")
+    return value
+
+
+def required(record: dict, field: str, read: Any) -> Any:
+    value = read(record.get(field))
+    if value is None:
+        name = record.get("Id")
+        what = f"{_type(record)} {name}" if isinstance(name, str) else f"a {_type(record)} record"
+        raise UpstreamDataError(f"salesforce: {what} has no {field}")
+    return value
+
+
+def path_value(record: dict, path: str) -> Any:
+    """A field by its SOQL path, e.g. RecordType.Name (nested objects, null on the way: None)."""
+    value: Any = record
+    for name in path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(name)
+    return value
+
+
+def _type(record: dict) -> str:
+    attributes = record.get("attributes")
+    kind = attributes.get("type") if isinstance(attributes, dict) else None
+    return kind if isinstance(kind, str) else "query"

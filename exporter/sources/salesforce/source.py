@@ -1,0 +1,313 @@
+"""The Salesforce source: its config, one poll, and the records it hands to the shared
+CRM math (exporter/sources/crm).
+
+A poll reads, with SOQL (fetch.py), through one OAuth token kept between polls (api.py):
+
+- Deals: opportunities that are open or closed with a CloseDate in the last 90
+  days. Stage label = the OpportunityStage MasterLabel of the StageName;
+  probability = the stage's DefaultProbability / 100 (not the deal's own
+  Probability, so that the same deals give the same numbers as in HubSpot);
+  closed = CloseDate (midnight UTC); stage changed = LastStageChangeDate, or
+  CreatedDate when the deal never moved. Pipeline = the value of
+  `pipeline_field` (e.g. RecordType.Name), else "default". Amount = Amount in
+  the deal's CurrencyIsoCode (or the org's currency in a single-currency org),
+  converted with fx_rates; without a rate the amount is left out and the deal
+  counted in `unconverted`.
+- Leads: those created, that reached MQL or SQL, or were converted in the last
+  30 days. MQL / SQL = the earliest Status change in the window to a status
+  mapped to that stage (`lead_statuses`); a lead created in the window whose
+  first status is mapped reached that stage when it was created. Opportunity =
+  ConvertedDate (midnight UTC). First touch = the earliest Task or Event on a
+  lead created in the window.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from exporter import money
+from exporter.config import Section
+from exporter.http import HttpClient
+from exporter.secrets import Secret
+from exporter.sources.base import HttpSource, Registration, Sample
+from exporter.sources.crm import export
+from exporter.sources.crm.export import CrmData, CrmOptions
+from exporter.sources.crm.pipeline import Deal, Lead, Stage
+from exporter.sources.salesforce import fetch
+from exporter.sources.salesforce.api import NAME, ApiUsage, SalesforceApi
+
+log = logging.getLogger(__name__)
+
+CLOSED_WINDOW = max(export.CLOSED_WINDOWS.values())
+LEAD_WINDOW = max(export.LEAD_WINDOWS.values())
+DEFAULT_PIPELINE = "default"  # without pipeline_field, or when a deal has no value in it
+FUNNEL_STAGES = ("mql", "sql")
+DEFAULT_LEAD_STATUSES = {"mql": ("Marketing Qualified",), "sql": ("Sales Qualified",)}
+# Hosts that answer the client credentials flow with invalid_grant: it needs the My Domain.
+GENERIC_LOGIN_HOSTS = ("login.salesforce.com", "test.salesforce.com")
+
+
+@dataclass(frozen=True)
+class SalesforceConfig:
+    login_url: str  # the org's My Domain, e.g. https://example.my.salesforce.com
+    client_id: str
+    client_secret: Secret
+    api_version: str = "62.0"
+    poll_interval: float = 900.0
+    pipeline_field: str | None = None  # e.g. RecordType.Name
+    # funnel stage -> the Lead Status values that mean it
+    lead_statuses: dict[str, tuple[str, ...]] = field(
+        default_factory=lambda: dict(DEFAULT_LEAD_STATUSES))
+    max_stages: int = 40
+    rate_limit: float = 5.0  # requests per second
+    timeout: float = 30.0
+
+
+# -- config -------------------------------------------------------------------
+
+def _login_url(value: Any) -> str:
+    parts = urlsplit(value.strip()) if isinstance(value, str) else None
+    if parts is None or parts.scheme != "https" or not parts.hostname \
+            or parts.path.strip("/") or parts.query or parts.fragment or "@" in parts.netloc:
+        raise ValueError("must be the org's My Domain URL, e.g. https://example.my.salesforce.com")
+    if parts.hostname in GENERIC_LOGIN_HOSTS:
+        raise ValueError(f"the client credentials flow needs the org's My Domain URL "
+                         f"(https://<domain>.my.salesforce.com), not {parts.hostname}")
+    return f"https://{parts.netloc.lower()}"
+
+
+def _api_version(value: Any) -> str:
+    version = str(value).strip() if isinstance(value, (str, int, float)) \
+        and not isinstance(value, bool) else ""
+    if not re.fullmatch(r"\d{2}\.\d", version):
+        raise ValueError('must be an API version like "62.0"')
+    return version
+
+
+_FIELD_PATH = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*){0,4}")
+
+
+def _field_path(value: Any) -> str:
+    if not isinstance(value, str) or not _FIELD_PATH.fullmatch(value.strip()):
+        raise ValueError("must be an Opportunity field or relationship path, e.g. RecordType.Name")
+    return value.strip()
+
+
+def _lead_statuses(value: Any) -> dict[str, tuple[str, ...]]:
+    if not isinstance(value, dict):
+        raise ValueError("must be a mapping of mql/sql to lists of Lead Status values")
+    unknown = sorted(set(value) - set(FUNNEL_STAGES), key=str)
+    if unknown:
+        raise ValueError(f"unknown funnel stage {unknown[0]!r} (known: {', '.join(FUNNEL_STAGES)})")
+    statuses = dict(DEFAULT_LEAD_STATUSES)
+    for stage, values in value.items():
+        values = [values] if isinstance(values, str) else values
+        if not isinstance(values, list) or not values or \
+                not all(isinstance(v, str) and v.strip() for v in values):
+            raise ValueError(f"{stage}: must be a list of Lead Status values, "
+                             "e.g. [Marketing Qualified]")
+        statuses[stage] = tuple(v.strip() for v in values)
+    return statuses
+
+
+def parse_config(section: Section) -> SalesforceConfig:
+    if not section.has("login_url"):
+        raise section.error("login_url", "is required (the org's My Domain URL)")
+    client_id = (section.string("client_id", required=True) or "").strip()
+    if not client_id:
+        raise section.error("client_id", "is empty")
+    max_stages = section.number("max_stages", SalesforceConfig.max_stages, minimum=1)
+    if max_stages != int(max_stages):
+        raise section.error("max_stages", "must be a whole number")
+    return SalesforceConfig(
+        login_url=section.convert("login_url", None, _login_url),
+        client_id=client_id,
+        client_secret=section.secret("client_secret"),
+        api_version=section.convert("api_version", SalesforceConfig.api_version, _api_version),
+        poll_interval=section.duration("poll_interval", SalesforceConfig.poll_interval),
+        pipeline_field=section.convert("pipeline_field", None, _field_path),
+        lead_statuses=section.convert("lead_statuses", dict(DEFAULT_LEAD_STATUSES),
+                                      _lead_statuses),
+        max_stages=int(max_stages),
+        rate_limit=section.number("rate_limit", SalesforceConfig.rate_limit, minimum=0.1),
+        timeout=section.duration("timeout", SalesforceConfig.timeout),
+    )
+
+
+def make_client(source_config: SalesforceConfig, **overrides: Any) -> HttpClient:
+    """The HTTP client (no credentials on the session: the token goes with each call)."""
+    options = {"read_timeout": source_config.timeout, "rate_limit": source_config.rate_limit,
+               "pace": ApiUsage(), **overrides}
+    return HttpClient(NAME, source_config.login_url, **options)
+
+
+# -- the source ---------------------------------------------------------------
+
+class SalesforceSource(HttpSource):
+    name = NAME
+
+    def __init__(self, source_config: SalesforceConfig, fx_rates: dict[str, Decimal],
+                 reporting_currency: str = "usd", options: CrmOptions = CrmOptions(), *,
+                 clock: Callable[[], float] = time.time, client: HttpClient | None = None):
+        self.config = source_config
+        self.poll_interval = source_config.poll_interval
+        self.fx_rates = {reporting_currency.lower(): Decimal(1), **fx_rates}
+        self.options = options
+        self.clock = clock
+        self.client = client or make_client(source_config)
+        self.api = SalesforceApi(self.client, source_config.login_url, source_config.client_id,
+                                 source_config.client_secret, source_config.api_version)
+        self._deal_fields: list[str] | None = None  # learned once from the describe
+        self._org_currency: str | None = None
+        self._warned: set[str] = set()
+
+    def poll(self) -> list[Sample]:
+        now = int(self.clock())
+        return export.samples(NAME, self.read(now), now, self.options)
+
+    def read(self, now: int) -> CrmData:
+        """This poll's deals and leads (see the module doc)."""
+        deals, unconverted = self._deals(now)
+        return CrmData(deals, self._leads(now), unconverted)
+
+    # -- deals ----------------------------------------------------------------
+
+    def _deals(self, now: int) -> tuple[list[Deal], dict[str, int]]:
+        fields = self._opportunity_fields()
+        stages = fetch.stages(self.api)
+        deals: list[Deal] = []
+        unconverted: dict[str, int] = {}
+        for record in fetch.opportunities(self.api, fields, now - CLOSED_WINDOW):
+            deal = self._deal(record, stages)
+            if deal.amount is None and record.get("Amount") is not None:
+                currency = self._currency(record)
+                unconverted[currency] = unconverted.get(currency, 0) + 1
+            deals.append(deal)
+        return deals, unconverted
+
+    def _deal(self, record: dict, stages: dict[str, dict]) -> Deal:
+        deal_id = fetch.text(record, "Id")
+        stage_name = fetch.text(record, "StageName")
+        is_closed, is_won = record.get("IsClosed") is True, record.get("IsWon") is True
+        stage = stages.get(stage_name)
+        if stage is not None:
+            label = stage.get("MasterLabel") or stage_name
+            probability = fetch.decimal(stage.get("DefaultProbability"),
+                                        f"the DefaultProbability of stage {stage_name}")
+        else:  # not among the OpportunityStage records: the deal's own values
+            self._warn_once(f"stage:{stage_name}", "salesforce: no OpportunityStage has the "
+                            "API name %r; its deals use their own Probability", stage_name)
+            label = stage_name
+            probability = fetch.decimal(record.get("Probability"), f"the Probability of {deal_id}")
+        created = fetch.required(record, "CreatedDate", fetch.timestamp)
+        changed = fetch.timestamp(record.get("LastStageChangeDate"))
+        return Deal(
+            id=deal_id,
+            stage=Stage(pipeline=self._pipeline(record), label=str(label),
+                        probability=(probability or Decimal(0)) / 100,
+                        is_closed=is_closed, is_won=is_won),
+            amount=self._amount(record, deal_id),
+            created=created,
+            closed=fetch.timestamp(record.get("CloseDate")) if is_closed else None,
+            stage_changed=created if changed is None else changed)
+
+    def _pipeline(self, record: dict) -> str:
+        if self.config.pipeline_field is None:
+            return DEFAULT_PIPELINE
+        value = fetch.path_value(record, self.config.pipeline_field)
+        return DEFAULT_PIPELINE if value in (None, "") else str(value)
+
+    def _amount(self, record: dict, deal_id: str) -> Decimal | None:
+        amount = fetch.decimal(record.get("Amount"), f"the Amount of {deal_id}")
+        if amount is None:
+            return None
+        currency = self._currency(record)
+        converted = money.convert(amount, currency, self.fx_rates)
+        if converted is None:
+            self._warn_once(f"fx:{currency}", "salesforce: deals in %s are left out of amounts: "
+                            "fx_rates has no rate for it", currency.upper())
+        return converted
+
+    def _currency(self, record: dict) -> str:
+        currency = record.get("CurrencyIsoCode")
+        if isinstance(currency, str) and currency:
+            return currency.lower()
+        if self._org_currency is None:  # a single-currency org: one question, once
+            self._org_currency = fetch.org_currency(self.api)
+        return self._org_currency
+
+    def _opportunity_fields(self) -> list[str]:
+        if self._deal_fields is None:
+            present = fetch.opportunity_fields(self.api)
+            fields = list(fetch.DEAL_FIELDS)
+            fields += [f for f in fetch.OPTIONAL_DEAL_FIELDS if f in present]
+            if "LastStageChangeDate" not in present:
+                log.warning("salesforce: Opportunity has no LastStageChangeDate in API v%s; "
+                            "stage changes are taken as the deals' creation",
+                            self.config.api_version)
+            if self.config.pipeline_field and self.config.pipeline_field not in fields:
+                fields.append(self.config.pipeline_field)
+            self._deal_fields = fields
+        return self._deal_fields
+
+    # -- leads ----------------------------------------------------------------
+
+    def _leads(self, now: int) -> list[Lead]:
+        since = now - LEAD_WINDOW
+        statuses = self.config.lead_statuses
+        records = {fetch.text(r, "Id"): r for r in fetch.leads_since(self.api, since)}
+        reached: dict[str, dict[str, int]] = {}  # lead -> {stage: earliest change to it}
+        first_change: dict[str, tuple[int, Any]] = {}  # lead -> (when, the status before)
+        for lead_id, old, new, at in fetch.status_changes(self.api, since):
+            if lead_id not in first_change or at < first_change[lead_id][0]:
+                first_change[lead_id] = (at, old)
+            for stage, values in statuses.items():
+                if new in values:
+                    times = reached.setdefault(lead_id, {})
+                    times[stage] = min(at, times.get(stage, at))
+        # Leads created earlier that reached a stage in the window.
+        missing = sorted(set(reached) - set(records))
+        records.update({fetch.text(r, "Id"): r for r in fetch.leads_by_id(self.api, missing)})
+
+        created = {lead_id: fetch.required(r, "CreatedDate", fetch.timestamp)
+                   for lead_id, r in records.items()}
+        new_leads = [lead_id for lead_id, at in created.items() if at > since]
+        touches = fetch.first_touches(self.api, new_leads)
+        leads = []
+        for lead_id, record in records.items():
+            times = dict(reached.get(lead_id, {}))
+            if created[lead_id] > since:
+                # The status it was created with: before its first change, or its current one.
+                initial = first_change[lead_id][1] if lead_id in first_change \
+                    else record.get("Status")
+                for stage, values in statuses.items():
+                    if initial in values:
+                        times[stage] = created[lead_id]
+            converted = fetch.timestamp(record.get("ConvertedDate")) \
+                if record.get("IsConverted") is True else None
+            lead = Lead(id=lead_id, created=created[lead_id], mql=times.get("mql"),
+                        sql=times.get("sql"), opportunity=converted,
+                        first_touch=touches.get(lead_id) if created[lead_id] > since else None)
+            if any(at is not None and at > since
+                   for at in (lead.created, lead.mql, lead.sql, lead.opportunity)):
+                leads.append(lead)
+        return leads
+
+    def _warn_once(self, key: str, message: str, *args: Any) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message, *args)
+
+
+def create(source_config: SalesforceConfig, config: Any) -> SalesforceSource:
+    return SalesforceSource(source_config, config.fx_rates, config.reporting_currency,
+                            export.crm_options(config, source_config.max_stages))
+
+
+SOURCE_TYPE = Registration(parse_config, create)
