@@ -6,6 +6,9 @@ What it measures, with the real exporter and the fake Stripe over loopback:
 - poll time: the first Stripe poll (every page, the 30 days of events, a
   year of invoices) and a later one (new events only), with request counts;
   the same for the fake Mailgun's four domains;
+- the CRM polls: HubSpot (a full read, then an incremental one) and Salesforce
+  (every poll reads the open pipeline and the last 90/30 days), at each
+  source's default client-side rate limit except where noted;
 - scrape latency: /metrics round trips, idle and while a slow poll is running;
 - memory: peak traced Python allocations during a poll, and the process RSS.
 
@@ -98,6 +101,18 @@ def main() -> None:
             print(f"mailgun {label} poll: {time.perf_counter() - started:.3f} s, "
                   f"{mailgun_fake.request_count} requests, "
                   f"{len(exporter.poller.states()[mailgun.name].samples)} series")
+
+        crm = [(exporter.fake_hubspot, "hubspot"), (exporter.fake_salesforce, "salesforce")]
+        for crm_fake, name in crm:
+            crm_source = next(s for s in exporter.sources if s.name == name)
+            for label in ("first", "later"):
+                crm_fake.reset_log()
+                started = time.perf_counter()
+                exporter.poller.poll_once(crm_source)
+                state = exporter.poller.states()[name]
+                print(f"{name} {label} poll: {time.perf_counter() - started:.2f} s, "
+                      f"{crm_fake.request_count} requests, {len(state.samples)} series, "
+                      f"up={state.up}")
 
         print("scrape latency:")
         report("idle", scrape_latencies(exporter.url, args.scrapes))

@@ -1,6 +1,6 @@
 """`kpi-exporter demo`: the real exporter polling the built-in simulator.
 
-The fake upstreams (Stripe, Mailgun, HubSpot) listen on loopback ports chosen by the
+The fake upstreams (Stripe, Mailgun, HubSpot, Salesforce) listen on loopback ports chosen by the
 OS; the exporter reaches them over HTTP exactly as it reaches the real APIs.
 """
 
@@ -17,8 +17,10 @@ from exporter.simulator import SCENARIOS, FakeStripe
 from exporter.simulator.crm_company import generate_crm
 from exporter.simulator.hubspot_fake import FakeHubSpot
 from exporter.simulator.mailgun_fake import FakeMailgun, MailgunAccount
+from exporter.simulator.salesforce_fake import FakeSalesforce
 from exporter.sources.hubspot import HubSpotConfig
 from exporter.sources.mailgun import MailgunConfig
+from exporter.sources.salesforce import SalesforceConfig
 from exporter.sources.stripe import StripeConfig
 
 # Rates roughly as of late 2026; the simulator bills in these currencies.
@@ -27,7 +29,8 @@ DEMO_FX_RATES = {"usd": Decimal(1), "eur": Decimal("1.10"), "gbp": Decimal("1.27
 
 
 def demo_config(stripe: FakeStripe, mailgun: FakeMailgun, hubspot: FakeHubSpot,
-                listen: tuple[str, int], poll_interval: float) -> Config:
+                salesforce: FakeSalesforce, listen: tuple[str, int],
+                poll_interval: float) -> Config:
     return Config(
         file="<demo>",
         listen=listen,
@@ -42,6 +45,11 @@ def demo_config(stripe: FakeStripe, mailgun: FakeMailgun, hubspot: FakeHubSpot,
             # HubSpot's own pace (4 a second, under the fake's 5 searches a second).
             "hubspot": HubSpotConfig(access_token=Secret(hubspot.access_token),
                                      base_url=hubspot.url, poll_interval=poll_interval),
+            "salesforce": SalesforceConfig(login_url=salesforce.url,
+                                           client_id=salesforce.client_id,
+                                           client_secret=Secret(salesforce.client_secret),
+                                           pipeline_field="RecordType.Name",
+                                           poll_interval=poll_interval, rate_limit=100),
         },
         kpis=catalog.KPIS,
     )
@@ -67,9 +75,13 @@ class DemoExporter(Exporter):
         self.fake_stripe = FakeStripe(store, live=live, ticker_options=ticker_options).start()
         self.fake_mailgun = FakeMailgun(MailgunAccount(seed, now, trouble=chosen.email_trouble)
                                         ).start()
+        # Two business units: one sells through HubSpot, the other through Salesforce.
         self.fake_hubspot = FakeHubSpot(generate_crm(seed, now, chosen.crm_profile)).start()
+        self.fake_salesforce = FakeSalesforce(
+            generate_crm(seed + 1, now, chosen.crm_profile)).start()
         config = demo_config(self.fake_stripe, self.fake_mailgun, self.fake_hubspot,
-                             listen or parse_listen(DEFAULT_LISTEN), poll_interval)
+                             self.fake_salesforce, listen or parse_listen(DEFAULT_LISTEN),
+                             poll_interval)
         try:
             super().__init__(config)
         except Exception:
@@ -84,3 +96,4 @@ class DemoExporter(Exporter):
         self.fake_stripe.stop()
         self.fake_mailgun.stop()
         self.fake_hubspot.stop()
+        self.fake_salesforce.stop()

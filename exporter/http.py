@@ -328,6 +328,8 @@ def _upstream_code(body: Any) -> str | None:
     elif isinstance(body, dict):
         error = body.get("error")
         code = error.get("code") if isinstance(error, dict) else None  # Stripe
+        if code is None and isinstance(error, str):
+            code = error  # OAuth token endpoints: {"error": "invalid_client", ...}
         if code is None:
             code = body.get("category")  # HubSpot
     else:
@@ -345,8 +347,12 @@ def _upstream_message(body: Any) -> str | None:
     message = error.get("message") if isinstance(error, dict) else None  # Stripe
     if message is None:
         message = body.get("message")  # Mailgun, HubSpot, Salesforce
+    if message is None:
+        message = body.get("error_description")  # OAuth token endpoints
     if not isinstance(message, str) or not message.strip():
         return None
+    # Salesforce's query errors echo the query and a caret first; the reason is last.
+    message = message.strip().rsplit("\n", 1)[-1]
     message = " ".join(message.split())  # keep the exception to one line
     if len(message) > _MAX_DETAIL_CHARS:
         message = message[:_MAX_DETAIL_CHARS] + "..."

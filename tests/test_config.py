@@ -221,3 +221,16 @@ def test_time_kpis_take_durations_or_seconds():
     assert kpis["sales_cycle"].target == 40 * 86400
     assert kpis["sales_cycle"].threshold("warning").value == 90 * 86400
     assert kpis["sales_lead_response"].target == 3600
+
+
+def test_the_readmes_example_config_is_valid():
+    """The annotated config in the README is what users copy: it must load as shown."""
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    start = readme.index("# kpi-exporter.yml")
+    example = readme[start:readme.index("```", start)]
+    env = {"STRIPE_API_KEY": "rk_test_1234", "MAILGUN_API_KEY": "key-1",
+           "HUBSPOT_TOKEN": "pat-na1-1", "SF_CLIENT_ID": "3MVG9", "SF_CLIENT_SECRET": "s3cret"}
+    config = config_module.parse(example, "README.md", env)
+    assert sorted(config.sources) == ["hubspot", "mailgun", "salesforce", "stripe"]

@@ -442,6 +442,22 @@ def test_errors_carry_the_upstreams_error_code(mocked, sleep):
     assert codes == ["INVALID_SESSION_ID", "INVALID_AUTHENTICATION", None]
 
 
+def test_oauth_and_salesforce_query_errors_keep_their_reason(mocked, sleep):
+    mocked.post(f"{BASE}/services/oauth2/token", status=400,
+                json={"error": "invalid_client", "error_description": "invalid client credentials"})
+    mocked.get(f"{BASE}/services/data/v62.0/query", status=400, json=[{
+        "message": "\nSELECT Id, Nope FROM Lead\n           ^\nERROR at Row:1:Column:12\n"
+                   "No such column 'Nope' on entity 'Lead'.", "errorCode": "INVALID_FIELD"}])
+    client = make_client(sleep)
+    with pytest.raises(UpstreamError) as token:
+        client.request_json("POST", "/services/oauth2/token", data={"grant_type": "x"})
+    with pytest.raises(UpstreamError) as query:
+        client.get_json("/services/data/v62.0/query")
+    assert token.value.code == "invalid_client" and "invalid client credentials" in str(token.value)
+    assert query.value.code == "INVALID_FIELD"
+    assert str(query.value).endswith(": No such column 'Nope' on entity 'Lead'.")
+
+
 def test_a_spent_daily_quota_fails_at_once_as_rate_limited(mocked, sleep):
     """Salesforce's REQUEST_LIMIT_EXCEEDED is a 403 that lasts for hours: no retries."""
     mocked.get(f"{BASE}/services/data/v62.0/query", status=403, json=[

@@ -415,13 +415,6 @@ class _Item:
 
 
 @dataclass
-class _Order:
-    key: Callable[[Any], Any]
-    descending: bool
-    nulls_first: bool
-
-
-@dataclass
 class Query:
     sobject: SObject
     items: list[_Item]
@@ -458,7 +451,8 @@ class _Parser:
 
     def accept(self, word: str) -> bool:
         token = self.peek()
-        if token is not None and (token.word == word or (token.kind == "punct" and token.text == word)):
+        if token is not None and (token.word == word
+                                  or (token.kind == "punct" and token.text == word)):
             self.position += 1
             return True
         return False

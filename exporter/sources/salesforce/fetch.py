@@ -96,7 +96,8 @@ def leads_since(api: SalesforceApi, since: int) -> Iterator[dict]:
 
 def leads_by_id(api: SalesforceApi, ids: list[str]) -> Iterator[dict]:
     for chunk in _chunks(ids):
-        yield from api.query(f"SELECT {', '.join(LEAD_FIELDS)} FROM Lead WHERE Id IN {soql_ids(chunk)}")
+        yield from api.query(f"SELECT {', '.join(LEAD_FIELDS)} FROM Lead "
+                             f"WHERE Id IN {soql_ids(chunk)}")
 
 
 def status_changes(api: SalesforceApi, since: int) -> Iterator[tuple[str, Any, Any, int]]:
