@@ -159,6 +159,18 @@ class Section:
 
         return self.convert(name, default, convert)
 
+    def count(self, name: str, default: int, *, minimum: int = 1) -> int:
+        """A whole number (a cap, a limit) of at least `minimum`."""
+        def convert(value: Any) -> int:
+            number = _as_number(value)
+            if number != int(number):
+                raise ValueError("must be a whole number")
+            if number < minimum:
+                raise ValueError(f"must be at least {minimum}")
+            return int(number)
+
+        return self.convert(name, default, convert)
+
     def boolean(self, name: str, default: bool) -> bool:
         def convert(value: Any) -> bool:
             if not isinstance(value, bool):

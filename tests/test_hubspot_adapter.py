@@ -308,7 +308,7 @@ def test_a_malformed_amount_fails_the_poll_and_keeps_the_state():
     mock_account(responses, deals=DEALS[:4] + [deal("9", "closedwon", "lots", 9, closed_days=1)]
                  + DEALS[5:])
     hubspot = source()
-    with pytest.raises(ValueError, match="deal 9 has amount 'lots'"):
+    with pytest.raises(ValueError, match="the amount of deal 9 is 'lots', not a number"):
         hubspot.poll()
     assert hubspot._state.deals == {}  # nothing half-kept
 

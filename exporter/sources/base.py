@@ -6,7 +6,9 @@ poller keeps the last good list and the collector renders it on each scrape.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Protocol
 
 from exporter.config import Section
@@ -46,10 +48,35 @@ class SourceType(Protocol):
         """Build the source from its own config and the whole `Config`."""
 
 
+def decimal_or_none(value: Any, what: str) -> Decimal | None:
+    """An upstream number (JSON number or numeric string; null or "" for none) as an exact
+    decimal; anything else is an UpstreamDataError naming `what`."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise UpstreamDataError(f"{what} is {value!r}, not a number")
+    try:
+        number = Decimal(str(value))  # str(): a float's shortest repr, not its binary value
+    except InvalidOperation:
+        raise UpstreamDataError(f"{what} is {value!r}, not a number") from None
+    if not number.is_finite():
+        raise UpstreamDataError(f"{what} is {value!r}, not a number")
+    return number
+
+
 class HttpSource:
     """What every source that talks to its API through one HttpClient shares."""
 
     client: HttpClient
+    _warned: set[str] | None = None
+
+    def warn_once(self, key: str, message: str, *args: Any) -> None:
+        """Log a warning the first time only: a condition that every poll will meet again."""
+        if self._warned is None:
+            self._warned = set()
+        if key not in self._warned:
+            self._warned.add(key)
+            logging.getLogger(type(self).__module__).warning(message, *args)
 
     def request_stats(self) -> dict:
         return self.client.stats.snapshot()

@@ -27,7 +27,9 @@ from exporter import money
 from exporter.config import Section
 from exporter.http import HttpClient
 from exporter.secrets import Secret
-from exporter.sources.base import HttpSource, Registration, Sample, UpstreamDataError
+from exporter.sources.base import (
+    HttpSource, Registration, Sample, UpstreamDataError, decimal_or_none,
+)
 from exporter.sources.crm import export
 from exporter.sources.crm.export import CrmData, CrmOptions
 from exporter.sources.crm.pipeline import Deal, Lead, Stage
@@ -92,9 +94,6 @@ def parse_config(section: Section) -> HubSpotConfig:
     base_url = section.string("base_url", API)
     if not base_url.startswith(("http://", "https://")):
         raise section.error("base_url", "must start with http:// or https://")
-    max_stages = section.number("max_stages", HubSpotConfig.max_stages, minimum=1)
-    if max_stages != int(max_stages):
-        raise section.error("max_stages", "must be a whole number")
     return HubSpotConfig(
         access_token=section.secret("access_token"),
         base_url=base_url.rstrip("/"),
@@ -103,7 +102,7 @@ def parse_config(section: Section) -> HubSpotConfig:
         poll_interval=section.duration("poll_interval", HubSpotConfig.poll_interval),
         full_refresh_interval=section.duration("full_refresh_interval",
                                                HubSpotConfig.full_refresh_interval),
-        max_stages=int(max_stages),
+        max_stages=section.count("max_stages", HubSpotConfig.max_stages),
         rate_limit=section.number("rate_limit", HubSpotConfig.rate_limit, minimum=0.1),
         timeout=section.duration("timeout", HubSpotConfig.timeout),
     )
@@ -156,7 +155,6 @@ class HubSpotSource(HttpSource):
         self.client = client or make_client(source_config)
         self._state = _State()
         self._company_currency: str | None = None
-        self._warned: set[str] = set()
         self._contact_properties = ["email", "createdate", "lastmodifieddate", "lifecyclestage",
                                     "hs_sa_first_engagement_date"]
         for stage in source_config.lifecycle_stages.values():
@@ -197,7 +195,7 @@ class HubSpotSource(HttpSource):
             for stage in pipeline.get("stages") or []:
                 result[(pid, str(stage.get("id")))] = _stage(label, stage)
         for missing in sorted(wanted - seen):
-            self._warn_once(f"pipeline:{missing}", "hubspot: no deal pipeline has the id or "
+            self.warn_once(f"pipeline:{missing}", "hubspot: no deal pipeline has the id or "
                             "label %r (sources.hubspot.pipelines)", missing)
         return result
 
@@ -235,13 +233,13 @@ class HubSpotSource(HttpSource):
             stage = stages.get((str(props.get("pipeline")), str(props.get("dealstage"))))
             if stage is None:
                 continue  # a pipeline left out by the config, or a deleted stage
-            amount = _amount(props.get("amount"), deal_id)
+            amount = decimal_or_none(props.get("amount"), f"hubspot: the amount of deal {deal_id}")
             if amount is not None:
                 currency = (props.get("deal_currency_code") or self._company_currency).lower()
                 converted = money.convert(amount, currency, self.fx_rates)
                 if converted is None:
                     unconverted[currency] = unconverted.get(currency, 0) + 1
-                    self._warn_once(f"fx:{currency}", "hubspot: deals in %s are left out of "
+                    self.warn_once(f"fx:{currency}", "hubspot: deals in %s are left out of "
                                     "amounts: fx_rates has no rate for it", currency.upper())
                 amount = converted
             created = fetch.seconds(props.get("createdate"))
@@ -268,10 +266,6 @@ class HubSpotSource(HttpSource):
                     opportunity=entered("opportunity"),
                     first_touch=fetch.seconds(props.get("hs_sa_first_engagement_date")))
 
-    def _warn_once(self, key: str, message: str, *args: Any) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            log.warning(message, *args)
 
 
 def _stage(pipeline_label: str, stage: dict) -> Stage:
@@ -284,18 +278,6 @@ def _stage(pipeline_label: str, stage: dict) -> Stage:
     closed = str(metadata.get("isClosed")).lower() == "true"
     return Stage(pipeline=pipeline_label, label=str(stage.get("label") or stage.get("id")),
                  probability=probability, is_closed=closed, is_won=closed and probability == 1)
-
-
-def _amount(value: Any, deal_id: str) -> Decimal | None:
-    if value in (None, ""):
-        return None
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation:
-        raise UpstreamDataError(f"hubspot: deal {deal_id} has amount {value!r}") from None
-    if not amount.is_finite():
-        raise UpstreamDataError(f"hubspot: deal {deal_id} has amount {value!r}")
-    return amount
 
 
 def _recent(lead: Lead, since: int) -> bool:

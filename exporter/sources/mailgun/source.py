@@ -51,14 +51,11 @@ def parse_config(section: Section) -> MailgunConfig:
     if not base_url.startswith(("http://", "https://")):
         raise section.error("base_url", "must start with http:// or https://")
     domains = section.convert("domains", (), _domain_list)
-    max_domains = section.number("max_domains", MailgunConfig.max_domains, minimum=1)
-    if max_domains != int(max_domains):
-        raise section.error("max_domains", "must be a whole number")
     return MailgunConfig(
         api_key=section.secret("api_key"),
         base_url=base_url.rstrip("/"),
         domains=domains,
-        max_domains=int(max_domains),
+        max_domains=section.count("max_domains", MailgunConfig.max_domains),
         poll_interval=section.duration("poll_interval", MailgunConfig.poll_interval),
         suppressions_interval=section.duration("suppressions_interval",
                                                MailgunConfig.suppressions_interval),

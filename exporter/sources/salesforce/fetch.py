@@ -22,10 +22,10 @@ from __future__ import annotations
 import re
 import time
 from datetime import date, datetime, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Iterator
 
-from exporter.sources.base import UpstreamDataError
+from exporter.sources.base import UpstreamDataError, decimal_or_none
 from exporter.sources.salesforce.api import SalesforceApi
 
 IDS_PER_QUERY = 200  # ids in one IN (...) list: short URLs, and far below 2,000 groups
@@ -151,17 +151,7 @@ def timestamp(value: Any) -> int | None:
 
 def decimal(value: Any, what: str) -> Decimal | None:
     """A number field (JSON number, null for none) as an exact decimal."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise UpstreamDataError(f"salesforce: {what} is {value!r}, not a number")
-    try:
-        number = Decimal(str(value))  # str(): the float's shortest repr, not its binary value
-    except InvalidOperation:
-        raise UpstreamDataError(f"salesforce: {what} is {value!r}, not a number") from None
-    if not number.is_finite():
-        raise UpstreamDataError(f"salesforce: {what} is {value!r}, not a number")
-    return number
+    return decimal_or_none(value, f"salesforce: {what}")
 
 
 def text(record: dict, field: str) -> str:

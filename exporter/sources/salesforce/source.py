@@ -122,9 +122,6 @@ def parse_config(section: Section) -> SalesforceConfig:
     client_id = (section.string("client_id", required=True) or "").strip()
     if not client_id:
         raise section.error("client_id", "is empty")
-    max_stages = section.number("max_stages", SalesforceConfig.max_stages, minimum=1)
-    if max_stages != int(max_stages):
-        raise section.error("max_stages", "must be a whole number")
     return SalesforceConfig(
         login_url=section.convert("login_url", None, _login_url),
         client_id=client_id,
@@ -134,7 +131,7 @@ def parse_config(section: Section) -> SalesforceConfig:
         pipeline_field=section.convert("pipeline_field", None, _field_path),
         lead_statuses=section.convert("lead_statuses", dict(DEFAULT_LEAD_STATUSES),
                                       _lead_statuses),
-        max_stages=int(max_stages),
+        max_stages=section.count("max_stages", SalesforceConfig.max_stages),
         rate_limit=section.number("rate_limit", SalesforceConfig.rate_limit, minimum=0.1),
         timeout=section.duration("timeout", SalesforceConfig.timeout),
     )
@@ -165,7 +162,6 @@ class SalesforceSource(HttpSource):
                                  source_config.client_secret, source_config.api_version)
         self._deal_fields: list[str] | None = None  # learned once from the describe
         self._org_currency: str | None = None
-        self._warned: set[str] = set()
 
     def poll(self) -> list[Sample]:
         now = int(self.clock())
@@ -201,7 +197,7 @@ class SalesforceSource(HttpSource):
             probability = fetch.decimal(stage.get("DefaultProbability"),
                                         f"the DefaultProbability of stage {stage_name}")
         else:  # not among the OpportunityStage records: the deal's own values
-            self._warn_once(f"stage:{stage_name}", "salesforce: no OpportunityStage has the "
+            self.warn_once(f"stage:{stage_name}", "salesforce: no OpportunityStage has the "
                             "API name %r; its deals use their own Probability", stage_name)
             label = stage_name
             probability = fetch.decimal(record.get("Probability"), f"the Probability of {deal_id}")
@@ -230,7 +226,7 @@ class SalesforceSource(HttpSource):
         currency = self._currency(record)
         converted = money.convert(amount, currency, self.fx_rates)
         if converted is None:
-            self._warn_once(f"fx:{currency}", "salesforce: deals in %s are left out of amounts: "
+            self.warn_once(f"fx:{currency}", "salesforce: deals in %s are left out of amounts: "
                             "fx_rates has no rate for it", currency.upper())
         return converted
 
@@ -299,10 +295,6 @@ class SalesforceSource(HttpSource):
                 leads.append(lead)
         return leads
 
-    def _warn_once(self, key: str, message: str, *args: Any) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            log.warning(message, *args)
 
 
 def create(source_config: SalesforceConfig, config: Any) -> SalesforceSource:
