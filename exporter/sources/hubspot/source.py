@@ -16,7 +16,6 @@ waits for the interval.
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -34,8 +33,6 @@ from exporter.sources.crm import export
 from exporter.sources.crm.export import CrmData, CrmOptions
 from exporter.sources.crm.pipeline import Deal, Lead, Stage
 from exporter.sources.hubspot import fetch
-
-log = logging.getLogger(__name__)
 
 NAME = "hubspot"
 API = "https://api.hubapi.com"
