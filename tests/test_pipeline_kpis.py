@@ -6,7 +6,7 @@ import pytest
 
 from exporter.sources.crm.pipeline import (
     DAY, HOUR, OTHER, Closed, Deal, Lead, Stage, capped_stages, closed, funnel, open_pipeline,
-    response, stage_changes, stalled,
+    lead_moved_since, response, stage_changes, stalled,
 )
 
 NOW = 1_800_000_000
@@ -119,3 +119,12 @@ def test_stage_labels_are_capped_by_open_amount():
         ("Renewals", "A"): (D(100), D(50), 4),  # ties by name: Renewals before Sales
         (OTHER, OTHER): (D(150), D(15), 2)}
     assert capped_stages(pipeline, 10) == pipeline
+
+
+def test_a_lead_moved_since_a_moment_if_created_or_staged_after_it():
+    since = NOW - 30 * DAY
+    assert lead_moved_since(Lead("a", NOW - DAY), since)                     # new
+    assert lead_moved_since(Lead("b", NOW - 60 * DAY, sql=NOW - DAY), since)  # old, qualified now
+    assert not lead_moved_since(Lead("c", NOW - 60 * DAY, mql=NOW - 40 * DAY,
+                                     first_touch=NOW - DAY), since)  # a touch is no stage
+    assert not lead_moved_since(Lead("d", since), since)                     # exactly on it: out

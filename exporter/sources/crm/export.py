@@ -17,6 +17,9 @@ from exporter.sources.crm.pipeline import DAY, Deal, Lead
 
 CLOSED_WINDOWS = {"30d": 30 * DAY, "90d": 90 * DAY}
 LEAD_WINDOWS = {"30d": 30 * DAY}
+# How far back a source must read: the longest window of each kind.
+CLOSED_LOOKBACK = max(CLOSED_WINDOWS.values())
+LEAD_LOOKBACK = max(LEAD_WINDOWS.values())
 STAGE_CHANGE_WINDOW = ("14d", pipeline.STALLED_AFTER)
 
 

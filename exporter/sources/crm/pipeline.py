@@ -67,6 +67,13 @@ class Lead:
     first_touch: int | None = None  # the first sales activity on it
 
 
+def lead_moved_since(lead: Lead, since: int) -> bool:
+    """Was the lead created, or did it reach a funnel stage, after `since`? (Leads that
+    did not count in no funnel window from `since` on; sources drop them.)"""
+    return any(at is not None and at > since
+               for at in (lead.created, lead.mql, lead.sql, lead.opportunity))
+
+
 @dataclass(frozen=True)
 class Closed:
     won: int

@@ -31,12 +31,11 @@ from exporter.sources.base import (
 )
 from exporter.sources.crm import export
 from exporter.sources.crm.export import CrmData, CrmOptions
-from exporter.sources.crm.pipeline import Deal, Lead, Stage
+from exporter.sources.crm.pipeline import Deal, Lead, Stage, lead_moved_since
 from exporter.sources.hubspot import fetch
 
 NAME = "hubspot"
 API = "https://api.hubapi.com"
-LEAD_WINDOW = max(export.LEAD_WINDOWS.values())
 # Searches overlap the previous poll by this much: HubSpot's search index lags
 # writes by a few seconds, and an object seen twice is merged by id.
 OVERLAP = 300
@@ -200,7 +199,7 @@ class HubSpotSource(HttpSource):
         deals = {d["id"]: d["properties"]
                  for d in fetch.list_objects(self.client, "deals", DEAL_PROPERTIES)}
         contacts: dict[str, dict] = {}
-        since = now - LEAD_WINDOW
+        since = now - export.LEAD_LOOKBACK
         dates = ["createdate"] + [stage_date_properties(stage)[0]
                                   for stage in self.config.lifecycle_stages.values()]
         for date_property in dates:
@@ -247,7 +246,7 @@ class HubSpotSource(HttpSource):
                 closed=fetch.seconds(props.get("closedate")) if stage.is_closed else None,
                 stage_changed=fetch.seconds(props.get("hs_v2_date_entered_current_stage"))))
         leads = [lead for lead in (self._lead(cid, props) for cid, props in state.contacts.items())
-                 if lead is not None and _recent(lead, now - LEAD_WINDOW)]
+                 if lead is not None and lead_moved_since(lead, now - export.LEAD_LOOKBACK)]
         return CrmData(deals, leads, unconverted)
 
     def _lead(self, contact_id: str, props: dict) -> Lead | None:
@@ -275,11 +274,6 @@ def _stage(pipeline_label: str, stage: dict) -> Stage:
     closed = str(metadata.get("isClosed")).lower() == "true"
     return Stage(pipeline=pipeline_label, label=str(stage.get("label") or stage.get("id")),
                  probability=probability, is_closed=closed, is_won=closed and probability == 1)
-
-
-def _recent(lead: Lead, since: int) -> bool:
-    return any(at is not None and at > since
-               for at in (lead.created, lead.mql, lead.sql, lead.opportunity))
 
 
 def _company_currency(client: HttpClient) -> str:

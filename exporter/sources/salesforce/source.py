@@ -38,14 +38,12 @@ from exporter.secrets import Secret
 from exporter.sources.base import HttpSource, Registration, Sample
 from exporter.sources.crm import export
 from exporter.sources.crm.export import CrmData, CrmOptions
-from exporter.sources.crm.pipeline import Deal, Lead, Stage
+from exporter.sources.crm.pipeline import Deal, Lead, Stage, lead_moved_since
 from exporter.sources.salesforce import fetch
 from exporter.sources.salesforce.api import NAME, ApiUsage, SalesforceApi
 
 log = logging.getLogger(__name__)
 
-CLOSED_WINDOW = max(export.CLOSED_WINDOWS.values())
-LEAD_WINDOW = max(export.LEAD_WINDOWS.values())
 DEFAULT_PIPELINE = "default"  # without pipeline_field, or when a deal has no value in it
 FUNNEL_STAGES = ("mql", "sql")
 DEFAULT_LEAD_STATUSES = {"mql": ("Marketing Qualified",), "sql": ("Sales Qualified",)}
@@ -179,7 +177,7 @@ class SalesforceSource(HttpSource):
         stages = fetch.stages(self.api)
         deals: list[Deal] = []
         unconverted: dict[str, int] = {}
-        for record in fetch.opportunities(self.api, fields, now - CLOSED_WINDOW):
+        for record in fetch.opportunities(self.api, fields, now - export.CLOSED_LOOKBACK):
             deal = self._deal(record, stages)
             if deal.amount is None and record.get("Amount") is not None:
                 currency = self._currency(record)
@@ -255,7 +253,7 @@ class SalesforceSource(HttpSource):
     # -- leads ----------------------------------------------------------------
 
     def _leads(self, now: int) -> list[Lead]:
-        since = now - LEAD_WINDOW
+        since = now - export.LEAD_LOOKBACK
         statuses = self.config.lead_statuses
         records = {fetch.text(r, "Id"): r for r in fetch.leads_since(self.api, since)}
         reached: dict[str, dict[str, int]] = {}  # lead -> {stage: earliest change to it}
@@ -290,8 +288,7 @@ class SalesforceSource(HttpSource):
             lead = Lead(id=lead_id, created=created[lead_id], mql=times.get("mql"),
                         sql=times.get("sql"), opportunity=converted,
                         first_touch=touches.get(lead_id) if created[lead_id] > since else None)
-            if any(at is not None and at > since
-                   for at in (lead.created, lead.mql, lead.sql, lead.opportunity)):
+            if lead_moved_since(lead, since):
                 leads.append(lead)
         return leads
 
