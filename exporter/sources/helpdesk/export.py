@@ -1,0 +1,101 @@
+"""The samples both helpdesk sources export: one function from tickets and ratings to metrics.
+
+Zendesk and Intercom each turn their objects into `tickets.Ticket` and
+`tickets.Rating` records; from there on everything is shared, so one dashboard
+and one set of alerts serve either (the `source` label tells them apart).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from exporter import catalog
+from exporter.sources.base import Sample
+from exporter.sources.helpdesk import tickets
+from exporter.sources.helpdesk.tickets import DAY, Rating, Ticket
+
+WINDOWS = {"24h": DAY, "7d": 7 * DAY, "30d": 30 * DAY}
+# How far back a source must keep solved tickets and ratings: the longest window
+# (the volume baseline, 24 hours + 28 days, fits inside it).
+LOOKBACK = max(WINDOWS.values())
+
+
+@dataclass(frozen=True)
+class HelpdeskOptions:
+    # priority -> resolution target in seconds (the catalog's support_resolution targets)
+    sla_targets: dict[str, float] = field(default_factory=lambda: dict(tickets.SLA_TARGETS))
+
+
+@dataclass(frozen=True)
+class HelpdeskData:
+    """One poll's records: the tickets a source keeps and the ratings in the lookback."""
+
+    tickets: list[Ticket]
+    ratings: list[Rating]
+
+
+def helpdesk_options(config: Any) -> HelpdeskOptions:
+    """The SLA targets from the (overridden) catalog."""
+    resolution = catalog.by_key(config.kpis)["support_resolution"]
+    return HelpdeskOptions(sla_targets=dict(resolution.targets))
+
+
+def keep(ticket: Ticket, now: int) -> bool:
+    """Whether a source still needs the ticket: unsolved, or created or solved in the lookback."""
+    since = now - LOOKBACK
+    return ticket.solved is None or ticket.solved > since or ticket.created > since
+
+
+def samples(source: str, data: HelpdeskData, now: int,
+            options: HelpdeskOptions = HelpdeskOptions()) -> list[Sample]:
+    def sample(metric: str, value: float, **labels: str) -> Sample:
+        return Sample(metric, {"source": source, **labels}, float(value))
+
+    found = data.tickets
+    result = [sample("kpi_support_open_tickets", count, status=status, priority=priority)
+              for (status, priority), count in sorted(tickets.backlog(found).items())]
+    result += [sample("kpi_support_sla_breaches", count, priority=priority)
+               for priority, count in tickets.sla_breaches(found, now, options.sla_targets).items()]
+
+    for window, seconds in WINDOWS.items():
+        result += [sample("kpi_support_tickets_created", tickets.created(found, now, seconds),
+                          window=window),
+                   sample("kpi_support_tickets_solved", tickets.solved(found, now, seconds),
+                          window=window)]
+        resolutions = tickets.resolution_times(found, now, seconds)
+        for metric, times in (("kpi_support_first_reply_seconds",
+                               tickets.first_reply_times(found, now, seconds)),
+                              ("kpi_support_resolution_seconds", resolutions)):
+            result += _quantiles(sample, metric, window, times)
+        result += [sample("kpi_support_resolution_within_sla", share, priority=priority,
+                          window=window)
+                   for priority, share in _by_priority(
+                       tickets.within_sla(resolutions, options.sla_targets))]
+        given = tickets.csat(data.ratings, now, seconds)
+        result.append(sample("kpi_support_ratings", given.rated, window=window))
+        if given.share is not None:
+            result.append(sample("kpi_support_csat", given.share, window=window))
+
+    for metric, window, value in (
+            ("kpi_support_ticket_volume_vs_normal", "24h", tickets.volume_vs_normal(found, now)),
+            ("kpi_support_ticket_volume_change", "7d", tickets.volume_change(found, now)),
+            ("kpi_support_backlog_growth", "7d", tickets.backlog_growth(found, now))):
+        if value is not None:
+            result.append(sample(metric, value, window=window))
+    return result
+
+
+QUANTILES = (("0.5", 0.5), ("0.9", 0.9))
+
+
+def _quantiles(sample, metric: str, window: str, times: dict[str, list[float]]) -> list[Sample]:
+    """Median and 90th percentile per priority; a priority without times has no series."""
+    return [sample(metric, tickets.quantile(values, q), priority=priority, window=window,
+                   quantile=label)
+            for priority, values in _by_priority(times) for label, q in QUANTILES]
+
+
+def _by_priority(values: dict) -> list[tuple[str, Any]]:
+    """In PRIORITIES order, the ones present."""
+    return [(priority, values[priority]) for priority in tickets.PRIORITIES if priority in values]
