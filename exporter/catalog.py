@@ -62,6 +62,13 @@ class Kpi:
     # Which way is good: "higher" or "lower"; None for tracked-only numbers.
     direction: Literal["higher", "lower"] | None = None
     thresholds: tuple[Threshold, ...] = field(default_factory=tuple)
+    # A target per value of one label (support resolution: one per priority),
+    # as ((value, target), ...); `target` is then None.
+    target_label: str | None = None
+    targets: tuple[tuple[str, float], ...] = ()
+    # A Prometheus recording rule rather than an exporter metric: its PromQL
+    # expression (`metric` is then the record's name).
+    recorded: str | None = None
 
     def threshold(self, name: str) -> Threshold:
         for threshold in self.thresholds:
@@ -439,7 +446,98 @@ SALES: tuple[Kpi, ...] = (
            unit="ratio", direction="higher"),
 )
 
-KPIS: tuple[Kpi, ...] = REVENUE + REVENUE_DYNAMICS + EMAIL + SALES
+
+
+def _support(key: str, help: str, description: str, *, unit: Unit = "count",
+             labels: tuple[str, ...] = ("source", "window"), **kw) -> Kpi:
+    return Kpi(key=f"support_{key}", metric=kw.pop("metric", f"kpi_support_{key}"), help=help,
+               unit=unit, labels=labels, description=description, team="support",
+               area="support", **kw)
+
+
+_BY_PRIORITY = ("source", "priority", "window", "quantile")
+
+# Customer support (issue 8): Zendesk or Intercom, the same definitions for
+# both, see exporter/sources/helpdesk/tickets.py. Windows are trailing 24h, 7d
+# and 30d; priorities are urgent, high, normal and low.
+SUPPORT: tuple[Kpi, ...] = (
+    _support("open_tickets", "Unsolved tickets by status and priority.",
+             "The backlog: tickets not solved, by the helpdesk's own status (new, open, pending, "
+             "hold; Intercom: open, snoozed) and priority. Tracked.",
+             labels=("source", "status", "priority")),
+    _support("tickets_created", "Tickets created in the trailing window.",
+             "Tickets (Intercom: conversations) created in the window, deleted ones aside."),
+    _support("tickets_solved", "Tickets solved in the trailing window.",
+             "Tickets whose last solve is in the window."),
+    _support("first_reply", "Time from a ticket's creation to its first agent reply, median "
+             "(quantile 0.5) and 90th percentile (0.9) by priority, over the trailing window.",
+             "Over the tickets first replied to in the window; calendar time, or business hours "
+             "with Zendesk's business_hours. No series for a window without replies. Tracked.",
+             unit="seconds", labels=_BY_PRIORITY, metric="kpi_support_first_reply_seconds"),
+    _support("resolution", "Time from a ticket's creation to its last solve, median (quantile "
+             "0.5) and 90th percentile (0.9) by priority, over the trailing window.",
+             "Over the tickets solved in the window (full resolution time). The documented "
+             "targets, per priority: critical (urgent, high) < 4 hours, normal and low < 24 "
+             "hours; override them under `targets:`. No series for an empty window.",
+             unit="seconds", labels=_BY_PRIORITY, metric="kpi_support_resolution_seconds",
+             direction="lower", target_label="priority",
+             targets=(("urgent", 4 * 3600), ("high", 4 * 3600), ("normal", 24 * 3600),
+                      ("low", 24 * 3600))),
+    _support("resolution_within_sla", "Share of the tickets solved in the trailing window that "
+             "were solved within their priority's resolution target.",
+             "Tickets solved in the window with a resolution time at most the support_resolution "
+             "target of their priority / tickets solved in the window, by priority. Tracked.",
+             unit="ratio", labels=("source", "priority", "window"), direction="higher"),
+    _support("sla_breaches", "Unsolved tickets older than their priority's resolution target.",
+             "Tickets not solved and created longer ago than the support_resolution target of "
+             "their priority (calendar time), by priority: each one already breaks the "
+             "documented SLA. Pending tickets count too.",
+             labels=("source", "priority"), direction="lower",
+             thresholds=(Threshold("warning", "warning", "above", 0,
+                                   note="Any ticket past its resolution target."),)),
+    _support("csat", "Customer satisfaction: satisfied / all ratings given in the trailing window.",
+             "Zendesk: good / (good + bad); Intercom: ratings of 4 or 5 / all ratings (1-5). "
+             "Absent without ratings. Target 85 % (a support-specific document says 90 %; "
+             "override the target and threshold for it). The documented critical fall, 0.5 "
+             "points on a 5-point scale, is a tenth of the scale: here CSAT over 7 days more "
+             "than 10 % below its 30-day value.",
+             unit="ratio", target=0.85, direction="higher",
+             thresholds=(Threshold("warning", "warning", "below", 0.85, window="7d"),
+                         Threshold("drop", "critical", "drop", 0.10, window="7d",
+                                   baseline="30d"))),
+    _support("ratings", "Satisfaction ratings given in the trailing window.",
+             "Ratings (Zendesk good or bad, Intercom 1-5) given in the window: how much "
+             "kpi_support_csat rests on."),
+    _support("ticket_volume_vs_normal", "Tickets created in the last 24 hours / the daily "
+             "average of the 28 days before.",
+             "1 is a normal day. Documented: a warning above 150 % of normal. Absent when the 28 "
+             "days had no tickets.",
+             unit="ratio", direction="lower",
+             thresholds=(Threshold("warning", "warning", "above", 1.5, window="24h"),)),
+    _support("ticket_volume_change", "Tickets created in the last 7 days / the 7 days before, "
+             "minus 1.",
+             "Week-over-week change in ticket volume. Documented: a warning above +50 %. Absent "
+             "when the week before had no tickets.",
+             unit="ratio", direction="lower",
+             thresholds=(Threshold("warning", "warning", "above", 0.5, window="7d"),)),
+    _support("backlog_growth", "(Tickets created - tickets solved) / tickets created over the "
+             "last 7 days.",
+             "The share of the week's tickets that piled up in the backlog (negative: it shrank). "
+             "Not documented: the warning at 25 % (a quarter of a week's tickets left over) is "
+             "our default.",
+             unit="ratio", direction="lower",
+             thresholds=(Threshold("warning", "warning", "above", 0.25, window="7d"),)),
+    _support("tickets_per_paying_customer", "Tickets created in the last 30 days / paying "
+             "customers (a recording rule; needs Stripe too).",
+             "kpi_support_tickets_created over 30 days / the sum of kpi_paying_customers, per "
+             "helpdesk source. Documented target: under 2 % of customers a month.",
+             unit="ratio", labels=("source",), target=0.02, direction="lower",
+             metric="source:kpi_support_tickets_per_paying_customer:ratio_30d",
+             recorded='sum by (source) (kpi_support_tickets_created{window="30d"}) '
+                      "/ on() group_left() sum(kpi_paying_customers)"),
+)
+
+KPIS: tuple[Kpi, ...] = REVENUE + REVENUE_DYNAMICS + EMAIL + SALES + SUPPORT
 
 HEALTH: tuple[HealthMetric, ...] = (
     HealthMetric("kpi_source_up", "1 if the last poll of the source succeeded, 0 if it failed. "
@@ -502,6 +600,11 @@ def value_text(unit: Unit, value: float) -> str:
     return f"{value:,g}"
 
 
+def targets_text(kpi: Kpi) -> str:
+    """A per-label target list as people write it: "urgent 4h, high 4h, ..."."""
+    return ", ".join(f"{value} {value_text(kpi.unit, target)}" for value, target in kpi.targets)
+
+
 def by_key(kpis: tuple[Kpi, ...] = KPIS) -> dict[str, Kpi]:
     return {kpi.key: kpi for kpi in kpis}
 
@@ -516,6 +619,7 @@ class KpiOverride:
 
     target: float | None = None
     thresholds: dict[str, float] = field(default_factory=dict)
+    targets: dict[str, float] = field(default_factory=dict)  # by target_label value
 
 
 def apply_overrides(overrides: dict[str, KpiOverride],
@@ -537,7 +641,10 @@ def apply_overrides(overrides: dict[str, KpiOverride],
             for t in kpi.thresholds
         )
         target = kpi.target if override.target is None else override.target
-        result.append(dataclasses.replace(kpi, target=target, thresholds=thresholds))
+        targets = tuple((value, override.targets.get(value, default))
+                        for value, default in kpi.targets)
+        result.append(dataclasses.replace(kpi, target=target, thresholds=thresholds,
+                                          targets=targets))
     unknown = set(overrides) - set(catalog)
     if unknown:
         raise UnknownKpi(sorted(unknown)[0])

@@ -42,7 +42,7 @@ class KpiCollector:
 
     def _families(self) -> dict[str, tuple[tuple[str, ...], Metric]]:
         """Fresh, empty families of every metric in the catalog, by name."""
-        specs = [*self.kpis, *catalog.HEALTH]
+        specs = [*(kpi for kpi in self.kpis if not kpi.recorded), *catalog.HEALTH]
         return {spec.metric: (spec.labels, _family(spec.metric, spec.help, spec.labels, spec.type))
                 for spec in specs}
 

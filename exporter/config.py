@@ -337,6 +337,23 @@ def _fx_rates(section: Section, reporting_currency: str) -> dict[str, Decimal]:
     return rates
 
 
+def _label_targets(entry: Section, kpi: catalog.Kpi) -> dict[str, float]:
+    """`targets: {urgent: 2h}`: a KPI's per-label targets (support_resolution's priorities)."""
+    if not entry.has("targets"):
+        return {}
+    section = entry.section("targets")
+    known = [value for value, _ in kpi.targets]
+    if not known:
+        raise entry.error("targets", "this KPI has one target: use `target:`")
+    targets: dict[str, float] = {}
+    for name in list(section.data):
+        if name not in known:
+            raise section.error(str(name), f"unknown {kpi.target_label} (known: {', '.join(known)})")
+        targets[name] = (section.duration if kpi.unit == "seconds" else section.number)(name, None)
+    section.finish()
+    return targets
+
+
 def _kpi_overrides(section: Section) -> tuple[catalog.Kpi, ...]:
     known = catalog.by_key()
     overrides: dict[str, catalog.KpiOverride] = {}
@@ -357,7 +374,9 @@ def _kpi_overrides(section: Section) -> tuple[catalog.Kpi, ...]:
             thresholds[name] = (thresholds_section.duration if known[key].unit == "seconds"
                                 else thresholds_section.number)(name, None)
         thresholds_section.finish()
+        targets = _label_targets(entry, known[key])
         entry.finish()
-        overrides[key] = catalog.KpiOverride(target=target, thresholds=thresholds)
+        overrides[key] = catalog.KpiOverride(target=target, thresholds=thresholds,
+                                             targets=targets)
     section.finish()
     return catalog.apply_overrides(overrides)

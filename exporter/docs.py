@@ -26,6 +26,9 @@ def _threshold_text(kpi: catalog.Kpi) -> str:
 
 
 def _target_text(kpi: catalog.Kpi) -> str:
+    if kpi.targets:
+        return f"< {catalog.targets_text(kpi)}" if kpi.direction == "lower" \
+            else catalog.targets_text(kpi)
     if kpi.target is None:
         return "-"
     sign = {"higher": "> ", "lower": "< "}.get(kpi.direction or "", "")
@@ -55,7 +58,7 @@ def kpi_table(kpis: tuple[catalog.Kpi, ...] = catalog.KPIS) -> str:
     lines = ["| KPI | Definition | Target | Thresholds | Alert | Team |",
              "|---|---|---|---|---|---|"]
     for kpi in kpis:
-        if kpi.target is None and not kpi.thresholds:
+        if kpi.target is None and not kpi.targets and not kpi.thresholds:
             continue
         alerts = sorted({alert_name(kpi, t) for t in kpi.thresholds})
         lines.append(f"| `{kpi.metric}` | {kpi.description} | {_target_text(kpi)} "

@@ -114,6 +114,11 @@ S = "sources: {stripe: {api_key: k1234}}\n"  # a valid source, for errors elsewh
     (S + "kpis: {mrr: {goal: 1}}", "kpis.mrr.goal"),
     (S + "kpis: {sales_cycle: {thresholds: {warning: two months}}}",
      "kpis.sales_cycle.thresholds.warning"),
+    (S + "kpis: {support_resolution: {targets: {critical: 2h}}}",
+     "kpis.support_resolution.targets.critical"),                                  # not a priority
+    (S + "kpis: {support_resolution: {targets: {urgent: soon}}}",
+     "kpis.support_resolution.targets.urgent"),
+    (S + "kpis: {mrr: {targets: {usd: 1}}}", "kpis.mrr.targets"),                # one target only
     (S + "listen: nowhere", "listen"),
     (S + "reporting_currency: dollars", "reporting_currency"),
     (S + "fx_rates: {eur: -1}", "fx_rates.eur"),
@@ -221,6 +226,17 @@ def test_time_kpis_take_durations_or_seconds():
     assert kpis["sales_cycle"].target == 40 * 86400
     assert kpis["sales_cycle"].threshold("warning").value == 90 * 86400
     assert kpis["sales_lead_response"].target == 3600
+
+
+def test_per_priority_resolution_targets_override_the_catalog():
+    from exporter import catalog
+    from exporter.sources.helpdesk.export import helpdesk_options
+
+    config = parse(S + "kpis: {support_resolution: {targets: {urgent: 2h, low: 172800}}}")
+    kpi = catalog.by_key(config.kpis)["support_resolution"]
+    assert dict(kpi.targets) == {"urgent": 7200, "high": 4 * 3600, "normal": 24 * 3600,
+                                 "low": 172800}
+    assert helpdesk_options(config).sla_targets == dict(kpi.targets)
 
 
 def test_the_readmes_example_config_is_valid():

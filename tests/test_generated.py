@@ -45,7 +45,11 @@ def test_catalog_is_consistent():
     assert len(metrics) == len(set(metrics))
     assert len({k.key for k in catalog.KPIS}) == len(catalog.KPIS)
     for kpi in catalog.KPIS:
-        assert kpi.metric.startswith("kpi_") and kpi.labels[0] == "source"
+        # a recorded KPI is named like a recording rule (level:metric:operations)
+        assert kpi.metric.startswith("source:kpi_" if kpi.recorded else "kpi_")
+        assert kpi.labels[0] == "source"
+        assert (kpi.target_label is None) == (not kpi.targets)
+        assert kpi.target_label is None or kpi.target is None
         assert kpi.help.endswith(".") and kpi.description
         assert (kpi.type == "counter") == kpi.metric.endswith("_total")
         assert len({t.name for t in kpi.thresholds}) == len(kpi.thresholds)

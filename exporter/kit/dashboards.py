@@ -20,7 +20,7 @@ from exporter import catalog
 SCHEMA_VERSION = 39
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 UIDS = {"overview": "kpi-exec-overview", "revenue": "kpi-revenue", "email": "kpi-email",
-        "sales": "kpi-sales", "health": "kpi-exporter-health"}
+        "sales": "kpi-sales", "support": "kpi-support", "health": "kpi-exporter-health"}
 GREEN, YELLOW, RED, BLUE = "green", "#EAB839", "red", "blue"
 
 
@@ -97,6 +97,7 @@ _TITLES = {"overview": (UIDS["overview"], "KPI executive overview"),
            "revenue": (UIDS["revenue"], "KPI revenue"),
            "email": (UIDS["email"], "KPI email deliverability"),
            "sales": (UIDS["sales"], "KPI sales pipeline"),
+           "support": (UIDS["support"], "KPI customer support"),
            "health": (UIDS["health"], "kpi-exporter health")}
 
 
@@ -303,6 +304,85 @@ def sales(kpis: dict[str, catalog.Kpi], currency: str) -> g.Dashboard:
                       "from HubSpot or Salesforce.", panels)
 
 
+def _target_lines(kpi: catalog.Kpi) -> list[tuple[str, str]]:
+    """A per-priority target as flat lines, one per distinct value ("urgent/high target")."""
+    values: dict[float, list[str]] = {}
+    for label, target in kpi.targets:
+        values.setdefault(target, []).append(label)
+    return [(f"vector({catalog.number(target)})", f"{'/'.join(labels)} target")
+            for target, labels in values.items()]
+
+
+def support(kpis: dict[str, catalog.Kpi], currency: str) -> g.Dashboard:
+    """Is the backlog under control, are customers answered in time, and are they happy?"""
+    day, week, month = "24h", "7d", "30d"
+    seconds = grafana_unit("seconds", currency)
+
+    def stat(key: str, expr: str, x: int, y: int, title: str) -> g.Stat:
+        return kpi_stat(kpis[key], expr, x, y, currency, title=title, w=4)
+
+    per_paying = kpis["support_tickets_per_paying_customer"]
+    panels = [
+        stat("support_open_tickets", "sum by (source) (kpi_support_open_tickets)", 0, 0,
+             "Open tickets"),
+        stat("support_sla_breaches", "sum by (source) (kpi_support_sla_breaches)", 4, 0,
+             "Tickets past their SLA"),
+        stat("support_csat", f'kpi_support_csat{{window="{week}"}}', 8, 0, "CSAT (7 days)"),
+        stat("support_ticket_volume_vs_normal",
+             f'kpi_support_ticket_volume_vs_normal{{window="{day}"}}', 12, 0,
+             "Volume vs normal (24 h)"),
+        stat("support_ticket_volume_change", f'kpi_support_ticket_volume_change{{window="{week}"}}',
+             16, 0, "Volume week over week"),
+        stat("support_tickets_per_paying_customer", per_paying.metric, 20, 0,
+             "Tickets per paying customer (30 days)"),
+        timeseries("Backlog by status and priority", kpis["support_open_tickets"].description,
+                   [("kpi_support_open_tickets", "{{source}} {{status}} / {{priority}}")],
+                   "short", 0, 4),
+        timeseries("Tickets created and solved (24 h)",
+                   kpis["support_tickets_created"].description + " "
+                   + kpis["support_tickets_solved"].description,
+                   [(f'kpi_support_tickets_created{{window="{day}"}}', "created {{source}}"),
+                    (f'kpi_support_tickets_solved{{window="{day}"}}', "solved {{source}}")],
+                   "short", 12, 4),
+        timeseries("First reply time by priority (7 days)", kpis["support_first_reply"].description,
+                   [(f'kpi_support_first_reply_seconds{{window="{week}"}}',
+                     "{{source}} {{priority}} q{{quantile}}")], seconds, 0, 12),
+        timeseries("Resolution time, 90th percentile, by priority (7 days)",
+                   kpis["support_resolution"].description,
+                   [(f'kpi_support_resolution_seconds{{window="{week}", quantile="0.9"}}',
+                     "{{source}} {{priority}}")] + _target_lines(kpis["support_resolution"]),
+                   seconds, 12, 12),
+        timeseries("Solved within SLA by priority (7 days)",
+                   kpis["support_resolution_within_sla"].description,
+                   [(f'kpi_support_resolution_within_sla{{window="{week}"}}',
+                     "{{source}} {{priority}}")], "percentunit", 0, 20),
+        timeseries("Tickets past their SLA by priority", kpis["support_sla_breaches"].description,
+                   [("kpi_support_sla_breaches", "{{source}} {{priority}}")], "short", 12, 20),
+        timeseries("CSAT (7 and 30 days)", kpis["support_csat"].description,
+                   [(f'kpi_support_csat{{window=~"{week}|{month}"}}', "{{source}} {{window}}"),
+                    (f"vector({catalog.number(kpis['support_csat'].target)})", "target")],
+                   "percentunit", 0, 28),
+        timeseries("Ratings given", kpis["support_ratings"].description,
+                   [("kpi_support_ratings", "{{source}} {{window}}")], "short", 12, 28),
+        timeseries("Volume and backlog trends",
+                   "Volume vs normal (1 = a normal day), week-over-week volume change and "
+                   "backlog growth, each against its alert threshold.",
+                   [(f'kpi_support_ticket_volume_vs_normal{{window="{day}"}}',
+                     "volume vs normal {{source}}"),
+                    (f'kpi_support_ticket_volume_change{{window="{week}"}}',
+                     "week over week {{source}}"),
+                    (f'kpi_support_backlog_growth{{window="{week}"}}', "backlog growth {{source}}")],
+                   "percentunit", 0, 36),
+        timeseries("Tickets per paying customer (30 days)", per_paying.description,
+                   [(per_paying.metric, "{{source}}"),
+                    (f"vector({catalog.number(per_paying.target)})", "target")],
+                   "percentunit", 12, 36),
+    ]
+    return _dashboard("support", _TITLES["support"][1],
+                      "Backlog, reply and resolution times against the SLA, CSAT and ticket "
+                      "volume, from Zendesk or Intercom.", panels)
+
+
 def health() -> g.Dashboard:
     """Is the data fresh, and are the upstream APIs answering?"""
     panels = [
@@ -336,7 +416,7 @@ def dashboards(kpis: tuple[catalog.Kpi, ...] = catalog.KPIS,
     by_key = catalog.by_key(kpis)
     built = {"overview.json": overview(by_key, currency), "revenue.json": revenue(by_key, currency),
              "email.json": email(by_key, currency), "sales.json": sales(by_key, currency),
-             "exporter-health.json": health()}
+             "support.json": support(by_key, currency), "exporter-health.json": health()}
     return {name: _to_json(board) for name, board in built.items()}
 
 

@@ -61,7 +61,7 @@ def _shown(kpi: catalog.Kpi, threshold: catalog.Threshold) -> str:
 
 
 _ACRONYMS = {"mrr": "MRR", "arr": "ARR", "arpa": "ARPA", "mqls": "MQLs", "sqls": "SQLs",
-             "mql": "MQL", "sql": "SQL"}
+             "mql": "MQL", "sql": "SQL", "csat": "CSAT", "sla": "SLA"}
 
 
 def _title(kpi: catalog.Kpi) -> str:
@@ -178,9 +178,10 @@ def health_alerts(settings: KitSettings) -> list[dict]:
     ]
 
 
-def recording_rules() -> list[dict]:
-    """Derived series that dashboards and alerts share (`level:metric:operations`)."""
-    return [
+def recording_rules(kpis: tuple[catalog.Kpi, ...] = catalog.KPIS) -> list[dict]:
+    """Derived series that dashboards and alerts share (`level:metric:operations`),
+    the catalog's recorded KPIs among them."""
+    return [{"record": kpi.metric, "expr": kpi.recorded} for kpi in kpis if kpi.recorded] + [
         {"record": "source:kpi_arr:mrr_x12", "expr": "12 * kpi_mrr"},
         {"record": "source:kpi_mrr:change_ratio_1w",
          "expr": "(kpi_mrr - kpi_mrr offset 1w) / kpi_mrr offset 1w"},
@@ -213,7 +214,7 @@ def rule_groups(kpis: tuple[catalog.Kpi, ...] = catalog.KPIS,
     for kpi in kpis:
         by_area.setdefault(kpi.area, [])
     # No `interval`: groups follow Prometheus' evaluation_interval.
-    groups = [{"name": "kpi-exporter.recording", "rules": recording_rules()}]
+    groups = [{"name": "kpi-exporter.recording", "rules": recording_rules(kpis)}]
     for area in by_area:
         alerts = kpi_alerts(tuple(k for k in kpis if k.area == area), settings)
         if alerts:
