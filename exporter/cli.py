@@ -16,8 +16,8 @@ from exporter.secrets import redact
 
 # Kept in step with exporter.simulator.SCENARIOS by a test; listed here so that
 # `--help` does not import the simulator.
-SCENARIO_NAMES = ("calm", "email-deliverability", "large-churn", "payment-failures",
-                  "pipeline-slump")
+SCENARIO_NAMES = ("calm", "csat-drop", "email-deliverability", "large-churn",
+                  "payment-failures", "pipeline-slump", "support-spike")
 
 CONTEXT = {"auto_envvar_prefix": "KPI_EXPORTER", "show_default": True,
            "help_option_names": ["-h", "--help"]}

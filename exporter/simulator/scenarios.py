@@ -1,7 +1,8 @@
 """Demo scenarios: the simulated company calm, or in trouble that a documented threshold catches.
 
 A scenario sets up the fake Stripe's company (whether the fake Mailgun's
-newsletter domain is in trouble, and how the fake CRMs' company sells).
+newsletter domain is in trouble, how the fake CRMs' company sells, and how the
+fake helpdesks' support desk runs).
 
     store, ticker_options = SCENARIOS["payment-failures"].build(seed=9, customers=500, now=now)
     FakeStripe(store, live=True, ticker_options=ticker_options)
@@ -21,6 +22,7 @@ from exporter.simulator.company import generate_company
 from exporter.simulator.crm_company import CrmProfile
 from exporter.simulator.periods import HOUR
 from exporter.simulator.stripe_store import StripeStore
+from exporter.simulator.support_company import SupportProfile
 from exporter.simulator.ticker import CompanyTicker
 
 # A card processor outage: most renewals fail and past-due invoices keep failing
@@ -38,6 +40,7 @@ class Scenario:
     ticker_options: dict = field(default_factory=dict)  # how the company moves on, live
     email_trouble: bool = False  # the fake Mailgun's newsletter domain stops delivering
     crm_profile: CrmProfile = CrmProfile()  # how the fake CRMs' company sells
+    support_profile: SupportProfile = SupportProfile()  # how the fake helpdesks' desk runs
 
     def build(self, seed: int, customers: int, now: int) -> tuple[StripeStore, dict]:
         return self.make(seed, customers, now), dict(self.ticker_options)
@@ -75,6 +78,16 @@ SCENARIOS = {s.name: s for s in (
              "MQLs, ~15 % of them SQLs): marketing's and sales' funnel alerts fire",
              ("KpiSalesMqlsLow", "KpiSalesSqlsLow", "KpiSalesMqlToSqlConversionLow"), _calm,
              crm_profile=CrmProfile(leads_per_day=35, sql_share=0.15)),
+    Scenario("support-spike",
+             "a flood of tickets for two days (4 times the usual rate): support's volume "
+             "spike warnings fire, daily and week over week",
+             ("KpiSupportTicketVolumeVsNormalHigh", "KpiSupportTicketVolumeChangeHigh"), _calm,
+             support_profile=SupportProfile(spike_factor=4, spike_days=2)),
+    Scenario("csat-drop",
+             "unhappy customers this week (about half the ratings satisfied): CSAT falls "
+             "below its 85 % target and far below its 30-day value",
+             ("KpiSupportCsatLow", "KpiSupportCsatDrop"), _calm,
+             support_profile=SupportProfile(unhappy_share=0.5, unhappy_days=7)),
     Scenario("large-churn",
              "the largest customer (over 10,000 a year) cancelled a few hours ago: "
              "a critical alert pages finance at once",

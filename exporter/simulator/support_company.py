@@ -138,9 +138,12 @@ def generate_support(seed: int, now: int, profile: SupportProfile = SupportProfi
     t = float(start)
     number = 0
     while t < now + 2 * DAY:
+        # Steady arrivals, one in each slot of 1/rate days at a random point of it: a
+        # calm day never looks like a spike by chance, as it could at random gaps.
         rate = profile.tickets_per_day * (profile.spike_factor if spike_from <= t < now else 1)
-        t += rng.expovariate(rate / DAY)
-        created = int(t)
+        slot = DAY / rate
+        created = int(t + rng.uniform(0, slot))
+        t += slot
         number += 1
         priority = rng.choices(priorities, weights)[0]
         _share, reply_hours, solve_hours, target = PRIORITY_PLAN[priority]
