@@ -1,0 +1,184 @@
+"""The Intercom source: its config, the conversations it keeps between polls,
+and the records it hands to the shared support math (a conversation is a ticket).
+
+The first poll (and one every `full_refresh_interval`) searches every
+conversation that is not closed or was updated in the last 30 days; later
+polls search only those updated since the previous poll (overlapping it by
+5 minutes) and merge them in by id. Searches never return a deleted
+conversation, so the periodic full read is what drops them. A poll that fails
+part-way changes nothing.
+
+Mapping: `state` is the status (open, snoozed, closed); Intercom's one
+priority flag maps `priority` to high and `not_priority` to normal (the SLA
+targets of those priorities apply); a closed conversation was solved at
+`statistics.last_close_at`; the first reply is `statistics.first_admin_reply_at`,
+its time `time_to_admin_reply`, the resolution time `time_to_last_close`
+(Intercom leaves out time outside office hours when the workspace has them).
+`conversation_rating` (1-5; 4 and 5 are satisfied) is a rating given at its
+`updated_at`. We assume rating a conversation updates it (the full read
+catches any that did not).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from exporter.config import Section
+from exporter.http import HttpClient
+from exporter.secrets import Secret
+from exporter.sources.base import HttpSource, Registration, Sample, UpstreamDataError
+from exporter.sources.helpdesk import export
+from exporter.sources.helpdesk.export import HelpdeskData, HelpdeskOptions
+from exporter.sources.helpdesk.tickets import Rating, Ticket, satisfied_by_score
+from exporter.sources.intercom import fetch
+
+NAME = "intercom"
+API_VERSION = "2.16"
+REGIONS = {"us": "https://api.intercom.io", "eu": "https://api.eu.intercom.io",
+           "au": "https://api.au.intercom.io"}
+OVERLAP = 300  # seconds: a conversation seen twice is merged by id
+PRIORITIES = {"priority": "high", "not_priority": "normal"}
+
+
+@dataclass(frozen=True)
+class IntercomConfig:
+    access_token: Secret
+    base_url: str = REGIONS["us"]
+    poll_interval: float = 300.0
+    full_refresh_interval: float = 86400.0
+    # Requests a second: Intercom allows ~1,000 a minute per app (in 10-second
+    # windows); 5 a second leaves room for the workspace's other integrations.
+    rate_limit: float = 5.0
+    timeout: float = 30.0
+
+
+def parse_config(section: Section) -> IntercomConfig:
+    region = section.string("region", "us").strip().lower()
+    if region not in REGIONS:
+        raise section.error("region", f"{region!r} is not one of {', '.join(REGIONS)}")
+    base_url = section.string("base_url", REGIONS[region])
+    if not base_url.startswith(("http://", "https://")):
+        raise section.error("base_url", "must start with http:// or https://")
+    return IntercomConfig(
+        access_token=section.secret("access_token"), base_url=base_url.rstrip("/"),
+        poll_interval=section.duration("poll_interval", IntercomConfig.poll_interval),
+        full_refresh_interval=section.duration("full_refresh_interval",
+                                               IntercomConfig.full_refresh_interval),
+        rate_limit=section.number("rate_limit", IntercomConfig.rate_limit, minimum=0.1),
+        timeout=section.duration("timeout", IntercomConfig.timeout),
+    )
+
+
+def make_client(source_config: IntercomConfig, **overrides: Any) -> HttpClient:
+    options = {"read_timeout": source_config.timeout, "rate_limit": source_config.rate_limit,
+               **overrides}
+    return HttpClient(NAME, source_config.base_url,
+                      headers={"Authorization": f"Bearer {source_config.access_token.reveal()}",
+                               "Intercom-Version": API_VERSION, "Accept": "application/json"},
+                      **options)
+
+
+@dataclass
+class _State:
+    conversations: dict[str, dict] = field(default_factory=dict)  # id -> conversation
+    synced: int | None = None  # when the last poll started
+    full_at: int | None = None  # when the last full read started
+
+
+class IntercomSource(HttpSource):
+    name = NAME
+
+    def __init__(self, source_config: IntercomConfig, options: HelpdeskOptions = HelpdeskOptions(),
+                 *, clock: Callable[[], float] = time.time, client: HttpClient | None = None):
+        self.config = source_config
+        self.poll_interval = source_config.poll_interval
+        self.options = options
+        self.clock = clock
+        self.client = client or make_client(source_config)
+        self._state = _State()
+
+    def poll(self) -> list[Sample]:
+        now = int(self.clock())
+        return export.samples(NAME, self.read(now), now, self.options)
+
+    def read(self, now: int) -> HelpdeskData:
+        state = self._state
+        if state.full_at is None or now - state.full_at >= self.config.full_refresh_interval:
+            query, conversations, full_at = \
+                fetch.open_or_updated_since(now - export.LOOKBACK), {}, now
+        else:
+            query, conversations, full_at = \
+                fetch.updated_since((state.synced or now) - OVERLAP), dict(state.conversations), \
+                state.full_at
+        for conversation in fetch.search(self.client, query):
+            if not isinstance(conversation, dict) or conversation.get("id") is None:
+                raise UpstreamDataError("intercom: a conversation in the search has no id")
+            conversations[str(conversation["id"])] = conversation
+        tickets, ratings, kept = [], [], {}
+        for conversation_id, conversation in conversations.items():
+            ticket = _ticket(conversation_id, conversation)
+            if export.keep(ticket, now):
+                kept[conversation_id] = conversation
+                tickets.append(ticket)
+                rating = _rating(conversation_id, conversation)
+                if rating is not None and rating.created > now - export.LOOKBACK:
+                    ratings.append(rating)
+        self._state = _State(kept, synced=now, full_at=full_at)  # only once all is good
+        return HelpdeskData(tickets, ratings)
+
+
+def _time(value: Any, what: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise UpstreamDataError(f"intercom: {what} is {value!r}, not a Unix time")
+    return int(value)
+
+
+def _ticket(conversation_id: str, conversation: dict) -> Ticket:
+    state = conversation.get("state")
+    if state not in ("open", "snoozed", "closed"):
+        raise UpstreamDataError(f"intercom: conversation {conversation_id} has state {state!r}")
+    created = _time(conversation.get("created_at"), f"the created_at of conversation "
+                    f"{conversation_id}")
+    if created is None:
+        raise UpstreamDataError(f"intercom: conversation {conversation_id} has no created_at")
+    stats = conversation.get("statistics") or {}
+    if not isinstance(stats, dict):
+        raise UpstreamDataError(f"intercom: conversation {conversation_id} has statistics "
+                                f"{stats!r}")
+
+    def stat(name: str) -> int | None:
+        return _time(stats.get(name), f"statistics.{name} of conversation {conversation_id}")
+
+    solved = stat("last_close_at") if state == "closed" else None
+    return Ticket(id=conversation_id, status=state,
+                  priority=PRIORITIES.get(conversation.get("priority"), "normal"),
+                  created=created, solved=solved, first_reply=stat("first_admin_reply_at"),
+                  first_reply_seconds=stat("time_to_admin_reply"),
+                  resolution_seconds=None if solved is None else stat("time_to_last_close"))
+
+
+def _rating(conversation_id: str, conversation: dict) -> Rating | None:
+    rating = conversation.get("conversation_rating")
+    if not rating or rating.get("rating") is None:
+        return None
+    score = rating["rating"]
+    if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
+        raise UpstreamDataError(f"intercom: conversation {conversation_id} has rating "
+                                f"{score!r}, not 1 to 5")
+    given = _time(rating.get("updated_at") or rating.get("created_at"),
+                  f"the rating time of conversation {conversation_id}")
+    if given is None:
+        raise UpstreamDataError(f"intercom: the rating of conversation {conversation_id} "
+                                "has no time")
+    return Rating(conversation_id, given, satisfied_by_score(score))
+
+
+def create(source_config: IntercomConfig, config: Any) -> IntercomSource:
+    return IntercomSource(source_config, export.helpdesk_options(config))
+
+
+SOURCE_TYPE = Registration(parse_config, create)
