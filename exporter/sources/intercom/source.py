@@ -163,7 +163,7 @@ def _ticket(conversation_id: str, conversation: dict) -> Ticket:
 
 def _rating(conversation_id: str, conversation: dict) -> Rating | None:
     rating = conversation.get("conversation_rating")
-    if not rating or rating.get("rating") is None:
+    if not isinstance(rating, dict) or rating.get("rating") is None:
         return None
     score = rating["rating"]
     if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
