@@ -1,6 +1,6 @@
 """`kpi-exporter demo`: the real exporter polling the built-in simulator.
 
-The fake upstreams (Stripe, Mailgun, HubSpot, Salesforce) listen on loopback ports chosen by the
+The fake upstreams (Stripe, Mailgun, HubSpot, Salesforce, Zendesk, Intercom) listen on loopback ports chosen by the
 OS; the exporter reaches them over HTTP exactly as it reaches the real APIs.
 """
 
@@ -16,12 +16,17 @@ from exporter.secrets import Secret
 from exporter.simulator import SCENARIOS, FakeStripe
 from exporter.simulator.crm_company import generate_crm
 from exporter.simulator.hubspot_fake import FakeHubSpot
+from exporter.simulator.intercom_fake import FakeIntercom
 from exporter.simulator.mailgun_fake import FakeMailgun, MailgunAccount
 from exporter.simulator.salesforce_fake import FakeSalesforce
+from exporter.simulator.support_company import generate_support
+from exporter.simulator.zendesk_fake import FakeZendesk
 from exporter.sources.hubspot import HubSpotConfig
+from exporter.sources.intercom import IntercomConfig
 from exporter.sources.mailgun import MailgunConfig
 from exporter.sources.salesforce import SalesforceConfig
 from exporter.sources.stripe import StripeConfig
+from exporter.sources.zendesk import ZendeskConfig
 
 # Rates roughly as of late 2026; the simulator bills in these currencies.
 DEMO_FX_RATES = {"usd": Decimal(1), "eur": Decimal("1.10"), "gbp": Decimal("1.27"),
@@ -29,8 +34,8 @@ DEMO_FX_RATES = {"usd": Decimal(1), "eur": Decimal("1.10"), "gbp": Decimal("1.27
 
 
 def demo_config(stripe: FakeStripe, mailgun: FakeMailgun, hubspot: FakeHubSpot,
-                salesforce: FakeSalesforce, listen: tuple[str, int],
-                poll_interval: float) -> Config:
+                salesforce: FakeSalesforce, zendesk: FakeZendesk, intercom: FakeIntercom,
+                listen: tuple[str, int], poll_interval: float) -> Config:
     return Config(
         file="<demo>",
         listen=listen,
@@ -50,6 +55,14 @@ def demo_config(stripe: FakeStripe, mailgun: FakeMailgun, hubspot: FakeHubSpot,
                                            client_secret=Secret(salesforce.client_secret),
                                            pipeline_field="RecordType.Name",
                                            poll_interval=poll_interval, rate_limit=100),
+            # The fake's export limit is off: a demo polls every 30 s, not every 5 minutes.
+            "zendesk": ZendeskConfig(base_url=zendesk.url, email=zendesk.email,
+                                     api_token=Secret(zendesk.api_token),
+                                     poll_interval=poll_interval, export_rate_limit=6000,
+                                     rate_limit=100),
+            "intercom": IntercomConfig(access_token=Secret(intercom.access_token),
+                                       base_url=intercom.url, poll_interval=poll_interval,
+                                       rate_limit=100),
         },
         kpis=catalog.KPIS,
     )
@@ -79,9 +92,14 @@ class DemoExporter(Exporter):
         self.fake_hubspot = FakeHubSpot(generate_crm(seed, now, chosen.crm_profile)).start()
         self.fake_salesforce = FakeSalesforce(
             generate_crm(seed + 1, now, chosen.crm_profile)).start()
+        # Two support desks as well: one on Zendesk, the other on Intercom.
+        self.fake_zendesk = FakeZendesk(generate_support(seed, now, chosen.support_profile),
+                                        export_limit=None).start()
+        self.fake_intercom = FakeIntercom(
+            generate_support(seed + 1, now, chosen.support_profile)).start()
         config = demo_config(self.fake_stripe, self.fake_mailgun, self.fake_hubspot,
-                             self.fake_salesforce, listen or parse_listen(DEFAULT_LISTEN),
-                             poll_interval)
+                             self.fake_salesforce, self.fake_zendesk, self.fake_intercom,
+                             listen or parse_listen(DEFAULT_LISTEN), poll_interval)
         try:
             super().__init__(config)
         except Exception:
@@ -97,3 +115,5 @@ class DemoExporter(Exporter):
         self.fake_mailgun.stop()
         self.fake_hubspot.stop()
         self.fake_salesforce.stop()
+        self.fake_zendesk.stop()
+        self.fake_intercom.stop()

@@ -1,10 +1,12 @@
 """Upstream systems we poll. Each source type registers itself here by name."""
 
-from exporter.sources import hubspot, mailgun, salesforce, stripe
+from exporter.sources import hubspot, intercom, mailgun, salesforce, stripe, zendesk
 
 SOURCE_TYPES = {
     "stripe": stripe.SOURCE_TYPE,
     "mailgun": mailgun.SOURCE_TYPE,
     "hubspot": hubspot.SOURCE_TYPE,
     "salesforce": salesforce.SOURCE_TYPE,
+    "zendesk": zendesk.SOURCE_TYPE,
+    "intercom": intercom.SOURCE_TYPE,
 }
