@@ -8,7 +8,9 @@ What it measures, with the real exporter and the fake Stripe over loopback:
   the same for the fake Mailgun's four domains;
 - the CRM polls: HubSpot (a full read, then an incremental one) and Salesforce
   (every poll reads the open pipeline and the last 90/30 days), at each
-  source's default client-side rate limit except where noted;
+  source's default client-side rate limit except where noted; the helpdesk
+  polls: Zendesk (the full export, then from the cursor) and Intercom (the
+  full search, then changes since);
 - scrape latency: /metrics round trips, idle and while a slow poll is running;
 - memory: peak traced Python allocations during a poll, and the process RSS.
 
@@ -102,7 +104,9 @@ def main() -> None:
                   f"{mailgun_fake.request_count} requests, "
                   f"{len(exporter.poller.states()[mailgun.name].samples)} series")
 
-        crm = [(exporter.fake_hubspot, "hubspot"), (exporter.fake_salesforce, "salesforce")]
+        # The CRMs and the helpdesks (Zendesk's export paced by the demo's raised limit).
+        crm = [(exporter.fake_hubspot, "hubspot"), (exporter.fake_salesforce, "salesforce"),
+               (exporter.fake_zendesk, "zendesk"), (exporter.fake_intercom, "intercom")]
         for crm_fake, name in crm:
             crm_source = next(s for s in exporter.sources if s.name == name)
             for label in ("first", "later"):

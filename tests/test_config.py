@@ -247,6 +247,8 @@ def test_the_readmes_example_config_is_valid():
     start = readme.index("# kpi-exporter.yml")
     example = readme[start:readme.index("```", start)]
     env = {"STRIPE_API_KEY": "rk_test_1234", "MAILGUN_API_KEY": "key-1",
-           "HUBSPOT_TOKEN": "pat-na1-1", "SF_CLIENT_ID": "3MVG9", "SF_CLIENT_SECRET": "s3cret"}
+           "HUBSPOT_TOKEN": "pat-na1-1", "SF_CLIENT_ID": "3MVG9", "SF_CLIENT_SECRET": "s3cret",
+           "ZENDESK_TOKEN": "zd-1", "INTERCOM_TOKEN": "ic-1"}
     config = config_module.parse(example, "README.md", env)
-    assert sorted(config.sources) == ["hubspot", "mailgun", "salesforce", "stripe"]
+    assert sorted(config.sources) == ["hubspot", "intercom", "mailgun", "salesforce", "stripe",
+                                      "zendesk"]
