@@ -108,19 +108,21 @@ def solved(tickets: list[Ticket], now: int, seconds: int) -> int:
 
 def first_reply_times(tickets: list[Ticket], now: int, seconds: int) -> dict[str, list[float]]:
     """{priority: first reply times} of the tickets first replied to in the window."""
-    result: dict[str, list[float]] = {}
-    for t in tickets:
-        if t.first_reply_seconds is not None and in_window(t.first_reply, now, seconds):
-            result.setdefault(t.priority, []).append(t.first_reply_seconds)
-    return result
+    return _times(tickets, now, seconds, lambda t: (t.first_reply, t.first_reply_seconds))
 
 
 def resolution_times(tickets: list[Ticket], now: int, seconds: int) -> dict[str, list[float]]:
     """{priority: resolution times} of the tickets solved in the window."""
+    return _times(tickets, now, seconds, lambda t: (t.solved, t.resolution_seconds))
+
+
+def _times(tickets: list[Ticket], now: int, seconds: int, moment) -> dict[str, list[float]]:
+    """{priority: durations} of the tickets whose moment (when, how long) is in the window."""
     result: dict[str, list[float]] = {}
     for t in tickets:
-        if t.resolution_seconds is not None and in_window(t.solved, now, seconds):
-            result.setdefault(t.priority, []).append(t.resolution_seconds)
+        when, duration = moment(t)
+        if duration is not None and in_window(when, now, seconds):
+            result.setdefault(t.priority, []).append(duration)
     return result
 
 
