@@ -1,5 +1,7 @@
-"""Support KPIs from Zendesk: source.py (config, kept tickets, records), fetch.py (the API reads)."""
+"""Support KPIs from Zendesk: source.py (config, kept tickets, records), fetch.py (the API)."""
 
-from exporter.sources.zendesk.source import SOURCE_TYPE, ZendeskConfig, ZendeskSource
+from exporter.sources.zendesk.source import (
+    NAME, SOURCE_TYPE, ZendeskConfig, ZendeskSource, parse_config,
+)
 
-__all__ = ["SOURCE_TYPE", "ZendeskConfig", "ZendeskSource"]
+__all__ = ["NAME", "SOURCE_TYPE", "ZendeskConfig", "ZendeskSource", "parse_config"]

@@ -2,24 +2,32 @@
 records it hands to the shared support math.
 
 The first poll runs the cursor-based incremental ticket export from the
-beginning (`start_time=0`: open tickets can be years old), keeping only the
-tickets the KPIs need (unsolved, or created or solved in the last 30 days).
-Every later poll continues from the cursor the previous one ended on, so it
-reads only the tickets changed since; deleted tickets arrive with status
-"deleted" and are dropped. Export requests are paced to `export_rate_limit`
-a minute (Zendesk's limit is 10); a 429 is retried after its `Retry-After`.
-Satisfaction ratings of the last 30 days are read again every poll (a rating
-can change; the endpoint is not export-limited). A poll that fails part-way
-keeps the previous tickets and cursor, so the next one repeats the changes.
+beginning (`start_time=0`: an open ticket can be years old) and keeps only the
+tickets the KPIs need (`export.keep`: unsolved, or created or solved in the
+last 30 days). Every later poll continues from the cursor the previous one
+ended on, so it reads only the tickets changed since and merges them in by id;
+a ticket that comes back with status "deleted" is dropped. Each ticket's times
+come from its metric set, sideloaded on the same page.
+
+Export requests are spread to `export_rate_limit` a minute (Zendesk allows 10;
+the waits count in the source's rate-limit wait), and a 429 is retried after
+its `Retry-After` by the HTTP client. Satisfaction ratings of the last 30 days
+are read again every poll: a customer can change theirs, and the ratings
+endpoint can only filter on when a rating was created.
+
+A poll that fails part-way (an HTTP error, a malformed page or ticket) keeps
+the previous tickets and cursor, so the next poll repeats the same changes.
 """
 
 from __future__ import annotations
 
 import base64
+import math
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 from exporter.config import Section
 from exporter.http import HttpClient
@@ -32,22 +40,22 @@ from exporter.sources.helpdesk.tickets import PRIORITIES, Rating, Ticket
 from exporter.sources.zendesk import fetch
 
 NAME = "zendesk"
-SOLVED_STATUSES = ("solved", "closed")
+SOLVED_STATUSES = ("solved", "closed")  # a reopened ticket is open again: unsolved
 
 
 @dataclass(frozen=True)
 class ZendeskConfig:
     base_url: str  # https://<subdomain>.zendesk.com, or base_url as given
-    email: str
+    email: str  # the agent the API token belongs to
     api_token: Secret
     business_hours: bool = False  # the metric sets' business-hours times, not calendar
     poll_interval: float = 300.0
     export_rate_limit: float = 10.0  # export requests a minute (High Volume add-on: 30)
-    rate_limit: float = 5.0  # other requests a second
+    rate_limit: float = 5.0  # requests a second, every endpoint
     timeout: float = 30.0
 
 
-_SUBDOMAIN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_SUBDOMAIN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")  # one DNS label
 
 
 def parse_config(section: Section) -> ZendeskConfig:
@@ -58,18 +66,18 @@ def parse_config(section: Section) -> ZendeskConfig:
     if subdomain is not None:
         subdomain = subdomain.strip().lower()
         if not _SUBDOMAIN.fullmatch(subdomain):
-            raise section.error("subdomain", f"{subdomain!r} is not a subdomain: give the "
-                                "first part of <subdomain>.zendesk.com")
+            raise section.error("subdomain", f"{_shown(section, 'subdomain', subdomain)} is not "
+                                "a subdomain: give the first part of <subdomain>.zendesk.com")
         base_url = f"https://{subdomain}.zendesk.com"
-    elif not base_url.startswith(("http://", "https://")):
-        raise section.error("base_url", "must start with http:// or https://")
-    email = section.string("email", required=True)
-    if "@" not in email:
-        raise section.error("email", f"{email!r} is not an email address (the agent the "
-                            "API token belongs to)")
+    elif not base_url.startswith(("http://", "https://")) or not urlsplit(base_url).hostname:
+        raise section.error("base_url", "must be an http:// or https:// URL")
+    email = section.string("email", required=True).strip()
+    if "@" not in email or any(c.isspace() for c in email):
+        raise section.error("email", f"{_shown(section, 'email', email)} is not an email "
+                            "address (the agent the API token belongs to)")
     return ZendeskConfig(
         base_url=base_url.rstrip("/"), email=email, api_token=section.secret("api_token"),
-        business_hours=section.boolean("business_hours", False),
+        business_hours=section.boolean("business_hours", ZendeskConfig.business_hours),
         poll_interval=section.duration("poll_interval", ZendeskConfig.poll_interval),
         export_rate_limit=section.number("export_rate_limit", ZendeskConfig.export_rate_limit,
                                          minimum=1),
@@ -78,13 +86,28 @@ def parse_config(section: Section) -> ZendeskConfig:
     )
 
 
+def _shown(section: Section, name: str, value: str) -> str:
+    """A bad value for an error message, unless it came from the environment: a
+    variable put in the wrong place may hold the API token."""
+    if section.key(name) in section.from_env:
+        return "the value from the environment"
+    return repr(value)
+
+
 def make_client(source_config: ZendeskConfig, **overrides: Any) -> HttpClient:
-    # API token auth: HTTP Basic with "<email>/token" as the user name.
+    # API token auth: HTTP Basic with "<email>/token" as the user name. The client
+    # registers the header (and its base64 part) as secrets, so neither is ever logged.
     user = f"{source_config.email}/token:{source_config.api_token.reveal()}"
     header = "Basic " + base64.b64encode(user.encode()).decode()
     options = {"read_timeout": source_config.timeout, "rate_limit": source_config.rate_limit,
                **overrides}
     return HttpClient(NAME, source_config.base_url, headers={"Authorization": header}, **options)
+
+
+@dataclass(frozen=True)
+class _State:
+    tickets: dict[str, Ticket] = field(default_factory=dict)  # id -> record
+    cursor: str | None = None  # where the next export starts; None: the beginning
 
 
 class ZendeskSource(HttpSource):
@@ -98,11 +121,11 @@ class ZendeskSource(HttpSource):
         self.options = options
         self.clock = clock
         self.client = client or make_client(source_config)
-        # One token at a time: export requests spread evenly over the minute.
+        # A burst of one: export requests spread evenly over the minute, so a long
+        # first export never meets Zendesk's limit (and its minute-long Retry-After).
         self.export_limiter = export_limiter or RateLimiter(
             source_config.export_rate_limit / 60, burst=1)
-        self._tickets: dict[str, Ticket] = {}
-        self._cursor: str | None = None  # where the next export starts; None: the beginning
+        self._state = _State()
 
     def poll(self) -> list[Sample]:
         now = int(self.clock())
@@ -110,32 +133,42 @@ class ZendeskSource(HttpSource):
 
     def read(self, now: int) -> HelpdeskData:
         """Bring the kept tickets up to date from the export, and read the ratings."""
-        tickets, cursor = dict(self._tickets), self._cursor
-        for page, metric_sets, after in fetch.export_pages(self.client, cursor,
-                                                           self.export_limiter.acquire):
-            metrics = {str(m.get("ticket_id")): m for m in metric_sets if isinstance(m, dict)}
-            for raw in page:
-                if not isinstance(raw, dict) or raw.get("id") is None:
-                    raise UpstreamDataError("zendesk: a ticket in the export has no id")
-                ticket_id = str(raw["id"])
-                if raw.get("status") == "deleted":
-                    tickets.pop(ticket_id, None)
-                    continue
-                ticket = self._ticket(ticket_id, raw, metrics.get(ticket_id))
-                if export.keep(ticket, now):
-                    tickets[ticket_id] = ticket
-                else:
-                    tickets.pop(ticket_id, None)
-            cursor = after
+        tickets, cursor = dict(self._state.tickets), self._state.cursor
+        for page in fetch.export_pages(self.client, cursor, self._pace_export):
+            metric_sets = _by_ticket(page.metric_sets)
+            for raw in page.tickets:
+                self._merge(tickets, raw, metric_sets, now)
+            cursor = page.after_cursor or cursor
         ratings = self._ratings(now)
+        # Solved tickets leave once they are older than every window.
         tickets = {key: t for key, t in tickets.items() if export.keep(t, now)}
-        self._tickets, self._cursor = tickets, cursor  # kept only once everything is good
+        self._state = _State(tickets, cursor)  # kept only once the whole poll is good
         return HelpdeskData(list(tickets.values()), ratings)
+
+    def _pace_export(self) -> None:
+        self.client.stats.add_rate_limit_wait(self.export_limiter.acquire())
+
+    # -- records --------------------------------------------------------------
+
+    def _merge(self, tickets: dict[str, Ticket], raw: Any, metric_sets: dict[str, dict],
+               now: int) -> None:
+        """Put one exported ticket in place of what was kept for it (or drop it)."""
+        if not isinstance(raw, dict) or raw.get("id") is None:
+            raise UpstreamDataError("zendesk: a ticket in the export has no id")
+        ticket_id = str(raw["id"])
+        if raw.get("status") == "deleted":
+            tickets.pop(ticket_id, None)
+            return
+        ticket = self._ticket(ticket_id, raw, metric_sets.get(ticket_id))
+        if export.keep(ticket, now):
+            tickets[ticket_id] = ticket
+        else:
+            tickets.pop(ticket_id, None)  # e.g. an old ticket solved long ago, touched now
 
     def _ticket(self, ticket_id: str, raw: dict, metrics: dict | None) -> Ticket:
         status = raw.get("status")
         if not isinstance(status, str) or not status:
-            raise UpstreamDataError(f"zendesk: ticket {ticket_id} has no status")
+            raise UpstreamDataError(f"zendesk: ticket {ticket_id} has status {status!r}")
         created = fetch.seconds(raw.get("created_at"), f"the created_at of ticket {ticket_id}")
         if created is None:
             raise UpstreamDataError(f"zendesk: ticket {ticket_id} has no created_at")
@@ -145,46 +178,62 @@ class ZendeskSource(HttpSource):
                            "counted as normal", priority)
             priority = "normal"
         metrics = metrics or {}  # a ticket seconds old may have no metric set yet
-        clock = "business" if self.config.business_hours else "calendar"
-        reply_calendar = _minutes(metrics.get("reply_time_in_minutes"), "calendar", ticket_id)
+        reply = _minutes(metrics, "reply_time_in_minutes", ticket_id)
+        resolution = _minutes(metrics, "full_resolution_time_in_minutes", ticket_id)
         solved = None
         if status in SOLVED_STATUSES:
             solved = fetch.seconds(metrics.get("solved_at"), f"the solved_at of ticket {ticket_id}")
+        # Zendesk keeps no first-reply timestamp: it is creation plus the calendar
+        # reply time, whichever clock the durations are reported in.
+        first_reply = None if reply["calendar"] is None else created + round(reply["calendar"] * 60)
+        clock = "business" if self.config.business_hours else "calendar"
         return Ticket(
             id=ticket_id, status=status, priority=priority, created=created, solved=solved,
-            first_reply=None if reply_calendar is None else created + int(reply_calendar * 60),
-            first_reply_seconds=_seconds(metrics.get("reply_time_in_minutes"), clock, ticket_id),
-            resolution_seconds=None if solved is None else
-            _seconds(metrics.get("full_resolution_time_in_minutes"), clock, ticket_id))
+            first_reply=first_reply, first_reply_seconds=_seconds(reply[clock]),
+            resolution_seconds=None if solved is None else _seconds(resolution[clock]))
 
     def _ratings(self, now: int) -> list[Rating]:
         ratings = []
         for raw in fetch.ratings_since(self.client, now - export.LOOKBACK):
-            score = raw.get("score") if isinstance(raw, dict) else None
+            if not isinstance(raw, dict) or raw.get("id") is None:
+                raise UpstreamDataError("zendesk: a satisfaction rating has no id")
+            score = raw.get("score")
             if score not in ("good", "bad"):
-                continue  # offered but not answered
-            given = fetch.seconds(raw.get("updated_at") or raw.get("created_at"),
-                                  f"the time of satisfaction rating {raw.get('id')}")
+                continue  # offered but not answered (score=received should leave these out)
+            what = f"the time of satisfaction rating {raw['id']}"
+            # updated_at: when the customer gave the score they hold now.
+            given = fetch.seconds(raw.get("updated_at") or raw.get("created_at"), what)
             if given is None:
-                raise UpstreamDataError(f"zendesk: satisfaction rating {raw.get('id')} has no time")
-            ratings.append(Rating(str(raw.get("id")), given, score == "good"))
+                raise UpstreamDataError(f"zendesk: satisfaction rating {raw['id']} has no time")
+            ratings.append(Rating(str(raw["id"]), given, score == "good"))
         return ratings
 
 
-def _minutes(value: Any, clock: str, ticket_id: str) -> float | None:
-    """One clock of a metric set's {calendar, business} minutes; None while it has none."""
+def _by_ticket(metric_sets: list[Any]) -> dict[str, dict]:
+    """A page's metric sets by ticket id."""
+    return {str(m["ticket_id"]): m for m in metric_sets
+            if isinstance(m, dict) and m.get("ticket_id") is not None}
+
+
+def _minutes(metrics: dict, name: str, ticket_id: str) -> dict[str, float | None]:
+    """A metric set's {calendar, business} minutes, each None until it happens."""
+    value = metrics.get(name)
     if value is None:
-        return None
-    minutes = value.get(clock) if isinstance(value, dict) else value
-    if minutes is None:
-        return None
-    if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or minutes < 0:
-        raise UpstreamDataError(f"zendesk: ticket {ticket_id} has {clock} minutes {minutes!r}")
-    return float(minutes)
+        return {"calendar": None, "business": None}
+    if not isinstance(value, dict):
+        raise UpstreamDataError(f"zendesk: ticket {ticket_id} has {name} {value!r}")
+    result = {}
+    for clock in ("calendar", "business"):
+        minutes = value.get(clock)
+        if minutes is not None and (isinstance(minutes, bool) or not isinstance(
+                minutes, (int, float)) or not math.isfinite(minutes) or minutes < 0):
+            raise UpstreamDataError(f"zendesk: ticket {ticket_id} has {clock} {name} "
+                                    f"{minutes!r}")
+        result[clock] = None if minutes is None else float(minutes)
+    return result
 
 
-def _seconds(value: Any, clock: str, ticket_id: str) -> float | None:
-    minutes = _minutes(value, clock, ticket_id)
+def _seconds(minutes: float | None) -> float | None:
     return None if minutes is None else minutes * 60
 
 
