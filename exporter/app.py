@@ -6,7 +6,7 @@ import logging
 import signal
 import threading
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from exporter.collector import KpiCollector
 from exporter.config import Config
@@ -25,7 +25,11 @@ class Exporter:
                         for name, source_config in config.sources.items()]
         self.poller = Poller(self.sources)
         self.registry = CollectorRegistry()
-        self.registry.register(KpiCollector(self.poller, config.kpis))
+        self.registry.register(KpiCollector(self.poller, config.kpis, config.reporting_currency))
+        # What any exporter serves about itself: CPU, memory, file descriptors, GC.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
         host, port = listen or config.listen
         self.server = BackgroundHttpServer(host, port, make_app(self.registry, self.poller))
 

@@ -7,17 +7,19 @@ TYPE from here; alert rules, dashboards and the README metrics table are
 generated from here. Users change targets and thresholds in the `kpis:` section
 of their config (see `apply_overrides`); nothing else should hard-code them.
 
-Defaults reproduce shared/KPI_REFERENCE.md. Where two documents disagree the
-stricter value is the default and the description says so.
+Defaults reproduce the targets and thresholds the business documents (the
+README's "KPIs, targets and alerts" table lists them). Where two documents
+disagree the stricter value is the default and the description says so.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-MetricType = Literal["gauge", "counter"]
+MetricType = Literal["gauge", "counter", "histogram"]
 # How dashboards format the value: "currency" is money in the reporting currency,
 # "money" is money in the currency named by the series' `currency` label.
 Unit = Literal["currency", "money", "ratio", "count", "seconds", "timestamp", "bool"]
@@ -47,10 +49,20 @@ class Threshold:
     hold: str | None = None
 
 
+def default_metric(key: str, unit: str) -> str:
+    """`kpi_<key>`; a ratio ends in `_ratio` (Prometheus' convention: in PromQL
+    "rate" means per second), so `customer_churn_rate` is `kpi_customer_churn_ratio`."""
+    name = key
+    if unit == "ratio":
+        name = re.sub(r"_rate$", "", name)
+        if not name.endswith("_ratio"):
+            name += "_ratio"
+    return f"kpi_{name}"
+
+
 @dataclass(frozen=True)
 class Kpi:
-    key: str  # the name used in the config's `kpis:` section
-    metric: str
+    key: str  # the name used in the config's `kpis:` section and by the sources' samples
     help: str
     unit: Unit
     labels: tuple[str, ...]
@@ -69,6 +81,12 @@ class Kpi:
     # A Prometheus recording rule rather than an exporter metric: its PromQL
     # expression (`metric` is then the record's name).
     recorded: str | None = None
+    # The exported name; empty: default_metric(key, unit).
+    metric: str = ""
+
+    def __post_init__(self):
+        if not self.metric:
+            object.__setattr__(self, "metric", default_metric(self.key, self.unit))
 
     def threshold(self, name: str) -> Threshold:
         for threshold in self.thresholds:
@@ -87,11 +105,15 @@ class HealthMetric:
     unit: Unit
     type: MetricType = "gauge"
 
+    @property
+    def key(self) -> str:
+        """What a source's samples name it by: the metric without `kpi_`."""
+        return self.metric.removeprefix("kpi_")
+
 
 REVENUE: tuple[Kpi, ...] = (
     Kpi(
         key="mrr",
-        metric="kpi_mrr",
         help="Monthly recurring revenue in the reporting currency: counted subscriptions' "
         "licensed prices normalised to a month, after discounts, before tax.",
         unit="currency",
@@ -111,7 +133,6 @@ REVENUE: tuple[Kpi, ...] = (
     ),
     Kpi(
         key="mrr_by_currency",
-        metric="kpi_mrr_by_currency",
         help="Monthly recurring revenue in each billing currency, in that currency's major unit.",
         unit="money",
         labels=("source", "currency"),
@@ -122,7 +143,6 @@ REVENUE: tuple[Kpi, ...] = (
     ),
     Kpi(
         key="subscriptions",
-        metric="kpi_subscriptions",
         help="Subscriptions by upstream status, canceled included.",
         unit="count",
         labels=("source", "status"),
@@ -133,7 +153,6 @@ REVENUE: tuple[Kpi, ...] = (
     ),
     Kpi(
         key="paying_customers",
-        metric="kpi_paying_customers",
         help="Customers whose total MRR is above zero.",
         unit="count",
         labels=("source",),
@@ -145,7 +164,6 @@ REVENUE: tuple[Kpi, ...] = (
     ),
     Kpi(
         key="arpa",
-        metric="kpi_arpa",
         help="Average revenue per paying account: MRR / paying customers, in the reporting currency.",
         unit="currency",
         labels=("source",),
@@ -158,7 +176,6 @@ REVENUE: tuple[Kpi, ...] = (
     ),
     Kpi(
         key="failed_payments",
-        metric="kpi_failed_payments",
         help="Failed charges created in the trailing window.",
         unit="count",
         labels=("source", "window"),
@@ -169,7 +186,6 @@ REVENUE: tuple[Kpi, ...] = (
     ),
     Kpi(
         key="failed_payments_amount",
-        metric="kpi_failed_payments_amount",
         help="Amount of failed charges created in the trailing window, in the reporting currency.",
         unit="currency",
         labels=("source", "window"),
@@ -190,11 +206,11 @@ REVENUE: tuple[Kpi, ...] = (
 
 def _revenue(key: str, help: str, description: str, *, unit: Unit = "currency",
              labels: tuple[str, ...] = ("source", "window"), **kw) -> Kpi:
-    return Kpi(key=key, metric=f"kpi_{key}", help=help, unit=unit, labels=labels,
+    return Kpi(key=key, help=help, unit=unit, labels=labels,
                description=description, team=kw.pop("team", "finance"), area="revenue", **kw)
 
 
-# Revenue dynamics (issue 3): computed from Stripe's own history, see
+# Revenue dynamics: computed from Stripe's own history, see
 # exporter/sources/stripe/dynamics.py and the README's "Revenue dynamics".
 REVENUE_DYNAMICS: tuple[Kpi, ...] = (
     _revenue("mrr_movement",
@@ -210,11 +226,11 @@ REVENUE_DYNAMICS: tuple[Kpi, ...] = (
              "undone, valued with today's fx_rates."),
     _revenue("mrr_growth_rate", "MRR growth over the trailing window as a ratio.",
              "(MRR now - MRR at window start) / MRR at window start; 30d from the event "
-             "history, 12m from paid invoices a year ago. The documented target is 15-20 % "
-             "month over month (30d); the documented colour bands are year over year (12m): "
+             "history, 1y from paid invoices a year ago. The documented target is 15-20 % "
+             "month over month (30d); the documented colour bands are year over year (1y): "
              "green > 25 %, yellow 15-25 %, red < 15 %, which puts the warning at 15 %.",
              unit="ratio", target=0.15, direction="higher",
-             thresholds=(Threshold("warning", "warning", "below", 0.15, window="12m",
+             thresholds=(Threshold("warning", "warning", "below", 0.15, window="1y",
                                    note="the red band of the documented year-over-year bands"),)),
     _revenue("customers_churned", "Customers whose MRR went to zero in the trailing window.",
              "Customers paying at the window start and paying nothing now.", unit="count"),
@@ -242,16 +258,16 @@ REVENUE_DYNAMICS: tuple[Kpi, ...] = (
     _revenue("net_revenue_retention",
              "Net revenue retention: MRR now of the customers paying at the window start, "
              "over their MRR then.",
-             "30d: (MRR at start + expansion - contraction - churn) / MRR at start. 12m: the "
+             "30d: (MRR at start + expansion - contraction - churn) / MRR at start. 1y: the "
              "cohort paying 12 months ago, valued then from their paid invoices and now from "
              "their subscriptions. Target > 110 % a year (north star 120 %).",
              unit="ratio", target=1.10, direction="higher",
-             thresholds=(Threshold("warning", "warning", "below", 1.10, window="12m",
+             thresholds=(Threshold("warning", "warning", "below", 1.10, window="1y",
                                    note="below the documented annual target"),)),
     _revenue("nrr_cohort_mrr_start", "MRR of the retention cohort at the window start.",
-             "The denominator of kpi_net_revenue_retention."),
+             "The denominator of kpi_net_revenue_retention_ratio."),
     _revenue("nrr_cohort_mrr_now", "MRR now of the customers in the retention cohort.",
-             "The numerator of kpi_net_revenue_retention."),
+             "The numerator of kpi_net_revenue_retention_ratio."),
     _revenue("trials_active", "Subscriptions in trial now.", "Subscriptions with status trialing.",
              unit="count", labels=("source",)),
     _revenue("trials_started", "Trials that started in the trailing window.",
@@ -296,16 +312,17 @@ REVENUE_DYNAMICS: tuple[Kpi, ...] = (
 
 def _email(key: str, help: str, description: str, *, unit: Unit = "ratio",
            labels: tuple[str, ...] = ("source", "domain", "window"), **kw) -> Kpi:
-    return Kpi(key=f"email_{key}", metric=f"kpi_email_{key}", help=help, unit=unit,
+    return Kpi(key=f"email_{key}", help=help, unit=unit,
                labels=labels, description=description, team="marketing", area="email", **kw)
 
 
-# Email (issue 6): Mailgun's Metrics API per sending domain, see
+# Email: Mailgun's Metrics API per sending domain, see
 # exporter/sources/mailgun/kpis.py for the definitions.
 EMAIL: tuple[Kpi, ...] = (
     _email("events", "Email events per sending domain over the trailing window, by event.",
            "Counts from the upstream's analytics: accepted (outgoing), delivered, "
-           "failed_permanent (of which bounced and suppressed), failed_temporary, opened, "
+           "failed_permanent (= bounced_hard + bounced_soft + suppressed), failed_temporary, "
+           "opened, "
            "opened_unique, clicked, clicked_unique, unsubscribed, complained. Domains beyond "
            "sources.mailgun.max_domains are summed under domain=\"other\".",
            unit="count", labels=("source", "domain", "event", "window")),
@@ -320,8 +337,8 @@ EMAIL: tuple[Kpi, ...] = (
                                  baseline="7d"))),
     _email("hard_bounce_rate", "Hard bounces / accepted outgoing messages over the trailing "
            "window.",
-           "Permanent failures that bounced (not the suppressed ones) / accepted; absent when "
-           "nothing was accepted. Target < 2 %.",
+           "Hard bounces (bounced_hard: neither the soft bounces that ran out of retries nor "
+           "the suppressed messages) / accepted; absent when nothing was accepted. Target < 2 %.",
            target=0.02, direction="lower",
            thresholds=(Threshold("warning", "warning", "above", 0.02, window="24h",
                                  note="above the documented 2 % target"),)),
@@ -349,13 +366,13 @@ DAY = 86400
 def _sales(key: str, help: str, description: str, *, unit: Unit = "count",
            labels: tuple[str, ...] = ("source", "window"), team: Team = "sales",
            metric: str | None = None, **kw) -> Kpi:
-    return Kpi(key=f"sales_{key}", metric=metric or f"kpi_sales_{key}", help=help, unit=unit,
+    return Kpi(key=f"sales_{key}", metric=metric or "", help=help, unit=unit,
                labels=labels, description=description, team=team, area="sales", **kw)
 
 
 _STAGE = ("source", "pipeline", "stage")
 
-# Sales and marketing pipeline (issue 7): HubSpot or Salesforce, the same
+# Sales and marketing pipeline: HubSpot or Salesforce, the same
 # definitions for both, see exporter/sources/crm/pipeline.py. Windows are
 # trailing; pipeline and stage labels come from the CRM (capped by max_stages).
 SALES: tuple[Kpi, ...] = (
@@ -450,14 +467,14 @@ SALES: tuple[Kpi, ...] = (
 
 def _support(key: str, help: str, description: str, *, unit: Unit = "count",
              labels: tuple[str, ...] = ("source", "window"), **kw) -> Kpi:
-    return Kpi(key=f"support_{key}", metric=kw.pop("metric", f"kpi_support_{key}"), help=help,
+    return Kpi(key=f"support_{key}", metric=kw.pop("metric", ""), help=help,
                unit=unit, labels=labels, description=description, team="support",
                area="support", **kw)
 
 
-_BY_PRIORITY = ("source", "priority", "window", "quantile")
+_BY_PRIORITY = ("source", "priority", "window", "percentile")
 
-# Customer support (issue 8): Zendesk or Intercom, the same definitions for
+# Customer support: Zendesk or Intercom, the same definitions for
 # both, see exporter/sources/helpdesk/tickets.py. Windows are trailing 24h, 7d
 # and 30d; priorities are urgent, high, normal and low.
 SUPPORT: tuple[Kpi, ...] = (
@@ -470,12 +487,12 @@ SUPPORT: tuple[Kpi, ...] = (
     _support("tickets_solved", "Tickets solved in the trailing window.",
              "Tickets whose last solve is in the window."),
     _support("first_reply", "Time from a ticket's creation to its first agent reply, median "
-             "(quantile 0.5) and 90th percentile (0.9) by priority, over the trailing window.",
+             "(percentile 50) and 90th percentile (90) by priority, over the trailing window.",
              "Over the tickets first replied to in the window; calendar time, or business hours "
              "with Zendesk's business_hours. No series for a window without replies. Tracked.",
              unit="seconds", labels=_BY_PRIORITY, metric="kpi_support_first_reply_seconds"),
-    _support("resolution", "Time from a ticket's creation to its last solve, median (quantile "
-             "0.5) and 90th percentile (0.9) by priority, over the trailing window.",
+    _support("resolution", "Time from a ticket's creation to its last solve, median (percentile "
+             "50) and 90th percentile (90) by priority, over the trailing window.",
              "Over the tickets solved in the window (full resolution time). The documented "
              "targets, per priority: critical (urgent, high) < 4 hours, normal and low < 24 "
              "hours; override them under `targets:`. No series for an empty window.",
@@ -507,7 +524,7 @@ SUPPORT: tuple[Kpi, ...] = (
                                    baseline="30d"))),
     _support("ratings", "Satisfaction ratings given in the trailing window.",
              "Ratings (Zendesk good or bad, Intercom 1-5) given in the window: how much "
-             "kpi_support_csat rests on."),
+             "kpi_support_csat_ratio rests on."),
     _support("ticket_volume_vs_normal", "Tickets created in the last 24 hours / the daily "
              "average of the 28 days before.",
              "1 is a normal day. Documented: a warning above 150 % of normal. Absent when the 28 "
@@ -548,6 +565,8 @@ HEALTH: tuple[HealthMetric, ...] = (
                  ("source",), "timestamp"),
     HealthMetric("kpi_source_poll_duration_seconds", "Duration of the last poll of the source.",
                  ("source",), "seconds"),
+    HealthMetric("kpi_source_poll_seconds", "Durations of the polls of the source, failed "
+                 "ones included.", ("source",), "seconds", "histogram"),
     HealthMetric("kpi_source_poll_interval_seconds", "How often the source is polled (config).",
                  ("source",), "seconds"),
     HealthMetric("kpi_source_polls_total", "Polls of the source by result (success or failure).",
@@ -562,6 +581,11 @@ HEALTH: tuple[HealthMetric, ...] = (
     HealthMetric("kpi_source_rate_limit_wait_seconds_total",
                  "Time spent waiting on the client-side rate limit for the source.",
                  ("source",), "seconds", "counter"),
+    HealthMetric("kpi_exporter_build_info", "Always 1: the exporter's version and the Python "
+                 "it runs on, as labels.", ("version", "python"), "bool"),
+    HealthMetric("kpi_reporting_currency_info", "Always 1: the currency (ISO 4217, lower case) "
+                 "that every reporting-currency money series is in, as a label.",
+                 ("currency",), "bool"),
     HealthMetric("kpi_unconverted_objects",
                  "Objects (counted subscriptions, failed charges, deals) left out of reporting-currency "
                  "sums because fx_rates has no rate for their currency.",

@@ -44,7 +44,9 @@ log_level_option = click.option(
 @click.group(context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="kpi-exporter")
 def main():
-    """Serve business KPIs (Stripe revenue, and more) as Prometheus metrics."""
+    """Serve business KPIs as Prometheus metrics: revenue (Stripe), email (Mailgun), sales
+    (HubSpot, Salesforce) and support (Zendesk, Intercom), with the alert rules, Alertmanager
+    routing and Grafana dashboards that go with them."""
 
 
 @main.command()
@@ -70,7 +72,9 @@ def serve(config_path, listen, log_level):
 @click.option("--scenario", default="calm", type=click.Choice(sorted(SCENARIO_NAMES)),
               help="calm: every KPI inside its thresholds; payment-failures: a card "
                    "processor outage; large-churn: the largest customer just left; "
-                   "email-deliverability: a sending domain's mail stops getting through.")
+                   "email-deliverability: a sending domain's mail stops getting through; "
+                   "pipeline-slump: fewer and worse leads; support-spike: a flood of "
+                   "tickets; csat-drop: customers rate support badly.")
 @click.option("--customers", default=500, type=click.IntRange(1, 100_000),
               help="Size of the simulated company.")
 @click.option("--seed", default=9, type=int, help="Random seed of the simulated company.")
@@ -123,8 +127,8 @@ def _run(build) -> None:
 @click.option("--config", "config_path", metavar="PATH", type=click.Path(dir_okay=False),
               help="Use the targets and thresholds of this config instead of the defaults.")
 @click.option("--out", "out_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path),
-              help="Write the kit (alert rules) under DIR instead of rewriting the repo's "
-                   "committed copies and README.")
+              help="Write the kit (alert rules, Alertmanager configs, dashboards) under DIR "
+                   "instead of rewriting the repository's committed copies and README.")
 @click.option("--check", is_flag=True, help="Exit 1 if a file is out of date instead of writing.")
 def generate(config_path, out_dir, check):
     """Regenerate what derives from the KPI catalog: rules, routing, dashboards, README tables."""
@@ -142,9 +146,13 @@ def generate(config_path, out_dir, check):
     if out_dir is None:
         root = Path(".")
         readme = root / "README.md"
-        if not readme.exists():
-            raise click.UsageError("run in the repository (no README.md here), or give --out DIR")
-        files = repo_files(readme.read_text(encoding="utf-8"), kpis, currency)
+        try:
+            files = repo_files(readme.read_text(encoding="utf-8"), kpis, currency)
+        except (OSError, ValueError):  # no README here, or not ours (no generated sections)
+            click.echo("kpi-exporter: generate: this is not a kpi-exporter checkout (no README.md "
+                       "with generated sections here): give --out DIR to write the kit "
+                       "elsewhere", err=True)
+            sys.exit(2)
     else:
         root = out_dir
         files = kit_files(kpis, currency)

@@ -13,37 +13,49 @@ Example exposition:
     # HELP kpi_source_up 1 if the last poll of the source succeeded, 0 if it failed. ...
     # TYPE kpi_source_up gauge
     kpi_source_up{source="stripe"} 1.0
+    # HELP kpi_source_poll_seconds Durations of the polls of the source, failed ones included.
+    # TYPE kpi_source_poll_seconds histogram
+    kpi_source_poll_seconds_bucket{le="0.1",source="stripe"} 0.0
+    ...
+
+Sources name their samples by catalog key (`mrr`), the catalog gives the name
+(`kpi_mrr`). The process and platform collectors of prometheus_client sit
+beside this one in the exporter's registry (`process_*`, `python_*`).
 """
 
 from __future__ import annotations
 
 import logging
+import platform
 from typing import Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric,
+)
 
-from exporter import catalog
+from exporter import __version__, catalog
 from exporter.http import ERROR_REASONS
-from exporter.poller import Poller
+from exporter.poller import POLL_BUCKETS, Poller
 
 log = logging.getLogger(__name__)
 
-
-def _family(metric: str, help_text: str, labels: tuple[str, ...], kind: str) -> Metric:
-    cls = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
-    return cls(metric, help_text, labels=list(labels))
+_FAMILIES = {"gauge": GaugeMetricFamily, "counter": CounterMetricFamily,
+             "histogram": HistogramMetricFamily}
 
 
 class KpiCollector:
-    def __init__(self, poller: Poller, kpis: tuple[catalog.Kpi, ...] = catalog.KPIS):
+    def __init__(self, poller: Poller, kpis: tuple[catalog.Kpi, ...] = catalog.KPIS,
+                 currency: str = "usd"):
         self.poller = poller
         self.kpis = kpis
+        self.currency = currency
         self._reported_unknown: set[str] = set()
 
     def _families(self) -> dict[str, tuple[tuple[str, ...], Metric]]:
-        """Fresh, empty families of every metric in the catalog, by name."""
+        """Fresh, empty families of every metric in the catalog, by catalog key."""
         specs = [*(kpi for kpi in self.kpis if not kpi.recorded), *catalog.HEALTH]
-        return {spec.metric: (spec.labels, _family(spec.metric, spec.help, spec.labels, spec.type))
+        return {spec.key: (spec.labels,
+                           _FAMILIES[spec.type](spec.metric, spec.help, labels=list(spec.labels)))
                 for spec in specs}
 
     def describe(self) -> Iterator[Metric]:
@@ -61,12 +73,15 @@ class KpiCollector:
         stats = {source.name: source.request_stats() for source in self.poller.sources}
         intervals = {source.name: source.poll_interval for source in self.poller.sources}
         self._add_health(families, states, stats, intervals)
+        families["exporter_build_info"][1].add_metric(
+            [__version__, platform.python_version()], 1)
+        families["reporting_currency_info"][1].add_metric([self.currency], 1)
         for _, family in families.values():
             if family.samples:
                 yield family
 
     def _add_sample(self, families, sample) -> None:
-        entry = families.get(sample.metric)
+        entry = families.get(sample.kpi)
         if entry is None or set(sample.labels) != set(entry[0]):
             self._report_unknown(sample)
             return
@@ -76,33 +91,39 @@ class KpiCollector:
     def _report_unknown(self, sample) -> None:
         # A source emitting something the catalog does not describe is a bug;
         # say so once rather than failing every scrape.
-        key = f"{sample.metric}{sorted(sample.labels)}"
+        key = f"{sample.kpi}{sorted(sample.labels)}"
         if key not in self._reported_unknown:
             self._reported_unknown.add(key)
             log.error("dropping %s%s: not in the KPI catalog with these labels",
-                      sample.metric, sorted(sample.labels))
+                      sample.kpi, sorted(sample.labels))
 
     @staticmethod
     def _add_health(families, states, stats, intervals) -> None:
-        def add(metric: str, labels: list[str], value: float) -> None:
-            families[metric][1].add_metric(labels, value)
+        def add(key: str, labels: list[str], value: float) -> None:
+            families[key][1].add_metric(labels, value)
 
         for name, state in states.items():
-            add("kpi_source_up", [name], 1 if state.up else 0)
-            add("kpi_source_poll_interval_seconds", [name], intervals[name])
+            add("source_up", [name], 1 if state.up else 0)
+            add("source_poll_interval_seconds", [name], intervals[name])
             if state.last_success is not None:
-                add("kpi_source_last_success_timestamp_seconds", [name], state.last_success)
+                add("source_last_success_timestamp_seconds", [name], state.last_success)
             if state.polled:
-                add("kpi_source_poll_duration_seconds", [name], state.last_duration)
-            add("kpi_source_polls_total", [name, "success"], state.successes)
-            add("kpi_source_polls_total", [name, "failure"], state.failures)
+                add("source_poll_duration_seconds", [name], state.last_duration)
+            # Cumulative counts per upper bound, as the exposition format wants them.
+            buckets = [(f"{bound:g}", count)
+                       for bound, count in zip(POLL_BUCKETS, state.poll_buckets)]
+            families["source_poll_seconds"][1].add_metric(
+                [name], buckets + [("+Inf", state.successes + state.failures)],
+                state.poll_seconds_sum)
+            add("source_polls_total", [name, "success"], state.successes)
+            add("source_polls_total", [name, "failure"], state.failures)
             counts = stats.get(name)
             if counts is None:
                 continue
-            add("kpi_source_requests_total", [name], counts["requests"])
-            add("kpi_source_request_retries_total", [name], counts["retries"])
+            add("source_requests_total", [name], counts["requests"])
+            add("source_request_retries_total", [name], counts["retries"])
             for reason in ERROR_REASONS:
-                add("kpi_source_request_errors_total", [name, reason],
+                add("source_request_errors_total", [name, reason],
                     counts["errors"].get(reason, 0))
-            add("kpi_source_rate_limit_wait_seconds_total", [name],
+            add("source_rate_limit_wait_seconds_total", [name],
                 counts["rate_limit_wait_seconds"])

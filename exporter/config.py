@@ -46,21 +46,32 @@ class Config:
 
 # --- values -----------------------------------------------------------------
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+# Prometheus' duration grammar (units largest first, each at most once: 1h30m,
+# 1w, 90d, 1y = 365d), plus a single decimal with a unit (1.5h) or plain seconds.
+_UNITS = {"y": 365 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001}
+_PROMETHEUS_DURATION = re.compile(
+    "".join(rf"(?:(?P<{'milli' if unit == 'ms' else unit}>\d+){unit})?" for unit in _UNITS))
+_DECIMAL_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)?")
+DURATION_HINT = "use 30s, 5m, 1h30m, 1w, 90d or plain seconds"
 
 
 def parse_duration(value: Any) -> float:
-    """'30s', '5m', '1h', '1d', '250ms' or plain seconds -> seconds."""
+    """'30s', '5m', '1h30m', '1w', '90d', '1y', '250ms', '1.5h' or plain seconds -> seconds."""
     if isinstance(value, bool):
-        raise ValueError("expected a duration like 30s, 5m or 1h")
+        raise ValueError(f"expected a duration: {DURATION_HINT}")
     if isinstance(value, (int, float)):
         seconds = float(value)
     else:
-        match = _DURATION.match(str(value))
-        if not match:
-            raise ValueError(f"{value!r} is not a duration; use 30s, 5m, 1h or plain seconds")
-        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        text = str(value).strip()
+        compound = _PROMETHEUS_DURATION.fullmatch(text)
+        single = _DECIMAL_DURATION.fullmatch(text)
+        if compound and text:
+            seconds = float(sum(int(count) * _UNITS["ms" if name == "milli" else name]
+                                for name, count in compound.groupdict().items() if count))
+        elif single:
+            seconds = float(single.group(1)) * _UNITS[single.group(2) or "s"]
+        else:
+            raise ValueError(f"{value!r} is not a duration; {DURATION_HINT}")
     if seconds <= 0:
         raise ValueError("must be greater than zero")
     return seconds

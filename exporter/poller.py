@@ -21,6 +21,10 @@ from exporter.sources.base import Sample, Source, UpstreamDataError
 
 log = logging.getLogger(__name__)
 
+# Upper bounds (seconds) of the poll duration histogram: a quick API poll takes
+# well under a second, a first full read of a large account many minutes.
+POLL_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+
 
 @dataclass(frozen=True)
 class SourceState:
@@ -32,6 +36,9 @@ class SourceState:
     successes: int = 0
     failures: int = 0
     last_error: str = ""
+    # The poll duration histogram: polls at most each POLL_BUCKETS bound (cumulative).
+    poll_buckets: tuple[int, ...] = (0,) * len(POLL_BUCKETS)
+    poll_seconds_sum: float = 0.0
 
 
 class Poller:
@@ -101,6 +108,10 @@ class Poller:
                 changes["failures"] = state.failures + 1
             else:
                 changes["successes"] = state.successes + 1
+            duration = changes["last_duration"]
+            changes["poll_buckets"] = tuple(count + (duration <= bound) for bound, count
+                                            in zip(POLL_BUCKETS, state.poll_buckets))
+            changes["poll_seconds_sum"] = state.poll_seconds_sum + duration
             state = dataclasses.replace(state, **changes)
             self._states[name] = state
             return state

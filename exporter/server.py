@@ -81,8 +81,9 @@ class BackgroundHttpServer:
                                    handler_class=_QuietHandler)
         self.host = host
         self.port = self._server.server_address[1]
+        # A short poll: stop() returns at once rather than after up to half a second.
         self._thread = threading.Thread(target=self._server.serve_forever, name="http",
-                                        daemon=True)
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
 
     def start(self) -> "BackgroundHttpServer":
         self._thread.start()

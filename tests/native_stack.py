@@ -7,12 +7,14 @@ prom/prometheus and prom/alertmanager run Debian's `prometheus` and
 package: its provisioning is checked as files, and every dashboard query runs
 against this Prometheus instead.
 
-Only two things are rewritten, the two that Docker itself provides:
+Two things are rewritten, the two that Docker itself provides:
 `service:port` host names (and a service's own `0.0.0.0:port`) become
 127.0.0.1 and a free port, and the container paths of bind mounts become
-copies of the mounted files (rewritten the same way); a test may also point
-an outside service's address (PagerDuty's) at a local stand-in. Compose variables are
-interpolated from the given environment, as from a `.env` file.
+copies of the mounted files (rewritten the same way). A test may also point
+an outside service's address (PagerDuty's) at a local stand-in, and shorten
+Alertmanager's `group_wait`s (`group_wait=`): a test waits for the first
+notification, not for a batch to gather. Compose variables are interpolated
+from the given environment, as from a `.env` file.
 """
 
 from __future__ import annotations
@@ -91,10 +93,12 @@ def free_port() -> int:
 
 class NativeStack:
     def __init__(self, workdir: Path, env: dict[str, str],
-                 external: dict[str, str] | None = None):
-        """`external`: base URLs outside the stack (a SaaS API) -> local stand-ins."""
+                 external: dict[str, str] | None = None, group_wait: str | None = "1s"):
+        """`external`: base URLs outside the stack (a SaaS API) -> local stand-ins;
+        `group_wait`: every group_wait of the Alertmanager config (None: as written)."""
         self.workdir = workdir
         self.external = external or {}
+        self.group_wait = group_wait
         self.compose = load_compose(env)
         self.services: dict[str, dict] = self.compose["services"]
         # service -> {container port: host port}
@@ -141,7 +145,11 @@ class NativeStack:
                 dest = host if source.is_file() else host / path.relative_to(source)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 if path.suffix in (".yml", ".yaml", ".json", ".md"):
-                    dest.write_text(self.rewrite(path.read_text(), name))
+                    text = self.rewrite(path.read_text(), name)
+                    if self.group_wait and image_repository(service) == "prom/alertmanager":
+                        text = re.sub(r"\bgroup_wait: \S+", f"group_wait: {self.group_wait}",
+                                      text)
+                    dest.write_text(text)
                 else:
                     shutil.copy2(path, dest)
 

@@ -1,5 +1,5 @@
 """Stripe API objects for tests, built from Stripe's own dahlia fixtures
-(a subset of shared/upstream-samples/stripe-fixtures3.json in tests/fixtures/).
+(a subset of Stripe's stripe-mock fixtures3.json, kept in tests/fixtures/stripe_dahlia.json).
 
 Each builder deep-copies a fixture object and changes
 only what a test cares about, so the shapes stay those of the real API.

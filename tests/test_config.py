@@ -136,9 +136,19 @@ def test_bad_config_names_file_and_key(text, key):
 
 
 @pytest.mark.parametrize("text,seconds", [("30s", 30), ("5m", 300), ("1h", 3600), ("1d", 86400),
-                                          ("250ms", 0.25), (45, 45), ("90", 90), (1.5, 1.5)])
+                                          ("250ms", 0.25), (45, 45), ("90", 90), (1.5, 1.5),
+                                          # Prometheus' grammar
+                                          ("1h30m", 5400), ("1w", 604800), ("90d", 7776000),
+                                          ("1y", 31536000), ("2w3d", 1468800),
+                                          ("1m30s500ms", 90.5), ("1.5h", 5400)])
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["", "h", "1m1h", "1h1h", "5x", "1.5h30m", "-5m", "0s", True])
+def test_bad_durations(bad):
+    with pytest.raises(ValueError):
+        parse_duration(bad)
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -170,7 +180,7 @@ def test_cli_exits_2_with_one_line(tmp_path):
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
         f"kpi-exporter: config error: {path}: sources.stripe.poll_interval: "
-        "'5x' is not a duration; use 30s, 5m, 1h or plain seconds"]
+        "'5x' is not a duration; use 30s, 5m, 1h30m, 1w, 90d or plain seconds"]
 
 
 def test_missing_config_file_exits_2(tmp_path):

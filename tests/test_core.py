@@ -22,7 +22,7 @@ class StandIn:
     def __init__(self, name="stripe", behaviour=None, poll_interval=3600):
         self.name = name
         self.poll_interval = poll_interval
-        self.behaviour = behaviour or (lambda: [Sample("kpi_mrr", {"source": name}, 100.0)])
+        self.behaviour = behaviour or (lambda: [Sample("mrr", {"source": name}, 100.0)])
         self.polls = 0
 
     def poll(self):
@@ -44,7 +44,7 @@ def registry_for(poller):
 
 
 def test_failed_poll_keeps_last_values_and_marks_down():
-    results = iter([lambda: [Sample("kpi_mrr", {"source": "stripe"}, 100.0)],
+    results = iter([lambda: [Sample("mrr", {"source": "stripe"}, 100.0)],
                     lambda: (_ for _ in ()).throw(RuntimeError("upstream exploded"))])
     source = StandIn(behaviour=lambda: next(results)())
     poller = Poller([source])
@@ -117,7 +117,7 @@ def test_request_counters_are_exported_with_every_reason():
 
 def test_health_metrics_emitted_by_a_source_are_exported():
     source = StandIn(behaviour=lambda: [
-        Sample("kpi_unconverted_objects", {"source": "stripe", "currency": "gbp"}, 3.0)])
+        Sample("unconverted_objects", {"source": "stripe", "currency": "gbp"}, 3.0)])
     poller = Poller([source])
     poller.poll_once(source)
     assert registry_for(poller).get_sample_value(
@@ -125,16 +125,16 @@ def test_health_metrics_emitted_by_a_source_are_exported():
 
 
 def test_samples_outside_the_catalog_are_dropped_and_logged(caplog):
-    source = StandIn(behaviour=lambda: [Sample("kpi_mystery", {"source": "stripe"}, 1.0),
-                                        Sample("kpi_mrr", {"source": "stripe", "x": "y"}, 2.0),
-                                        Sample("kpi_mrr", {"source": "stripe"}, 3.0)])
+    source = StandIn(behaviour=lambda: [Sample("mystery", {"source": "stripe"}, 1.0),
+                                        Sample("mrr", {"source": "stripe", "x": "y"}, 2.0),
+                                        Sample("mrr", {"source": "stripe"}, 3.0)])
     poller = Poller([source])
     poller.poll_once(source)
     registry = registry_for(poller)
     with caplog.at_level("ERROR"):
         assert registry.get_sample_value("kpi_mrr", {"source": "stripe"}) == 3
         assert registry.get_sample_value("kpi_mystery", {"source": "stripe"}) is None
-    assert any("kpi_mystery" in r.getMessage() for r in caplog.records)
+    assert any("mystery" in r.getMessage() for r in caplog.records)
 
 
 @pytest.fixture
@@ -146,7 +146,7 @@ def served():
     def slow_poll():
         started.set()
         release.wait(30)  # an upstream that hangs until the test lets it go
-        return [Sample("kpi_mrr", {"source": "stripe"}, 42.0)]
+        return [Sample("mrr", {"source": "stripe"}, 42.0)]
 
     source = StandIn(behaviour=slow_poll)
     poller = Poller([source])

@@ -66,7 +66,9 @@ def test_every_query_parses_and_names_known_metrics(tmp_path):
 
     known = {k.metric for k in catalog.KPIS} | {h.metric for h in catalog.HEALTH}
     known |= {"source:kpi_arr:mrr_x12"}
-    functions = {"rate", "increase", "time", "sum", "by", "vector"}
+    known |= {f"{h.metric}_{part}" for h in catalog.HEALTH if h.type == "histogram"
+              for part in ("bucket", "sum", "count")}
+    functions = {"rate", "increase", "time", "sum", "by", "vector", "histogram_quantile"}
     for name, title, expr in queries():
         bare = re.sub(r'\{[^}]*\}|\[[^]]*\]|"[^"]*"|\b(by|without) \([^)]*\)', "", expr)
         for word in re.findall(r"(?<![\w:$])([a-zA-Z_:][\w:]*)", bare):

@@ -15,7 +15,7 @@ from exporter.simulator import SCENARIOS
 
 
 def poll(scenario: str) -> dict[str, list]:
-    """Every source's samples once, as {metric: [(labels without window, window, value)]}."""
+    """Every source's samples once, as {catalog key: [(labels without window, window, value)]}."""
     demo = DemoExporter(listen=("127.0.0.1", 0), scenario=scenario, live=False)
     try:
         results = [demo.poller.poll_once(source) for source in demo.sources]
@@ -25,22 +25,22 @@ def poll(scenario: str) -> dict[str, list]:
     values: dict[str, list] = {}
     for sample in (s for r in results for s in r.samples):
         labels = {k: v for k, v in sample.labels.items() if k != "window"}
-        values.setdefault(sample.metric, []).append(
+        values.setdefault(sample.kpi, []).append(
             (labels, sample.labels.get("window"), sample.value))
     return values
 
 
 def broken(values: dict, kpi: catalog.Kpi, threshold: catalog.Threshold) -> bool:
     """Does any series break the threshold, read the way its rule reads it?"""
-    def series(metric: str, window: str | None) -> dict[str, float]:
+    def series(key: str, window: str | None) -> dict[str, float]:
         return {str(sorted(labels.items())): value
-                for labels, w, value in values.get(metric, []) if w == window}
+                for labels, w, value in values.get(key, []) if w == window}
 
-    if threshold.kind == "drop" and kpi.metric == "kpi_mrr":  # the exporter's own growth
-        return any(v < -threshold.value for v in series("kpi_mrr_growth_rate", threshold.window).values())
-    now = series(kpi.metric, threshold.window)
+    if threshold.kind == "drop" and kpi.key == "mrr":  # the exporter's own growth
+        return any(v < -threshold.value for v in series("mrr_growth_rate", threshold.window).values())
+    now = series(kpi.key, threshold.window)
     if threshold.kind == "drop":  # the short window against the baseline one
-        before = series(kpi.metric, threshold.baseline)
+        before = series(kpi.key, threshold.baseline)
         return any((before[k] - v) / before[k] > threshold.value for k, v in now.items())
     if threshold.kind == "above":
         return any(v > threshold.value for v in now.values())
@@ -51,9 +51,18 @@ def test_the_cli_offers_exactly_the_simulators_scenarios():
     assert set(cli.SCENARIO_NAMES) == set(SCENARIOS)
 
 
+@pytest.mark.slow  # six companies generated and polled
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_a_scenario_breaks_exactly_the_thresholds_of_its_alerts(name):
     values = poll(name)
     alerts = {alert_name(kpi, t) for kpi in catalog.KPIS for t in kpi.thresholds
               if broken(values, kpi, t)}
     assert alerts == set(SCENARIOS[name].alerts)
+
+
+def test_the_scenario_help_describes_every_scenario():
+    from click.testing import CliRunner
+
+    text = " ".join(CliRunner().invoke(cli.main, ["demo", "--help"]).output.split())
+    for name in SCENARIOS:
+        assert f"{name}:" in text, name

@@ -6,15 +6,16 @@ from exporter.sources.mailgun.kpis import OTHER, Counts, cap_domains, cap_sizes,
 
 
 def test_rates_of_a_domain():
-    # 1,000 accepted: 970 delivered, 25 failed for good (18 bounced, 7 suppressed),
-    # 5 still retrying; of the delivered, 300 opened (240 unique), 60 clicked
-    # (45 unique), 4 unsubscribed, 2 complained.
-    counts = Counts(accepted=1000, delivered=970, failed_permanent=25, bounced=18, suppressed=7,
+    # 1,000 accepted: 970 delivered, 25 failed for good (18 hard bounces, 3 soft
+    # bounces out of retries, 4 suppressed), 5 still retrying; of the delivered,
+    # 300 opened (240 unique), 60 clicked (45 unique), 4 unsubscribed, 2 complained.
+    counts = Counts(accepted=1000, delivered=970, failed_permanent=25, bounced_hard=18,
+                    bounced_soft=3, suppressed=4,
                     failed_temporary=5, opened=300, opened_unique=240, clicked=60,
                     clicked_unique=45, unsubscribed=4, complained=2)
     assert rates(counts) == pytest.approx({
         "delivery_rate": 0.97,             # 970 / 1000
-        "hard_bounce_rate": 0.018,         # 18 / 1000
+        "hard_bounce_rate": 0.018,         # 18 / 1000: hard bounces only
         "complaint_rate": 2 / 970,         # 0.00206..., over delivered
         "open_rate": 240 / 970,            # unique opens over delivered
         "click_rate": 45 / 970,
@@ -32,8 +33,9 @@ def test_accepted_but_nothing_delivered_yet_has_only_the_accepted_based_rates():
 
 
 def test_counts_add_up_field_by_field():
-    total = Counts(accepted=3, delivered=2, complained=1) + Counts(accepted=5, bounced=4)
-    assert total == Counts(accepted=8, delivered=2, bounced=4, complained=1)
+    total = Counts(accepted=3, delivered=2, complained=1, bounced_soft=1) + \
+        Counts(accepted=5, bounced_hard=4)
+    assert total == Counts(accepted=8, delivered=2, bounced_hard=4, bounced_soft=1, complained=1)
 
 
 def test_the_largest_domains_are_kept_and_the_rest_summed_under_other():

@@ -36,7 +36,7 @@ def test_every_catalog_metric_is_in_the_readme():
 def test_kpi_table_lists_every_alerting_kpi_with_its_alert():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     table = readme.split("<!-- BEGIN GENERATED: kpis -->")[1].split("<!-- END GENERATED: kpis -->")[0]
-    assert "| `kpi_customer_churn_rate` |" in table and "KpiCustomerChurnRateHigh" in table
+    assert "| `kpi_customer_churn_ratio` |" in table and "KpiCustomerChurnRateHigh" in table
     assert "| `kpi_mrr_by_currency` |" not in table  # tracked only: no target, no alert
 
 
@@ -57,3 +57,20 @@ def test_catalog_is_consistent():
             assert threshold.severity in ("critical", "warning", "info")
     for health in catalog.HEALTH:
         assert (health.type == "counter") == health.metric.endswith("_total")
+
+
+def test_generate_outside_a_checkout_says_so_in_one_line(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from exporter.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for readme in (None, "# my own project\n"):  # no README, and somebody else's
+        if readme:
+            (tmp_path / "README.md").write_text(readme)
+        result = CliRunner().invoke(main, ["generate"])
+        assert result.exit_code == 2
+        assert result.stderr.strip().count("\n") == 0
+        assert "not a kpi-exporter checkout" in result.stderr and "--out DIR" in result.stderr
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert (tmp_path / "README.md").read_text() == "# my own project\n"  # untouched

@@ -137,7 +137,7 @@ def source(config_text="", **client_options) -> HubSpotSource:
 
 def values(samples, metric, **labels):
     return {tuple(sorted(s.labels.items())): s.value for s in samples
-            if s.metric == metric and all(s.labels.get(k) == v for k, v in labels.items())}
+            if s.kpi == metric and all(s.labels.get(k) == v for k, v in labels.items())}
 
 
 def one(samples, metric, **labels):
@@ -166,33 +166,33 @@ def test_a_full_read_gives_hand_checked_kpis():
     mock_account(responses)
     samples = source().poll()
 
-    pipeline = values(samples, "kpi_sales_pipeline_amount")
+    pipeline = values(samples, "sales_pipeline_amount")
     assert pipeline == {
         (("pipeline", "Renewals"), ("source", "hubspot"), ("stage", "Negotiation")): 5000,
         (("pipeline", "Sales Pipeline"), ("source", "hubspot"), ("stage", "Contract sent")): 22000,
         (("pipeline", "Sales Pipeline"), ("source", "hubspot"), ("stage", "Qualified to buy")):
             10000}
-    assert one(samples, "kpi_sales_pipeline_weighted_amount", stage="Contract sent") == \
+    assert one(samples, "sales_pipeline_weighted_amount", stage="Contract sent") == \
         pytest.approx(19800)
-    assert one(samples, "kpi_sales_open_deals", stage="Contract sent") == 2  # the JPY one too
-    assert one(samples, "kpi_unconverted_objects", currency="jpy") == 1
-    assert one(samples, "kpi_sales_deals_won", window="30d") == 2
-    assert one(samples, "kpi_sales_deals_lost", window="30d") == 1
-    assert one(samples, "kpi_sales_won_amount", window="30d") == 100000
-    assert one(samples, "kpi_sales_average_deal_amount", window="30d") == 50000
-    assert one(samples, "kpi_sales_win_rate", window="30d") == pytest.approx(2 / 3)
-    assert one(samples, "kpi_sales_cycle_seconds", window="30d") == 30 * DAY  # median of 20, 40
-    assert one(samples, "kpi_sales_stalled_deals") == 1  # deal 2: created 20 days ago
-    assert one(samples, "kpi_sales_stage_changes", window="14d") == 7  # all but deal 2
+    assert one(samples, "sales_open_deals", stage="Contract sent") == 2  # the JPY one too
+    assert one(samples, "unconverted_objects", currency="jpy") == 1
+    assert one(samples, "sales_deals_won", window="30d") == 2
+    assert one(samples, "sales_deals_lost", window="30d") == 1
+    assert one(samples, "sales_won_amount", window="30d") == 100000
+    assert one(samples, "sales_average_deal_amount", window="30d") == 50000
+    assert one(samples, "sales_win_rate", window="30d") == pytest.approx(2 / 3)
+    assert one(samples, "sales_cycle", window="30d") == 30 * DAY  # median of 20, 40
+    assert one(samples, "sales_stalled_deals") == 1  # deal 2: created 20 days ago
+    assert one(samples, "sales_stage_changes", window="14d") == 7  # all but deal 2
 
-    assert one(samples, "kpi_sales_leads", window="30d") == 3
-    assert one(samples, "kpi_sales_mqls", window="30d") == 3  # 104 by the legacy property
-    assert one(samples, "kpi_sales_sqls", window="30d") == 1
-    assert one(samples, "kpi_sales_mql_to_sql_conversion", window="30d") == pytest.approx(1 / 3)
-    assert one(samples, "kpi_sales_lead_response_median_seconds", window="30d") == 2 * 3600
-    assert one(samples, "kpi_sales_lead_response_within_target", window="30d") == \
+    assert one(samples, "sales_leads", window="30d") == 3
+    assert one(samples, "sales_mqls", window="30d") == 3  # 104 by the legacy property
+    assert one(samples, "sales_sqls", window="30d") == 1
+    assert one(samples, "sales_mql_to_sql_conversion", window="30d") == pytest.approx(1 / 3)
+    assert one(samples, "sales_lead_response", window="30d") == 2 * 3600
+    assert one(samples, "sales_lead_response_within_target", window="30d") == \
         pytest.approx(1 / 3)
-    assert one(samples, "kpi_sales_sql_to_opportunity_conversion", window="30d") == 0  # 0 of 1
+    assert one(samples, "sales_sql_to_opportunity_conversion", window="30d") == 0  # 0 of 1
     assert all(s.labels["source"] == "hubspot" for s in samples)
 
 
@@ -237,9 +237,9 @@ def test_later_polls_search_only_what_changed_and_merge_it():
         ("hs_lastmodifieddate", str((NOW - 300) * 1000)),
         ("lastmodifieddate", str((NOW - 300) * 1000))]
     assert not [c for c in responses.calls if "/objects/deals?" in c.request.url]  # no list
-    assert one(samples, "kpi_sales_pipeline_amount", stage="Contract sent") == 32000
-    assert one(samples, "kpi_sales_open_deals", stage="Qualified to buy") == 1  # deal 2 left
-    assert one(samples, "kpi_sales_mqls", window="30d") == 4
+    assert one(samples, "sales_pipeline_amount", stage="Contract sent") == 32000
+    assert one(samples, "sales_open_deals", stage="Qualified to buy") == 1  # deal 2 left
+    assert one(samples, "sales_mqls", window="30d") == 4
 
 
 @responses.activate
@@ -254,16 +254,16 @@ def test_a_full_refresh_drops_deleted_deals():
                       json={"results": [d for d in DEALS if d["id"] != "4"]})
     clock[0] = NOW + 3600
     samples = hubspot.poll()
-    assert not values(samples, "kpi_sales_pipeline_amount", pipeline="Renewals")
+    assert not values(samples, "sales_pipeline_amount", pipeline="Renewals")
 
 
 @responses.activate
 def test_the_pipelines_filter_keeps_the_named_pipelines():
     mock_account(responses)
     samples = source(", pipelines: [Renewals]").poll()
-    assert set(values(samples, "kpi_sales_pipeline_amount")) == {
+    assert set(values(samples, "sales_pipeline_amount")) == {
         (("pipeline", "Renewals"), ("source", "hubspot"), ("stage", "Negotiation"))}
-    assert one(samples, "kpi_sales_deals_won", window="30d") == 0
+    assert one(samples, "sales_deals_won", window="30d") == 0
 
 
 @responses.activate
@@ -275,7 +275,7 @@ def test_a_429_from_search_is_retried_and_a_lasting_one_fails_the_poll():
                   json=limited)
     mock_account(responses)
     samples = source().poll()
-    assert one(samples, "kpi_sales_leads", window="30d") == 3
+    assert one(samples, "sales_leads", window="30d") == 3
 
     responses.reset()
     for _ in range(3):  # the first try and both retries

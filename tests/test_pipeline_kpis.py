@@ -52,6 +52,17 @@ def test_closed_deals_in_the_window():
     assert ninety.cycle_days == 45.0  # median of 40, 20, 50, 160
 
 
+def test_a_deal_won_the_day_it_was_created_has_a_cycle_of_zero():
+    # Close dates are dates: a deal created at 15:00 and won that day closes at
+    # midnight, 15 hours "before" it was created. It counts 0 days, not nothing.
+    midnight = NOW - NOW % DAY - 3 * DAY
+    same_day = Deal("s", WON, D("1000"), midnight + 15 * HOUR, midnight, None)
+    assert closed([same_day], NOW, 30 * DAY).cycle_days == 0.0
+    deals = [same_day, deal(WON, "1000", 8, 4), deal(WON, "1000", 40, 20)]  # 4 and 20 days
+    # The median of 0, 4 and 20; leaving the same-day deal out would have said 12.
+    assert closed(deals, NOW, 30 * DAY).cycle_days == 4.0
+
+
 def test_no_closed_deals_has_no_rates():
     assert closed([deal(QUALIFIED, "1", 1)], NOW, 30 * DAY) == Closed(0, 0, D(0), None, None, None)
 

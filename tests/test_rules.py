@@ -42,9 +42,25 @@ def test_promtool_unit_tests_pass():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_every_alert_has_a_promtool_test():
-    tested = set(re.findall(r"alertname: (\w+)", (ROOT / "tests/promtool/alerts_test.yml").read_text()))
-    assert {rule["alert"] for rule in rules() if "alert" in rule} <= tested
+def _seconds(duration: str | None) -> int:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    return sum(int(n) * units[u] for n, u in re.findall(r"(\d+)([smhd])", duration or ""))
+
+
+def test_every_alert_has_a_firing_and_a_quiet_promtool_case():
+    """Fires: expected alerts with their labels and annotations. Quiet: no alert at
+    a time past the rule's `for:` (a pending alert is not a quiet one)."""
+    holds = {rule["alert"]: _seconds(rule.get("for")) for rule in rules() if "alert" in rule}
+    fires, quiet = set(), set()
+    cases = yaml.safe_load((ROOT / "tests/promtool/alerts_test.yml").read_text())["tests"]
+    for case in (c for test in cases for c in test.get("alert_rule_test", [])):
+        name, expected = case["alertname"], case.get("exp_alerts") or []
+        if expected and all("exp_labels" in a and "exp_annotations" in a for a in expected):
+            fires.add(name)
+        elif not expected and _seconds(case["eval_time"]) >= holds[name]:
+            quiet.add(name)
+    assert set(holds) - fires == set(), "alerts without a firing case"
+    assert set(holds) - quiet == set(), "alerts without a quiet case"
 
 
 def test_alert_conventions():
@@ -91,9 +107,9 @@ def test_a_threshold_override_shows_in_the_generated_rule(tmp_path):
     result = CliRunner().invoke(main, ["generate", "--config", str(config), "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     generated = (tmp_path / RULES_PATH).read_text()
-    assert 'kpi_customer_churn_rate{window="30d"} > 0.1' in generated
-    assert 'kpi_customer_churn_rate{window="30d"} > 0.07' not in generated
-    assert 'kpi_customer_churn_rate{window="30d"} > 0.03' in generated  # the warning kept
+    assert 'kpi_customer_churn_ratio{window="30d"} > 0.1' in generated
+    assert 'kpi_customer_churn_ratio{window="30d"} > 0.07' not in generated
+    assert 'kpi_customer_churn_ratio{window="30d"} > 0.03' in generated  # the warning kept
 
 
 def test_dashboard_links_point_at_generated_dashboards():

@@ -321,18 +321,18 @@ def test_poll_exports_the_shared_crm_samples():
     mock_org(responses, [])
     samples = source().poll()
     amounts = {(s.labels["pipeline"], s.labels["stage"]): s.value for s in samples
-               if s.metric == "kpi_sales_pipeline_amount"}
+               if s.kpi == "sales_pipeline_amount"}
     assert amounts == {(NEW, "Prospecting"): 10000, (DEFAULT, "Prospecting"): 0,
                        (NEW, "Negotiation/Review"): 22000, (NEW, "Legacy Stage"): 1000}
     weighted = {(s.labels["stage"]): s.value for s in samples
-                if s.metric == "kpi_sales_pipeline_weighted_amount" and s.labels["pipeline"] == NEW}
+                if s.kpi == "sales_pipeline_weighted_amount" and s.labels["pipeline"] == NEW}
     assert weighted["Negotiation/Review"] == pytest.approx(19800)
-    one = {(s.metric, s.labels.get("window"), s.labels.get("currency")): s.value for s in samples}
-    assert one[("kpi_unconverted_objects", None, "jpy")] == 1
-    assert one[("kpi_sales_deals_won", "30d", None)] == 1
-    assert one[("kpi_sales_mqls", "30d", None)] == 3
-    assert one[("kpi_sales_sqls", "30d", None)] == 2
-    assert one[("kpi_sales_opportunities", "30d", None)] == 1
+    one = {(s.kpi, s.labels.get("window"), s.labels.get("currency")): s.value for s in samples}
+    assert one[("unconverted_objects", None, "jpy")] == 1
+    assert one[("sales_deals_won", "30d", None)] == 1
+    assert one[("sales_mqls", "30d", None)] == 3
+    assert one[("sales_sqls", "30d", None)] == 2
+    assert one[("sales_opportunities", "30d", None)] == 1
     assert all(s.labels["source"] == "salesforce" for s in samples)
 
 

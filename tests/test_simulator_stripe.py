@@ -496,9 +496,3 @@ def test_company_is_deterministic_for_a_seed_and_now():
         assert first.objects(name) == second.objects(name), name
     assert first.price_tiers == second.price_tiers
     assert first.objects("subscriptions") != other.objects("subscriptions")
-
-
-def test_company_generation_is_fast():
-    started = time.perf_counter()
-    generate_company(seed=11, customers=3000, now=NOW)
-    assert time.perf_counter() - started < 3.0

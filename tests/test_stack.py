@@ -24,6 +24,8 @@ from native_stack import DEBIAN_BINARIES, ROOT, NativeStack, bind_mounts, load_c
 from tools import require
 
 pytestmark = pytest.mark.timeout(300)
+# The tests that start processes and wait on them; `pytest -m "not slow"` skips them.
+slow = pytest.mark.slow
 
 SCENARIO = "large-churn"
 SCENARIO_ALERT = {"alertname": "KpiLargestChurnArrHigh", "severity": "critical",
@@ -69,6 +71,7 @@ def prometheus(stack: NativeStack, path: str, **params) -> dict:
 # --------------------------------------------------------------------------- the running stack
 
 
+@slow
 def test_prometheus_scrapes_the_exporter(stack):
     def exporter_up():
         targets = prometheus(stack, "/api/v1/targets")["activeTargets"]
@@ -79,6 +82,7 @@ def test_prometheus_scrapes_the_exporter(stack):
     assert target["scrapeUrl"] == stack.url("exporter", 19877) + "/metrics"
 
 
+@slow
 def test_every_rule_group_loads_and_evaluates_healthy(stack):
     expected = {g["name"]: len(g["rules"])
                 for g in yaml.safe_load((ROOT / RULES_PATH).read_text())["groups"]}
@@ -110,6 +114,7 @@ def dashboard_queries() -> list[tuple[str, str, str]]:
     return found
 
 
+@slow
 def test_every_dashboard_query_returns_data(stack):
     def concrete(expr: str) -> str:
         for variable, value in GRAFANA_VARIABLES.items():
@@ -129,6 +134,7 @@ def test_every_dashboard_query_returns_data(stack):
     assert eventually(lambda: empty() == "none", 90, "every dashboard query has data", stack)
 
 
+@slow
 def test_the_scenarios_alert_reaches_the_sink_routed_to_the_team(stack):
     sink = stack.url("alert-sink", 19878)
 
@@ -150,6 +156,7 @@ def test_the_scenarios_alert_reaches_the_sink_routed_to_the_team(stack):
     assert annotations["dashboard_url"] == "http://localhost:3000/d/kpi-revenue"
 
 
+@slow
 def test_the_rest_of_the_demo_is_calm(stack):
     """Apart from its scenario, the demo company breaks no threshold: Prometheus
     has no other alert, firing or pending."""
@@ -328,6 +335,7 @@ class Capture:
         self.server.server_close()
 
 
+@slow
 def test_production_routing_pages_the_team_with_the_secrets_from_files(tmp_path):
     """With .env's production settings, a critical finance alert reaches PagerDuty
     with finance's routing key and Slack's #finance-alerts, both read from the
@@ -355,7 +363,6 @@ def test_production_routing_pages_the_team_with_the_secrets_from_files(tmp_path)
         reply = requests.post(stack.url("alertmanager", 9093) + "/api/v2/alerts", json=[alert],
                               timeout=10)
         assert reply.status_code == 200, reply.text
-        # the critical route waits 30 s (group_wait) before the first notification
         eventually(lambda: {p for p, _ in capture.received} >= {"/v2/enqueue", "/slack"}, 90,
                    "PagerDuty and Slack notified", stack, every=2)
     finally:

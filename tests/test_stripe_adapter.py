@@ -169,22 +169,22 @@ def test_poll_fetches_pages_and_computes_kpis():
     add_quiet_history()
 
     samples = make_source().poll()
-    values = {(s.metric, tuple(sorted(s.labels.items()))): s.value for s in samples}
+    values = {(s.kpi, tuple(sorted(s.labels.items()))): s.value for s in samples}
 
     def value(metric, **labels):
         return values[(metric, tuple(sorted({"source": "stripe", **labels}.items())))]
 
     cent = {"abs": 0.005}
-    assert value("kpi_mrr") == pytest.approx(24.5 + 99 + 49.5, **cent)
-    assert value("kpi_mrr_by_currency", currency="usd") == pytest.approx(74, **cent)
-    assert value("kpi_mrr_by_currency", currency="eur") == pytest.approx(90, **cent)
-    assert value("kpi_paying_customers") == 3
-    assert value("kpi_arpa") == pytest.approx((24.5 + 99 + 49.5) / 3, **cent)
-    assert value("kpi_subscriptions", status="active") == 3
-    assert value("kpi_subscriptions", status="trialing") == 1
-    assert value("kpi_subscriptions", status="canceled") == 1
-    assert value("kpi_failed_payments", window="24h") == 2
-    assert value("kpi_failed_payments_amount", window="24h") == pytest.approx(1750, **cent)
+    assert value("mrr") == pytest.approx(24.5 + 99 + 49.5, **cent)
+    assert value("mrr_by_currency", currency="usd") == pytest.approx(74, **cent)
+    assert value("mrr_by_currency", currency="eur") == pytest.approx(90, **cent)
+    assert value("paying_customers") == 3
+    assert value("arpa") == pytest.approx((24.5 + 99 + 49.5) / 3, **cent)
+    assert value("subscriptions", status="active") == 3
+    assert value("subscriptions", status="trialing") == 1
+    assert value("subscriptions", status="canceled") == 1
+    assert value("failed_payments", window="24h") == 2
+    assert value("failed_payments_amount", window="24h") == pytest.approx(1750, **cent)
 
     calls = {urlsplit(c.request.url).path: c for c in responses.calls}
     sub_queries = [query(c) for c in responses.calls if c.request.url.startswith(API + "/v1/subscriptions")]
@@ -217,11 +217,11 @@ def test_unknown_fx_rate_is_left_out_and_logged_once(caplog):
     source = make_source()
     with caplog.at_level("WARNING"):
         first, second = source.poll(), source.poll()
-    by_metric = {s.metric: s for s in first}
-    assert by_metric["kpi_mrr"].value == 0
-    assert by_metric["kpi_mrr_by_currency"].value == 10
-    assert by_metric["kpi_unconverted_objects"].labels == {"source": "stripe", "currency": "gbp"}
-    assert by_metric["kpi_paying_customers"].value == 1
+    by_metric = {s.kpi: s for s in first}
+    assert by_metric["mrr"].value == 0
+    assert by_metric["mrr_by_currency"].value == 10
+    assert by_metric["unconverted_objects"].labels == {"source": "stripe", "currency": "gbp"}
+    assert by_metric["paying_customers"].value == 1
     assert len([r for r in caplog.records if "GBP" in r.getMessage()]) == 1
     assert first == second
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from exporter.sources.helpdesk import export, tickets
+from exporter.sources.helpdesk import export
 from exporter.sources.helpdesk.export import HelpdeskData, HelpdeskOptions
 from exporter.sources.helpdesk.tickets import (
     DAY, HOUR, SLA_TARGETS, Rating, Ticket, backlog, backlog_growth, created, csat,
@@ -128,39 +128,39 @@ def test_backlog_growth_is_the_share_of_the_weeks_tickets_left_over():
 
 
 def test_samples_leave_out_empty_windows_and_label_every_series():
-    found = {(s.metric, tuple(sorted(s.labels.items()))): s.value
+    found = {(s.kpi, tuple(sorted(s.labels.items()))): s.value
              for s in export.samples("zendesk", HelpdeskData(TICKETS, RATINGS), NOW)}
 
     def value(metric, **labels):
         return found.get((metric, tuple(sorted({"source": "zendesk", **labels}.items()))))
 
-    assert value("kpi_support_open_tickets", status="pending", priority="low") == 1
-    assert value("kpi_support_sla_breaches", priority="urgent") == 0
-    assert value("kpi_support_tickets_created", window="7d") == 6
-    assert value("kpi_support_resolution_seconds", priority="urgent", window="24h",
-                 quantile="0.9") == pytest.approx(23760)
-    assert value("kpi_support_first_reply_seconds", priority="normal", window="30d",
-                 quantile="0.5") == 3900
-    assert value("kpi_support_resolution_within_sla", priority="normal", window="30d") == 0.5
-    assert value("kpi_support_csat", window="7d") == 0.5
-    assert value("kpi_support_ratings", window="30d") == 3
-    assert value("kpi_support_ticket_volume_vs_normal", window="24h") == pytest.approx(70)
-    assert value("kpi_support_backlog_growth", window="7d") == 0.5
+    assert value("support_open_tickets", status="pending", priority="low") == 1
+    assert value("support_sla_breaches", priority="urgent") == 0
+    assert value("support_tickets_created", window="7d") == 6
+    assert value("support_resolution", priority="urgent", window="24h",
+                 percentile="90") == pytest.approx(23760)
+    assert value("support_first_reply", priority="normal", window="30d",
+                 percentile="50") == 3900
+    assert value("support_resolution_within_sla", priority="normal", window="30d") == 0.5
+    assert value("support_csat", window="7d") == 0.5
+    assert value("support_ratings", window="30d") == 3
+    assert value("support_ticket_volume_vs_normal", window="24h") == pytest.approx(70)
+    assert value("support_backlog_growth", window="7d") == 0.5
     # no series where there is nothing to rank or divide
-    assert value("kpi_support_resolution_seconds", priority="low", window="30d",
-                 quantile="0.5") is None
-    assert ("kpi_support_ticket_volume_change", (("source", "zendesk"), ("window", "7d"))) \
+    assert value("support_resolution", priority="low", window="30d",
+                 percentile="50") is None
+    assert ("support_ticket_volume_change", (("source", "zendesk"), ("window", "7d"))) \
         not in found
     quiet = export.samples("zendesk", HelpdeskData([], []), NOW)
-    assert {s.metric for s in quiet} == {"kpi_support_sla_breaches", "kpi_support_tickets_created",
-                                         "kpi_support_tickets_solved", "kpi_support_ratings"}
+    assert {s.kpi for s in quiet} == {"support_sla_breaches", "support_tickets_created",
+                                         "support_tickets_solved", "support_ratings"}
 
 
 def test_samples_use_the_configured_targets():
     options = HelpdeskOptions(sla_targets={**SLA_TARGETS, "high": 8 * HOUR})
     breaches = {s.labels["priority"]: s.value
                 for s in export.samples("intercom", HelpdeskData(TICKETS, []), NOW, options)
-                if s.metric == "kpi_support_sla_breaches"}
+                if s.kpi == "support_sla_breaches"}
     assert breaches == {"urgent": 0, "high": 0, "normal": 0, "low": 1}   # t4 is 6h old < 8h
 
 

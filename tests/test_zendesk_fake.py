@@ -366,7 +366,7 @@ def test_a_failed_poll_against_the_fake_changes_nothing(desk):
 
 def test_poll_exports_the_desks_backlog(desk, fake):
     samples = zendesk_source(fake, lambda: NOW).poll()
-    backlog = [s for s in samples if s.metric == "kpi_support_open_tickets"]
+    backlog = [s for s in samples if s.kpi == "support_open_tickets"]
     assert all(s.labels["source"] == "zendesk" for s in samples)
     assert sum(s.value for s in backlog) == sum(1 for v in desk.at(NOW) if v.solved is None)
     by_status = {}

@@ -1,6 +1,6 @@
 """Alertmanager routing, generated from the teams in the KPI catalog.
 
-The routing table of shared/KPI_REFERENCE.md: critical alerts page the owning
+The routing the business documents ask for: critical alerts page the owning
 team (PagerDuty) and post to its chat channel, warnings go to the team's
 channel (business trends are not urgent: repeated daily), info goes to a
 daily e-mail digest, anything unrouted to #kpi-alerts. A critical alert

@@ -71,8 +71,9 @@ def _title(kpi: catalog.Kpi) -> str:
 
 def _kpi_expr(kpi: catalog.Kpi, threshold: catalog.Threshold) -> str:
     if threshold.kind == "drop":
-        if kpi.metric == "kpi_mrr":  # a fall over the window, from the exporter's own growth
-            return f'kpi_mrr_growth_rate{{window="{threshold.window}"}} < -{catalog.number(threshold.value)}'
+        if kpi.key == "mrr":  # a fall over the window, from the exporter's own growth
+            growth = catalog.by_key()["mrr_growth_rate"].metric
+            return f'{growth}{{window="{threshold.window}"}} < -{catalog.number(threshold.value)}'
         if threshold.baseline:  # the short window against the long one, both exported
             now = f'{kpi.metric}{{window="{threshold.window}"}}'
             before = f'{kpi.metric}{{window="{threshold.baseline}"}}'

@@ -8,8 +8,8 @@ seeded traffic by the hour: a busy transactional domain, a marketing domain,
 a newsletter domain whose deliverability is visibly the weakest (inside the
 documented thresholds unless `trouble=True`: then its last 24 hours deliver
 ~91 % and bounce ~6 %), and a domain that sent nothing. Counts are
-consistent: delivered + failed = accepted, bounced + suppressed <= failed
-permanently, unique opens <= opens.
+consistent: delivered + failed = accepted, hard bounces + soft bounces +
+suppressed = failed permanently, unique opens <= opens.
 
 Served: `POST /v1/analytics/metrics` (the `domain` dimension, the count
 metrics, a `domain` filter, `pagination` skip/limit/total, `start`/`end` in
@@ -39,7 +39,8 @@ MAX_METRICS_LIMIT = 1000  # for any dimension but time
 MAX_METRICS_PER_QUERY = 10
 MAX_LIST_LIMIT = 1000
 COUNT_METRICS = ("accepted_outgoing_count", "delivered_count", "permanent_failed_count",
-                 "hard_bounces_count", "suppressed_bounces_count", "suppressed_complaints_count",
+                 "hard_bounces_count", "soft_bounces_count", "suppressed_bounces_count",
+                 "suppressed_complaints_count",
                  "suppressed_unsubscribed_count", "temporary_failed_count", "opened_count",
                  "unique_opened_count", "clicked_count", "unique_clicked_count",
                  "unsubscribed_count", "complained_count")
@@ -50,13 +51,14 @@ class DomainProfile:
     name: str
     per_hour: float  # messages accepted in an average hour
     delivered: float  # shares of accepted
-    bounced: float
+    bounced: float  # hard bounces
     suppressed: float
     opened: float  # shares of delivered
     clicked: float
     unsubscribed: float
     complained: float
     suppressions: tuple[int, int, int]  # bounces, complaints, unsubscribes list sizes
+    soft_bounced: float = 0.002  # soft bounces that ran out of retries, a share of accepted
 
 
 DOMAINS = (
@@ -99,21 +101,24 @@ class MailgunAccount:
         delivered = part(accepted, shares["delivered"])
         bounced = min(part(accepted, shares["bounced"]), accepted - delivered)
         suppressed = min(part(accepted, shares["suppressed"]), accepted - delivered - bounced)
-        permanent = bounced + suppressed
-        temporary = accepted - delivered - permanent
         opened_unique = part(delivered, p.opened)
         clicked_unique = part(delivered, p.clicked)
+        unsubscribed, complained = part(delivered, p.unsubscribed), part(delivered, p.complained)
+        # Drawn last, so the other counts are those of a fake without soft bounces.
+        soft = min(part(accepted, p.soft_bounced), accepted - delivered - bounced - suppressed)
+        permanent = bounced + soft + suppressed
+        temporary = accepted - delivered - permanent
         return {
             "accepted_outgoing_count": accepted, "delivered_count": delivered,
             "permanent_failed_count": permanent, "hard_bounces_count": bounced,
+            "soft_bounces_count": soft,
             "suppressed_bounces_count": suppressed // 2,
             "suppressed_complaints_count": suppressed // 6,
             "suppressed_unsubscribed_count": suppressed - suppressed // 2 - suppressed // 6,
             "temporary_failed_count": temporary,
             "opened_count": round(opened_unique * 1.6), "unique_opened_count": opened_unique,
             "clicked_count": round(clicked_unique * 1.3), "unique_clicked_count": clicked_unique,
-            "unsubscribed_count": part(delivered, p.unsubscribed),
-            "complained_count": part(delivered, p.complained),
+            "unsubscribed_count": unsubscribed, "complained_count": complained,
         }
 
     def counts(self, domain: str, start: float, end: float) -> dict[str, int]:

@@ -22,7 +22,10 @@ class UpstreamDataError(ValueError):
 
 @dataclass(frozen=True)
 class Sample:
-    metric: str
+    """One value of one series: `kpi` is the catalog key (`customer_churn_rate`), not
+    the metric name, so names live in the catalog only."""
+
+    kpi: str
     labels: dict[str, str]
     value: float
 

@@ -52,55 +52,55 @@ class CrmData:
 
 
 def samples(source: str, data: CrmData, now: int, options: CrmOptions = CrmOptions()) -> list[Sample]:
-    def sample(metric: str, value: float, **labels: str) -> Sample:
-        return Sample(metric, {"source": source, **labels}, float(value))
+    def sample(kpi: str, value: float, **labels: str) -> Sample:
+        return Sample(kpi, {"source": source, **labels}, float(value))
 
     result: list[Sample] = []
     stages = pipeline.capped_stages(pipeline.open_pipeline(data.deals), options.max_stages)
     for (pipeline_label, stage), (amount, weighted, count) in sorted(stages.items()):
         labels = {"pipeline": pipeline_label, "stage": stage}
-        result += [sample("kpi_sales_pipeline_amount", amount, **labels),
-                   sample("kpi_sales_pipeline_weighted_amount", weighted, **labels),
-                   sample("kpi_sales_open_deals", count, **labels)]
+        result += [sample("sales_pipeline_amount", amount, **labels),
+                   sample("sales_pipeline_weighted_amount", weighted, **labels),
+                   sample("sales_open_deals", count, **labels)]
 
     for window, seconds in CLOSED_WINDOWS.items():
         closed = pipeline.closed(data.deals, now, seconds)
-        result += [sample("kpi_sales_deals_won", closed.won, window=window),
-                   sample("kpi_sales_deals_lost", closed.lost, window=window),
-                   sample("kpi_sales_won_amount", closed.won_amount, window=window)]
+        result += [sample("sales_deals_won", closed.won, window=window),
+                   sample("sales_deals_lost", closed.lost, window=window),
+                   sample("sales_won_amount", closed.won_amount, window=window)]
         result += _defined(sample, window, {
-            "kpi_sales_win_rate": closed.win_rate,
-            "kpi_sales_average_deal_amount": closed.average_deal,
-            "kpi_sales_cycle_seconds": None if closed.cycle_days is None
+            "sales_win_rate": closed.win_rate,
+            "sales_average_deal_amount": closed.average_deal,
+            "sales_cycle": None if closed.cycle_days is None
             else closed.cycle_days * DAY})
 
     stalled, stalled_amount = pipeline.stalled(data.deals, now, options.stalled_after)
-    result += [sample("kpi_sales_stalled_deals", stalled),
-               sample("kpi_sales_stalled_amount", stalled_amount)]
+    result += [sample("sales_stalled_deals", stalled),
+               sample("sales_stalled_amount", stalled_amount)]
     window, seconds = STAGE_CHANGE_WINDOW
-    result.append(sample("kpi_sales_stage_changes", pipeline.stage_changes(data.deals, now, seconds),
+    result.append(sample("sales_stage_changes", pipeline.stage_changes(data.deals, now, seconds),
                          window=window))
 
     for window, seconds in LEAD_WINDOWS.items():
         funnel = pipeline.funnel(data.leads, now, seconds)
-        result += [sample("kpi_sales_leads", funnel.leads, window=window),
-                   sample("kpi_sales_mqls", funnel.mqls, window=window),
-                   sample("kpi_sales_sqls", funnel.sqls, window=window),
-                   sample("kpi_sales_opportunities", funnel.opportunities, window=window)]
+        result += [sample("sales_leads", funnel.leads, window=window),
+                   sample("sales_mqls", funnel.mqls, window=window),
+                   sample("sales_sqls", funnel.sqls, window=window),
+                   sample("sales_opportunities", funnel.opportunities, window=window)]
         response = pipeline.response(data.leads, now, seconds, options.response_target)
         result += _defined(sample, window, {
-            "kpi_sales_mql_to_sql_conversion": funnel.mql_to_sql,
-            "kpi_sales_sql_to_opportunity_conversion": funnel.sql_to_opportunity,
-            "kpi_sales_lead_response_median_seconds": None if response.median_hours is None
+            "sales_mql_to_sql_conversion": funnel.mql_to_sql,
+            "sales_sql_to_opportunity_conversion": funnel.sql_to_opportunity,
+            "sales_lead_response": None if response.median_hours is None
             else response.median_hours * pipeline.HOUR,
-            "kpi_sales_lead_response_within_target": response.within_target})
+            "sales_lead_response_within_target": response.within_target})
 
-    result += [sample("kpi_unconverted_objects", count, currency=currency)
+    result += [sample("unconverted_objects", count, currency=currency)
                for currency, count in sorted(data.unconverted.items())]
     return result
 
 
 def _defined(sample, window: str, values: dict) -> list[Sample]:
     """A ratio or median without anything to divide or rank has no series at all."""
-    return [sample(metric, value, window=window) for metric, value in values.items()
+    return [sample(kpi, value, window=window) for kpi, value in values.items()
             if value is not None]

@@ -10,7 +10,9 @@ seconds. Definitions (a window is the trailing 30 or 90 days):
 - won / lost       = deals closed won / lost with a close date in the window
 - win rate         = won / (won + lost)
 - average deal     = won amount / won deals that have an amount
-- sales cycle      = median days from creation to close of the deals won
+- sales cycle      = median days from creation to close of the deals won (a
+  deal closed on the day it was created counts 0, even when its close date,
+  a date at midnight UTC, lies before its creation time)
 - leads, MQLs, SQLs, opportunities = leads that reached each stage in the window
 - MQL-to-SQL       = SQLs / MQLs;  SQL-to-opportunity = opportunities / SQLs
 - lead response    = hours from a lead's creation to its first sales touch,
@@ -126,13 +128,20 @@ def closed(deals: list[Deal], now: int, window: int) -> Closed:
     lost = len(in_window) - len(won)
     with_amount = [d.amount for d in won if d.amount is not None]
     won_amount = sum(with_amount, Decimal(0))
-    cycles = [(d.closed - d.created) / DAY for d in won if d.closed >= d.created]
+    cycles = [cycle_days(d) for d in won]
     return Closed(
         won=len(won), lost=lost, won_amount=won_amount,
         win_rate=_ratio(len(won), len(won) + lost),
         average_deal=won_amount / len(with_amount) if with_amount else None,
         cycle_days=statistics.median(cycles) if cycles else None,
     )
+
+
+def cycle_days(deal: Deal) -> float:
+    """Days from creation to close, never below 0: a close date is a date (midnight
+    UTC), so a deal created and won on the same day closes "before" it was created.
+    Leaving such deals out would bias the median cycle upwards."""
+    return max(deal.closed - deal.created, 0) / DAY
 
 
 def funnel(leads: list[Lead], now: int, window: int) -> Funnel:

@@ -49,51 +49,53 @@ def keep(ticket: Ticket, now: int) -> bool:
 
 def samples(source: str, data: HelpdeskData, now: int,
             options: HelpdeskOptions = HelpdeskOptions()) -> list[Sample]:
-    def sample(metric: str, value: float, **labels: str) -> Sample:
-        return Sample(metric, {"source": source, **labels}, float(value))
+    def sample(kpi: str, value: float, **labels: str) -> Sample:
+        return Sample(kpi, {"source": source, **labels}, float(value))
 
     found = data.tickets
-    result = [sample("kpi_support_open_tickets", count, status=status, priority=priority)
+    result = [sample("support_open_tickets", count, status=status, priority=priority)
               for (status, priority), count in sorted(tickets.backlog(found).items())]
-    result += [sample("kpi_support_sla_breaches", count, priority=priority)
+    result += [sample("support_sla_breaches", count, priority=priority)
                for priority, count in tickets.sla_breaches(found, now, options.sla_targets).items()]
 
     for window, seconds in WINDOWS.items():
-        result += [sample("kpi_support_tickets_created", tickets.created(found, now, seconds),
+        result += [sample("support_tickets_created", tickets.created(found, now, seconds),
                           window=window),
-                   sample("kpi_support_tickets_solved", tickets.solved(found, now, seconds),
+                   sample("support_tickets_solved", tickets.solved(found, now, seconds),
                           window=window)]
         resolutions = tickets.resolution_times(found, now, seconds)
-        for metric, times in (("kpi_support_first_reply_seconds",
+        for kpi, times in (("support_first_reply",
                                tickets.first_reply_times(found, now, seconds)),
-                              ("kpi_support_resolution_seconds", resolutions)):
-            result += _quantiles(sample, metric, window, times)
-        result += [sample("kpi_support_resolution_within_sla", share, priority=priority,
+                              ("support_resolution", resolutions)):
+            result += _percentiles(sample, kpi, window, times)
+        result += [sample("support_resolution_within_sla", share, priority=priority,
                           window=window)
                    for priority, share in _by_priority(
                        tickets.within_sla(resolutions, options.sla_targets))]
         given = tickets.csat(data.ratings, now, seconds)
-        result.append(sample("kpi_support_ratings", given.rated, window=window))
+        result.append(sample("support_ratings", given.rated, window=window))
         if given.share is not None:
-            result.append(sample("kpi_support_csat", given.share, window=window))
+            result.append(sample("support_csat", given.share, window=window))
 
-    for metric, window, value in (
-            ("kpi_support_ticket_volume_vs_normal", "24h", tickets.volume_vs_normal(found, now)),
-            ("kpi_support_ticket_volume_change", "7d", tickets.volume_change(found, now)),
-            ("kpi_support_backlog_growth", "7d", tickets.backlog_growth(found, now))):
+    for kpi, window, value in (
+            ("support_ticket_volume_vs_normal", "24h", tickets.volume_vs_normal(found, now)),
+            ("support_ticket_volume_change", "7d", tickets.volume_change(found, now)),
+            ("support_backlog_growth", "7d", tickets.backlog_growth(found, now))):
         if value is not None:
-            result.append(sample(metric, value, window=window))
+            result.append(sample(kpi, value, window=window))
     return result
 
 
-QUANTILES = (("0.5", 0.5), ("0.9", 0.9))
+# The `percentile` label's values, and the quantile each is. Not `quantile`: the
+# exposition format keeps that label for summaries, and these are gauges.
+PERCENTILES = (("50", 0.5), ("90", 0.9))
 
 
-def _quantiles(sample, metric: str, window: str, times: dict[str, list[float]]) -> list[Sample]:
+def _percentiles(sample, kpi: str, window: str, times: dict[str, list[float]]) -> list[Sample]:
     """Median and 90th percentile per priority; a priority without times has no series."""
-    return [sample(metric, tickets.quantile(values, q), priority=priority, window=window,
-                   quantile=label)
-            for priority, values in _by_priority(times) for label, q in QUANTILES]
+    return [sample(kpi, tickets.quantile(values, q), priority=priority, window=window,
+                   percentile=label)
+            for priority, values in _by_priority(times) for label, q in PERCENTILES]
 
 
 def _by_priority(values: dict) -> list[tuple[str, Any]]:

@@ -29,7 +29,8 @@ METRICS = {
     "accepted": ("accepted_outgoing_count",),
     "delivered": ("delivered_count",),
     "failed_permanent": ("permanent_failed_count",),
-    "bounced": ("hard_bounces_count",),
+    "bounced_hard": ("hard_bounces_count",),
+    "bounced_soft": ("soft_bounces_count",),
     "suppressed": ("suppressed_bounces_count", "suppressed_complaints_count",
                    "suppressed_unsubscribed_count"),
     "failed_temporary": ("temporary_failed_count",),
@@ -61,18 +62,32 @@ def domains(client: HttpClient) -> list[str]:
     return names
 
 
+# One query per group (a query takes at most METRICS_PER_QUERY metrics). The
+# permanent failures and their three parts share a query, so that one answer
+# holds every term of bounced_hard + bounced_soft + suppressed = failed_permanent.
+QUERIES = (("accepted", "delivered", "failed_permanent", "bounced_hard", "bounced_soft",
+            "suppressed", "failed_temporary"),
+           ("opened", "opened_unique", "clicked", "clicked_unique", "unsubscribed", "complained"))
+
+
 def event_counts(client: HttpClient, start: float, end: float,
                  only: list[str] | None = None) -> dict[str, Counts]:
     """Counts per domain between `start` and `end` (Unix times)."""
-    names = sorted({m for group in METRICS.values() for m in group})
     raw: dict[str, dict[str, int]] = {}
-    for first in range(0, len(names), METRICS_PER_QUERY):
-        for domain, values in _query(client, start, end, names[first:first + METRICS_PER_QUERY],
-                                     only).items():
+    for fields in QUERIES:
+        names = [name for field in fields for name in METRICS[field]]
+        for domain, values in _query(client, start, end, names, only).items():
             raw.setdefault(domain, {}).update(values)
-    return {domain: Counts(**{field: sum(values.get(n, 0) for n in group)
-                              for field, group in METRICS.items()})
-            for domain, values in raw.items()}
+    result = {domain: Counts(**{field: sum(values.get(n, 0) for n in group)
+                                for field, group in METRICS.items()})
+              for domain, values in raw.items()}
+    for domain, c in result.items():
+        if c.bounced_hard + c.bounced_soft + c.suppressed != c.failed_permanent:
+            raise UpstreamDataError(
+                f"mailgun: {domain}: {c.failed_permanent} permanent failures are not "
+                f"{c.bounced_hard} hard bounces + {c.bounced_soft} soft bounces + "
+                f"{c.suppressed} suppressed, as Mailgun defines them")
+    return result
 
 
 def _query(client: HttpClient, start: float, end: float, metrics: list[str],

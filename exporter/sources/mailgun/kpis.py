@@ -3,7 +3,12 @@
 Definitions (each over a window, per sending domain):
 
 - delivery rate      = delivered / accepted
-- hard-bounce rate   = bounced / accepted  (permanent failures of a bounce)
+- hard-bounce rate   = hard bounces / accepted
+
+Permanent failures are hard bounces, soft bounces (a temporary failure that
+ran out of retries) and suppressed messages (not sent: the address is on a
+suppression list), so bounced_hard + bounced_soft + suppressed =
+failed_permanent; fetch.py fails the poll when Mailgun's counts say otherwise.
 - complaint rate     = complained / delivered
 - open rate          = unique opens / delivered
 - click rate         = unique clicks / delivered
@@ -21,7 +26,7 @@ from dataclasses import dataclass, fields
 from exporter.labels import OTHER, fold, top  # OTHER has no dot: no real domain is named so
 
 # The event counts we keep, and the label value each is exported with.
-EVENTS = ("accepted", "delivered", "failed_permanent", "bounced", "suppressed",
+EVENTS = ("accepted", "delivered", "failed_permanent", "bounced_hard", "bounced_soft", "suppressed",
           "failed_temporary", "opened", "opened_unique", "clicked", "clicked_unique",
           "unsubscribed", "complained")
 
@@ -32,8 +37,9 @@ class Counts:
 
     accepted: int = 0
     delivered: int = 0
-    failed_permanent: int = 0  # bounced + suppressed + other permanent failures
-    bounced: int = 0
+    failed_permanent: int = 0  # bounced_hard + bounced_soft + suppressed
+    bounced_hard: int = 0
+    bounced_soft: int = 0  # retried until Mailgun gave up
     suppressed: int = 0  # not sent: the address is on a suppression list
     failed_temporary: int = 0
     opened: int = 0
@@ -56,7 +62,7 @@ def rates(c: Counts) -> dict[str, float]:
     """The defined rates of one domain and window; a rate without a denominator is left out."""
     found = {
         "delivery_rate": _ratio(c.delivered, c.accepted),
-        "hard_bounce_rate": _ratio(c.bounced, c.accepted),
+        "hard_bounce_rate": _ratio(c.bounced_hard, c.accepted),
         "complaint_rate": _ratio(c.complained, c.delivered),
         "open_rate": _ratio(c.opened_unique, c.delivered),
         "click_rate": _ratio(c.clicked_unique, c.delivered),

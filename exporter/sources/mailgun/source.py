@@ -84,8 +84,8 @@ def make_client(source_config: MailgunConfig, **overrides: Any) -> HttpClient:
                       headers={"Authorization": f"Basic {token}"}, **options)
 
 
-def _sample(metric: str, value: float, **labels: str) -> Sample:
-    return Sample(metric, {"source": NAME, **labels}, float(value))
+def _sample(kpi: str, value: float, **labels: str) -> Sample:
+    return Sample(kpi, {"source": NAME, **labels}, float(value))
 
 
 def samples(windows: dict[str, dict[str, Counts]],
@@ -94,12 +94,12 @@ def samples(windows: dict[str, dict[str, Counts]],
     result = []
     for window, by_domain in windows.items():
         for domain, counts in sorted(by_domain.items()):
-            result += [_sample("kpi_email_events", getattr(counts, event), domain=domain,
+            result += [_sample("email_events", getattr(counts, event), domain=domain,
                                event=event, window=window) for event in EVENTS]
-            result += [_sample(f"kpi_email_{name}", value, domain=domain, window=window)
+            result += [_sample(f"email_{name}", value, domain=domain, window=window)
                        for name, value in sorted(rates(counts).items())]
     for domain, lists in sorted(suppressions.items()):
-        result += [_sample("kpi_email_suppressions", size, domain=domain, list=kind)
+        result += [_sample("email_suppressions", size, domain=domain, list=kind)
                    for kind, size in sorted(lists.items())]
     return result
 

@@ -28,7 +28,7 @@ NAME = "stripe"
 STRIPE_VERSION = "2026-07-29.dahlia"
 DAY = 86400
 WINDOW = 30 * DAY  # the trailing window of the dynamics KPIs ("30d")
-YEAR = 365 * DAY  # the 12-month retention cohort ("12m")
+YEAR = 365 * DAY  # the one-year retention cohort ("1y")
 DISPUTE_LOOKBACK = 180 * DAY  # card networks close disputes within months
 
 
@@ -73,64 +73,64 @@ def _fraction(value: Any) -> float:
     return value
 
 
-def _sample(metric: str, value: Any, **labels: str) -> Sample:
-    return Sample(metric, {"source": NAME, **labels}, float(value))
+def _sample(kpi: str, value: Any, **labels: str) -> Sample:
+    return Sample(kpi, {"source": NAME, **labels}, float(value))
 
 
 def samples(kpis: RevenueKpis) -> list[Sample]:
     """Today's revenue series. Labels besides `source` are per metric."""
     result = [
-        _sample("kpi_mrr", kpis.mrr),
-        _sample("kpi_paying_customers", kpis.paying_customers),
-        _sample("kpi_failed_payments", kpis.failed_payments, window="24h"),
-        _sample("kpi_failed_payments_amount", kpis.failed_payments_amount, window="24h"),
+        _sample("mrr", kpis.mrr),
+        _sample("paying_customers", kpis.paying_customers),
+        _sample("failed_payments", kpis.failed_payments, window="24h"),
+        _sample("failed_payments_amount", kpis.failed_payments_amount, window="24h"),
     ]
     if kpis.arpa is not None:
-        result.append(_sample("kpi_arpa", kpis.arpa))
-    result += [_sample("kpi_mrr_by_currency", amount, currency=currency)
+        result.append(_sample("arpa", kpis.arpa))
+    result += [_sample("mrr_by_currency", amount, currency=currency)
                for currency, amount in sorted(kpis.mrr_by_currency.items())]
-    result += [_sample("kpi_subscriptions", count, status=status)
+    result += [_sample("subscriptions", count, status=status)
                for status, count in sorted(kpis.subscriptions_by_status.items())]
-    result += [_sample("kpi_unconverted_objects", count, currency=currency)
+    result += [_sample("unconverted_objects", count, currency=currency)
                for currency, count in sorted(kpis.missing_fx.items())]
     return result
 
 
 def dynamics_samples(d: dynamics.RevenueDynamics) -> list[Sample]:
     """The revenue-dynamics series; a ratio with a zero denominator has no series."""
-    month, year = "30d", "12m"
+    month, year = "30d", "1y"
     bridge = d.bridge
-    result = [_sample("kpi_mrr_movement", bridge.movements[m], movement=m, window=month)
+    result = [_sample("mrr_movement", bridge.movements[m], movement=m, window=month)
               for m in dynamics.MOVEMENTS]
     result += [
-        _sample("kpi_mrr_window_start", bridge.start, window=month),
-        _sample("kpi_customers_churned", bridge.customers["churn"], window=month),
-        _sample("kpi_paying_customers_window_start", bridge.paying_at_start, window=month),
-        _sample("kpi_nrr_cohort_mrr_start", bridge.start, window=month),
-        _sample("kpi_nrr_cohort_mrr_now", bridge.retained, window=month),
-        _sample("kpi_nrr_cohort_mrr_start", d.cohort_start, window=year),
-        _sample("kpi_nrr_cohort_mrr_now", d.cohort_now, window=year),
-        _sample("kpi_trials_active", d.trials.active),
-        _sample("kpi_trials_started", d.trials.started, window=month),
-        _sample("kpi_trials_ended", d.trials.ended, window=month),
-        _sample("kpi_trials_converted", d.trials.converted, window=month),
-        _sample("kpi_largest_churn_arr", d.largest_churn_arr, window="24h"),
-        _sample("kpi_refunds_amount", d.refunds_amount, window=month),
-        _sample("kpi_disputes_open", d.disputes_open),
-        _sample("kpi_disputes_open_amount", d.disputes_open_amount),
+        _sample("mrr_window_start", bridge.start, window=month),
+        _sample("customers_churned", bridge.customers["churn"], window=month),
+        _sample("paying_customers_window_start", bridge.paying_at_start, window=month),
+        _sample("nrr_cohort_mrr_start", bridge.start, window=month),
+        _sample("nrr_cohort_mrr_now", bridge.retained, window=month),
+        _sample("nrr_cohort_mrr_start", d.cohort_start, window=year),
+        _sample("nrr_cohort_mrr_now", d.cohort_now, window=year),
+        _sample("trials_active", d.trials.active),
+        _sample("trials_started", d.trials.started, window=month),
+        _sample("trials_ended", d.trials.ended, window=month),
+        _sample("trials_converted", d.trials.converted, window=month),
+        _sample("largest_churn_arr", d.largest_churn_arr, window="24h"),
+        _sample("refunds_amount", d.refunds_amount, window=month),
+        _sample("disputes_open", d.disputes_open),
+        _sample("disputes_open_amount", d.disputes_open_amount),
     ]
     optional = [
-        ("kpi_mrr_growth_rate", bridge.growth_rate, {"window": month}),
-        ("kpi_mrr_growth_rate", d.annual_growth_rate, {"window": year}),
-        ("kpi_customer_churn_rate", bridge.customer_churn_rate, {"window": month}),
-        ("kpi_gross_revenue_churn_rate", bridge.gross_revenue_churn_rate, {"window": month}),
-        ("kpi_net_revenue_churn_rate", bridge.net_revenue_churn_rate, {"window": month}),
-        ("kpi_net_revenue_retention", bridge.net_revenue_retention, {"window": month}),
-        ("kpi_net_revenue_retention", d.annual_retention, {"window": year}),
-        ("kpi_trial_conversion_rate", d.trials.conversion_rate, {"window": month}),
-        ("kpi_customer_lifetime_value", d.lifetime_value, {}),
+        ("mrr_growth_rate", bridge.growth_rate, {"window": month}),
+        ("mrr_growth_rate", d.annual_growth_rate, {"window": year}),
+        ("customer_churn_rate", bridge.customer_churn_rate, {"window": month}),
+        ("gross_revenue_churn_rate", bridge.gross_revenue_churn_rate, {"window": month}),
+        ("net_revenue_churn_rate", bridge.net_revenue_churn_rate, {"window": month}),
+        ("net_revenue_retention", bridge.net_revenue_retention, {"window": month}),
+        ("net_revenue_retention", d.annual_retention, {"window": year}),
+        ("trial_conversion_rate", d.trials.conversion_rate, {"window": month}),
+        ("customer_lifetime_value", d.lifetime_value, {}),
     ]
-    result += [_sample(metric, value, **labels) for metric, value, labels in optional
+    result += [_sample(kpi, value, **labels) for kpi, value, labels in optional
                if value is not None]
     return result
 
