@@ -1,7 +1,7 @@
 """`kpi-exporter alert-sink`: a receiver that shows what Alertmanager would have sent.
 
-The demo stack routes every Alertmanager receiver (finance-page,
-engineering-chat, ...) to this webhook, so a user can watch an alert travel
+The demo stack routes every Alertmanager receiver (finance-critical,
+engineering-warning, ...) to this webhook, so a user can watch an alert travel
 without a PagerDuty or Slack account. It logs one line per alert and keeps
 the latest notifications:
 

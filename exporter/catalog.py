@@ -24,7 +24,9 @@ MetricType = Literal["gauge", "counter", "histogram"]
 # "money" is money in the currency named by the series' `currency` label.
 Unit = Literal["currency", "money", "ratio", "count", "seconds", "timestamp", "bool"]
 Severity = Literal["critical", "warning", "info"]
-Team = Literal["finance", "sales", "marketing", "support", "engineering"]
+# The built-in KPIs' owners are finance, sales, marketing and support (the
+# exporter's own alerts: engineering); a config may give a KPI to any team.
+Team = str
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,8 @@ class Kpi:
     target_label: str | None = None
     targets: tuple[tuple[str, float], ...] = ()
     # A Prometheus recording rule rather than an exporter metric: its PromQL
-    # expression (`metric` is then the record's name).
+    # expression, `<job>` standing for the kit's job matcher (`metric` is then the
+    # record's name). Replicas of the exporter are one: take the max over instances.
     recorded: str | None = None
     # The exported name; empty: default_metric(key, unit).
     metric: str = ""
@@ -550,8 +553,9 @@ SUPPORT: tuple[Kpi, ...] = (
              "helpdesk source. Documented target: under 2 % of customers a month.",
              unit="ratio", labels=("source",), target=0.02, direction="lower",
              metric="source:kpi_support_tickets_per_paying_customer:ratio_30d",
-             recorded='sum by (source) (kpi_support_tickets_created{window="30d"}) '
-                      "/ on() group_left() sum(kpi_paying_customers)"),
+             recorded='max by (job, source) (kpi_support_tickets_created{<job>,window="30d"}) '
+                      "/ on(job) group_left() sum by (job) "
+                      "(max by (job, source) (kpi_paying_customers{<job>}))"),
 )
 
 KPIS: tuple[Kpi, ...] = REVENUE + REVENUE_DYNAMICS + EMAIL + SALES + SUPPORT
@@ -644,6 +648,8 @@ class KpiOverride:
     target: float | None = None
     thresholds: dict[str, float] = field(default_factory=dict)
     targets: dict[str, float] = field(default_factory=dict)  # by target_label value
+    team: str | None = None  # a new owner
+    disabled: frozenset[str] = frozenset()  # thresholds turned off (`warning: off`)
 
 
 def apply_overrides(overrides: dict[str, KpiOverride],
@@ -662,13 +668,13 @@ def apply_overrides(overrides: dict[str, KpiOverride],
         thresholds = tuple(
             dataclasses.replace(t, value=override.thresholds[t.name])
             if t.name in override.thresholds else t
-            for t in kpi.thresholds
+            for t in kpi.thresholds if t.name not in override.disabled
         )
         target = kpi.target if override.target is None else override.target
         targets = tuple((value, override.targets.get(value, default))
                         for value, default in kpi.targets)
         result.append(dataclasses.replace(kpi, target=target, thresholds=thresholds,
-                                          targets=targets))
+                                          targets=targets, team=override.team or kpi.team))
     unknown = set(overrides) - set(catalog)
     if unknown:
         raise UnknownKpi(sorted(unknown)[0])

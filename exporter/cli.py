@@ -125,29 +125,33 @@ def _run(build) -> None:
 
 @main.command()
 @click.option("--config", "config_path", metavar="PATH", type=click.Path(dir_okay=False),
-              help="Use the targets and thresholds of this config instead of the defaults.")
+              help="Your config: its `kpis:` (targets, thresholds, owners) and `kit:` (job, "
+                   "URLs, receivers) instead of the defaults.")
 @click.option("--out", "out_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path),
-              help="Write the kit (alert rules, Alertmanager configs, dashboards) under DIR "
-                   "instead of rewriting the repository's committed copies and README.")
+              help="Write the kit (alert rules, Prometheus and Alertmanager configs, "
+                   "dashboards) under DIR, in the repository's layout, instead of rewriting "
+                   "the repository's committed copies and README.")
 @click.option("--check", is_flag=True, help="Exit 1 if a file is out of date instead of writing.")
 def generate(config_path, out_dir, check):
-    """Regenerate what derives from the KPI catalog: rules, routing, dashboards, README tables."""
+    """Regenerate what derives from the KPI catalog and the kit config: rules, routing,
+    scrape config, dashboards, README tables."""
     from exporter import catalog
-    from exporter.kit.generate import kit_files, repo_files
+    from exporter.kit.generate import kit_files, repo_files, write_all
+    from exporter.kit.settings import KitSettings
 
-    kpis, currency = catalog.KPIS, config_module.DEFAULT_REPORTING_CURRENCY
+    kpis, currency, kit = catalog.KPIS, config_module.DEFAULT_REPORTING_CURRENCY, KitSettings()
     if config_path:
         try:
             config = config_module.load(config_path)
-            kpis, currency = config.kpis, config.reporting_currency
         except config_module.ConfigError as exc:
             click.echo(f"kpi-exporter: config error: {redact(str(exc))}", err=True)
             sys.exit(2)
+        kpis, currency, kit = config.kpis, config.reporting_currency, config.kit
     if out_dir is None:
         root = Path(".")
-        readme = root / "README.md"
         try:
-            files = repo_files(readme.read_text(encoding="utf-8"), kpis, currency)
+            files = repo_files((root / "README.md").read_text(encoding="utf-8"), kpis,
+                               currency, kit)
         except (OSError, ValueError):  # no README here, or not ours (no generated sections)
             click.echo("kpi-exporter: generate: this is not a kpi-exporter checkout (no README.md "
                        "with generated sections here): give --out DIR to write the kit "
@@ -155,18 +159,22 @@ def generate(config_path, out_dir, check):
             sys.exit(2)
     else:
         root = out_dir
-        files = kit_files(kpis, currency)
-    stale = []
-    for relative, text in sorted(files.items()):
-        path = root / relative
-        current = path.read_text(encoding="utf-8") if path.exists() else None
-        if current == text:
-            continue
-        stale.append(relative)
-        if not check:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-            click.echo(f"wrote {path}")
-    if check and stale:
-        click.echo(f"out of date: {', '.join(stale)}; run `kpi-exporter generate`", err=True)
+        files = kit_files(kpis, currency, kit)
+    if check:
+        stale = [relative for relative, text in sorted(files.items())
+                 if not (root / relative).is_file()
+                 or (root / relative).read_text(encoding="utf-8") != text]
+        if stale:
+            click.echo(f"out of date: {', '.join(stale)}; run `kpi-exporter generate`", err=True)
+            sys.exit(1)
+        return
+    try:
+        written = write_all(root, files)
+        if out_dir is not None:  # where the stack mounts the Alertmanager secrets
+            (root / "provisioning" / "alertmanager" / "secrets").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        click.echo(f"kpi-exporter: generate: cannot write {exc.filename or root}: "
+                   f"{exc.strerror or exc}; nothing was changed", err=True)
         sys.exit(1)
+    for relative in written:
+        click.echo(f"wrote {root / relative}")

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import yaml
 
 from exporter import catalog
+from exporter.kit.settings import KitSettings, parse_kit, team_error
 from exporter.secrets import Secret
 
 DEFAULT_LISTEN = "127.0.0.1:19877"
@@ -42,6 +43,7 @@ class Config:
     fx_rates: dict[str, Decimal]
     sources: dict[str, Any]  # source name -> that source's own config object
     kpis: tuple[catalog.Kpi, ...] = field(default=catalog.KPIS)
+    kit: KitSettings = field(default_factory=KitSettings)  # the `kit:` section
 
 
 # --- values -----------------------------------------------------------------
@@ -318,9 +320,10 @@ def from_mapping(data: Any, file: str, from_env: frozenset[str] = frozenset()) -
         raise top.error("sources", f"configure at least one source ({', '.join(sorted(SOURCE_TYPES))})")
 
     kpis = _kpi_overrides(top.section("kpis"))
+    kit = parse_kit(top.section("kit"), {kpi.team for kpi in kpis})
     top.finish()
     return Config(file=file, listen=listen, reporting_currency=currency, fx_rates=fx_rates,
-                  sources=sources, kpis=kpis)
+                  sources=sources, kpis=kpis, kit=kit)
 
 
 def _currency(section: Section, name: str, value: str) -> str:
@@ -377,17 +380,27 @@ def _kpi_overrides(section: Section) -> tuple[catalog.Kpi, ...]:
         target = value("target", None)
         thresholds_section = entry.section("thresholds")
         thresholds: dict[str, float] = {}
+        disabled: set[str] = set()
         names = {t.name for t in known[key].thresholds}
         for name in list(thresholds_section.data):
             if name not in names:
                 choices = ", ".join(sorted(names)) or "none"
                 raise thresholds_section.error(str(name), f"unknown threshold (this KPI has: {choices})")
+            # `warning: off` turns the alert off; YAML reads a bare off (or no) as false.
+            if thresholds_section.data[name] is False or thresholds_section.data[name] == "off":
+                thresholds_section.raw(name)
+                disabled.add(name)
+                continue
             thresholds[name] = (thresholds_section.duration if known[key].unit == "seconds"
                                 else thresholds_section.number)(name, None)
         thresholds_section.finish()
         targets = _label_targets(entry, known[key])
+        team = entry.string("team")
+        if team is not None and team_error(team):
+            raise entry.error("team", team_error(team))
         entry.finish()
         overrides[key] = catalog.KpiOverride(target=target, thresholds=thresholds,
-                                             targets=targets)
+                                             targets=targets, team=team,
+                                             disabled=frozenset(disabled))
     section.finish()
     return catalog.apply_overrides(overrides)

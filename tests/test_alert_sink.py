@@ -10,7 +10,7 @@ import requests
 from exporter.alert_sink import serve
 
 PAYLOAD = {
-    "version": "4", "receiver": "finance-page", "status": "firing",
+    "version": "4", "receiver": "finance-critical", "status": "firing",
     "groupLabels": {"alertname": "KpiLargestChurnArrHigh", "source": "stripe"},
     "alerts": [{"status": "firing", "startsAt": "2026-11-23T10:00:00Z",
                 "labels": {"alertname": "KpiLargestChurnArrHigh", "severity": "critical",
@@ -32,11 +32,11 @@ def test_a_notification_is_kept_shown_and_logged(sink, caplog):
         assert requests.post(f"{url}/alerts", json=PAYLOAD, timeout=5).status_code == 200
     assert requests.get(f"{url}/notifications", timeout=5).json() == [PAYLOAD]
     [line] = caplog.messages
-    assert line == ("FIRING -> finance-page: KpiLargestChurnArrHigh severity=critical "
+    assert line == ("FIRING -> finance-critical: KpiLargestChurnArrHigh severity=critical "
                     "source=stripe team=finance window=24h "
                     "Largest churn ARR is above 10,000 over 24h.")
     page = requests.get(f"{url}/", timeout=5).text
-    assert "finance-page" in page and "KpiLargestChurnArrHigh" in page
+    assert "finance-critical" in page and "KpiLargestChurnArrHigh" in page
 
 
 @pytest.mark.parametrize("body", [b"", b"{not json", b'{"alerts": []}', b'{"receiver": "x"}',

@@ -39,14 +39,14 @@ def test_amtool_check_config(config_path):
 
 @pytest.mark.parametrize("labels,receiver", [
     # the reference's routing table: critical pages the owning team ...
-    ({"alertname": "KpiMrrDrop", "severity": "critical", "team": "finance"}, "finance-page"),
+    ({"alertname": "KpiMrrDrop", "severity": "critical", "team": "finance"}, "finance-critical"),
     ({"alertname": "KpiSourceDown", "severity": "critical", "team": "engineering"},
-     "engineering-page"),
+     "engineering-critical"),
     # ... a warning goes to the team's chat, info to the daily digest
     ({"alertname": "KpiFailedPaymentsAmountHigh", "severity": "warning", "team": "finance"},
-     "finance-chat"),
+     "finance-warning"),
     ({"alertname": "KpiInputsMissing", "severity": "warning", "team": "engineering"},
-     "engineering-chat"),
+     "engineering-warning"),
     ({"alertname": "KpiSomething", "severity": "info", "team": "finance"}, "daily-digest"),
     # anything the tree does not know still reaches somebody
     ({"alertname": "Watchdog", "severity": "none"}, "default"),
@@ -66,8 +66,8 @@ def test_critical_inhibits_its_warning_twin_and_no_secret_is_inline():
     [inhibit] = config["inhibit_rules"]
     assert inhibit["source_matchers"] == ['severity="critical"']
     assert inhibit["target_matchers"] == ['severity="warning"']
-    assert set(inhibit["equal"]) == {"alertname", "source"}
-    assert config["route"]["group_by"] == ["alertname", "source"]
+    assert set(inhibit["equal"]) == {"alertname", "job", "source"}
+    assert config["route"]["group_by"] == ["alertname", "job", "source"]
     text = CONFIG.read_text()
     for inline in ("api_url:", "routing_key:", "smtp_auth_password:", "service_key:"):
         assert inline not in text  # secrets only as *_file

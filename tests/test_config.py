@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 from click.testing import CliRunner
 
-from exporter import config as config_module
+from exporter import catalog, config as config_module
 from exporter.cli import main
 from exporter.config import ConfigError, expand_env, parse_duration, parse_listen
 
@@ -262,3 +262,30 @@ def test_the_readmes_example_config_is_valid():
     config = config_module.parse(example, "README.md", env)
     assert sorted(config.sources) == ["hubspot", "intercom", "mailgun", "salesforce", "stripe",
                                       "zendesk"]
+
+
+def test_the_readmes_kit_example_is_valid():
+    """The README's `kit:` example, with a source added, loads to what it says."""
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    start = readme.index("```yaml\nkit:\n")
+    example = readme[start + len("```yaml\n"):readme.index("```", start + 3)]
+    config = parse(S + example)
+    assert config.kit.job == "biz-kpis"
+    assert set(config.kit.teams) == {"finance", "marketing"}
+    assert catalog.by_key(config.kpis)["mrr"].team == "growth"
+    assert [t.name for t in catalog.by_key(config.kpis)["failed_payments_amount"].thresholds] \
+        == ["critical"]
+
+
+def test_the_stacks_commented_kpis_and_kit_load_when_uncommented():
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "provisioning/exporter/kpi-exporter.yml").read_text()
+    block = text[text.index("# kpis:"):]
+    uncommented = "\n".join(line[2:] if line.startswith("# ") else line
+                            for line in block.splitlines())
+    config = parse(S + uncommented)
+    assert catalog.by_key(config.kpis)["mrr"].team == "growth"
+    assert set(config.kit.teams) == {"finance"}

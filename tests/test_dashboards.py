@@ -40,9 +40,13 @@ def test_structure_grafana_provisioning_loads():
     assert len(set(uids)) == len(uids) and all(uids)
     for board in BOARDS.values():
         assert board["title"] and isinstance(board["schemaVersion"], int)
-        [variable] = board["templating"]["list"]
-        assert (variable["name"], variable["type"], variable["query"]) == \
-            ("datasource", "datasource", "prometheus")
+        variables = {v["name"]: v for v in board["templating"]["list"]}
+        assert list(variables) == ["datasource", "job", "instance", "source"]
+        assert (variables["datasource"]["type"], variables["datasource"]["query"]) == \
+            ("datasource", "prometheus")
+        assert variables["job"]["current"]["value"] == "kpi-exporter"  # the kit's job
+        for name in ("instance", "source"):  # every replica and source unless one is picked
+            assert variables[name]["includeAll"] and variables[name]["allValue"] == ".*"
         other = {b["uid"] for b in BOARDS.values()} - {board["uid"]}
         assert {link["url"].split("/")[-1] for link in board["links"]} == other
     for name, panel in panels():
@@ -75,6 +79,37 @@ def test_every_query_parses_and_names_known_metrics(tmp_path):
             assert word in known or word in functions, f"{word} in {name}: {title}"
 
 
+def test_every_query_is_scoped_to_the_job_instance_and_source_variables():
+    for name, title, expr in queries():
+        selectors = re.findall(r"(?<![\w:])((?:source:)?kpi_[\w:]+)(\{[^}]*\})?", expr)
+        assert selectors, f"{name}: {title}: {expr}"
+        for metric, matchers in selectors:
+            assert matchers.startswith('{job=~"$job",instance=~"$instance",source=~"$source"'), \
+                f"{metric} in {name}: {title}"
+
+
+def test_a_configured_job_is_the_dashboards_default():
+    from exporter.kit.settings import KitSettings
+
+    for board in dashboards(settings=KitSettings(job="biz-kpis")).values():
+        [job] = [v for v in board["templating"]["list"] if v["name"] == "job"]
+        assert job["current"]["value"] == "biz-kpis"
+
+
+def test_targets_are_dashed_lines_that_follow_overrides():
+    overridden = catalog.apply_overrides({"email_delivery_rate": catalog.KpiOverride(
+        target=0.95)})
+    [panel] = [p for p in dashboards(overridden)["email.json"]["panels"]
+               if p["title"] == "Delivery rate by domain (24 h)"]
+    defaults = panel["fieldConfig"]["defaults"]
+    assert defaults["custom"]["thresholdsStyle"]["mode"] == "dashed"
+    assert [s["value"] for s in defaults["thresholds"]["steps"]] == [None, 0.95]
+    [resolution] = [p for p in BOARDS["support.json"]["panels"]
+                    if p["title"].startswith("Resolution time")]
+    steps = resolution["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert [s["value"] for s in steps] == [None, 4 * 3600, 24 * 3600]  # per-priority targets
+
+
 def test_counters_are_wrapped_in_rate_or_increase():
     for name, title, expr in queries():
         for counter in re.findall(r"\w+_total\b", expr):
@@ -105,6 +140,7 @@ def test_money_panels_use_the_reporting_currency():
 def test_overview_has_arr_against_its_documented_target():
     board = dashboards()["overview.json"]
     [arr] = [p for p in board["panels"] if p["title"] == "ARR"]
-    assert arr["targets"][0]["expr"] == "source:kpi_arr:mrr_x12"
+    assert arr["targets"][0]["expr"] == \
+        'source:kpi_arr:mrr_x12{job=~"$job",instance=~"$instance",source=~"$source"}'
     steps = arr["fieldConfig"]["defaults"]["thresholds"]["steps"]
     assert [(s["value"], s["color"]) for s in steps] == [(None, "red"), (1_200_000, "green")]

@@ -79,7 +79,8 @@ def test_alert_conventions():
         assert "{{" not in notes["summary"] and notes["summary"].endswith("."), name
         assert "{{" in notes["description"], name
         assert notes["runbook_url"].endswith("#" + name.lower())
-        assert re.fullmatch(r"http://localhost:3000/d/kpi-[a-z-]+", notes["dashboard_url"])
+        assert re.fullmatch(r"http://localhost:3000/d/kpi-[a-z-]+\?var-job=kpi-exporter"
+                            r"(&var-source=\{\{ \$labels.source \}\})?", notes["dashboard_url"])
         threshold = thresholds.get((name, labels["severity"]))
         if threshold is not None and threshold.hold == "0s":
             assert "for" not in rule, name  # an event fires at once
@@ -92,7 +93,7 @@ def test_every_metric_in_an_expression_exists():
     known |= {rule["record"] for rule in rules() if "record" in rule}
     known.add("up")  # Prometheus' own
     words = {"offset", "ignoring", "on", "unless", "and", "or", "by", "without", "time",
-             "clamp_min", "bool", "count", "sum", "group_left"}
+             "clamp_min", "bool", "count", "sum", "group_left", "max", "min", "absent"}
     for rule in rules():
         expr = re.sub(r'\{[^}]*\}|"[^"]*"|\b(?:ignoring|on|by|without)\s*\([^)]*\)', "",
                       rule["expr"])
@@ -107,16 +108,17 @@ def test_a_threshold_override_shows_in_the_generated_rule(tmp_path):
     result = CliRunner().invoke(main, ["generate", "--config", str(config), "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     generated = (tmp_path / RULES_PATH).read_text()
-    assert 'kpi_customer_churn_ratio{window="30d"} > 0.1' in generated
-    assert 'kpi_customer_churn_ratio{window="30d"} > 0.07' not in generated
-    assert 'kpi_customer_churn_ratio{window="30d"} > 0.03' in generated  # the warning kept
+    assert 'kpi_customer_churn_ratio{job="kpi-exporter",window="30d"} > 0.1)' in generated
+    assert 'kpi_customer_churn_ratio{job="kpi-exporter",window="30d"} > 0.07)' not in generated
+    assert 'kpi_customer_churn_ratio{job="kpi-exporter",window="30d"} > 0.03)' in generated
 
 
 def test_dashboard_links_point_at_generated_dashboards():
     uids = {json.loads(p.read_text())["uid"] for p in (ROOT / "dashboards").glob("*.json")}
     for rule in rules():
         if "alert" in rule:
-            assert rule["annotations"]["dashboard_url"].rsplit("/", 1)[-1] in uids
+            uid = rule["annotations"]["dashboard_url"].split("?")[0].rsplit("/", 1)[-1]
+            assert uid in uids
 
 
 def test_every_alert_has_a_runbook_section():

@@ -19,7 +19,7 @@ import yaml
 
 from exporter.kit.alertmanager import DEMO_SINK_URL
 from exporter.kit.generate import DASHBOARDS_DIR, RULES_PATH
-from exporter.kit.rules import KitSettings
+from exporter.kit.settings import KitSettings
 from native_stack import DEBIAN_BINARIES, ROOT, NativeStack, bind_mounts, load_compose
 from tools import require
 
@@ -30,9 +30,11 @@ slow = pytest.mark.slow
 SCENARIO = "large-churn"
 SCENARIO_ALERT = {"alertname": "KpiLargestChurnArrHigh", "severity": "critical",
                   "team": "finance", "source": "stripe", "window": "24h", "job": "kpi-exporter"}
-SCENARIO_RECEIVER = "finance-page"
-# Grafana's built-in variables, made concrete for a 15 s scrape interval.
-GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h"}
+SCENARIO_RECEIVER = "finance-critical"
+# Grafana's built-in variables, made concrete for a 15 s scrape interval, and the
+# dashboards' own as they open: the kit's job, every instance and source.
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h",
+                     "$job": "kpi-exporter", "$instance": ".*", "$source": ".*"}
 
 
 def eventually(check, timeout: float, what: str, stack: NativeStack, every: float = 1.0):
@@ -147,13 +149,13 @@ def test_the_scenarios_alert_reaches_the_sink_routed_to_the_team(stack):
                                      stack, every=2)
     assert receiver == SCENARIO_RECEIVER
     assert alert["status"] == "firing"
-    labels = dict(alert["labels"])
-    assert labels.pop("instance") == stack.url("exporter", 19877).removeprefix("http://")
-    assert labels == SCENARIO_ALERT
+    # one alert per job and source, whichever replica saw it: no instance label
+    assert alert["labels"] == SCENARIO_ALERT
     annotations = alert["annotations"]
     assert annotations["summary"] == "Largest churn ARR is above 10,000 over 24h."
     assert annotations["runbook_url"].endswith("runbooks.md#kpilargestchurnarrhigh")
-    assert annotations["dashboard_url"] == "http://localhost:3000/d/kpi-revenue"
+    assert annotations["dashboard_url"] == \
+        "http://localhost:3000/d/kpi-revenue?var-job=kpi-exporter&var-source=stripe"
 
 
 @slow
@@ -378,3 +380,58 @@ def test_production_routing_pages_the_team_with_the_secrets_from_files(tmp_path)
     assert attachment["title"] == "KpiMrrDrop (critical)"
     assert "MRR fell by more than 5% over 30d." in attachment["text"]
     assert "Runbook: https://example.com/runbooks.md#kpimrrdrop" in attachment["text"]
+
+
+USER_KIT = """
+sources: {stripe: {api_key: sk_test_unused}}
+kit:
+  job: biz-kpis
+  grafana_url: https://grafana.example.com
+  runbook_url: https://wiki.example.com/kpi-runbooks
+  default: {slack_configs: [{channel: "#kpi-alerts", api_url_file: /etc/alertmanager/secrets/slack}]}
+  teams:
+    growth:
+      critical: {pagerduty_configs: [{routing_key_file: /etc/alertmanager/secrets/pd-growth}]}
+kpis:
+  largest_churn_arr: {team: growth}
+"""
+
+
+@slow
+def test_a_users_own_kit_runs_the_stack_with_no_code_edited(tmp_path):
+    """The README's path: fill in the config, generate the kit into a directory, point
+    KPI_KIT_DIR at it. The demo's large churn then reaches the sink as the user routed
+    it: job biz-kpis, team growth, receiver growth-critical, the user's links."""
+    from click.testing import CliRunner
+
+    from exporter.cli import main
+
+    for binary, package in DEBIAN_BINARIES.values():
+        require(binary, package)
+    config, kit = tmp_path / "kpi-exporter.yml", tmp_path / "kit"
+    config.write_text(USER_KIT)
+    result = CliRunner().invoke(main, ["generate", "--config", str(config), "--out", str(kit)])
+    assert result.exit_code == 0, result.output
+    stack = NativeStack(tmp_path / "stack", {"KPI_DEMO_SCENARIO": SCENARIO,
+                                             "KPI_KIT_DIR": str(kit)})
+    (tmp_path / "stack").mkdir()
+    try:
+        stack.start(skip={"grafana"})
+        sink = stack.url("alert-sink", 19878)
+
+        def delivered():
+            return [(n["receiver"], alert)
+                    for n in requests.get(f"{sink}/notifications", timeout=5).json()
+                    for alert in n["alerts"]
+                    if alert["labels"]["alertname"] == "KpiLargestChurnArrHigh"]
+
+        [(receiver, alert)] = eventually(delivered, 150, "the user's routing delivered", stack,
+                                         every=2)
+    finally:
+        stack.stop()
+    assert receiver == "growth-critical"
+    assert alert["labels"] == {**SCENARIO_ALERT, "job": "biz-kpis", "team": "growth"}
+    assert alert["annotations"]["runbook_url"] == \
+        "https://wiki.example.com/kpi-runbooks#kpilargestchurnarrhigh"
+    assert alert["annotations"]["dashboard_url"] == \
+        "https://grafana.example.com/d/kpi-revenue?var-job=biz-kpis&var-source=stripe"

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 from grafanalib import core as g
 from grafanalib._gen import DashboardEncoder
 
 from exporter import catalog
+from exporter.kit.settings import DEFAULT_JOB, KitSettings
 
 SCHEMA_VERSION = 39
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -61,7 +63,7 @@ def kpi_stat(kpi: catalog.Kpi, expr: str, x: int, y: int, currency: str, *,
         title=title or kpi.key.replace("_", " ").capitalize(),
         description=kpi.description + target,
         dataSource=DATASOURCE,
-        targets=[g.Target(expr=expr, refId="A", instant=True, legendFormat=legend)],
+        targets=[g.Target(expr=scoped(expr), refId="A", instant=True, legendFormat=legend)],
         format=grafana_unit(kpi.unit, currency),
         reduceCalc="lastNotNull",
         graphMode="none",
@@ -71,13 +73,49 @@ def kpi_stat(kpi: catalog.Kpi, expr: str, x: int, y: int, currency: str, *,
 
 
 def timeseries(title: str, description: str, targets: list[tuple[str, str]], unit: str,
-               x: int, y: int, w: int = 12, h: int = 8) -> g.TimeSeries:
+               x: int, y: int, w: int = 12, h: int = 8,
+               lines: tuple[float, ...] = ()) -> g.TimeSeries:
+    """`lines`: targets drawn as dashed lines (Grafana thresholds), not as queries."""
+    if lines:
+        description += " Dashed: the target" + ("s." if len(lines) > 1 else ".")
     return g.TimeSeries(
         title=title, description=description, dataSource=DATASOURCE, unit=unit,
-        targets=[g.Target(expr=expr, legendFormat=legend, refId=chr(ord("A") + i))
+        targets=[g.Target(expr=scoped(expr), legendFormat=legend, refId=chr(ord("A") + i))
                  for i, (expr, legend) in enumerate(targets)],
         gridPos=g.GridPos(h=h, w=w, x=x, y=y),
+        thresholds=[g.Threshold("transparent", 0, 0.0)]
+        + [g.Threshold(GREEN, i + 1, float(v)) for i, v in enumerate(sorted(set(lines)))],
+        thresholdsStyleMode="dashed" if lines else "off",
     )
+
+
+# Every query is scoped to the dashboard's variables: the kit's job (the
+# default), its instances (replicas) and sources, all selectable in Grafana.
+SCOPE = 'job=~"$job",instance=~"$instance",source=~"$source"'
+_SERIES = re.compile(r"(?<![\w:\"])((?:source:)?kpi_[a-z0-9_:]*[a-z0-9_])(\{[^}]*\})?")
+
+
+def scoped(expr: str) -> str:
+    """`kpi_mrr{window="30d"}` -> `kpi_mrr{job=~"$job",...,window="30d"}`, every series."""
+    def scope(match: re.Match) -> str:
+        inner = (match.group(2) or "{}")[1:-1].strip()
+        return f"{match.group(1)}{{{SCOPE}{',' + inner if inner else ''}}}"
+
+    return _SERIES.sub(scope, expr)
+
+
+def _variables(job: str) -> list[g.Template]:
+    every = {"includeAll": True, "multi": True, "allValue": ".*", "default": "$__all"}
+    return [
+        g.Template(name="datasource", label="Data source", query="prometheus", type="datasource"),
+        g.Template(name="job", label="Job", dataSource=DATASOURCE, default=job,
+                   query="label_values(kpi_source_up, job)"),
+        g.Template(name="instance", label="Instance", dataSource=DATASOURCE,
+                   query='label_values(kpi_source_up{job=~"$job"}, instance)', **every),
+        g.Template(name="source", label="Source", dataSource=DATASOURCE,
+                   query='label_values(kpi_source_up{job=~"$job",instance=~"$instance"}, source)',
+                   **every),
+    ]
 
 
 def _dashboard(key: str, title: str, description: str, panels: list) -> g.Dashboard:
@@ -88,8 +126,7 @@ def _dashboard(key: str, title: str, description: str, panels: list) -> g.Dashbo
         title=title, uid=UIDS[key], description=description, tags=["kpi-exporter"],
         schemaVersion=SCHEMA_VERSION, timezone="utc", refresh="1m",
         time=g.Time("now-7d", "now"), links=links, panels=panels,
-        templating=g.Templating(list=[g.Template(
-            name="datasource", label="Data source", query="prometheus", type="datasource")]),
+        templating=g.Templating(list=_variables(DEFAULT_JOB)),
     ).auto_panel_ids()
 
 
@@ -178,13 +215,12 @@ def revenue(kpis: dict[str, catalog.Kpi], currency: str) -> g.Dashboard:
                       panels)
 
 
-def _against_target(kpi: catalog.Kpi, window: str, legend: str) -> list[tuple[str, str]]:
-    """A KPI's series per domain, and its target as a flat line (from the catalog,
-    so a config override moves it)."""
-    lines = [(f'{kpi.metric}{{window="{window}"}}', legend)]
-    if kpi.target is not None:
-        lines.append((f"vector({catalog.number(kpi.target)})", "target"))
-    return lines
+def target_of(kpi: catalog.Kpi) -> tuple[float, ...]:
+    """A KPI's target(s) as dashed lines (from the catalog, so a config override moves
+    them); one per distinct per-label target."""
+    if kpi.targets:
+        return tuple(target for _, target in kpi.targets)
+    return () if kpi.target is None else (kpi.target,)
 
 
 def email(kpis: dict[str, catalog.Kpi], currency: str) -> g.Dashboard:
@@ -201,8 +237,8 @@ def email(kpis: dict[str, catalog.Kpi], currency: str) -> g.Dashboard:
         kpi_stat(kpis["email_open_rate"], f'kpi_email_open_ratio{{window="{week}"}}',
                  18, 0, currency, title="Open rate (7 days)", legend=per_domain),
         timeseries("Delivery rate by domain (24 h)", kpis["email_delivery_rate"].description,
-                   _against_target(kpis["email_delivery_rate"], day, per_domain),
-                   "percentunit", 0, 4),
+                   [(f'kpi_email_delivery_ratio{{window="{day}"}}', per_domain)],
+                   "percentunit", 0, 4, lines=target_of(kpis["email_delivery_rate"])),
         timeseries("Hard-bounce and complaint rates by domain (24 h)",
                    kpis["email_hard_bounce_rate"].description + " "
                    + kpis["email_complaint_rate"].description,
@@ -290,12 +326,13 @@ def sales(kpis: dict[str, catalog.Kpi], currency: str) -> g.Dashboard:
                    [(f'kpi_sales_mql_to_sql_conversion_ratio{{window="{month}"}}',
                      "MQL to SQL {{source}}"),
                     (f'kpi_sales_sql_to_opportunity_conversion_ratio{{window="{month}"}}',
-                     "SQL to opportunity {{source}}"),
-                    (f'vector({catalog.number(kpis["sales_mql_to_sql_conversion"].target)})',
-                     "MQL to SQL target")], "percentunit", 12, 24),
+                     "SQL to opportunity {{source}}")], "percentunit", 12, 24,
+                   lines=target_of(kpis["sales_mql_to_sql_conversion"])
+                   + target_of(kpis["sales_sql_to_opportunity_conversion"])),
         timeseries("Lead response, median (30 days)", kpis["sales_lead_response"].description,
-                   _against_target(kpis["sales_lead_response"], month, "{{source}}"),
-                   grafana_unit("seconds", currency), 0, 32),
+                   [(f'kpi_sales_lead_response_median_seconds{{window="{month}"}}', "{{source}}")],
+                   grafana_unit("seconds", currency), 0, 32,
+                   lines=target_of(kpis["sales_lead_response"])),
         timeseries("Pipeline movement", kpis["sales_stage_changes"].description + " "
                    + kpis["sales_stalled_deals"].description,
                    [('kpi_sales_stage_changes{window="14d"}', "stage changes (14 days) {{source}}"),
@@ -304,15 +341,6 @@ def sales(kpis: dict[str, catalog.Kpi], currency: str) -> g.Dashboard:
     return _dashboard("sales", _TITLES["sales"][1],
                       "Open pipeline, won and lost deals, the lead funnel and lead response, "
                       "from HubSpot or Salesforce.", panels)
-
-
-def _target_lines(kpi: catalog.Kpi) -> list[tuple[str, str]]:
-    """A per-priority target as flat lines, one per distinct value ("urgent/high target")."""
-    values: dict[float, list[str]] = {}
-    for label, target in kpi.targets:
-        values.setdefault(target, []).append(label)
-    return [(f"vector({catalog.number(target)})", f"{'/'.join(labels)} target")
-            for target, labels in values.items()]
 
 
 def support(kpis: dict[str, catalog.Kpi], currency: str) -> g.Dashboard:
@@ -352,8 +380,8 @@ def support(kpis: dict[str, catalog.Kpi], currency: str) -> g.Dashboard:
         timeseries("Resolution time, 90th percentile, by priority (7 days)",
                    kpis["support_resolution"].description,
                    [(f'kpi_support_resolution_seconds{{window="{week}", percentile="90"}}',
-                     "{{source}} {{priority}}")] + _target_lines(kpis["support_resolution"]),
-                   seconds, 12, 12),
+                     "{{source}} {{priority}}")],
+                   seconds, 12, 12, lines=target_of(kpis["support_resolution"])),
         timeseries("Solved within SLA by priority (7 days)",
                    kpis["support_resolution_within_sla"].description,
                    [(f'kpi_support_resolution_within_sla_ratio{{window="{week}"}}',
@@ -361,9 +389,8 @@ def support(kpis: dict[str, catalog.Kpi], currency: str) -> g.Dashboard:
         timeseries("Tickets past their SLA by priority", kpis["support_sla_breaches"].description,
                    [("kpi_support_sla_breaches", "{{source}} {{priority}}")], "short", 12, 20),
         timeseries("CSAT (7 and 30 days)", kpis["support_csat"].description,
-                   [(f'kpi_support_csat_ratio{{window=~"{week}|{month}"}}', "{{source}} {{window}}"),
-                    (f"vector({catalog.number(kpis['support_csat'].target)})", "target")],
-                   "percentunit", 0, 28),
+                   [(f'kpi_support_csat_ratio{{window=~"{week}|{month}"}}', "{{source}} {{window}}")],
+                   "percentunit", 0, 28, lines=target_of(kpis["support_csat"])),
         timeseries("Ratings given", kpis["support_ratings"].description,
                    [("kpi_support_ratings", "{{source}} {{window}}")], "short", 12, 28),
         timeseries("Volume and backlog trends",
@@ -376,9 +403,8 @@ def support(kpis: dict[str, catalog.Kpi], currency: str) -> g.Dashboard:
                     (f'kpi_support_backlog_growth_ratio{{window="{week}"}}', "backlog growth {{source}}")],
                    "percentunit", 0, 36),
         timeseries("Tickets per paying customer (30 days)", per_paying.description,
-                   [(per_paying.metric, "{{source}}"),
-                    (f"vector({catalog.number(per_paying.target)})", "target")],
-                   "percentunit", 12, 36),
+                   [(per_paying.metric, "{{source}}")],
+                   "percentunit", 12, 36, lines=target_of(per_paying)),
     ]
     return _dashboard("support", _TITLES["support"][1],
                       "Backlog, reply and resolution times against the SLA, CSAT and ticket "
@@ -416,13 +442,15 @@ def health() -> g.Dashboard:
                       "Freshness and upstream health of every KPI source.", panels)
 
 
-def dashboards(kpis: tuple[catalog.Kpi, ...] = catalog.KPIS,
-               currency: str = "usd") -> dict[str, dict]:
-    """{file name: dashboard JSON} for every dashboard."""
+def dashboards(kpis: tuple[catalog.Kpi, ...] = catalog.KPIS, currency: str = "usd",
+               settings: KitSettings = KitSettings()) -> dict[str, dict]:
+    """{file name: dashboard JSON} for every dashboard, opening on the kit's job."""
     by_key = catalog.by_key(kpis)
     built = {"overview.json": overview(by_key, currency), "revenue.json": revenue(by_key, currency),
              "email.json": email(by_key, currency), "sales.json": sales(by_key, currency),
              "support.json": support(by_key, currency), "exporter-health.json": health()}
+    for board in built.values():
+        board.templating = g.Templating(list=_variables(settings.job))
     return {name: _to_json(board) for name, board in built.items()}
 
 

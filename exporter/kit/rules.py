@@ -9,33 +9,24 @@ critical fires). Health alerts watch the exporter itself. `runbook_url` and
 Alerts only compare series the exporter computes itself (from upstream
 history, not Prometheus history), so they work from the first scrape, and
 none fires for lack of data on a fresh install.
+
+Every expression selects the kit's job (`kit.job`), and KPI and source alerts
+are aggregated over `instance`: two exporter replicas (high availability)
+raise one alert, not two. A KPI breaks its threshold when any replica sees it
+break; a source is down when it is down in every replica.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from exporter import catalog
 from exporter.kit.dashboards import UIDS
+from exporter.kit.settings import KitSettings
 
-@dataclass(frozen=True)
-class KitSettings:
-    """What the generated rules assume about the deployment (the mixin `_config`)."""
 
-    # Selects the exporter's scrape job; change it when your job is named otherwise.
-    job_selector: str = 'job="kpi-exporter"'
-    # Where the runbooks live; each alert links to the section named after it.
-    runbook_base_url: str = "https://github.com/kpi-exporter/kpi-exporter/blob/main/docs/runbooks.md"
-    # Grafana's address, for each alert's dashboard link.
-    grafana_url: str = "http://localhost:3000"
-    # How long a KPI threshold must stay broken before its alert fires, unless
-    # the threshold says otherwise: twice the default (5m) poll interval, so one
-    # odd poll pages nobody; critical ones sooner ("critical now, warning within hours").
-    kpi_for: tuple[tuple[str, str], ...] = (("critical", "10m"), ("warning", "30m"), ("info", "1h"))
-    # A source that has failed this long has missed several polls.
-    source_down_for: str = "15m"
-    # The shortest staleness that alerts, whatever the poll interval.
-    stale_floor_seconds: int = 900
+def series(metric: str, settings: KitSettings, **matchers: str) -> str:
+    """`metric{job="<the kit's job>",window="30d"}`: every expression selects the job."""
+    inner = ",".join([settings.job_selector, *(f'{k}="{v}"' for k, v in matchers.items())])
+    return f"{metric}{{{inner}}}"
 
 
 def _camel(key: str) -> str:
@@ -45,10 +36,6 @@ def _camel(key: str) -> str:
 def alert_name(kpi: catalog.Kpi, threshold: catalog.Threshold) -> str:
     suffix = {"above": "High", "below": "Low", "drop": "Drop"}[threshold.kind]
     return f"Kpi{_camel(kpi.key)}{suffix}"
-
-
-def _selector(threshold: catalog.Threshold) -> str:
-    return f'{{window="{threshold.window}"}}' if threshold.window else ""
 
 
 def _humanize(kpi: catalog.Kpi) -> str:
@@ -69,20 +56,27 @@ def _title(kpi: catalog.Kpi) -> str:
     return " ".join(words)[0].upper() + " ".join(words)[1:]
 
 
-def _kpi_expr(kpi: catalog.Kpi, threshold: catalog.Threshold) -> str:
+def _kpi_expr(kpi: catalog.Kpi, threshold: catalog.Threshold, settings: KitSettings) -> str:
+    """The condition per exporter instance, then one series per job: `max without(instance)`
+    for a value that must stay low, `min` for one that must stay high (the value shown
+    is the worst replica's)."""
+    value = catalog.number(threshold.value)
+    window = {"window": threshold.window} if threshold.window else {}
     if threshold.kind == "drop":
         if kpi.key == "mrr":  # a fall over the window, from the exporter's own growth
-            growth = catalog.by_key()["mrr_growth_rate"].metric
-            return f'{growth}{{window="{threshold.window}"}} < -{catalog.number(threshold.value)}'
+            growth = series(catalog.by_key()["mrr_growth_rate"].metric, settings, **window)
+            return f"min without(instance) ({growth} < -{value})"
         if threshold.baseline:  # the short window against the long one, both exported
-            now = f'{kpi.metric}{{window="{threshold.window}"}}'
-            before = f'{kpi.metric}{{window="{threshold.baseline}"}}'
-            return (f"({before} - ignoring(window) {now}) / ignoring(window) {before} "
-                    f"> {catalog.number(threshold.value)}")
-        return (f"({kpi.metric} offset {threshold.window} - {kpi.metric}) / "
-                f"{kpi.metric} offset {threshold.window} > {catalog.number(threshold.value)}")
-    op = ">" if threshold.kind == "above" else "<"
-    return f"{kpi.metric}{_selector(threshold)} {op} {catalog.number(threshold.value)}"
+            now = series(kpi.metric, settings, **window)
+            before = series(kpi.metric, settings, window=threshold.baseline)
+            return (f"max without(instance) (({before} - ignoring(window) {now}) "
+                    f"/ ignoring(window) {before} > {value})")
+        now = series(kpi.metric, settings, **window)
+        return (f"max without(instance) (({now} offset {threshold.window} - {now}) "
+                f"/ {now} offset {threshold.window} > {value})")
+    if threshold.kind == "above":
+        return f"max without(instance) ({series(kpi.metric, settings, **window)} > {value})"
+    return f"min without(instance) ({series(kpi.metric, settings, **window)} < {value})"
 
 
 def _subject(kpi: catalog.Kpi) -> str:
@@ -111,7 +105,7 @@ def kpi_alerts(kpis: tuple[catalog.Kpi, ...], settings: KitSettings) -> list[dic
             title = _title(kpi)
             rule = {
                 "alert": alert_name(kpi, threshold),
-                "expr": _kpi_expr(kpi, threshold),
+                "expr": _kpi_expr(kpi, threshold, settings),
                 "for": threshold.hold or dict(settings.kpi_for)[threshold.severity],
                 "labels": {"severity": threshold.severity, "team": kpi.team},
                 "annotations": {
@@ -126,22 +120,41 @@ def kpi_alerts(kpis: tuple[catalog.Kpi, ...], settings: KitSettings) -> list[dic
     return rules
 
 
+# Alerts about the whole job, not one source: their series carry no `source`.
+JOB_ALERTS = ("KpiExporterDown", "KpiExporterAbsent")
+
+
 def health_alerts(settings: KitSettings) -> list[dict]:
+    def per_source(metric: str, **matchers: str) -> str:
+        return f"max without(instance) ({series(metric, settings, **matchers)})"
+
+    up = series("up", settings)
     return [
         {
             "alert": "KpiExporterDown",
-            "expr": f"up{{{settings.job_selector}}} == 0",
+            "expr": f"max by (job) ({up}) == 0",
             "for": "5m",
             "labels": {"severity": "critical", "team": "engineering"},
             "annotations": {
                 "summary": "Prometheus cannot scrape kpi-exporter.",
-                "description": "The target {{ $labels.instance }} has been down for 5 minutes: "
-                               "no business KPIs are being collected.",
+                "description": "No target of job {{ $labels.job }} has answered a scrape for "
+                               "5 minutes: no business KPIs are being collected.",
+            },
+        },
+        {
+            "alert": "KpiExporterAbsent",
+            "expr": f"absent({up})",
+            "for": "15m",
+            "labels": {"severity": "critical", "team": "engineering"},
+            "annotations": {
+                "summary": "Prometheus has no kpi-exporter target at all.",
+                "description": "The job {{ $labels.job }} has no target in Prometheus: the "
+                               "scrape config or the service discovery lost the exporter.",
             },
         },
         {
             "alert": "KpiSourceDown",
-            "expr": "kpi_source_up == 0",
+            "expr": f"{per_source('kpi_source_up')} == 0",
             "for": settings.source_down_for,
             "labels": {"severity": "critical", "team": "engineering"},
             "annotations": {
@@ -152,8 +165,8 @@ def health_alerts(settings: KitSettings) -> list[dict]:
         },
         {
             "alert": "KpiSourceStale",
-            "expr": ("time() - kpi_source_last_success_timestamp_seconds > "
-                     f"clamp_min(2 * kpi_source_poll_interval_seconds, "
+            "expr": (f"time() - {per_source('kpi_source_last_success_timestamp_seconds')} > "
+                     f"clamp_min(2 * {per_source('kpi_source_poll_interval_seconds')}, "
                      f"{settings.stale_floor_seconds})"),
             "for": "5m",
             "labels": {"severity": "critical", "team": "engineering"},
@@ -166,8 +179,9 @@ def health_alerts(settings: KitSettings) -> list[dict]:
         {
             "alert": "KpiInputsMissing",
             # any KPI series of the source, the exporter's own kpi_source_* aside
-            "expr": ('kpi_source_up == 1 unless on(source) count by (source) '
-                     '({__name__=~"kpi_.+", __name__!~"kpi_source_.+"})'),
+            "expr": (f"{per_source('kpi_source_up')} == 1 unless on(job, source) "
+                     f'count by (job, source) ({{{settings.job_selector}, '
+                     f'__name__=~"kpi_.+", __name__!~"kpi_source_.+"}})'),
             "for": "30m",
             "labels": {"severity": "warning", "team": "engineering"},
             "annotations": {
@@ -179,44 +193,49 @@ def health_alerts(settings: KitSettings) -> list[dict]:
     ]
 
 
-def recording_rules(kpis: tuple[catalog.Kpi, ...] = catalog.KPIS) -> list[dict]:
+def recording_rules(kpis: tuple[catalog.Kpi, ...], settings: KitSettings) -> list[dict]:
     """Derived series that dashboards and alerts share (`level:metric:operations`),
-    the catalog's recorded KPIs among them."""
-    return [{"record": kpi.metric, "expr": kpi.recorded} for kpi in kpis if kpi.recorded] + [
-        {"record": "source:kpi_arr:mrr_x12", "expr": "12 * kpi_mrr"},
+    the catalog's recorded KPIs among them (their `<job>` placeholder is the kit's job)."""
+    def kpi(key: str, **matchers: str) -> str:
+        return series(catalog.by_key(kpis)[key].metric, settings, **matchers)
+
+    mrr, paying = kpi("mrr"), kpi("paying_customers")
+    return [{"record": k.metric, "expr": k.recorded.replace("<job>", settings.job_selector)}
+            for k in kpis if k.recorded] + [
+        {"record": "source:kpi_arr:mrr_x12", "expr": f"12 * {mrr}"},
         {"record": "source:kpi_mrr:change_ratio_1w",
-         "expr": "(kpi_mrr - kpi_mrr offset 1w) / kpi_mrr offset 1w"},
+         "expr": f"({mrr} - {mrr} offset 1w) / {mrr} offset 1w"},
         {"record": "source:kpi_paying_customers:change_ratio_1w",
-         "expr": "(kpi_paying_customers - kpi_paying_customers offset 1w) "
-                 "/ kpi_paying_customers offset 1w"},
+         "expr": f"({paying} - {paying} offset 1w) / {paying} offset 1w"},
         {"record": "source:kpi_failed_payments_amount:ratio_of_mrr",
-         "expr": 'kpi_failed_payments_amount{window="24h"} / ignoring(window) kpi_mrr'},
+         "expr": f'{kpi("failed_payments_amount", window="24h")} / ignoring(window) {mrr}'},
     ]
 
 
 def add_links(groups: list[dict], settings: KitSettings) -> list[dict]:
     """The one pass that gives every alert its runbook and dashboard (the mixin
-    convention): the area's dashboard for KPI alerts, the health one otherwise."""
+    convention): the area's dashboard for KPI alerts, the health one otherwise,
+    opened on the alert's job and source."""
     for group in groups:
         area = group["name"].split(".")[-1]
-        dashboard = UIDS.get(area, UIDS["health"])
+        dashboard = f"{settings.grafana_url}/d/{UIDS.get(area, UIDS['health'])}" \
+                    f"?var-job={settings.job}"
         for rule in group["rules"]:
             if "alert" in rule:
                 rule["annotations"]["runbook_url"] = \
-                    f"{settings.runbook_base_url}#{rule['alert'].lower()}"
-                rule["annotations"]["dashboard_url"] = f"{settings.grafana_url}/d/{dashboard}"
+                    f"{settings.runbook_url}#{rule['alert'].lower()}"
+                source = "" if rule["alert"] in JOB_ALERTS else "&var-source={{ $labels.source }}"
+                rule["annotations"]["dashboard_url"] = dashboard + source
     return groups
 
 
 def rule_groups(kpis: tuple[catalog.Kpi, ...] = catalog.KPIS,
                 settings: KitSettings = KitSettings()) -> dict:
     """The whole rules file, ready for YAML."""
-    by_area: dict[str, list[dict]] = {}
-    for kpi in kpis:
-        by_area.setdefault(kpi.area, [])
+    areas = list(dict.fromkeys(kpi.area for kpi in kpis))
     # No `interval`: groups follow Prometheus' evaluation_interval.
-    groups = [{"name": "kpi-exporter.recording", "rules": recording_rules(kpis)}]
-    for area in by_area:
+    groups = [{"name": "kpi-exporter.recording", "rules": recording_rules(kpis, settings)}]
+    for area in areas:
         alerts = kpi_alerts(tuple(k for k in kpis if k.area == area), settings)
         if alerts:
             groups.append({"name": f"kpi-exporter.{area}", "rules": alerts})
