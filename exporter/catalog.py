@@ -575,6 +575,10 @@ HEALTH: tuple[HealthMetric, ...] = (
                  ("source",), "seconds"),
     HealthMetric("kpi_source_polls_total", "Polls of the source by result (success or failure).",
                  ("source", "result"), "count", "counter"),
+    HealthMetric("kpi_source_poll_failures_total", "Failed polls of the source by reason: the "
+                 "HTTP client's (a request failed for good, the poll's request cap or deadline "
+                 "reached, endless paging), malformed (data the source cannot use) or internal.",
+                 ("source", "reason"), "count", "counter"),
     HealthMetric("kpi_source_requests_total", "HTTP requests sent to the source, retries included.",
                  ("source",), "count", "counter"),
     HealthMetric("kpi_source_request_retries_total", "HTTP requests to the source that were retries.",

@@ -117,6 +117,8 @@ class KpiCollector:
                 state.poll_seconds_sum)
             add("source_polls_total", [name, "success"], state.successes)
             add("source_polls_total", [name, "failure"], state.failures)
+            for reason, count in state.failure_reasons.items():
+                add("source_poll_failures_total", [name, reason], count)
             counts = stats.get(name)
             if counts is None:
                 continue

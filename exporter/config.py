@@ -48,6 +48,16 @@ class Config:
 
 # --- values -----------------------------------------------------------------
 
+
+@dataclass(frozen=True)
+class PollLimits:
+    """What one poll of a source may spend before it fails (an upstream that pages
+    for ever, or answers ever more slowly, must not hold the poll or hammer the API)."""
+
+    max_requests: int = 10_000  # requests, retries included: generous for a large account
+    timeout: float = 3600.0  # seconds, waits on rate limits included
+
+
 # Prometheus' duration grammar (units largest first, each at most once: 1h30m,
 # 1w, 90d, 1y = 365d), plus a single decimal with a unit (1.5h) or plain seconds.
 _UNITS = {"y": 365 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001}
@@ -191,6 +201,11 @@ class Section:
             return value
 
         return self.convert(name, default, convert)
+
+    def poll_limits(self, default: PollLimits) -> PollLimits:
+        """`max_requests_per_poll` and `poll_timeout`, every source's bounds on one poll."""
+        return PollLimits(self.count("max_requests_per_poll", default.max_requests),
+                          self.duration("poll_timeout", default.timeout))
 
     def section(self, name: str) -> "Section":
         return Section(self.file, self.key(name), self.raw(name), self.from_env)

@@ -12,18 +12,28 @@ message is redacted and never contains request headers, which carry API keys.
 
 Retries apply to every method: the POSTs we send (Mailgun metrics queries,
 OAuth token requests) are read-only, so repeating them is harmless.
+
+Nothing an upstream does can hold a poll for ever: inside `poll_scope()`
+(the poller opens one around every poll) the client refuses requests past
+the poll's request cap or deadline, a body is read with a time limit of its
+own and a size cap (a server trickling bytes or sending without end is cut
+off), and `PageTrail` fails a listing that sends us back to a page already
+read. Each of these fails the request for good, with its own reason.
 """
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
+import json as json_module
 import logging
 import math
 import random
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -33,7 +43,10 @@ from exporter.secrets import redact, register
 
 log = logging.getLogger("exporter.http")
 
-ERROR_REASONS = ("timeout", "connection", "http_5xx", "rate_limited", "auth", "http_4xx", "malformed")
+ERROR_REASONS = ("timeout", "connection", "http_5xx", "rate_limited", "auth", "http_4xx",
+                 "malformed", "too_large", "endless_paging", "request_limit", "deadline")
+# The largest response body read; an API page is a few hundred KB at most.
+MAX_BODY_BYTES = 64 * 1024 * 1024
 
 # Transport failures worth another attempt. Others (InvalidURL, MissingSchema,
 # TooManyRedirects, ...) would fail the same way again.
@@ -132,6 +145,33 @@ class _Failure:
         self.retry_after = retry_after
 
 
+@dataclass
+class _Budget:
+    """What one poll may still spend: requests (retries included) and time."""
+
+    max_requests: int
+    deadline: float  # on the client's clock
+    requests: int = 0
+
+
+class PageTrail:
+    """The pages one listing has asked for. Being sent to one of them again (the same
+    cursor, the same next URL) is an upstream that pages for ever: fail, do not follow."""
+
+    def __init__(self, client: "HttpClient", what: str):
+        self._client = client
+        self._what = what
+        self._seen: set[Hashable] = set()
+
+    def visit(self, page: Hashable) -> None:
+        if page in self._seen:
+            self._client.stats.count_error("endless_paging")
+            raise UpstreamError(self._client.source, "GET", self._what, "endless_paging",
+                                detail="the next page is one already read: the upstream "
+                                       "pages for ever")
+        self._seen.add(page)
+
+
 class HttpClient:
     """JSON-over-HTTP client for one upstream source. Safe to share between threads."""
 
@@ -147,6 +187,8 @@ class HttpClient:
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
         max_retry_after: float = 60.0,
+        max_body_seconds: float | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
         rate_limit: float | None = None,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -161,6 +203,10 @@ class HttpClient:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.max_retry_after = max_retry_after
+        # A whole body, however slowly it trickles in: twice the read timeout, 60 s at least.
+        self.max_body_seconds = max_body_seconds or max(60.0, 2 * read_timeout)
+        self.max_body_bytes = max_body_bytes
+        self._budget: _Budget | None = None
         self.stats = RequestStats()
         self._sleep = sleep
         self._jitter = jitter
@@ -196,7 +242,7 @@ class HttpClient:
         kwargs = {"params": params, "json": json, "data": data, "headers": headers}
         attempt = 0
         while True:
-            result = self._attempt(method, path, kwargs)
+            result = self._spend(0) or self._attempt(method, path, kwargs)
             if not isinstance(result, _Failure):
                 return result
             self.stats.count_error(result.reason)
@@ -204,6 +250,11 @@ class HttpClient:
                 raise UpstreamError(self.source, method, path, result.reason,
                                     result.status, result.detail, result.code)
             delay = self._retry_delay(attempt, result)
+            late = self._spend(delay)
+            if late is not None:  # waiting would end past the poll's deadline
+                self.stats.count_error(late.reason)
+                raise UpstreamError(self.source, method, path, late.reason, result.status,
+                                    f"{late.detail} (after {_describe(result)})", result.code)
             log.debug("%s: retrying %s %s after %s in %.2fs (retry %d of %d)",
                       self.source, method, _display_path(path), _describe(result),
                       delay, attempt + 1, self.max_retries)
@@ -213,12 +264,43 @@ class HttpClient:
 
     def paginate(self, path: str, params: Any,
                  next_page: Callable[[Any], tuple[str, Any] | None]) -> Iterator[Any]:
-        """Yield each page's JSON; next_page(page_json) returns (path, params) of the next page or None."""
+        """Yield each page's JSON; next_page(page_json) returns (path, params) of the next
+        page or None. A next page that is one already read fails (endless_paging)."""
+        trail = self.trail(path)
         following: tuple[str, Any] | None = (path, params)
         while following is not None:
+            trail.visit(_page_key(*following))
             page = self.get_json(*following)
             yield page
             following = next_page(page)
+
+    def trail(self, what: str) -> PageTrail:
+        """A PageTrail for a listing that pages by hand (cursors in bodies, POSTed searches)."""
+        return PageTrail(self, what)
+
+    @contextlib.contextmanager
+    def poll_scope(self, max_requests: int, seconds: float) -> Iterator[None]:
+        """Bound the requests (retries included) and the time of everything sent inside."""
+        self._budget = _Budget(max_requests, self._clock() + seconds)
+        try:
+            yield
+        finally:
+            self._budget = None
+
+    def _spend(self, wait: float) -> _Failure | None:
+        """Before a request (wait 0) or a wait: a failure if the poll's budget forbids it."""
+        budget = self._budget
+        if budget is None:
+            return None
+        if self._clock() + wait > budget.deadline:
+            return _Failure("deadline", retry=False, detail="the poll's time limit is reached")
+        if wait == 0:
+            if budget.requests >= budget.max_requests:
+                return _Failure("request_limit", retry=False,
+                                detail=f"the poll's cap of {budget.max_requests} requests is "
+                                       "reached")
+            budget.requests += 1
+        return None
 
     def close(self) -> None:
         """Release pooled connections (a session passed in by the caller is left open)."""
@@ -243,23 +325,57 @@ class HttpClient:
             self.stats.add_rate_limit_wait(self._limiter.acquire())
         self.stats.count_request()
         try:
-            response = self._session.request(method, self._url(path), timeout=self.timeout, **kwargs)
+            response = self._session.request(method, self._url(path), timeout=self.timeout,
+                                             stream=True, **kwargs)
         except requests.exceptions.RequestException as exc:
             return _transport_failure(exc)
-        if self._pace is not None:
-            hold = self._pace(response.headers)
-            if hold:
-                self._resume_at = max(self._resume_at, self._clock() + hold)
-        if not 200 <= response.status_code < 300:
-            return _status_failure(response)
-        if response.status_code == 204:
-            return None  # No Content is a valid answer, e.g. to a POST
+        with response:
+            if self._pace is not None:
+                hold = self._pace(response.headers)
+                if hold:
+                    self._resume_at = max(self._resume_at, self._clock() + hold)
+            body = self._read_body(response)
+            if isinstance(body, _Failure):
+                return body
+            response._content = body  # what response.json() and .text read
+            if not 200 <= response.status_code < 300:
+                return _status_failure(response)
+            if response.status_code == 204:
+                return None  # No Content is a valid answer, e.g. to a POST
+            try:
+                return json_module.loads(body)
+            except ValueError:
+                # A proxy's HTML error page or a truncated body: retrying rarely helps.
+                return _Failure("malformed", retry=False, status=response.status_code,
+                                detail="response body is not valid JSON")
+
+    def _read_body(self, response: requests.Response) -> bytes | _Failure:
+        """The whole body, within max_body_seconds (and the poll's deadline) and
+        max_body_bytes: a read timeout alone lets a server trickle a byte at a time."""
+        started = self._clock()
+        limit = started + self.max_body_seconds
+        if self._budget is not None:
+            limit = min(limit, self._budget.deadline)
+        chunks, size = [], 0
         try:
-            return response.json()
-        except ValueError:
-            # A proxy's HTML error page or a truncated body: retrying rarely helps.
-            return _Failure("malformed", retry=False, status=response.status_code,
-                            detail="response body is not valid JSON")
+            while True:
+                chunk = response.raw.read1(65536, decode_content=True)
+                if not chunk:
+                    return b"".join(chunks)
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    return _Failure("too_large", retry=False, status=response.status_code,
+                                    detail=f"the body passed {self.max_body_bytes} bytes")
+                if self._clock() > limit:
+                    return _Failure("timeout", retry=True, status=response.status_code,
+                                    detail=f"the body took over {self._clock() - started:.0f} s")
+                chunks.append(chunk)
+        except (requests.exceptions.RequestException, OSError, ValueError) as exc:
+            # urllib3's own errors (a reset, a read timeout, a broken gzip) are OSErrors
+            # or ValueErrors here, not requests' wrappers.
+            reason = "timeout" if "timed out" in str(exc).lower() else "connection"
+            return _Failure(reason, retry=True, status=response.status_code,
+                            detail=type(exc).__name__)
 
     def _url(self, path: str) -> str:
         if path.startswith(("http://", "https://")):
@@ -397,6 +513,13 @@ def _parse_rate_limit_reset(value: str | None) -> float | None:
 
 def _describe(failure: _Failure) -> str:
     return f"{failure.reason} (HTTP {failure.status})" if failure.status is not None else failure.reason
+
+
+def _page_key(path: str, params: Any) -> Hashable:
+    """A page's identity: its path and its parameters in a stable order."""
+    if isinstance(params, dict):
+        params = sorted(params.items())
+    return path, repr(params)
 
 
 # -- keeping secrets out of messages ----------------------------------------

@@ -8,6 +8,7 @@ is marked down, the error is logged, and the previous samples stay served.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -15,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from exporter.http import UpstreamError
+from exporter.http import ERROR_REASONS, UpstreamError
 from exporter.secrets import redact
 from exporter.sources.base import Sample, Source, UpstreamDataError
 
@@ -24,6 +25,18 @@ log = logging.getLogger(__name__)
 # Upper bounds (seconds) of the poll duration histogram: a quick API poll takes
 # well under a second, a first full read of a large account many minutes.
 POLL_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+
+
+# Why a poll failed: the HTTP client's reasons (a request that failed for good, a
+# cap or deadline reached), `malformed` for data the source cannot use, `internal`
+# for a bug of ours.
+FAILURE_REASONS = (*ERROR_REASONS, "internal")
+
+
+def failure_reason(exc: Exception) -> str:
+    if isinstance(exc, UpstreamError):
+        return exc.reason
+    return "malformed" if isinstance(exc, UpstreamDataError) else "internal"
 
 
 @dataclass(frozen=True)
@@ -36,6 +49,9 @@ class SourceState:
     successes: int = 0
     failures: int = 0
     last_error: str = ""
+    # Failed polls by why they failed (FAILURE_REASONS).
+    failure_reasons: dict[str, int] = dataclasses.field(
+        default_factory=lambda: dict.fromkeys(FAILURE_REASONS, 0))
     # The poll duration histogram: polls at most each POLL_BUCKETS bound (cumulative).
     poll_buckets: tuple[int, ...] = (0,) * len(POLL_BUCKETS)
     poll_seconds_sum: float = 0.0
@@ -85,8 +101,10 @@ class Poller:
 
     def poll_once(self, source: Source) -> SourceState:
         started = self._monotonic()
+        scope = getattr(source, "poll_scope", contextlib.nullcontext)
         try:
-            samples = source.poll()
+            with scope():
+                samples = source.poll()
         except Exception as exc:  # a source bug must not kill its thread or others
             duration = self._monotonic() - started
             # Upstream and data errors are expected; anything else is a bug: show its traceback.
@@ -94,18 +112,22 @@ class Poller:
             log.error("%s: poll failed after %.1fs: %s: %s; serving the last good values",
                       source.name, duration, type(exc).__name__, exc, exc_info=not expected)
             return self._update(source.name, polled=True, up=False, last_duration=duration,
-                                failed=True, last_error=redact(f"{type(exc).__name__}: {exc}"))
+                                failed=True, last_error=redact(f"{type(exc).__name__}: {exc}"),
+                                reason=failure_reason(exc))
         duration = self._monotonic() - started
         log.info("%s: poll succeeded in %.2fs (%d series)", source.name, duration, len(samples))
         return self._update(source.name, polled=True, up=True, last_duration=duration,
                             samples=tuple(samples), last_success=self._clock(), failed=False,
                             last_error="")
 
-    def _update(self, name: str, *, failed: bool, **changes) -> SourceState:
+    def _update(self, name: str, *, failed: bool, reason: str | None = None,
+                **changes) -> SourceState:
         with self._lock:
             state = self._states[name]
             if failed:
                 changes["failures"] = state.failures + 1
+                changes["failure_reasons"] = {**state.failure_reasons,
+                                              reason: state.failure_reasons[reason] + 1}
             else:
                 changes["successes"] = state.successes + 1
             duration = changes["last_duration"]

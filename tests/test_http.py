@@ -575,10 +575,69 @@ def test_paginate_is_lazy(mocked, sleep):
     mocked.get(f"{BASE}/v1/customers", json={"n": 1})
     client = make_client(sleep)
 
-    pages = client.paginate("/v1/customers", None, lambda page: ("/v1/customers", None))
+    pages = client.paginate("/v1/customers", {"page": 1},
+                            lambda page: ("/v1/customers", {"page": 2}))
     assert next(pages) == {"n": 1}
     assert next(pages) == {"n": 1}
     assert len(mocked.calls) == 2  # only as many requests as pages consumed
+
+
+def test_a_next_page_already_read_fails_instead_of_paging_for_ever(mocked, sleep):
+    mocked.get(f"{BASE}/v1/customers", json={"has_more": True})
+    client = make_client(sleep)
+    pages = client.paginate("/v1/customers", {"limit": 100},
+                            lambda page: ("/v1/customers", {"limit": 100}))
+    assert next(pages) == {"has_more": True}
+    with pytest.raises(UpstreamError) as caught:
+        next(pages)
+    assert caught.value.reason == "endless_paging"
+    assert len(mocked.calls) == 1 and client.stats.snapshot()["errors"]["endless_paging"] == 1
+
+
+def test_a_poll_scope_caps_the_requests_of_a_poll(mocked, sleep):
+    mocked.get(f"{BASE}/v1/x", json={})
+    client = make_client(sleep)
+    with client.poll_scope(max_requests=3, seconds=3600):
+        for _ in range(3):
+            client.get_json("/v1/x")
+        with pytest.raises(UpstreamError) as caught:
+            client.get_json("/v1/x")
+    assert caught.value.reason == "request_limit" and "cap of 3 requests" in str(caught.value)
+    assert len(mocked.calls) == 3
+    client.get_json("/v1/x")  # outside a poll: no cap
+    with client.poll_scope(max_requests=3, seconds=3600):  # a new poll, a new budget
+        client.get_json("/v1/x")
+
+
+def test_retries_count_against_the_cap(mocked, sleep):
+    mocked.get(f"{BASE}/v1/x", status=503, json={})
+    client = make_client(sleep, max_retries=10)
+    with client.poll_scope(max_requests=4, seconds=3600), pytest.raises(UpstreamError) as caught:
+        client.get_json("/v1/x")
+    assert caught.value.reason == "request_limit" and len(mocked.calls) == 4
+
+
+def test_the_deadline_stops_requests_and_waits_that_would_pass_it(mocked, sleep):
+    now = {"t": 1000.0}
+    mocked.get(f"{BASE}/v1/slow", status=429, headers={"Retry-After": "50"}, json={})
+    client = make_client(sleep, clock=lambda: now["t"])
+    with client.poll_scope(max_requests=100, seconds=30), pytest.raises(UpstreamError) as caught:
+        client.get_json("/v1/slow")
+    assert caught.value.reason == "deadline" and "rate_limited" in str(caught.value)
+    assert sleep.calls == [] and len(mocked.calls) == 1  # never waited 50 s into a 30 s poll
+    with client.poll_scope(max_requests=100, seconds=30):
+        now["t"] += 31
+        with pytest.raises(UpstreamError) as caught:
+            client.get_json("/v1/slow")
+    assert caught.value.reason == "deadline" and len(mocked.calls) == 1
+
+
+def test_a_body_past_the_size_cap_is_cut_off(mocked, sleep):
+    mocked.get(f"{BASE}/v1/big", body=b"[" + b"1," * 600 + b"1]")
+    client = make_client(sleep, max_body_bytes=1000)
+    with pytest.raises(UpstreamError) as caught:
+        client.get_json("/v1/big")
+    assert caught.value.reason == "too_large"
 
 
 # -- stats and logging -------------------------------------------------------------------
@@ -593,7 +652,8 @@ def test_stats_snapshot_starts_at_zero_for_every_reason():
         "rate_limit_wait_seconds": 0.0,
     }
     assert set(snap["errors"]) == {"timeout", "connection", "http_5xx", "rate_limited",
-                                   "auth", "http_4xx", "malformed"}
+                                   "auth", "http_4xx", "malformed", "too_large",
+                                   "endless_paging", "request_limit", "deadline"}
 
 
 def test_stats_snapshot_is_a_copy(mocked, sleep):

@@ -86,8 +86,13 @@ def test_a_search_past_10000_results_is_sliced_by_its_date():
 @responses.activate
 def test_a_search_that_cannot_be_sliced_is_a_data_error():
     same = [deal(i, 5_000) for i in range(200)]
-    responses.post(f"{API}/crm/v3/objects/deals/search",
-                   json={"total": 20_000, "results": same, "paging": {"next": {"after": "200"}}})
+
+    def page(request):  # 20,000 deals modified at one moment, 200 a page
+        after = int(json.loads(request.body).get("after", 0)) + 200
+        return 200, {}, json.dumps({"total": 20_000, "results": same,
+                                    "paging": {"next": {"after": str(after)}}})
+
+    responses.add_callback(responses.POST, f"{API}/crm/v3/objects/deals/search", callback=page)
     with pytest.raises(UpstreamDataError, match="cannot slice"):
         list(fetch.search_since(client(), "deals", "hs_lastmodifieddate", 0, []))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, ContextManager, Protocol
 
 from exporter.config import Section
 from exporter.http import HttpClient
@@ -71,6 +71,7 @@ class HttpSource:
     """What every source that talks to its API through one HttpClient shares."""
 
     client: HttpClient
+    config: Any  # the source's own config, with `limits`
     _warned: set[str] | None = None
 
     def warn_once(self, key: str, message: str, *args: Any) -> None:
@@ -83,6 +84,11 @@ class HttpSource:
 
     def request_stats(self) -> dict:
         return self.client.stats.snapshot()
+
+    def poll_scope(self) -> ContextManager[None]:
+        """The bounds of one poll (the config's `max_requests_per_poll` and `poll_timeout`)."""
+        limits = self.config.limits
+        return self.client.poll_scope(limits.max_requests, limits.timeout)
 
     def close(self) -> None:
         self.client.close()

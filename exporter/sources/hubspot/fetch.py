@@ -63,7 +63,9 @@ def search_since(client: HttpClient, kind: str, date_property: str, since: int,
         }
         seen = 0
         last: int | None = None
+        trail = client.trail(f"/crm/v3/objects/{kind}/search")
         while True:
+            trail.visit(repr(body))
             page = client.request_json("POST", f"/crm/v3/objects/{kind}/search", json=body)
             results = _results(page, kind)
             yield from results
@@ -73,6 +75,8 @@ def search_since(client: HttpClient, kind: str, date_property: str, since: int,
             after = ((page.get("paging") or {}).get("next") or {}).get("after")
             if not after:
                 return
+            if not isinstance(after, (str, int)):
+                raise UpstreamDataError(f"hubspot: {kind} search: paging.next.after is {after!r}")
             if seen + SEARCH_PAGE > SEARCH_CAP:
                 break  # the next page would pass the cap: a new slice
             body = {**body, "after": after}

@@ -23,7 +23,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
 
 from exporter import money
-from exporter.config import Section
+from exporter.config import PollLimits, Section
 from exporter.http import HttpClient
 from exporter.secrets import Secret
 from exporter.sources.base import (
@@ -56,6 +56,7 @@ class HubSpotConfig:
     # funnel stage -> HubSpot lifecycle stage id (custom stages have numeric ids)
     lifecycle_stages: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_LIFECYCLE))
     poll_interval: float = 900.0
+    limits: PollLimits = PollLimits(20_000, 3600.0)  # a first read of 100,000 deals and their contacts
     full_refresh_interval: float = 86400.0
     max_stages: int = 40
     rate_limit: float = 4.0  # requests per second: the search API allows 5 per account
@@ -96,6 +97,7 @@ def parse_config(section: Section) -> HubSpotConfig:
         pipelines=section.convert("pipelines", (), _names),
         lifecycle_stages=section.convert("lifecycle_stages", dict(DEFAULT_LIFECYCLE), _lifecycle),
         poll_interval=section.duration("poll_interval", HubSpotConfig.poll_interval),
+        limits=section.poll_limits(HubSpotConfig.limits),
         full_refresh_interval=section.duration("full_refresh_interval",
                                                HubSpotConfig.full_refresh_interval),
         max_stages=section.count("max_stages", HubSpotConfig.max_stages),

@@ -20,7 +20,9 @@ PAGE = 150  # the search API's largest page
 def search(client: HttpClient, query: dict) -> Iterator[dict]:
     """Every conversation the query matches, page by page."""
     pagination: dict[str, Any] = {"per_page": PAGE}
+    trail = client.trail(SEARCH_PATH)
     while True:
+        trail.visit(repr(pagination))
         page = client.request_json("POST", SEARCH_PATH,
                                    json={"query": query, "pagination": pagination})
         conversations = page.get("conversations") if isinstance(page, dict) else None
@@ -31,6 +33,8 @@ def search(client: HttpClient, query: dict) -> Iterator[dict]:
         following = ((page.get("pages") or {}).get("next") or {}).get("starting_after")
         if not following:
             return
+        if not isinstance(following, str):
+            raise UpstreamDataError(f"intercom: pages.next.starting_after is {following!r}")
         pagination = {"per_page": PAGE, "starting_after": following}
 
 

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from exporter.config import Section
+from exporter.config import PollLimits, Section
 from exporter.http import HttpClient
 from exporter.secrets import Secret
 from exporter.sources.base import HttpSource, Registration, Sample, UpstreamDataError
@@ -47,6 +47,7 @@ class IntercomConfig:
     access_token: Secret
     base_url: str = REGIONS["us"]
     poll_interval: float = 300.0
+    limits: PollLimits = PollLimits(10_000, 3600.0)  # a full search of a million conversations
     full_refresh_interval: float = 86400.0
     # Requests a second: Intercom allows ~1,000 a minute per app (in 10-second
     # windows); 5 a second leaves room for the workspace's other integrations.
@@ -64,6 +65,7 @@ def parse_config(section: Section) -> IntercomConfig:
     return IntercomConfig(
         access_token=section.secret("access_token"), base_url=base_url.rstrip("/"),
         poll_interval=section.duration("poll_interval", IntercomConfig.poll_interval),
+        limits=section.poll_limits(IntercomConfig.limits),
         full_refresh_interval=section.duration("full_refresh_interval",
                                                IntercomConfig.full_refresh_interval),
         rate_limit=section.number("rate_limit", IntercomConfig.rate_limit, minimum=0.1),

@@ -57,8 +57,11 @@ def domains(client: HttpClient) -> list[str]:
         more = bool(page.get("items")) and isinstance(total, int) and len(names) < total
         return ("/v4/domains", {"limit": PAGE, "skip": len(names)}) if more else None
 
+    trail = client.trail("/v4/domains")  # pages move on by skip: a name twice is a loop
     for page in client.paginate("/v4/domains", {"limit": PAGE, "skip": 0}, next_page):
-        names += [_string(item, "name", "domain") for item in _list(page, "items", "domains")]
+        for item in _list(page, "items", "domains"):
+            names.append(_string(item, "name", "domain"))
+            trail.visit(names[-1])
     return names
 
 
@@ -102,11 +105,14 @@ def _query(client: HttpClient, start: float, end: float, metrics: list[str],
         body["filter"] = {"AND": [{"attribute": "domain", "comparator": "=",
                                    "values": [{"label": d, "value": d} for d in only]}]}
     result: dict[str, dict[str, int]] = {}
+    # Pages move on by skip: a domain coming back means they loop (or overlap).
+    trail = client.trail("/v1/analytics/metrics")
     while True:
         page = client.request_json("POST", "/v1/analytics/metrics", json=body)
         items = _list(page, "items", "metrics")
         for item in items:
             domain, values = _domain_values(item, metrics)
+            trail.visit(domain)
             result[domain] = values
         total = (page.get("pagination") or {}).get("total")
         seen = body["pagination"]["skip"] + len(items)

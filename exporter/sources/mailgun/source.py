@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from exporter.config import Section
+from exporter.config import PollLimits, Section
 from exporter.http import HttpClient
 from exporter.secrets import Secret
 from exporter.sources.base import HttpSource, Registration, Sample
@@ -38,6 +38,7 @@ class MailgunConfig:
     domains: tuple[str, ...] = ()  # empty: every domain of the account
     max_domains: int = 20
     poll_interval: float = 300.0
+    limits: PollLimits = PollLimits(5_000, 900.0)  # domains x lists x pages
     suppressions_interval: float = 3600.0
     rate_limit: float = 5.0  # requests per second
     timeout: float = 30.0
@@ -57,6 +58,7 @@ def parse_config(section: Section) -> MailgunConfig:
         domains=domains,
         max_domains=section.count("max_domains", MailgunConfig.max_domains),
         poll_interval=section.duration("poll_interval", MailgunConfig.poll_interval),
+        limits=section.poll_limits(MailgunConfig.limits),
         suppressions_interval=section.duration("suppressions_interval",
                                                MailgunConfig.suppressions_interval),
         rate_limit=section.number("rate_limit", MailgunConfig.rate_limit, minimum=0.1),

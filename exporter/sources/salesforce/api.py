@@ -102,14 +102,20 @@ class SalesforceApi:
     def query(self, soql: str) -> Iterator[dict]:
         """Every record a SOQL query selects, batch after batch."""
         page = self.get(f"{self.data_path}/query", {"q": soql})
+        trail = self.client.trail(f"{self.data_path}/query")
         while True:
             records = page.get("records") if isinstance(page, dict) else None
             if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
                 raise UpstreamDataError("salesforce: a query answer has no list of records")
             yield from records
-            if page.get("done", True) is not False:
+            done = page.get("done")
+            if done is True:
                 return
-            page = self.get(_next_path(page.get("nextRecordsUrl")))
+            if done is not False:
+                raise UpstreamDataError(f"salesforce: a query answer's 'done' is {done!r}")
+            following = _next_path(page.get("nextRecordsUrl"))
+            trail.visit(following)
+            page = self.get(following)
 
     # -- the token ------------------------------------------------------------
 

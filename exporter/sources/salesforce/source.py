@@ -32,7 +32,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from exporter import money
-from exporter.config import Section
+from exporter.config import PollLimits, Section
 from exporter.http import HttpClient
 from exporter.secrets import Secret
 from exporter.sources.base import HttpSource, Registration, Sample
@@ -58,6 +58,7 @@ class SalesforceConfig:
     client_secret: Secret
     api_version: str = "62.0"
     poll_interval: float = 900.0
+    limits: PollLimits = PollLimits(5_000, 1800.0)  # SOQL batches of 2,000 records
     pipeline_field: str | None = None  # e.g. RecordType.Name
     # funnel stage -> the Lead Status values that mean it
     lead_statuses: dict[str, tuple[str, ...]] = field(
@@ -126,6 +127,7 @@ def parse_config(section: Section) -> SalesforceConfig:
         client_secret=section.secret("client_secret"),
         api_version=section.convert("api_version", SalesforceConfig.api_version, _api_version),
         poll_interval=section.duration("poll_interval", SalesforceConfig.poll_interval),
+        limits=section.poll_limits(SalesforceConfig.limits),
         pipeline_field=section.convert("pipeline_field", None, _field_path),
         lead_statuses=section.convert("lead_statuses", dict(DEFAULT_LEAD_STATUSES),
                                       _lead_statuses),

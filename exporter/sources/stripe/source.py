@@ -14,7 +14,7 @@ from decimal import Decimal
 from functools import partial
 from typing import Any, Callable
 
-from exporter.config import Section
+from exporter.config import PollLimits, Section
 from exporter.http import HttpClient
 from exporter.secrets import Secret
 from exporter.sources.base import HttpSource, Registration, Sample
@@ -37,6 +37,7 @@ class StripeConfig:
     api_key: Secret
     base_url: str = "https://api.stripe.com"
     poll_interval: float = 300.0
+    limits: PollLimits = PollLimits(50_000, 3600.0)  # a million subscriptions: 10,000 pages and the invoices
     rate_limit: float = 25.0  # requests per second; Stripe allows 100 live, 25 in test mode
     timeout: float = 30.0
     mrr: MrrRules = field(default_factory=MrrRules)
@@ -59,6 +60,7 @@ def parse_config(section: Section) -> StripeConfig:
         api_key=section.secret("api_key"),
         base_url=base_url.rstrip("/"),
         poll_interval=section.duration("poll_interval", StripeConfig.poll_interval),
+        limits=section.poll_limits(StripeConfig.limits),
         rate_limit=section.number("rate_limit", StripeConfig.rate_limit, minimum=0.1),
         timeout=section.duration("timeout", StripeConfig.timeout),
         mrr=rules,

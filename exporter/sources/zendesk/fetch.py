@@ -45,7 +45,9 @@ def export_pages(client: HttpClient, cursor: str | None,
     to the end of the stream; `before_request()` runs before every request."""
     base = {"include": "metric_sets", "per_page": EXPORT_PAGE}
     params = {**base, "cursor": cursor} if cursor else {**base, "start_time": 0}
+    trail = client.trail(EXPORT_PATH)
     while True:
+        trail.visit(repr(params))
         before_request()
         page = client.get_json(EXPORT_PATH, params)
         if not isinstance(page, dict) or not isinstance(page.get("tickets"), list):

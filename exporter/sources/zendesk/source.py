@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from exporter.config import Section
+from exporter.config import PollLimits, Section
 from exporter.http import HttpClient
 from exporter.ratelimit import RateLimiter
 from exporter.secrets import Secret
@@ -50,6 +50,7 @@ class ZendeskConfig:
     api_token: Secret
     business_hours: bool = False  # the metric sets' business-hours times, not calendar
     poll_interval: float = 300.0
+    limits: PollLimits = PollLimits(2_000, 7200.0)  # a first export of 500,000 tickets at 10 a minute
     export_rate_limit: float = 10.0  # export requests a minute (High Volume add-on: 30)
     rate_limit: float = 5.0  # requests a second, every endpoint
     timeout: float = 30.0
@@ -79,6 +80,7 @@ def parse_config(section: Section) -> ZendeskConfig:
         base_url=base_url.rstrip("/"), email=email, api_token=section.secret("api_token"),
         business_hours=section.boolean("business_hours", ZendeskConfig.business_hours),
         poll_interval=section.duration("poll_interval", ZendeskConfig.poll_interval),
+        limits=section.poll_limits(ZendeskConfig.limits),
         export_rate_limit=section.number("export_rate_limit", ZendeskConfig.export_rate_limit,
                                          minimum=1),
         rate_limit=section.number("rate_limit", ZendeskConfig.rate_limit, minimum=0.1),
