@@ -13,6 +13,7 @@ import responses
 
 from exporter.config import ConfigError, parse
 from exporter.http import UpstreamError
+from exporter.sources.base import UpstreamDataError
 from exporter.sources.hubspot import HubSpotSource
 from exporter.sources.hubspot.source import make_client, pace
 
@@ -330,3 +331,72 @@ def test_the_client_holds_back_when_hubspot_says_the_allowance_is_spent():
     slept = []
     source(sleep=slept.append).poll()
     assert slept and 9.5 < slept[0] <= 10.0
+
+
+# --- schema drift: a field the KPIs read, gone or of another type, fails the poll ------
+
+def _drop(obj, name):
+    props = dict(obj["properties"])
+    del props[name]
+    return {**obj, "properties": props}
+
+
+def _set(obj, name, value):
+    return {**obj, "properties": {**obj["properties"], name: value}}
+
+
+def _stage_metadata(metadata):
+    pipelines = json.loads(json.dumps(PIPELINES))
+    pipelines["results"][0]["stages"][2]["metadata"] = metadata  # closedwon
+    return pipelines
+
+
+@pytest.mark.parametrize("deals,pipelines,message", [
+    ([_drop(DEALS[5], "dealstage")] + DEALS[6:], PIPELINES, "deal 6 has no dealstage property"),
+    ([_drop(DEALS[5], "closedate")] + DEALS[6:], PIPELINES, "deal 6 has no closedate property"),
+    ([_set(DEALS[5], "closedate", None)] + DEALS[6:], PIPELINES,
+     "deal 6 is closed but has no closedate"),
+    ([_set(DEALS[5], "amount", {"value": 40000})] + DEALS[6:], PIPELINES,
+     "the amount of deal 6 is"),
+    ([_set(DEALS[5], "pipeline", "999")] + DEALS[6:], PIPELINES,
+     "deal 6 is in pipeline '999', which the pipelines endpoint does not list"),
+    ([_set(DEALS[5], "dealstage", "closedwon2")] + DEALS[6:], PIPELINES,
+     "deal 6 is in stage 'closedwon2', which pipeline 'default' does not have"),
+    ([_set(DEALS[5], "createdate", 1795000000000)] + DEALS[6:], PIPELINES, "is not a date"),
+    ([_set(DEALS[5], "deal_currency_code", 978)] + DEALS[6:], PIPELINES,
+     "deal 6 has currency 978"),
+    (DEALS, _stage_metadata({"probability": "1.0"}), "has isClosed None"),
+    (DEALS, _stage_metadata({"isClosed": "true"}), "has probability None"),
+    (DEALS, _stage_metadata({"isClosed": "true", "probability": "100"}), "has probability '100'"),
+])
+def test_a_drifted_field_fails_the_poll_instead_of_counting_wrong(deals, pipelines, message):
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        rsps.get(f"{API}/crm/v3/pipelines/deals", json=pipelines)
+        rsps.get(f"{API}/account-info/v3/details", json=ACCOUNT)
+        rsps.get(f"{API}/crm/v3/objects/deals", json={"results": deals})
+        rsps.add_callback("POST", f"{API}/crm/v3/objects/contacts/search",
+                          callback=lambda r: search_results(r, CONTACTS))
+        hubspot = source()
+        with pytest.raises(UpstreamDataError, match=message):
+            hubspot.poll()
+        assert hubspot._state.full_at is None  # nothing kept from the bad read
+
+
+def test_a_contact_without_createdate_fails_the_poll():
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        mock_account(rsps, contacts=[_set(CONTACTS[0], "createdate", None)])
+        with pytest.raises(UpstreamDataError, match="contact 101 has no createdate"):
+            source().poll()
+
+
+def test_what_hubspot_legitimately_leaves_out_is_read_as_documented():
+    # No amount (null or ""), no currency (the portal's), no stage-entry date (creation):
+    # these are deals like any other, not drift.
+    quiet = [_set(DEALS[5], "amount", None), _drop(DEALS[6], "deal_currency_code")
+             if "deal_currency_code" in DEALS[6]["properties"] else DEALS[6],
+             _set(DEALS[7], "hs_v2_date_entered_current_stage", None)]
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        mock_account(rsps, deals=quiet + DEALS[:5])
+        samples = source().poll()
+    assert one(samples, "sales_deals_won", window="30d") == 2
+    assert one(samples, "sales_won_amount", window="30d") == 60000

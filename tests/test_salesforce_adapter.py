@@ -522,3 +522,36 @@ def test_a_malformed_date_marks_the_data_bad():
     mock_org(responses, [], Opportunity=broken)
     with pytest.raises(UpstreamDataError, match="yesterday"):
         source().read(NOW)
+
+
+# --- schema drift: a field the KPIs read, gone or of another type, fails the poll ------
+
+def _without(record: dict, field: str) -> dict:
+    return {k: v for k, v in record.items() if k != field}
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"Opportunity": [_without(OPPORTUNITIES[4], "IsClosed")] + OPPORTUNITIES[5:]},
+     f"Opportunity {sfid('006', 5)} has no field IsClosed"),
+    ({"Opportunity": [{**OPPORTUNITIES[4], "IsWon": "true"}]},
+     f"Opportunity {sfid('006', 5)} has IsWon 'true', not true or false"),
+    ({"Opportunity": [{**OPPORTUNITIES[4], "IsClosed": False}]},
+     f"Opportunity {sfid('006', 5)} is won but not closed"),
+    ({"Opportunity": [{**OPPORTUNITIES[4], "CloseDate": None}]},
+     f"Opportunity {sfid('006', 5)} has no CloseDate"),
+    ({"Opportunity": [{**OPPORTUNITIES[4], "Amount": "forty thousand"}]}, "is 'forty thousand'"),
+    ({"Opportunity": [_without(OPPORTUNITIES[0], "StageName")]}, "has no field StageName"),
+    ({"Opportunity": [{**OPPORTUNITIES[0], "StageName": None}]}, "record has no StageName"),
+    ({"Opportunity": [{**OPPORTUNITIES[0], "CreatedDate": 1795000000}]}, "is not a date"),
+    ({"OpportunityStage": [_without(STAGES[2], "DefaultProbability")] + STAGES[3:]},
+     "has no field DefaultProbability"),
+    ({"Lead": [_without(LEADS_SINCE[3], "IsConverted")]}, "has no field IsConverted"),
+    ({"Lead": [{**LEADS_SINCE[3], "IsConverted": 1}]}, "has IsConverted 1"),
+    ({"Lead": [{**LEADS_SINCE[3], "ConvertedDate": None}]}, "has no ConvertedDate"),
+    ({"LeadHistory": [_without(HISTORY[0], "NewValue")]}, "has no field NewValue"),
+])
+def test_a_drifted_field_fails_the_poll_instead_of_counting_wrong(overrides, message):
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        mock_org(rsps, [], **overrides)
+        with pytest.raises(UpstreamDataError, match=message):
+            source().poll()

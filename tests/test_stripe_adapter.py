@@ -294,13 +294,16 @@ def test_event_log_drops_events_past_retention():
     assert [e["id"] for e in log.events()] == ["e3", "e2"]  # e1 (120) fell out of 150..1150
 
 
-def test_event_log_survives_bad_events_and_failed_fetches(caplog):
+def test_event_log_fails_on_bad_events_and_survives_failed_fetches():
     from exporter.sources.stripe.events import EventLog
+    from exporter.sources.stripe.parse import MalformedObject
 
     log = EventLog()
     good = so.event("e1", "customer.subscription.updated", {"id": "s"}, 990)
-    assert log.refresh(lambda path, params: iter([{"id": "bad"}, good]), now=1000) == 1
-    assert "malformed event bad" in caplog.text
+    with pytest.raises(MalformedObject, match="event 'bad'"):  # not skipped: the past needs it
+        log.refresh(lambda path, params: iter([{"id": "bad"}, good]), now=1000)
+    assert log.events() == []
+    assert log.refresh(lambda path, params: iter([good]), now=1000) == 1
 
     def fails_part_way(path, params):
         yield so.event("e2", "customer.subscription.updated", {"id": "s"}, 995)
@@ -311,3 +314,33 @@ def test_event_log_survives_bad_events_and_failed_fetches(caplog):
     assert [e["id"] for e in log.events()] == ["e1"]  # nothing half-added...
     assert log.refresh(lambda path, params: iter([so.event(
         "e2", "customer.subscription.updated", {"id": "s"}, 995)]), now=1000) == 1  # ...so e2 comes
+
+
+def test_upstream_label_values_are_bounded(caplog):
+    """Invented statuses fold into "other" (logged once); at most MAX_CURRENCIES currencies
+    get series of their own, the largest MRR first; unconverted counts sum under "other"."""
+    from exporter.sources.stripe.mrr import RevenueKpis
+    from exporter.sources.stripe.source import MAX_CURRENCIES, samples
+
+    def code(i: int) -> str:  # qaa, qab, ...: 60 currencies without an fx rate
+        return f"q{chr(97 + i // 26)}{chr(97 + i % 26)}"
+
+    statuses = {"active": 5, "canceled": 2, **{f"made_up_{i}": 1 for i in range(375)}}
+    by_currency = {"usd": Decimal(500), "eur": Decimal(100),
+                   **{code(i): Decimal(i + 1) for i in range(60)}}
+    missing = {code(i): 1 for i in range(60)}
+    kpis = RevenueKpis(mrr=Decimal(600), mrr_by_currency=by_currency,
+                       subscriptions_by_status=statuses, paying_customers=3,
+                       paying_customers_converted=3, failed_payments=0,
+                       failed_payments_amount=Decimal(0), missing_fx=missing)
+    with caplog.at_level("WARNING"):
+        bounded = make_source()._bounded(kpis)
+        make_source()._bounded(kpis)  # another source instance: its own single warning
+    assert bounded.subscriptions_by_status == {"active": 5, "canceled": 2, "other": 375}
+    assert len(bounded.mrr_by_currency) == MAX_CURRENCIES
+    assert {"usd", "eur"} <= set(bounded.mrr_by_currency)  # converted MRR ranks first
+    assert len(bounded.missing_fx) == MAX_CURRENCIES + 1 and bounded.missing_fx["other"] == 20
+    assert sum(bounded.missing_fx.values()) == 60
+    exported = samples(bounded)
+    assert len({s.labels["status"] for s in exported if s.kpi == "subscriptions"}) == 3
+    assert sum("does not document" in r.getMessage() for r in caplog.records) == 2

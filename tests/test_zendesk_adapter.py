@@ -475,3 +475,16 @@ def test_malformed_ratings_fail_the_poll(ratings, message):
     with pytest.raises(UpstreamDataError) as error:
         source().read(NOW)
     assert message in str(error.value)
+
+
+@responses.activate
+def test_statuses_zendesk_does_not_document_are_counted_under_other_and_logged_once(caplog):
+    invented = [ticket(i, f"status-{i}", HOUR) for i in range(1, 301)]  # 300 new statuses
+    export_from(None, page(invented + [ticket(400, "open", HOUR)], [], "c1"))
+    no_ratings()
+    with caplog.at_level(logging.WARNING):
+        samples = source().poll()
+    backlog = {(s.labels["status"], s.labels["priority"]): s.value for s in samples
+               if s.kpi == "support_open_tickets"}
+    assert backlog == {("other", "normal"): 300, ("open", "normal"): 1}  # two series, not 301
+    assert len([r for r in caplog.records if "does not document" in r.getMessage()]) == 1

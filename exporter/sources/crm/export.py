@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exporter import catalog
+from exporter.labels import OTHER, fold, top
 from exporter.sources.base import Sample
 from exporter.sources.crm import pipeline
 from exporter.sources.crm.pipeline import DAY, Deal, Lead
@@ -21,6 +22,7 @@ LEAD_WINDOWS = {"30d": 30 * DAY}
 CLOSED_LOOKBACK = max(CLOSED_WINDOWS.values())
 LEAD_LOOKBACK = max(LEAD_WINDOWS.values())
 STAGE_CHANGE_WINDOW = ("14d", pipeline.STALLED_AFTER)
+MAX_CURRENCIES = 40  # currency label values exported; the rest sum under "other"
 
 
 @dataclass(frozen=True)
@@ -95,8 +97,10 @@ def samples(source: str, data: CrmData, now: int, options: CrmOptions = CrmOptio
             else response.median_hours * pipeline.HOUR,
             "sales_lead_response_within_target": response.within_target})
 
+    unconverted = fold(data.unconverted, top(data.unconverted, MAX_CURRENCIES), 0,
+                       lambda a, b: a + b, OTHER)  # currencies: an upstream-made label
     result += [sample("unconverted_objects", count, currency=currency)
-               for currency, count in sorted(data.unconverted.items())]
+               for currency, count in sorted(unconverted.items())]
     return result
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Callable
 
 from exporter import money
@@ -43,6 +43,8 @@ OVERLAP = 300
 DEAL_PROPERTIES = ["dealname", "amount", "deal_currency_code", "dealstage", "pipeline",
                    "closedate", "createdate", "hs_lastmodifieddate",
                    "hs_v2_date_entered_current_stage"]
+# Read for every deal: a portal without one of them cannot give its KPIs.
+REQUIRED_DEAL_PROPERTIES = ("amount", "dealstage", "pipeline", "createdate", "closedate")
 FUNNEL_STAGES = ("mql", "sql", "opportunity")
 DEFAULT_LIFECYCLE = {"mql": "marketingqualifiedlead", "sql": "salesqualifiedlead",
                      "opportunity": "opportunity"}
@@ -180,22 +182,29 @@ class HubSpotSource(HttpSource):
 
     # -- fetching -------------------------------------------------------------
 
-    def _stages(self) -> dict[tuple[str, str], Stage]:
-        """{(pipeline id, stage id): Stage} of the configured pipelines."""
+    def _stages(self) -> _Pipelines:
+        """The configured pipelines' stages, and which pipelines the portal has."""
         wanted = set(self.config.pipelines)
-        result = {}
+        found = _Pipelines()
         seen = set()
         for pipeline in fetch.pipelines(self.client):
-            pid, label = str(pipeline.get("id")), str(pipeline.get("label") or pipeline.get("id"))
+            if not isinstance(pipeline, dict) or not isinstance(pipeline.get("id"), str) \
+                    or not isinstance(pipeline.get("stages"), list):
+                raise UpstreamDataError("hubspot: a deal pipeline has no id or no list of stages")
+            pid, label = pipeline["id"], str(pipeline.get("label") or pipeline["id"])
             seen |= {pid, label}
+            found.known.add(pid)
             if wanted and not wanted & {pid, label}:
                 continue
-            for stage in pipeline.get("stages") or []:
-                result[(pid, str(stage.get("id")))] = _stage(label, stage)
+            found.kept.add(pid)
+            for stage in pipeline["stages"]:
+                if not isinstance(stage, dict) or not isinstance(stage.get("id"), str):
+                    raise UpstreamDataError(f"hubspot: a stage of pipeline {pid} has no id")
+                found.stages[(pid, stage["id"])] = _stage(label, stage)
         for missing in sorted(wanted - seen):
             self.warn_once(f"pipeline:{missing}", "hubspot: no deal pipeline has the id or "
                             "label %r (sources.hubspot.pipelines)", missing)
-        return result
+        return found
 
     def _full_read(self, now: int) -> _State:
         deals = {d["id"]: d["properties"]
@@ -224,37 +233,65 @@ class HubSpotSource(HttpSource):
 
     # -- records --------------------------------------------------------------
 
-    def _records(self, stages: dict[tuple[str, str], Stage], state: _State, now: int) -> CrmData:
+    def _records(self, pipelines: _Pipelines, state: _State, now: int) -> CrmData:
         deals: list[Deal] = []
         unconverted: dict[str, int] = {}
         for deal_id, props in state.deals.items():
-            stage = stages.get((str(props.get("pipeline")), str(props.get("dealstage"))))
+            # HubSpot sends every requested property that the portal defines, null when
+            # unset: one that is missing is no longer defined, and its deals cannot be read.
+            for name in REQUIRED_DEAL_PROPERTIES:
+                if name not in props:
+                    raise UpstreamDataError(f"hubspot: deal {deal_id} has no {name} property "
+                                            "(is it still defined in the portal?)")
+            pipeline_id = _text(props, "pipeline", f"deal {deal_id}")
+            stage_id = _text(props, "dealstage", f"deal {deal_id}")
+            if pipeline_id not in pipelines.known:
+                raise UpstreamDataError(f"hubspot: deal {deal_id} is in pipeline {pipeline_id!r}, "
+                                        "which the pipelines endpoint does not list")
+            if pipeline_id not in pipelines.kept:
+                continue  # a pipeline the config leaves out
+            stage = pipelines.stages.get((pipeline_id, stage_id))
             if stage is None:
-                continue  # a pipeline left out by the config, or a deleted stage
-            amount = decimal_or_none(props.get("amount"), f"hubspot: the amount of deal {deal_id}")
+                raise UpstreamDataError(f"hubspot: deal {deal_id} is in stage {stage_id!r}, "
+                                        f"which pipeline {pipeline_id!r} does not have")
+            # A deal without an amount is a deal all the same: counted, adding nothing.
+            amount = decimal_or_none(props["amount"], f"hubspot: the amount of deal {deal_id}")
             if amount is not None:
-                currency = (props.get("deal_currency_code") or self._company_currency).lower()
+                currency = self._currency(props, deal_id)
                 converted = money.convert(amount, currency, self.fx_rates)
                 if converted is None:
                     unconverted[currency] = unconverted.get(currency, 0) + 1
                     self.warn_once(f"fx:{currency}", "hubspot: deals in %s are left out of "
                                     "amounts: fx_rates has no rate for it", currency.upper())
                 amount = converted
-            created = fetch.seconds(props.get("createdate"))
+            created = fetch.seconds(props["createdate"])
             if created is None:
                 raise UpstreamDataError(f"hubspot: deal {deal_id} has no createdate")
+            closed = fetch.seconds(props["closedate"]) if stage.is_closed else None
+            if stage.is_closed and closed is None:
+                raise UpstreamDataError(f"hubspot: deal {deal_id} is closed but has no closedate")
             deals.append(Deal(
-                id=deal_id, stage=stage, amount=amount, created=created,
-                closed=fetch.seconds(props.get("closedate")) if stage.is_closed else None,
+                id=deal_id, stage=stage, amount=amount, created=created, closed=closed,
+                # None for a deal that never moved (or a portal without the property):
+                # it counts as entering its stage when it was created
                 stage_changed=fetch.seconds(props.get("hs_v2_date_entered_current_stage"))))
         leads = [lead for lead in (self._lead(cid, props) for cid, props in state.contacts.items())
-                 if lead is not None and lead_moved_since(lead, now - export.LEAD_LOOKBACK)]
+                 if lead_moved_since(lead, now - export.LEAD_LOOKBACK)]
         return CrmData(deals, leads, unconverted)
 
-    def _lead(self, contact_id: str, props: dict) -> Lead | None:
+    def _currency(self, props: dict, deal_id: str) -> str:
+        """The deal's own currency, or the portal's (a single-currency portal sends none)."""
+        code = props.get("deal_currency_code")
+        if code in (None, ""):
+            return self._company_currency
+        if not isinstance(code, str) or not re.fullmatch(r"[A-Za-z]{3}", code):
+            raise UpstreamDataError(f"hubspot: deal {deal_id} has currency {code!r}")
+        return code.lower()
+
+    def _lead(self, contact_id: str, props: dict) -> Lead:
         created = fetch.seconds(props.get("createdate"))
-        if created is None:
-            return None
+        if created is None:  # every contact has one: without it the funnel cannot be read
+            raise UpstreamDataError(f"hubspot: contact {contact_id} has no createdate")
 
         def entered(funnel_stage: str) -> int | None:
             current, legacy = stage_date_properties(self.config.lifecycle_stages[funnel_stage])
@@ -266,16 +303,36 @@ class HubSpotSource(HttpSource):
 
 
 
+@dataclass
+class _Pipelines:
+    stages: dict[tuple[str, str], Stage] = field(default_factory=dict)  # of kept pipelines
+    known: set[str] = field(default_factory=set)  # every pipeline id of the portal
+    kept: set[str] = field(default_factory=set)  # those the config asks for
+
+
 def _stage(pipeline_label: str, stage: dict) -> Stage:
-    metadata = stage.get("metadata") or {}
-    try:
-        probability = Decimal(str(metadata.get("probability") or "0"))
-    except InvalidOperation:
-        raise UpstreamDataError(f"hubspot: stage {stage.get('id')!r} has probability "
-                                f"{metadata.get('probability')!r}") from None
-    closed = str(metadata.get("isClosed")).lower() == "true"
-    return Stage(pipeline=pipeline_label, label=str(stage.get("label") or stage.get("id")),
-                 probability=probability, is_closed=closed, is_won=closed and probability == 1)
+    """A deal stage; its metadata must say whether it is closed, and its probability
+    (HubSpot sends both as strings): a stage read wrong files deals as won or open."""
+    metadata = stage.get("metadata")
+    what = f"hubspot: stage {stage['id']!r} of pipeline {pipeline_label!r}"
+    if not isinstance(metadata, dict):
+        raise UpstreamDataError(f"{what} has no metadata")
+    closed = str(metadata.get("isClosed")).lower()
+    if closed not in ("true", "false"):
+        raise UpstreamDataError(f"{what} has isClosed {metadata.get('isClosed')!r}")
+    probability = decimal_or_none(metadata.get("probability"), f"{what}: probability")
+    if probability is None or not 0 <= probability <= 1:
+        raise UpstreamDataError(f"{what} has probability {metadata.get('probability')!r}")
+    return Stage(pipeline=pipeline_label, label=str(stage.get("label") or stage["id"]),
+                 probability=probability, is_closed=closed == "true",
+                 is_won=closed == "true" and probability == 1)
+
+
+def _text(props: dict, name: str, what: str) -> str:
+    value = props.get(name)
+    if not isinstance(value, str) or not value:
+        raise UpstreamDataError(f"hubspot: {what} has {name} {value!r}")
+    return value
 
 
 def _company_currency(client: HttpClient) -> str:

@@ -60,8 +60,9 @@ def soql_ids(ids: list[str]) -> str:
 
 def stages(api: SalesforceApi) -> dict[str, dict]:
     """{ApiName: OpportunityStage record}, inactive stages too (deals may still sit there)."""
-    soql = "SELECT ApiName, MasterLabel, DefaultProbability, IsClosed, IsWon FROM OpportunityStage"
-    return {text(r, "ApiName"): r for r in api.query(soql)}
+    fields = ("ApiName", "MasterLabel", "DefaultProbability", "IsClosed", "IsWon")
+    soql = f"SELECT {', '.join(fields)} FROM OpportunityStage"
+    return {text(r, "ApiName"): r for r in selected(api.query(soql), fields)}
 
 
 def opportunity_fields(api: SalesforceApi) -> set[str]:
@@ -83,29 +84,43 @@ def org_currency(api: SalesforceApi) -> str:
 
 def opportunities(api: SalesforceApi, fields: list[str], closed_after: int) -> Iterator[dict]:
     """Open opportunities, and closed ones whose CloseDate is after the date of `closed_after`."""
-    yield from api.query(f"SELECT {', '.join(fields)} FROM Opportunity "
-                         f"WHERE IsClosed = false OR CloseDate > {soql_date(closed_after)}")
+    yield from selected(api.query(f"SELECT {', '.join(fields)} FROM Opportunity WHERE "
+                                  f"IsClosed = false OR CloseDate > {soql_date(closed_after)}"),
+                        fields)
 
 
 def leads_since(api: SalesforceApi, since: int) -> Iterator[dict]:
     """Leads created after `since`, or converted on a date after its date."""
-    yield from api.query(f"SELECT {', '.join(LEAD_FIELDS)} FROM Lead "
-                         f"WHERE CreatedDate > {soql_datetime(since)} "
-                         f"OR ConvertedDate > {soql_date(since)}")
+    yield from selected(api.query(f"SELECT {', '.join(LEAD_FIELDS)} FROM Lead "
+                                  f"WHERE CreatedDate > {soql_datetime(since)} "
+                                  f"OR ConvertedDate > {soql_date(since)}"), LEAD_FIELDS)
 
 
 def leads_by_id(api: SalesforceApi, ids: list[str]) -> Iterator[dict]:
     for chunk in _chunks(ids):
-        yield from api.query(f"SELECT {', '.join(LEAD_FIELDS)} FROM Lead "
-                             f"WHERE Id IN {soql_ids(chunk)}")
+        yield from selected(api.query(f"SELECT {', '.join(LEAD_FIELDS)} FROM Lead "
+                                      f"WHERE Id IN {soql_ids(chunk)}"), LEAD_FIELDS)
+
+
+def selected(records: Iterator[dict], fields: Any) -> Iterator[dict]:
+    """The records, each checked to hold every field selected (null when empty: SOQL
+    always sends a selected field; one that is missing is drift)."""
+    for record in records:
+        for field in fields:
+            if field.split(".")[0] not in record:
+                name = record.get("Id")
+                what = f"{_type(record)} {name}" if isinstance(name, str) else \
+                    f"a {_type(record)} record"
+                raise UpstreamDataError(f"salesforce: {what} has no field {field}")
+        yield record
 
 
 def status_changes(api: SalesforceApi, since: int) -> Iterator[tuple[str, Any, Any, int]]:
     """(lead id, old status, new status, when) of every Status change after `since`."""
     soql = ("SELECT LeadId, OldValue, NewValue, CreatedDate FROM LeadHistory "
             f"WHERE Field = 'Status' AND CreatedDate > {soql_datetime(since)}")
-    for record in api.query(soql):
-        yield (text(record, "LeadId"), record.get("OldValue"), record.get("NewValue"),
+    for record in selected(api.query(soql), ("LeadId", "OldValue", "NewValue", "CreatedDate")):
+        yield (text(record, "LeadId"), record["OldValue"], record["NewValue"],
                required(record, "CreatedDate", timestamp))
 
 
@@ -152,6 +167,17 @@ def timestamp(value: Any) -> int | None:
 def decimal(value: Any, what: str) -> Decimal | None:
     """A number field (JSON number, null for none) as an exact decimal."""
     return decimal_or_none(value, f"salesforce: {what}")
+
+
+def boolean(record: dict, field: str) -> bool:
+    """A checkbox field: true or false, never missing (a missing IsClosed would make
+    every closed deal look open)."""
+    value = record.get(field)
+    if not isinstance(value, bool):
+        name = record.get("Id")
+        raise UpstreamDataError(f"salesforce: {_type(record)} {name} has {field} {value!r}, "
+                                "not true or false")
+    return value
 
 
 def text(record: dict, field: str) -> str:

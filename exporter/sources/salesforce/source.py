@@ -35,7 +35,7 @@ from exporter import money
 from exporter.config import PollLimits, Section
 from exporter.http import HttpClient
 from exporter.secrets import Secret
-from exporter.sources.base import HttpSource, Registration, Sample
+from exporter.sources.base import HttpSource, Registration, Sample, UpstreamDataError
 from exporter.sources.crm import export
 from exporter.sources.crm.export import CrmData, CrmOptions
 from exporter.sources.crm.pipeline import Deal, Lead, Stage, lead_moved_since
@@ -190,7 +190,9 @@ class SalesforceSource(HttpSource):
     def _deal(self, record: dict, stages: dict[str, dict]) -> Deal:
         deal_id = fetch.text(record, "Id")
         stage_name = fetch.text(record, "StageName")
-        is_closed, is_won = record.get("IsClosed") is True, record.get("IsWon") is True
+        is_closed, is_won = fetch.boolean(record, "IsClosed"), fetch.boolean(record, "IsWon")
+        if is_won and not is_closed:
+            raise UpstreamDataError(f"salesforce: Opportunity {deal_id} is won but not closed")
         stage = stages.get(stage_name)
         if stage is not None:
             label = stage.get("MasterLabel") or stage_name
@@ -203,6 +205,7 @@ class SalesforceSource(HttpSource):
             probability = fetch.decimal(record.get("Probability"), f"the Probability of {deal_id}")
         created = fetch.required(record, "CreatedDate", fetch.timestamp)
         changed = fetch.timestamp(record.get("LastStageChangeDate"))
+        closed = fetch.required(record, "CloseDate", fetch.timestamp) if is_closed else None
         return Deal(
             id=deal_id,
             stage=Stage(pipeline=self._pipeline(record), label=str(label),
@@ -210,7 +213,7 @@ class SalesforceSource(HttpSource):
                         is_closed=is_closed, is_won=is_won),
             amount=self._amount(record, deal_id),
             created=created,
-            closed=fetch.timestamp(record.get("CloseDate")) if is_closed else None,
+            closed=closed,
             stage_changed=created if changed is None else changed)
 
     def _pipeline(self, record: dict) -> str:
@@ -285,8 +288,8 @@ class SalesforceSource(HttpSource):
                 for stage, values in statuses.items():
                     if initial in values:
                         times[stage] = created[lead_id]
-            converted = fetch.timestamp(record.get("ConvertedDate")) \
-                if record.get("IsConverted") is True else None
+            converted = fetch.required(record, "ConvertedDate", fetch.timestamp) \
+                if fetch.boolean(record, "IsConverted") else None
             lead = Lead(id=lead_id, created=created[lead_id], mql=times.get("mql"),
                         sql=times.get("sql"), opportunity=converted,
                         first_touch=touches.get(lead_id) if created[lead_id] > since else None)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Callable, Iterator
 
-from exporter.sources.stripe.parse import discounts_on
+from exporter.sources.stripe.parse import MalformedObject, discounts_on
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +77,11 @@ class EventLog:
         new, ids = [], set()
         for event in list_all("/v1/events", params):  # an error here leaves the log as it was
             if not _well_formed(event):
-                log.warning("stripe: skipping malformed event %s",
-                            event.get("id", "?") if isinstance(event, dict) else "?")
-            elif event["id"] not in self._ids and event["id"] not in ids:
+                # Skipping it would rebuild the past without it: numbers wrong but served.
+                name = event.get("id") if isinstance(event, dict) else None
+                raise MalformedObject(f"stripe: event {name!r} has no id, type, created time "
+                                      "or data.object with an id")
+            if event["id"] not in self._ids and event["id"] not in ids:
                 new.append(slim(event))
                 ids.add(event["id"])
         # What was fetched is newer than what we hold, but for the overlap: merge by time.

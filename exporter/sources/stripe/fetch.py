@@ -56,6 +56,9 @@ def list_all(client: HttpClient, path: str, params: list[tuple[str, str]]) -> It
     for page in client.paginate(path, params, next_page):
         if not isinstance(page, dict) or not isinstance(page.get("data"), list):
             raise parse.MalformedObject(f"{path}: response is not a Stripe list")
+        for item in page["data"]:
+            if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
+                raise parse.MalformedObject(f"stripe: {path}: an object in the list has no id")
         yield from page["data"]
 
 

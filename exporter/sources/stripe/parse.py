@@ -7,6 +7,7 @@ broken upstream marks the source down instead of producing wrong numbers.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
 from typing import Any, Iterator
 
@@ -40,6 +41,15 @@ def _field(obj: dict, name: str, kind: type | tuple[type, ...], *, optional: boo
         raise MalformedObject(f"{obj.get('object', 'object')} {obj.get('id', '?')}: "
                               f"field {name!r} is missing or not {_names(kind)}")
     return value
+
+
+def _currency(obj: dict, name: str = "currency") -> str:
+    """A three-letter ISO currency code, lower case: it becomes a label value."""
+    code = _field(obj, name, str).lower()
+    if not re.fullmatch(r"[a-z]{3}", code):
+        raise MalformedObject(f"{obj.get('object', 'object')} {obj.get('id', '?')}: "
+                              f"{name} {code!r} is not a currency code")
+    return code
 
 
 def _tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
@@ -90,7 +100,7 @@ def parse_price(obj: dict) -> Price:
                                              tiers=_tiers(option))
             for currency, option in (obj.get("currency_options") or {}).items()
         },
-        currency=_field(obj, "currency", str).lower(),
+        currency=_currency(obj),
         interval=_field(recurring, "interval", str),
         interval_count=_field(recurring, "interval_count", int),
         usage_type=recurring.get("usage_type") or "licensed",
@@ -197,7 +207,7 @@ def parse_subscription(obj: dict, prices: dict[str, Price], coupons: dict[str, C
     resolves discount ids (see parse_discount)."""
     if items is None:
         items = _field(_field(obj, "items", dict), "data", list)
-    currency = _field(obj, "currency", str).lower()
+    currency = _currency(obj)
     parsed_items = []
     for item in items:
         embedded = _field(item, "price", dict)
@@ -235,7 +245,7 @@ def parse_charge(obj: dict) -> Charge:
         id=_field(obj, "id", str),
         status=_field(obj, "status", str),
         amount=Decimal(_field(obj, "amount", int)),
-        currency=_field(obj, "currency", str).lower(),
+        currency=_currency(obj),
         created=_field(obj, "created", int),
     )
 
@@ -265,7 +275,7 @@ def parse_invoice_lines(invoice: dict, lines: list[dict] | None = None) -> list[
                          Decimal(0))
         result.append(InvoiceLine(
             customer=customer,
-            currency=_field(line, "currency", str).lower(),
+            currency=_currency(line),
             amount=Decimal(_field(line, "amount", int)) - discounted,
             period_start=_field(period, "start", int),
             period_end=_field(period, "end", int),
@@ -280,10 +290,10 @@ def parse_invoice_lines(invoice: dict, lines: list[dict] | None = None) -> list[
 def parse_refund(obj: dict) -> Refund:
     return Refund(id=_field(obj, "id", str), status=_field(obj, "status", str),
                   amount=Decimal(_field(obj, "amount", int)),
-                  currency=_field(obj, "currency", str).lower(), created=_field(obj, "created", int))
+                  currency=_currency(obj), created=_field(obj, "created", int))
 
 
 def parse_dispute(obj: dict) -> Dispute:
     return Dispute(id=_field(obj, "id", str), status=_field(obj, "status", str),
                    amount=Decimal(_field(obj, "amount", int)),
-                   currency=_field(obj, "currency", str).lower(), created=_field(obj, "created", int))
+                   currency=_currency(obj), created=_field(obj, "created", int))

@@ -7,6 +7,7 @@ into KPIs with the pure functions of mrr.py and dynamics.py.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from decimal import Decimal
 from functools import partial
 from typing import Any, Callable
 
+from exporter import labels, money
 from exporter.config import PollLimits, Section
 from exporter.http import HttpClient
 from exporter.secrets import Secret
@@ -67,6 +69,12 @@ def parse_config(section: Section) -> StripeConfig:
         gross_margin=Decimal(str(section.convert("gross_margin", StripeConfig.gross_margin,
                                                  _fraction))),
     )
+
+
+# What Stripe documents a subscription's status can be; `kpi_subscriptions{status}`.
+SUBSCRIPTION_STATUSES = frozenset({"incomplete", "incomplete_expired", "trialing", "active",
+                                   "past_due", "canceled", "unpaid", "paused"})
+MAX_CURRENCIES = 40  # currency label values a source exports
 
 
 def _fraction(value: Any) -> float:
@@ -170,7 +178,32 @@ class StripeSource(HttpSource):
         kpis = revenue_kpis(data.subscriptions, data.charges, now=now,
                             fx_rates=self.fx_rates, rules=self.config.mrr)
         self._warn_missing_rates(kpis)
-        return samples(kpis) + dynamics_samples(self._dynamics(data, kpis, now))
+        return samples(self._bounded(kpis)) + dynamics_samples(self._dynamics(data, kpis, now))
+
+    def _bounded(self, kpis: RevenueKpis) -> RevenueKpis:
+        """Upstream-controlled label values kept to a known, small set: statuses Stripe
+        documents (any other under "other", logged once), at most MAX_CURRENCIES
+        currencies (the largest MRR; the rest are in kpi_mrr but get no series of their own)."""
+        statuses: dict[str, int] = {}
+        for status, count in kpis.subscriptions_by_status.items():
+            if status not in SUBSCRIPTION_STATUSES:
+                # Once, not once per value: an upstream inventing values must not flood the log.
+                self.warn_once("status", "stripe: subscriptions of status %r, which Stripe does "
+                               "not document, are counted under \"other\" (so are any other "
+                               "such statuses, without a word more)", status)
+                status = labels.OTHER
+            statuses[status] = statuses.get(status, 0) + count
+        ranked = sorted(kpis.mrr_by_currency.items(), key=lambda item: (
+            -(money.to_reporting(item[1], item[0], self.fx_rates) or 0), item[0]))
+        kept = dict(ranked[:MAX_CURRENCIES])
+        if len(ranked) > MAX_CURRENCIES:
+            self.warn_once("currencies", "stripe: more than %d billing currencies: the ones "
+                           "with the least MRR (%s first) have no kpi_mrr_by_currency series",
+                           MAX_CURRENCIES, ranked[MAX_CURRENCIES][0])
+        missing = labels.fold(kpis.missing_fx, labels.top(kpis.missing_fx, MAX_CURRENCIES), 0,
+                              lambda a, b: a + b, labels.OTHER)
+        return dataclasses.replace(kpis, subscriptions_by_status=statuses, mrr_by_currency=kept,
+                                   missing_fx=missing)
 
     def _dynamics(self, data: fetch.StripeData, kpis: RevenueKpis, now: int) -> dynamics.RevenueDynamics:
         list_all = partial(fetch.list_all, self.client)

@@ -30,6 +30,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from exporter.config import PollLimits, Section
+from exporter.labels import OTHER
 from exporter.http import HttpClient
 from exporter.ratelimit import RateLimiter
 from exporter.secrets import Secret
@@ -41,6 +42,9 @@ from exporter.sources.zendesk import fetch
 
 NAME = "zendesk"
 SOLVED_STATUSES = ("solved", "closed")  # a reopened ticket is open again: unsolved
+# What Zendesk documents a ticket's status can be (deleted ones are dropped); any
+# other is exported as "other" and logged once, so labels stay a small set.
+STATUSES = frozenset({"new", "open", "pending", "hold", *SOLVED_STATUSES})
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,12 @@ class ZendeskSource(HttpSource):
         status = raw.get("status")
         if not isinstance(status, str) or not status:
             raise UpstreamDataError(f"zendesk: ticket {ticket_id} has status {status!r}")
+        if status not in STATUSES:
+            # Once, not once per value: an upstream inventing values must not flood the log.
+            self.warn_once("status", "zendesk: tickets of status %r, which Zendesk does not "
+                           "document, are counted as unsolved under \"other\" (so are any "
+                           "other such statuses, without a word more)", status)
+            status = OTHER
         created = fetch.seconds(raw.get("created_at"), f"the created_at of ticket {ticket_id}")
         if created is None:
             raise UpstreamDataError(f"zendesk: ticket {ticket_id} has no created_at")
