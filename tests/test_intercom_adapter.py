@@ -192,3 +192,17 @@ def test_malformed_data_fails_without_the_token():
     with pytest.raises(UpstreamDataError) as error:
         source().read(NOW)
     assert "conversation 7" in str(error.value) and TOKEN not in str(error.value)
+
+
+@pytest.mark.parametrize("conversation_json,message", [
+    ({**conversation(1, "closed", 9 * HOUR), "statistics": None},
+     "conversation 1 is closed but has no statistics.last_close_at"),
+    (conversation(1, "open", HOUR, priority="urgent!"), "conversation 1 has priority 'urgent!'"),
+    (conversation(1, "pending", HOUR), "conversation 1 has state 'pending'"),
+    ({**conversation(1, "open", HOUR), "created_at": "yesterday"}, "not a Unix time"),
+])
+@responses.activate
+def test_a_drifted_field_fails_the_poll_instead_of_counting_wrong(conversation_json, message):
+    responses.post(SEARCH, json=results([conversation_json]))
+    with pytest.raises(UpstreamDataError, match=message):
+        source().read(NOW)

@@ -156,8 +156,15 @@ def _ticket(conversation_id: str, conversation: dict) -> Ticket:
         return _time(stats.get(name), f"statistics.{name} of conversation {conversation_id}")
 
     solved = stat("last_close_at") if state == "closed" else None
+    if state == "closed" and solved is None:  # else it would sit in the backlog for ever
+        raise UpstreamDataError(f"intercom: conversation {conversation_id} is closed but has "
+                                "no statistics.last_close_at")
+    priority = conversation.get("priority")
+    if priority is not None and priority not in PRIORITIES:
+        raise UpstreamDataError(f"intercom: conversation {conversation_id} has priority "
+                                f"{priority!r}")
     return Ticket(id=conversation_id, status=state,
-                  priority=PRIORITIES.get(conversation.get("priority"), "normal"),
+                  priority=PRIORITIES.get(priority, "normal"),
                   created=created, solved=solved, first_reply=stat("first_admin_reply_at"),
                   first_reply_seconds=stat("time_to_admin_reply"),
                   resolution_seconds=None if solved is None else stat("time_to_last_close"))
