@@ -51,7 +51,7 @@ def main():
 
 @main.command()
 @click.option("--config", "config_path", required=True, metavar="PATH",
-              type=click.Path(dir_okay=False), help="YAML config file (see README).")
+              help="YAML config file (see README).")
 @listen_option
 @log_level_option
 def serve(config_path, listen, log_level):
@@ -124,7 +124,7 @@ def _run(build) -> None:
 
 
 @main.command()
-@click.option("--config", "config_path", metavar="PATH", type=click.Path(dir_okay=False),
+@click.option("--config", "config_path", metavar="PATH",
               help="Your config: its `kpis:` (targets, thresholds, owners) and `kit:` (job, "
                    "URLs, receivers) instead of the defaults.")
 @click.option("--out", "out_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
@@ -33,6 +34,7 @@ class ConfigError(Exception):
         super().__init__(f"{file}: {key}: {message}")
         self.file = file
         self.key = key
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -268,12 +270,68 @@ def _as_number(value: Any) -> float:
 # --- the whole file ---------------------------------------------------------
 
 
+# What a config file may be: far more than any real config needs, far less than
+# what would hang or crash the loader (a "billion laughs" of aliases, a document
+# nested thousands deep).
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_DEPTH = 40
+MAX_ALIASES = 100
+MAX_NODES = 100_000
+
+
+class _Refused(yaml.YAMLError):
+    pass
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing documents nested too deep or with too many aliases."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+
+    def compose_node(self, parent, index):  # noqa: ANN001 - PyYAML's signature
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise _Refused(f"more than {MAX_ALIASES} aliases (*name): write the values out")
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _Refused(f"nested more than {MAX_DEPTH} deep")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):  # noqa: ANN001 - PyYAML's signature
+        # PyYAML keeps the last of a repeated key without a word: a silent override.
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str) and key in seen:
+                raise _Refused(f"line {key_node.start_mark.line + 1}: the key {key!r} "
+                               "appears twice in one mapping")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load(file: str, environ: dict[str, str] | None = None) -> Config:
+    path = Path(file)
     try:
-        with open(file, encoding="utf-8") as handle:
-            text = handle.read()
+        if path.is_dir():
+            raise ConfigError(file, TOP_LEVEL, "is a directory, not a config file")
+        if path.exists() and not path.is_file():
+            raise ConfigError(file, TOP_LEVEL, "is not a regular file")
+        with open(file, "rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(file, TOP_LEVEL, f"cannot read config: {exc.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(file, TOP_LEVEL, f"is larger than {MAX_CONFIG_BYTES // 1024} KiB: "
+                          "not a config file")
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(file, TOP_LEVEL, "the config is not UTF-8 text") from None
     return parse(text, file, os.environ if environ is None else environ)
@@ -281,24 +339,43 @@ def load(file: str, environ: dict[str, str] | None = None) -> Config:
 
 def parse(text: str, file: str, environ: dict[str, str]) -> Config:
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader
+    except _Refused as exc:
+        raise ConfigError(file, TOP_LEVEL, f"refused: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else TOP_LEVEL
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(file, where, f"invalid YAML: {problem}") from None
-    from_env: set[str] = set()
-    data = _expand_tree(data, file, "", environ, from_env)
-    return from_mapping(data, file, frozenset(from_env))
+    from_env: dict[str, str] = {}  # key path -> the value ${VAR} put there
+    data = _expand_tree(data, file, "", environ, from_env, [0])
+    try:
+        return from_mapping(data, file, frozenset(from_env))
+    except ConfigError as exc:
+        raise _without_env_values(exc, from_env.values()) from None
+
+
+def _without_env_values(error: ConfigError, values: Any) -> ConfigError:
+    """The error with every value that came from the environment taken out: a variable
+    put in the wrong field may hold a token, and errors end up in logs."""
+    message = error.message
+    for value in sorted(set(values), key=len, reverse=True):
+        message = message.replace(repr(value), "the value from the environment")
+        if len(value) >= 6:
+            message = message.replace(value, "<the value from the environment>")
+    return ConfigError(error.file, error.key, message)
 
 
 def _expand_tree(node: Any, file: str, path: str, environ: dict[str, str],
-                 from_env: set[str]) -> Any:
+                 from_env: dict[str, str], count: list[int]) -> Any:
+    count[0] += 1
+    if count[0] > MAX_NODES:  # aliases can make a small file a huge tree
+        raise ConfigError(file, TOP_LEVEL, f"refused: more than {MAX_NODES} values")
     if isinstance(node, dict):
-        return {k: _expand_tree(v, file, f"{path}.{k}" if path else str(k), environ, from_env)
-                for k, v in node.items()}
+        return {k: _expand_tree(v, file, f"{path}.{k}" if path else str(k), environ, from_env,
+                                count) for k, v in node.items()}
     if isinstance(node, list):
-        return [_expand_tree(v, file, f"{path}[{i}]", environ, from_env)
+        return [_expand_tree(v, file, f"{path}[{i}]", environ, from_env, count)
                 for i, v in enumerate(node)]
     if isinstance(node, str):
         try:
@@ -306,7 +383,7 @@ def _expand_tree(node: Any, file: str, path: str, environ: dict[str, str],
         except KeyError as exc:
             raise ConfigError(file, path, f"environment variable {exc.args[0]} is not set") from None
         if expanded != node:
-            from_env.add(path)
+            from_env[path] = expanded
         return expanded
     return node
 
