@@ -106,4 +106,4 @@ def _is_alert(alert: object) -> bool:
 
 def serve(host: str, port: int) -> tuple[AlertSink, BackgroundHttpServer]:
     sink = AlertSink()
-    return sink, BackgroundHttpServer(host, port, sink.app).start()
+    return sink, BackgroundHttpServer(host, port, sink.app, max_body_bytes=MAX_BODY).start()

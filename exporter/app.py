@@ -14,12 +14,14 @@ from exporter.poller import Poller
 from exporter.secrets import RedactingFilter
 from exporter.server import BackgroundHttpServer, make_app
 from exporter.sources import SOURCE_TYPES
+from exporter.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
 
 
 class Exporter:
-    def __init__(self, config: Config, listen: tuple[str, int] | None = None):
+    def __init__(self, config: Config, listen: tuple[str, int] | None = None,
+                 web: WebConfig | None = None):
         self.config = config
         self.sources = [SOURCE_TYPES[name].create(source_config, config)
                         for name, source_config in config.sources.items()]
@@ -31,18 +33,22 @@ class Exporter:
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
         host, port = listen or config.listen
-        self.server = BackgroundHttpServer(host, port, make_app(self.registry, self.poller))
+        self.web = web
+        app = make_app(self.registry, self.poller, web.allows if web and web.users else None)
+        self.server = BackgroundHttpServer(host, port, app, tls=web.tls if web else None,
+                                           headers=web.headers if web else ())
 
     @property
     def url(self) -> str:
         host = f"[{self.server.host}]" if ":" in self.server.host else self.server.host
-        return f"http://{host}:{self.server.port}"
+        return f"{self.server.scheme}://{host}:{self.server.port}"
 
     def start(self) -> "Exporter":
         self.server.start()
         self.poller.start()
         names = ", ".join(s.name for s in self.sources) or "none"
-        log.info("serving %s/metrics (sources: %s)", self.url, names)
+        secured = " with basic auth" if self.web and self.web.users else ""
+        log.info("serving %s/metrics%s (sources: %s)", self.url, secured, names)
         return self
 
     def stop(self) -> None:

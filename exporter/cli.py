@@ -36,6 +36,10 @@ listen_option = click.option(
     "--listen", metavar="HOST:PORT", callback=_listen,
     help=f"Address to serve /metrics on; overrides `listen` in the config "
          f"(default {config_module.DEFAULT_LISTEN}).")
+web_config_option = click.option(
+    "--web-config-file", metavar="PATH",
+    help="TLS and basic auth for the endpoints, in the exporter-toolkit format (see README's "
+         "Security); overrides `web_config_file` in the config.")
 log_level_option = click.option(
     "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
     help="Log verbosity.")
@@ -53,8 +57,9 @@ def main():
 @click.option("--config", "config_path", required=True, metavar="PATH",
               help="YAML config file (see README).")
 @listen_option
+@web_config_option
 @log_level_option
-def serve(config_path, listen, log_level):
+def serve(config_path, listen, web_config_file, log_level):
     """Poll the configured sources and serve their KPIs."""
     from exporter.app import Exporter, setup_logging
 
@@ -64,7 +69,20 @@ def serve(config_path, listen, log_level):
     except config_module.ConfigError as exc:
         click.echo(f"kpi-exporter: config error: {redact(str(exc))}", err=True)
         sys.exit(2)
-    _run(lambda: Exporter(config, listen))
+    web = _web_config(web_config_file or config.web_config_file)
+    _run(lambda: Exporter(config, listen, web))
+
+
+def _web_config(path: str | None):
+    """The web config (TLS, basic auth), or None; a bad one exits 2 in one line."""
+    if path is None:
+        return None
+    from exporter import webconfig
+    try:
+        return webconfig.load(path)
+    except config_module.ConfigError as exc:
+        click.echo(f"kpi-exporter: web config error: {redact(str(exc))}", err=True)
+        sys.exit(2)
 
 
 @main.command()
@@ -79,8 +97,9 @@ def serve(config_path, listen, log_level):
               help="Size of the simulated company.")
 @click.option("--seed", default=9, type=int, help="Random seed of the simulated company.")
 @click.option("--poll-interval", default="30s", help="How often the exporter polls the simulator.")
+@web_config_option
 @log_level_option
-def demo(listen, scenario, customers, seed, poll_interval, log_level):
+def demo(listen, scenario, customers, seed, poll_interval, web_config_file, log_level):
     """Run the exporter against a built-in simulator: no accounts needed."""
     from exporter.app import setup_logging
     from exporter.demo import DemoExporter
@@ -90,8 +109,9 @@ def demo(listen, scenario, customers, seed, poll_interval, log_level):
         interval = config_module.parse_duration(poll_interval)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--poll-interval") from None
+    web = _web_config(web_config_file)
     _run(lambda: DemoExporter(listen=listen, customers=customers, seed=seed,
-                              poll_interval=interval, scenario=scenario))
+                              poll_interval=interval, scenario=scenario, web=web))
 
 
 @main.command("alert-sink")

@@ -46,6 +46,7 @@ class Config:
     sources: dict[str, Any]  # source name -> that source's own config object
     kpis: tuple[catalog.Kpi, ...] = field(default=catalog.KPIS)
     kit: KitSettings = field(default_factory=KitSettings)  # the `kit:` section
+    web_config_file: str | None = None  # TLS and basic auth (exporter/webconfig.py)
 
 
 # --- values -----------------------------------------------------------------
@@ -317,6 +318,11 @@ class _BoundedLoader(yaml.SafeLoader):
 
 
 def load(file: str, environ: dict[str, str] | None = None) -> Config:
+    return parse(read_text(file), file, os.environ if environ is None else environ)
+
+
+def read_text(file: str) -> str:
+    """A config file's text: a regular file, UTF-8, at most MAX_CONFIG_BYTES."""
     path = Path(file)
     try:
         if path.is_dir():
@@ -331,15 +337,15 @@ def load(file: str, environ: dict[str, str] | None = None) -> Config:
         raise ConfigError(file, TOP_LEVEL, f"is larger than {MAX_CONFIG_BYTES // 1024} KiB: "
                           "not a config file")
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(file, TOP_LEVEL, "the config is not UTF-8 text") from None
-    return parse(text, file, os.environ if environ is None else environ)
 
 
-def parse(text: str, file: str, environ: dict[str, str]) -> Config:
+def parse_yaml(text: str, file: str) -> Any:
+    """YAML through the bounded loader; every problem a one-line ConfigError."""
     try:
-        data = yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader
+        return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader
     except _Refused as exc:
         raise ConfigError(file, TOP_LEVEL, f"refused: {exc}") from None
     except yaml.YAMLError as exc:
@@ -347,6 +353,15 @@ def parse(text: str, file: str, environ: dict[str, str]) -> Config:
         where = f"line {mark.line + 1}" if mark else TOP_LEVEL
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(file, where, f"invalid YAML: {problem}") from None
+
+
+def load_yaml(file: str) -> Any:
+    """Any of our YAML files (the web config too), read the way the config is."""
+    return parse_yaml(read_text(file), file)
+
+
+def parse(text: str, file: str, environ: dict[str, str]) -> Config:
+    data = parse_yaml(text, file)
     from_env: dict[str, str] = {}  # key path -> the value ${VAR} put there
     data = _expand_tree(data, file, "", environ, from_env, [0])
     try:
@@ -413,9 +428,12 @@ def from_mapping(data: Any, file: str, from_env: frozenset[str] = frozenset()) -
 
     kpis = _kpi_overrides(top.section("kpis"))
     kit = parse_kit(top.section("kit"), {kpi.team for kpi in kpis})
+    web = top.string("web_config_file")
+    if web is not None:  # relative to the config's own directory
+        web = str(Path(file).resolve().parent / web) if not Path(web).is_absolute() else web
     top.finish()
     return Config(file=file, listen=listen, reporting_currency=currency, fx_rates=fx_rates,
-                  sources=sources, kpis=kpis, kit=kit)
+                  sources=sources, kpis=kpis, kit=kit, web_config_file=web)
 
 
 def _currency(section: Section, name: str, value: str) -> str:

@@ -13,6 +13,7 @@ from exporter import catalog
 from exporter.app import Exporter
 from exporter.config import DEFAULT_LISTEN, Config, parse_listen
 from exporter.secrets import Secret
+from exporter.webconfig import WebConfig
 from exporter.simulator import SCENARIOS, FakeStripe
 from exporter.simulator.crm_company import generate_crm
 from exporter.simulator.hubspot_fake import FakeHubSpot
@@ -79,7 +80,8 @@ class DemoExporter(Exporter):
 
     def __init__(self, *, listen: tuple[str, int] | None = None,
                  customers: int = DEMO_CUSTOMERS, seed: int = DEMO_SEED,
-                 poll_interval: float = 30.0, live: bool = True, scenario: str = "calm"):
+                 poll_interval: float = 30.0, live: bool = True, scenario: str = "calm",
+                 web: WebConfig | None = None):
         # live: the simulated company keeps signing up, upgrading, churning and
         # failing payments while the demo runs, at its own pace (see ticker.py).
         now = int(time.time())
@@ -101,7 +103,7 @@ class DemoExporter(Exporter):
                              self.fake_salesforce, self.fake_zendesk, self.fake_intercom,
                              listen or parse_listen(DEFAULT_LISTEN), poll_interval)
         try:
-            super().__init__(config)
+            super().__init__(config, web=web)
         except Exception:
             self._stop_fakes()
             raise

@@ -397,7 +397,7 @@ def test_an_upstream_echoing_the_token_is_redacted():
      "the solved_at of ticket 7"),
     ({"tickets": None, "end_of_stream": True}, "no 'tickets' list"),
     ({**page([], [], "c1"), "end_of_stream": None}, "no end_of_stream flag"),
-    (page([], [], None, end=False), "gives no new after_cursor"),
+    (page([], [], None, end=False), "gives no after_cursor"),
 ])
 @responses.activate
 def test_malformed_data_fails_the_poll_naming_it_without_the_token(body, message):

@@ -63,10 +63,9 @@ def export_pages(client: HttpClient, cursor: str | None,
         after = page.get("after_cursor")
         if after is not None and (not isinstance(after, str) or not after):
             raise UpstreamDataError(f"zendesk: a ticket export page's after_cursor is {after!r}")
-        if not end and (after is None or after == params.get("cursor")):
-            # Asking again with the same cursor would loop for ever.
+        if not end and after is None:
             raise UpstreamDataError("zendesk: the ticket export is not at its end but gives "
-                                    "no new after_cursor to continue from")
+                                    "no after_cursor to continue from")
         yield ExportPage(page["tickets"], metric_sets, after)
         if end:
             return
