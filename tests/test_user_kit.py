@@ -300,3 +300,25 @@ def test_generate_writes_all_files_or_none(tmp_path):
     assert "nothing was changed" in result.stderr
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert written == []  # no half kit, no temporary files left behind
+
+
+def test_the_scrape_job_reaches_an_exporter_behind_tls_and_basic_auth(tmp_path):
+    text = BASE + ("kit:\n  scrape:\n    scheme: https\n"
+                   "    tls_config: {ca_file: /etc/prometheus/secrets/ca.crt}\n"
+                   "    basic_auth: {username: prometheus, "
+                   "password_file: /etc/prometheus/secrets/scrape-password}\n")
+    result, out = generate(tmp_path, text)
+    assert result.exit_code == 0, result.output
+    job = yaml.safe_load((out / PROMETHEUS_PATH).read_text())["scrape_configs"][0]
+    assert job["scheme"] == "https" and job["basic_auth"]["username"] == "prometheus"
+    done = subprocess.run([require("promtool", "prometheus"), "check", "config",
+                           "--syntax-only", str(out / PROMETHEUS_PATH)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for bad, key in (("kit: {scrape: {basic_auth: {username: p, password: hunter2}}}",
+                      "kit.scrape.basic_auth.password"),
+                     ("kit: {scrape: {job_name: other}}", "kit.scrape.job_name")):
+        (tmp_path / key).mkdir()
+        result, _ = generate(tmp_path / key, BASE + bad + "\n")
+        assert result.exit_code == 2 and f"{key}:" in result.stderr
+        assert "hunter2" not in result.stderr

@@ -23,7 +23,8 @@ def prometheus_config(settings: KitSettings = KitSettings()) -> dict:
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [ALERTMANAGER_TARGET]}]}]},
         "scrape_configs": [
             # The job the generated rules select (kit.job).
-            {"job_name": settings.job, "static_configs": [{"targets": [EXPORTER_TARGET]}]},
+            {"job_name": settings.job, "static_configs": [{"targets": [EXPORTER_TARGET]}],
+             **(settings.scrape or {})},
             {"job_name": "prometheus", "static_configs": [{"targets": ["prometheus:9090"]}]},
             {"job_name": "alertmanager",
              "static_configs": [{"targets": [ALERTMANAGER_TARGET]}]},

@@ -69,6 +69,9 @@ class KitSettings:
     default: Body | None = None
     digest: Body | None = None
     teams: dict[str, dict[str, Body]] | None = None
+    # Extra fields of the generated scrape job (scheme, tls_config, basic_auth...), as
+    # Prometheus writes them: how it reaches an exporter behind TLS and basic auth.
+    scrape: dict[str, Any] | None = None
     # How long a KPI threshold must stay broken before its alert fires, unless
     # the threshold says otherwise: twice the default (5m) poll interval, so one
     # odd poll pages nobody; critical ones sooner ("critical now, warning within hours").
@@ -97,6 +100,7 @@ def parse_kit(section: Section, teams_in_use: set[str]) -> KitSettings:
         default=_body(section, "default") if section.has("default") else None,
         digest=_body(section, "digest") if section.has("digest") else None,
         teams=_teams(section, teams_in_use | set(TEAMS_ALWAYS)) if section.has("teams") else None,
+        scrape=_scrape(section) if section.has("scrape") else None,
     )
     section.finish()
     return settings
@@ -116,6 +120,24 @@ def _global(section: Section) -> dict[str, Any]:
         raise section.error("alertmanager_global", "must be a mapping: Alertmanager's own "
                             "`global:` block")
     _no_inline_secrets(section, section.key("alertmanager_global"), value)
+    return value
+
+
+# What the kit writes into the scrape job itself; the rest of Prometheus' scrape_config
+# fields pass through.
+SCRAPE_OWN = frozenset({"job_name", "static_configs"})
+
+
+def _scrape(section: Section) -> dict[str, Any]:
+    value = section.raw("scrape")
+    if not isinstance(value, dict):
+        raise section.error("scrape", "must be a mapping of Prometheus scrape_config fields "
+                            "(scheme, tls_config, basic_auth, ...)")
+    for key in value:
+        if key in SCRAPE_OWN:
+            raise section.error_at(f"{section.key('scrape')}.{key}", "the kit sets this one "
+                                   "itself (kit.job names the job)")
+    _no_inline_secrets(section, section.key("scrape"), value)
     return value
 
 

@@ -3,7 +3,7 @@ injection for tests, and a request log. A fake API subclasses `FakeServer`
 and answers in `respond()`.
 
 Fault injection: `set_latency`, `fail_next`, `rate_limit` (429 beyond N
-requests in any one-second window), `serve_malformed_next`. Request log:
+requests in any one-second window), `serve_malformed_next`, `clear_faults`. Request log:
 `requests` ((method, path, query) tuples), `bodies` (the JSON bodies of POSTs),
 `request_count`, `reset_log()`; the newest 20,000 requests are kept.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import json
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -137,6 +138,12 @@ class FakeServer:
             for _ in range(count):
                 self._faults.append(_Fault(200, {}, self.malformed_body))
 
+    def clear_faults(self) -> None:
+        """Forget the faults not yet served and the latency: answer normally again."""
+        with self._lock:
+            self._faults.clear()
+            self._latency = 0.0
+
     def rate_limit(self, requests_per_second: float | None) -> None:
         """Answer 429 beyond this many requests in any one-second window (None: off)."""
         with self._lock:
@@ -207,6 +214,11 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     fake: FakeServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up (its timeout) is part of the game, not a traceback.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
