@@ -17,6 +17,7 @@ from pathlib import Path
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -205,6 +206,30 @@ class Section:
 
         return self.convert(name, default, convert)
 
+    def common(self, defaults: Any) -> dict[str, Any]:
+        """What every source takes, read once here: `poll_interval`, `timeout`, the poll's
+        bounds and, where the source has one, `rate_limit`. `defaults`: the source's
+        config class; the result goes into it as keyword arguments."""
+        found = {"poll_interval": self.duration("poll_interval", defaults.poll_interval),
+                 "timeout": self.duration("timeout", defaults.timeout),
+                 "limits": self.poll_limits(defaults.limits)}
+        if hasattr(defaults, "rate_limit"):
+            found["rate_limit"] = self.number("rate_limit", defaults.rate_limit, minimum=0.1)
+        return found
+
+    def url(self, name: str, default: str | None = None, *, required: bool = False) -> str | None:
+        """An http:// or https:// URL with a host, without its trailing slash."""
+        def convert(value: Any) -> str:
+            text = _as_string(value).strip()
+            parts = urlsplit(text)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("must be an http:// or https:// URL")
+            return text.rstrip("/")
+
+        if required and not self.has(name):
+            raise self.error(name, "is required")
+        return self.convert(name, default, convert)
+
     def poll_limits(self, default: PollLimits) -> PollLimits:
         """`max_requests_per_poll` and `poll_timeout`, every source's bounds on one poll."""
         return PollLimits(self.count("max_requests_per_poll", default.max_requests),
@@ -247,7 +272,8 @@ class Section:
 def _kind(exc: Exception) -> str:
     """What a conversion expected, without the offending value."""
     text = str(exc)
-    for expected in ("duration", "number", "HOST:PORT", "true or false", "string", "currency"):
+    for expected in ("duration", "number", "HOST:PORT", "true or false", "string", "currency",
+                     "URL"):
         if expected in text:
             return f"expected a {expected}" if expected != "true or false" else "expected true or false"
     return "invalid value"

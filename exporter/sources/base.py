@@ -94,6 +94,15 @@ class HttpSource:
         self.client.close()
 
 
+def http_client(name: str, source_config: Any, *, base_url: str | None = None,
+                headers: dict[str, str] | None = None, **overrides: Any) -> HttpClient:
+    """A source's HTTP client from its common options (timeout, rate_limit); tests
+    override e.g. `sleep`."""
+    options = {"read_timeout": source_config.timeout,
+               "rate_limit": getattr(source_config, "rate_limit", None), **overrides}
+    return HttpClient(name, base_url or source_config.base_url, headers=headers, **options)
+
+
 @dataclass(frozen=True)
 class Registration:
     """A SourceType from its two functions (what exporter.sources registers by name)."""

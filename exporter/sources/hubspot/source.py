@@ -27,7 +27,7 @@ from exporter.config import PollLimits, Section
 from exporter.http import HttpClient
 from exporter.secrets import Secret
 from exporter.sources.base import (
-    HttpSource, Registration, Sample, UpstreamDataError, decimal_or_none,
+    HttpSource, Registration, Sample, UpstreamDataError, decimal_or_none, http_client,
 )
 from exporter.sources.crm import export
 from exporter.sources.crm.export import CrmData, CrmOptions
@@ -90,21 +90,15 @@ def _names(value: Any) -> tuple[str, ...]:
 
 
 def parse_config(section: Section) -> HubSpotConfig:
-    base_url = section.string("base_url", API)
-    if not base_url.startswith(("http://", "https://")):
-        raise section.error("base_url", "must start with http:// or https://")
     return HubSpotConfig(
         access_token=section.secret("access_token"),
-        base_url=base_url.rstrip("/"),
+        base_url=section.url("base_url", API),
         pipelines=section.convert("pipelines", (), _names),
         lifecycle_stages=section.convert("lifecycle_stages", dict(DEFAULT_LIFECYCLE), _lifecycle),
-        poll_interval=section.duration("poll_interval", HubSpotConfig.poll_interval),
-        limits=section.poll_limits(HubSpotConfig.limits),
         full_refresh_interval=section.duration("full_refresh_interval",
                                                HubSpotConfig.full_refresh_interval),
         max_stages=section.count("max_stages", HubSpotConfig.max_stages),
-        rate_limit=section.number("rate_limit", HubSpotConfig.rate_limit, minimum=0.1),
-        timeout=section.duration("timeout", HubSpotConfig.timeout),
+        **section.common(HubSpotConfig),
     )
 
 
@@ -120,11 +114,9 @@ def pace(headers: Any) -> float | None:
 
 
 def make_client(source_config: HubSpotConfig, **overrides: Any) -> HttpClient:
-    options = {"read_timeout": source_config.timeout, "rate_limit": source_config.rate_limit,
-               "pace": pace, **overrides}
-    return HttpClient(NAME, source_config.base_url,
-                      headers={"Authorization": f"Bearer {source_config.access_token.reveal()}"},
-                      **options)
+    return http_client(NAME, source_config, headers={
+        "Authorization": f"Bearer {source_config.access_token.reveal()}"},
+        **{"pace": pace, **overrides})
 
 
 def stage_date_properties(stage: str) -> tuple[str, str]:

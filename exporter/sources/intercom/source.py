@@ -28,7 +28,7 @@ from typing import Any, Callable
 from exporter.config import PollLimits, Section
 from exporter.http import HttpClient
 from exporter.secrets import Secret
-from exporter.sources.base import HttpSource, Registration, Sample, UpstreamDataError
+from exporter.sources.base import HttpSource, http_client, Registration, Sample, UpstreamDataError
 from exporter.sources.helpdesk import export
 from exporter.sources.helpdesk.export import HelpdeskData, HelpdeskOptions
 from exporter.sources.helpdesk.tickets import Rating, Ticket, satisfied_by_score
@@ -59,27 +59,19 @@ def parse_config(section: Section) -> IntercomConfig:
     region = section.string("region", "us").strip().lower()
     if region not in REGIONS:
         raise section.error("region", f"{region!r} is not one of {', '.join(REGIONS)}")
-    base_url = section.string("base_url", REGIONS[region])
-    if not base_url.startswith(("http://", "https://")):
-        raise section.error("base_url", "must start with http:// or https://")
     return IntercomConfig(
-        access_token=section.secret("access_token"), base_url=base_url.rstrip("/"),
-        poll_interval=section.duration("poll_interval", IntercomConfig.poll_interval),
-        limits=section.poll_limits(IntercomConfig.limits),
+        access_token=section.secret("access_token"),
+        base_url=section.url("base_url", REGIONS[region]),
         full_refresh_interval=section.duration("full_refresh_interval",
                                                IntercomConfig.full_refresh_interval),
-        rate_limit=section.number("rate_limit", IntercomConfig.rate_limit, minimum=0.1),
-        timeout=section.duration("timeout", IntercomConfig.timeout),
+        **section.common(IntercomConfig),
     )
 
 
 def make_client(source_config: IntercomConfig, **overrides: Any) -> HttpClient:
-    options = {"read_timeout": source_config.timeout, "rate_limit": source_config.rate_limit,
-               **overrides}
-    return HttpClient(NAME, source_config.base_url,
-                      headers={"Authorization": f"Bearer {source_config.access_token.reveal()}",
-                               "Intercom-Version": API_VERSION, "Accept": "application/json"},
-                      **options)
+    return http_client(NAME, source_config, headers={
+        "Authorization": f"Bearer {source_config.access_token.reveal()}",
+        "Intercom-Version": API_VERSION, "Accept": "application/json"}, **overrides)
 
 
 @dataclass

@@ -18,7 +18,7 @@ from typing import Any, Callable
 from exporter.config import PollLimits, Section
 from exporter.http import HttpClient
 from exporter.secrets import Secret
-from exporter.sources.base import HttpSource, Registration, Sample
+from exporter.sources.base import HttpSource, http_client, Registration, Sample
 from exporter.sources.mailgun import fetch
 from exporter.sources.mailgun.kpis import EVENTS, Counts, cap_domains, cap_sizes, kept_domains, rates
 
@@ -48,21 +48,15 @@ def parse_config(section: Section) -> MailgunConfig:
     region = section.string("region", "us")
     if region not in REGIONS:
         raise section.error("region", f"must be one of {', '.join(REGIONS)}")
-    base_url = section.string("base_url", REGIONS[region])
-    if not base_url.startswith(("http://", "https://")):
-        raise section.error("base_url", "must start with http:// or https://")
     domains = section.convert("domains", (), _domain_list)
     return MailgunConfig(
         api_key=section.secret("api_key"),
-        base_url=base_url.rstrip("/"),
+        base_url=section.url("base_url", REGIONS[region]),
         domains=domains,
         max_domains=section.count("max_domains", MailgunConfig.max_domains),
-        poll_interval=section.duration("poll_interval", MailgunConfig.poll_interval),
-        limits=section.poll_limits(MailgunConfig.limits),
         suppressions_interval=section.duration("suppressions_interval",
                                                MailgunConfig.suppressions_interval),
-        rate_limit=section.number("rate_limit", MailgunConfig.rate_limit, minimum=0.1),
-        timeout=section.duration("timeout", MailgunConfig.timeout),
+        **section.common(MailgunConfig),
     )
 
 
@@ -79,11 +73,9 @@ def _domain_list(value: Any) -> tuple[str, ...]:
 
 def make_client(source_config: MailgunConfig, **overrides: Any) -> HttpClient:
     """The HTTP client for Mailgun (basic auth, user `api`); tests override e.g. `sleep`."""
-    options = {"read_timeout": source_config.timeout, "rate_limit": source_config.rate_limit,
-               **overrides}
     token = base64.b64encode(f"api:{source_config.api_key.reveal()}".encode()).decode()
-    return HttpClient(NAME, source_config.base_url,
-                      headers={"Authorization": f"Basic {token}"}, **options)
+    return http_client(NAME, source_config, headers={"Authorization": f"Basic {token}"},
+                       **overrides)
 
 
 def _sample(kpi: str, value: float, **labels: str) -> Sample:

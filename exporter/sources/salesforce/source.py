@@ -35,7 +35,7 @@ from exporter import money
 from exporter.config import PollLimits, Section
 from exporter.http import HttpClient
 from exporter.secrets import Secret
-from exporter.sources.base import HttpSource, Registration, Sample, UpstreamDataError
+from exporter.sources.base import HttpSource, http_client, Registration, Sample, UpstreamDataError
 from exporter.sources.crm import export
 from exporter.sources.crm.export import CrmData, CrmOptions
 from exporter.sources.crm.pipeline import Deal, Lead, Stage, lead_moved_since
@@ -126,22 +126,18 @@ def parse_config(section: Section) -> SalesforceConfig:
         client_id=client_id,
         client_secret=section.secret("client_secret"),
         api_version=section.convert("api_version", SalesforceConfig.api_version, _api_version),
-        poll_interval=section.duration("poll_interval", SalesforceConfig.poll_interval),
-        limits=section.poll_limits(SalesforceConfig.limits),
         pipeline_field=section.convert("pipeline_field", None, _field_path),
         lead_statuses=section.convert("lead_statuses", dict(DEFAULT_LEAD_STATUSES),
                                       _lead_statuses),
         max_stages=section.count("max_stages", SalesforceConfig.max_stages),
-        rate_limit=section.number("rate_limit", SalesforceConfig.rate_limit, minimum=0.1),
-        timeout=section.duration("timeout", SalesforceConfig.timeout),
+        **section.common(SalesforceConfig),
     )
 
 
 def make_client(source_config: SalesforceConfig, **overrides: Any) -> HttpClient:
     """The HTTP client (no credentials on the session: the token goes with each call)."""
-    options = {"read_timeout": source_config.timeout, "rate_limit": source_config.rate_limit,
-               "pace": ApiUsage(), **overrides}
-    return HttpClient(NAME, source_config.login_url, **options)
+    return http_client(NAME, source_config, base_url=source_config.login_url,
+                       **{"pace": ApiUsage(), **overrides})
 
 
 # -- the source ---------------------------------------------------------------

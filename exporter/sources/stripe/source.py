@@ -19,7 +19,7 @@ from exporter import labels, money
 from exporter.config import PollLimits, Section
 from exporter.http import HttpClient
 from exporter.secrets import Secret
-from exporter.sources.base import HttpSource, Registration, Sample
+from exporter.sources.base import HttpSource, http_client, Registration, Sample
 from exporter.sources.stripe import dynamics, fetch, history
 from exporter.sources.stripe.events import EventLog, referenced_discounts
 from exporter.sources.stripe.mrr import MrrRules, RevenueKpis, customer_mrr, revenue_kpis
@@ -55,16 +55,10 @@ def parse_config(section: Section) -> StripeConfig:
         apply_once_discounts=mrr.boolean("apply_once_discounts", False),
     )
     mrr.finish()
-    base_url = section.string("base_url", StripeConfig.base_url)
-    if not base_url.startswith(("http://", "https://")):
-        raise section.error("base_url", "must start with http:// or https://")
     return StripeConfig(
         api_key=section.secret("api_key"),
-        base_url=base_url.rstrip("/"),
-        poll_interval=section.duration("poll_interval", StripeConfig.poll_interval),
-        limits=section.poll_limits(StripeConfig.limits),
-        rate_limit=section.number("rate_limit", StripeConfig.rate_limit, minimum=0.1),
-        timeout=section.duration("timeout", StripeConfig.timeout),
+        base_url=section.url("base_url", StripeConfig.base_url),
+        **section.common(StripeConfig),
         mrr=rules,
         gross_margin=Decimal(str(section.convert("gross_margin", StripeConfig.gross_margin,
                                                  _fraction))),
@@ -147,12 +141,10 @@ def dynamics_samples(d: dynamics.RevenueDynamics) -> list[Sample]:
 
 def make_client(source_config: StripeConfig, **overrides: Any) -> HttpClient:
     """The HTTP client for Stripe; tests override e.g. `sleep`."""
-    options = {"read_timeout": source_config.timeout, "rate_limit": source_config.rate_limit,
-               **overrides}
-    return HttpClient(NAME, source_config.base_url, headers={
+    return http_client(NAME, source_config, headers={
         "Authorization": f"Bearer {source_config.api_key.reveal()}",
         "Stripe-Version": STRIPE_VERSION,
-    }, **options)
+    }, **overrides)
 
 
 class StripeSource(HttpSource):

@@ -27,14 +27,13 @@ import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
-from urllib.parse import urlsplit
 
 from exporter.config import PollLimits, Section
 from exporter.labels import OTHER
 from exporter.http import HttpClient
 from exporter.ratelimit import RateLimiter
 from exporter.secrets import Secret
-from exporter.sources.base import HttpSource, Registration, Sample, UpstreamDataError
+from exporter.sources.base import HttpSource, http_client, Registration, Sample, UpstreamDataError
 from exporter.sources.helpdesk import export
 from exporter.sources.helpdesk.export import HelpdeskData, HelpdeskOptions
 from exporter.sources.helpdesk.tickets import PRIORITIES, Rating, Ticket
@@ -74,8 +73,8 @@ def parse_config(section: Section) -> ZendeskConfig:
             raise section.error("subdomain", f"{_shown(section, 'subdomain', subdomain)} is not "
                                 "a subdomain: give the first part of <subdomain>.zendesk.com")
         base_url = f"https://{subdomain}.zendesk.com"
-    elif not base_url.startswith(("http://", "https://")) or not urlsplit(base_url).hostname:
-        raise section.error("base_url", "must be an http:// or https:// URL")
+    else:
+        base_url = section.url("base_url")
     email = section.string("email", required=True).strip()
     if "@" not in email or any(c.isspace() for c in email):
         raise section.error("email", f"{_shown(section, 'email', email)} is not an email "
@@ -83,12 +82,9 @@ def parse_config(section: Section) -> ZendeskConfig:
     return ZendeskConfig(
         base_url=base_url.rstrip("/"), email=email, api_token=section.secret("api_token"),
         business_hours=section.boolean("business_hours", ZendeskConfig.business_hours),
-        poll_interval=section.duration("poll_interval", ZendeskConfig.poll_interval),
-        limits=section.poll_limits(ZendeskConfig.limits),
         export_rate_limit=section.number("export_rate_limit", ZendeskConfig.export_rate_limit,
                                          minimum=1),
-        rate_limit=section.number("rate_limit", ZendeskConfig.rate_limit, minimum=0.1),
-        timeout=section.duration("timeout", ZendeskConfig.timeout),
+        **section.common(ZendeskConfig),
     )
 
 
@@ -105,9 +101,7 @@ def make_client(source_config: ZendeskConfig, **overrides: Any) -> HttpClient:
     # registers the header (and its base64 part) as secrets, so neither is ever logged.
     user = f"{source_config.email}/token:{source_config.api_token.reveal()}"
     header = "Basic " + base64.b64encode(user.encode()).decode()
-    options = {"read_timeout": source_config.timeout, "rate_limit": source_config.rate_limit,
-               **overrides}
-    return HttpClient(NAME, source_config.base_url, headers={"Authorization": header}, **options)
+    return http_client(NAME, source_config, headers={"Authorization": header}, **overrides)
 
 
 @dataclass(frozen=True)
