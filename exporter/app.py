@@ -27,7 +27,8 @@ class Exporter:
                         for name, source_config in config.sources.items()]
         self.poller = Poller(self.sources)
         self.registry = CollectorRegistry()
-        self.registry.register(KpiCollector(self.poller, config.kpis, config.reporting_currency))
+        self.registry.register(KpiCollector(self.poller, config.kpis, config.reporting_currency,
+                                            config.constants))
         # What any exporter serves about itself: CPU, memory, file descriptors, GC.
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)

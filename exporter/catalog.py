@@ -21,8 +21,9 @@ from typing import Literal
 
 MetricType = Literal["gauge", "counter", "histogram"]
 # How dashboards format the value: "currency" is money in the reporting currency,
-# "money" is money in the currency named by the series' `currency` label.
-Unit = Literal["currency", "money", "ratio", "count", "seconds", "timestamp", "bool"]
+# "money" is money in the currency named by the series' `currency` label, "number"
+# a plain number (a score).
+Unit = Literal["currency", "money", "ratio", "count", "seconds", "timestamp", "bool", "number"]
 Severity = Literal["critical", "warning", "info"]
 # The built-in KPIs' owners are finance, sales, marketing and support (the
 # exporter's own alerts: engineering); a config may give a KPI to any team.
@@ -36,7 +37,8 @@ class Threshold:
     kind "above"/"below": the value itself crosses `value`.
     kind "drop": the value fell by more than `value` (a 0-1 fraction) over `window`;
     with a `baseline` window, the value over `window` is that much below the value
-    over `baseline` (both computed by the exporter, so no Prometheus history needed).
+    over `baseline` (both computed by the exporter, so no Prometheus history needed);
+    with `over`, below its value that long ago (Prometheus history, `offset`).
     """
 
     name: str
@@ -49,6 +51,9 @@ class Threshold:
     # How long the condition must hold before the alert fires; None: the kit's
     # default for the severity. "0s" for events that a window already holds.
     hold: str | None = None
+    # A drop against the value this long ago in Prometheus' own history (`offset`),
+    # for KPIs the exporter cannot value in the past itself (custom KPIs).
+    over: str | None = None
 
 
 def default_metric(key: str, unit: str) -> str:
@@ -558,7 +563,74 @@ SUPPORT: tuple[Kpi, ...] = (
                       "(max by (job, source) (kpi_paying_customers{<job>}))"),
 )
 
-KPIS: tuple[Kpi, ...] = REVENUE + REVENUE_DYNAMICS + EMAIL + SALES + SUPPORT
+def _product(key: str, help: str, description: str, *, unit: Unit = "count",
+             labels: tuple[str, ...] = ("source", "window"), team: Team = "product",
+             **kw) -> Kpi:
+    return Kpi(key=key, help=help, unit=unit, labels=labels, description=description,
+               team=team, area="product", **kw)
+
+
+# Product usage and NPS: the `sql` source's built-in queries over the company's
+# own database (events and survey answers), see exporter/sources/sql/product.py.
+PRODUCT: tuple[Kpi, ...] = (
+    _product("product_active_users", "Distinct users with at least one event in the trailing "
+             "window (24h: DAU, 7d: WAU, 30d: MAU).",
+             "Distinct user_column values of the events whose time_column is in (now - window, "
+             "now]. Documented targets: DAU >= 10,000, MAU >= 50,000.",
+             direction="higher", target_label="window",
+             targets=(("24h", 10_000), ("30d", 50_000))),
+    _product("product_stickiness", "Daily over monthly active users: active users over 24 "
+             "hours / over 30 days.",
+             "kpi_product_active_users{window=\"24h\"} / {window=\"30d\"}; absent without "
+             "monthly active users. Documented target: DAU/MAU > 30 %.",
+             unit="ratio", labels=("source",), target=0.30, direction="higher"),
+    _product("product_active_users_change", "Active users over the last 7 days against the 7 "
+             "days before, as a change (-0.2: a fifth fewer).",
+             "(active in the last 7 days - active in the 7 days before) / active in the 7 days "
+             "before; absent when the week before had nobody. Documented: a warning when "
+             "engagement drops more than 20 % week over week.",
+             unit="ratio", direction="higher",
+             thresholds=(Threshold("warning", "warning", "below", -0.2, window="7d",
+                                   note="engagement down more than 20 % week over week"),)),
+    _product("nps", "Net promoter score over the trailing window: % promoters (9-10) minus % "
+             "detractors (0-6), -100 to 100.",
+             "100 x (answers of 9 or 10 - answers of 0 to 6) / all answers in the window; "
+             "absent without answers. Documented target > 50 (enterprise > 60).",
+             unit="number", team="customer-success", target=50, direction="higher"),
+    _product("nps_score_average", "The average answer (0-10) of the survey over the trailing "
+             "window.",
+             "Mean of the score_column of the answers in the window; absent without answers. "
+             "Documented: a warning below 7 on the 10-point scale.",
+             unit="number", team="customer-success", direction="higher",
+             thresholds=(Threshold("warning", "warning", "below", 7, window="90d"),)),
+    _product("nps_responses", "Survey answers in the trailing window.",
+             "Answers whose time_column is in the window: what kpi_nps rests on.",
+             team="customer-success"),
+)
+
+# Values the business gives in the config (`constants:`), exported as they are,
+# with source="config". A custom KPI of the same key (from SQL) takes its place.
+CONSTANTS: tuple[Kpi, ...] = (
+    Kpi(key="cac", help="Customer acquisition cost in the reporting currency: what winning "
+        "one new customer costs.",
+        unit="currency", labels=("source",), team="finance", area="revenue",
+        description="From `constants: {cac: ...}` in the config, or a custom KPI `cac` (spend "
+        "/ new customers from SQL). With it, the recording rule kpi:ltv_to_cac:ratio "
+        "(customer lifetime value / CAC) has its documented target > 3.",
+        direction="lower"),
+)
+
+# LTV / CAC, generated as a recording rule whenever the catalog has a `cac`.
+LTV_TO_CAC = Kpi(
+    key="ltv_to_cac", help="Customer lifetime value over customer acquisition cost (a recording "
+    "rule; needs kpi_cac).",
+    unit="number", labels=(), team="finance", area="revenue", target=3, direction="higher",
+    description="kpi_customer_lifetime_value / kpi_cac, per job. Documented target > 3 (one "
+    "document: > 10).", metric="kpi:ltv_to_cac:ratio",
+    recorded="max by (job) (kpi_customer_lifetime_value{<job>}) / on(job) max by (job) "
+             "(kpi_cac{<job>})")
+
+KPIS: tuple[Kpi, ...] = REVENUE + REVENUE_DYNAMICS + EMAIL + SALES + SUPPORT + PRODUCT
 
 HEALTH: tuple[HealthMetric, ...] = (
     HealthMetric("kpi_source_up", "1 if the last poll of the source succeeded, 0 if it failed. "
@@ -589,6 +661,9 @@ HEALTH: tuple[HealthMetric, ...] = (
     HealthMetric("kpi_source_rate_limit_wait_seconds_total",
                  "Time spent waiting on the client-side rate limit for the source.",
                  ("source",), "seconds", "counter"),
+    HealthMetric("kpi_sql_query_failures_total", "Failed runs of each query of the sql source "
+                 "(a built-in one: product, nps; or a custom KPI's key).",
+                 ("source", "query"), "count", "counter"),
     HealthMetric("kpi_exporter_build_info", "Always 1: the exporter's version and the Python "
                  "it runs on, as labels.", ("version", "python"), "bool"),
     HealthMetric("kpi_reporting_currency_info", "Always 1: the currency (ISO 4217, lower case) "

@@ -16,8 +16,8 @@ from exporter.secrets import redact
 
 # Kept in step with exporter.simulator.SCENARIOS by a test; listed here so that
 # `--help` does not import the simulator.
-SCENARIO_NAMES = ("calm", "csat-drop", "email-deliverability", "large-churn",
-                  "payment-failures", "pipeline-slump", "support-spike")
+SCENARIO_NAMES = ("calm", "csat-drop", "email-deliverability", "engagement-drop",
+                  "large-churn", "payment-failures", "pipeline-slump", "support-spike")
 
 CONTEXT = {"auto_envvar_prefix": "KPI_EXPORTER", "show_default": True,
            "help_option_names": ["-h", "--help"]}
@@ -92,7 +92,8 @@ def _web_config(path: str | None):
                    "processor outage; large-churn: the largest customer just left; "
                    "email-deliverability: a sending domain's mail stops getting through; "
                    "pipeline-slump: fewer and worse leads; support-spike: a flood of "
-                   "tickets; csat-drop: customers rate support badly.")
+                   "tickets; csat-drop: customers rate support badly; engagement-drop: "
+                   "users go quiet.")
 @click.option("--customers", default=500, type=click.IntRange(1, 100_000),
               help="Size of the simulated company.")
 @click.option("--seed", default=9, type=int, help="Random seed of the simulated company.")
@@ -112,6 +113,34 @@ def demo(listen, scenario, customers, seed, poll_interval, web_config_file, log_
     web = _web_config(web_config_file)
     _run(lambda: DemoExporter(listen=listen, customers=customers, seed=seed,
                               poll_interval=interval, scenario=scenario, web=web))
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, metavar="PATH",
+              help="YAML config file (see README).")
+def check(config_path):
+    """Run every query of the sql source once: one line per query, exit 2 if any failed."""
+    from exporter.sources.sql import SqlSource
+
+    try:
+        config = config_module.load(config_path)
+    except config_module.ConfigError as exc:
+        click.echo(f"kpi-exporter: config error: {redact(str(exc))}", err=True)
+        sys.exit(2)
+    if "sql" not in config.sources:
+        click.echo("no sql source in the config: nothing to check")
+        return
+    source = SqlSource(config.sources["sql"])
+    try:
+        results = source.check()
+    finally:
+        source.close()
+    for name, failure in results:
+        click.echo(f"{name}: ok" if failure is None else redact(f"{name}: FAILED: {failure}"))
+    if not results:
+        click.echo("the sql source has no queries (product, nps or custom_kpis)")
+    if any(failure for _, failure in results):
+        sys.exit(2)
 
 
 @main.command("alert-sink")

@@ -45,10 +45,11 @@ _FAMILIES = {"gauge": GaugeMetricFamily, "counter": CounterMetricFamily,
 
 class KpiCollector:
     def __init__(self, poller: Poller, kpis: tuple[catalog.Kpi, ...] = catalog.KPIS,
-                 currency: str = "usd"):
+                 currency: str = "usd", constants: dict[str, float] | None = None):
         self.poller = poller
         self.kpis = kpis
         self.currency = currency
+        self.constants = constants or {}  # `constants:` of the config, by catalog key
         self._reported_unknown: set[str] = set()
 
     def _families(self) -> dict[str, tuple[tuple[str, ...], Metric]]:
@@ -76,6 +77,8 @@ class KpiCollector:
         families["exporter_build_info"][1].add_metric(
             [__version__, platform.python_version()], 1)
         families["reporting_currency_info"][1].add_metric([self.currency], 1)
+        for key, value in self.constants.items():
+            families[key][1].add_metric(["config"], value)
         for _, family in families.values():
             if family.samples:
                 yield family

@@ -11,6 +11,7 @@ path for error messages and refuses keys nobody read.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from pathlib import Path
@@ -48,6 +49,7 @@ class Config:
     kpis: tuple[catalog.Kpi, ...] = field(default=catalog.KPIS)
     kit: KitSettings = field(default_factory=KitSettings)  # the `kit:` section
     web_config_file: str | None = None  # TLS and basic auth (exporter/webconfig.py)
+    constants: dict[str, float] = field(default_factory=dict)  # `constants:`, by catalog key
 
 
 # --- values -----------------------------------------------------------------
@@ -432,6 +434,7 @@ def _expand_tree(node: Any, file: str, path: str, environ: dict[str, str],
 def from_mapping(data: Any, file: str, from_env: frozenset[str] = frozenset()) -> Config:
     # Imported here: the source registry imports this module for Section.
     from exporter.sources import SOURCE_TYPES
+    from exporter.sources.sql.config import parse_custom
 
     top = Section(file, "", data, from_env)
     listen = top.convert("listen", parse_listen(DEFAULT_LISTEN), parse_listen)
@@ -453,13 +456,21 @@ def from_mapping(data: Any, file: str, from_env: frozenset[str] = frozenset()) -
         raise top.error("sources", f"configure at least one source ({', '.join(sorted(SOURCE_TYPES))})")
 
     kpis = _kpi_overrides(top.section("kpis"))
+    # The catalog opens: custom KPIs (queries of the sql source) and constants join it.
+    custom = parse_custom(top, sources.get("sql"), kpis)
+    if "sql" in sources:
+        sources["sql"] = dataclasses.replace(sources["sql"], custom=tuple(custom.queries))
+    kpis = kpis + tuple(custom.kpis)
+    if any(kpi.key == "cac" for kpi in kpis):
+        kpis += (catalog.LTV_TO_CAC,)
     kit = parse_kit(top.section("kit"), {kpi.team for kpi in kpis})
     web = top.string("web_config_file")
     if web is not None:  # relative to the config's own directory
         web = str(Path(file).resolve().parent / web) if not Path(web).is_absolute() else web
     top.finish()
     return Config(file=file, listen=listen, reporting_currency=currency, fx_rates=fx_rates,
-                  sources=sources, kpis=kpis, kit=kit, web_config_file=web)
+                  sources=sources, kpis=kpis, kit=kit, web_config_file=web,
+                  constants=custom.constants)
 
 
 def _currency(section: Section, name: str, value: str) -> str:

@@ -1,17 +1,20 @@
 """`kpi-exporter demo`: the real exporter polling the built-in simulator.
 
-The fake upstreams (Stripe, Mailgun, HubSpot, Salesforce, Zendesk, Intercom) listen on loopback ports chosen by the
-OS; the exporter reaches them over HTTP exactly as it reaches the real APIs.
+The fake upstreams (Stripe, Mailgun, HubSpot, Salesforce, Zendesk, Intercom) listen on
+loopback ports chosen by the OS; the exporter reaches them over HTTP exactly as it
+reaches the real APIs. The product's own database is an SQLite file the sql source
+reads, like a user's.
 """
 
 from __future__ import annotations
 
 import time
 from decimal import Decimal
+from typing import Any
 
 from exporter import catalog
 from exporter.app import Exporter
-from exporter.config import DEFAULT_LISTEN, Config, parse_listen
+from exporter.config import DEFAULT_LISTEN, Config, from_mapping, parse_listen
 from exporter.secrets import Secret
 from exporter.webconfig import WebConfig
 from exporter.simulator import SCENARIOS, FakeStripe
@@ -19,6 +22,7 @@ from exporter.simulator.crm_company import generate_crm
 from exporter.simulator.hubspot_fake import FakeHubSpot
 from exporter.simulator.intercom_fake import FakeIntercom
 from exporter.simulator.mailgun_fake import FakeMailgun, MailgunAccount
+from exporter.simulator.product_company import product_database
 from exporter.simulator.salesforce_fake import FakeSalesforce
 from exporter.simulator.support_company import generate_support
 from exporter.simulator.zendesk_fake import FakeZendesk
@@ -36,7 +40,9 @@ DEMO_FX_RATES = {"usd": Decimal(1), "eur": Decimal("1.10"), "gbp": Decimal("1.27
 
 def demo_config(stripe: FakeStripe, mailgun: FakeMailgun, hubspot: FakeHubSpot,
                 salesforce: FakeSalesforce, zendesk: FakeZendesk, intercom: FakeIntercom,
-                listen: tuple[str, int], poll_interval: float) -> Config:
+                listen: tuple[str, int], poll_interval: float,
+                product_database: str) -> Config:
+    sql, custom = demo_sql(product_database, poll_interval)
     return Config(
         file="<demo>",
         listen=listen,
@@ -64,9 +70,34 @@ def demo_config(stripe: FakeStripe, mailgun: FakeMailgun, hubspot: FakeHubSpot,
             "intercom": IntercomConfig(access_token=Secret(intercom.access_token),
                                        base_url=intercom.url, poll_interval=poll_interval,
                                        rate_limit=100),
+            "sql": sql,
         },
-        kpis=catalog.KPIS,
+        kpis=catalog.KPIS + custom,
     )
+
+
+# The demo product's own database (exporter/simulator/product_company.py), as a user
+# would configure the sql source for it, with one KPI of the config's own.
+DEMO_SQL = {
+    "product": {"database": "app", "events_table": "events", "user_column": "user_id",
+                "time_column": "occurred_at"},
+    "nps": {"database": "app", "table": "nps_responses", "score_column": "score",
+            "time_column": "responded_at"},
+}
+DEMO_CUSTOM_KPIS = {"signups": {
+    "database": "app", "help": "Accounts created in the trailing 24 hours, by plan.",
+    "unit": "count", "labels": ["plan"], "target": 20, "direction": "above", "team": "growth",
+    "thresholds": {"warning": {"below": 2}},
+    "sql": "SELECT plan, count(*) AS value FROM users WHERE created_at > datetime(:now, "
+           "'-1 day') AND created_at <= :now GROUP BY plan"}}
+
+
+def demo_sql(database_path: str, poll_interval: float) -> tuple[Any, tuple[catalog.Kpi, ...]]:
+    """The sql source's config and the custom KPIs, read as the config file would be."""
+    parsed = from_mapping({"sources": {"sql": {
+        "databases": {"app": {"url": f"sqlite:///{database_path}"}},
+        "poll_interval": poll_interval, **DEMO_SQL}}, "custom_kpis": DEMO_CUSTOM_KPIS}, "<demo>")
+    return parsed.sources["sql"], parsed.kpis[len(catalog.KPIS):]
 
 
 # The default company: about the size the KPI reference's targets describe
@@ -99,9 +130,12 @@ class DemoExporter(Exporter):
                                         export_limit=None).start()
         self.fake_intercom = FakeIntercom(
             generate_support(seed + 1, now, chosen.support_profile)).start()
+        # And the product's own database, read by the sql source.
+        self.product_database = product_database(seed, now, chosen.product_profile)
         config = demo_config(self.fake_stripe, self.fake_mailgun, self.fake_hubspot,
                              self.fake_salesforce, self.fake_zendesk, self.fake_intercom,
-                             listen or parse_listen(DEFAULT_LISTEN), poll_interval)
+                             listen or parse_listen(DEFAULT_LISTEN), poll_interval,
+                             self.product_database)
         try:
             super().__init__(config, web=web)
         except Exception:

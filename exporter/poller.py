@@ -18,7 +18,7 @@ from typing import Callable
 
 from exporter.http import ERROR_REASONS, UpstreamError
 from exporter.secrets import redact
-from exporter.sources.base import Sample, Source, UpstreamDataError
+from exporter.sources.base import PartialPollError, Sample, Source, UpstreamDataError
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +28,16 @@ POLL_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 6
 
 
 # Why a poll failed: the HTTP client's reasons (a request that failed for good, a
-# cap or deadline reached), `malformed` for data the source cannot use, `internal`
-# for a bug of ours.
-FAILURE_REASONS = (*ERROR_REASONS, "internal")
+# cap or deadline reached), `malformed` for data the source cannot use, `query`
+# for a database query that failed, `internal` for a bug of ours.
+FAILURE_REASONS = (*ERROR_REASONS, "query", "internal")
 
 
 def failure_reason(exc: Exception) -> str:
     if isinstance(exc, UpstreamError):
         return exc.reason
+    if isinstance(exc, PartialPollError):
+        return "query"
     return "malformed" if isinstance(exc, UpstreamDataError) else "internal"
 
 
@@ -108,12 +110,13 @@ class Poller:
         except Exception as exc:  # a source bug must not kill its thread or others
             duration = self._monotonic() - started
             # Upstream and data errors are expected; anything else is a bug: show its traceback.
-            expected = isinstance(exc, (UpstreamError, UpstreamDataError))
+            expected = isinstance(exc, (UpstreamError, UpstreamDataError, PartialPollError))
             log.error("%s: poll failed after %.1fs: %s: %s; serving the last good values",
                       source.name, duration, type(exc).__name__, exc, exc_info=not expected)
+            partial = {"samples": tuple(exc.samples)} if isinstance(exc, PartialPollError) else {}
             return self._update(source.name, polled=True, up=False, last_duration=duration,
                                 failed=True, last_error=redact(f"{type(exc).__name__}: {exc}"),
-                                reason=failure_reason(exc))
+                                reason=failure_reason(exc), **partial)
         duration = self._monotonic() - started
         log.info("%s: poll succeeded in %.2fs (%d series)", source.name, duration, len(samples))
         return self._update(source.name, polled=True, up=True, last_duration=duration,

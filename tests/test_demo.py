@@ -21,7 +21,7 @@ def poll(scenario: str) -> dict[str, list]:
         results = [demo.poller.poll_once(source) for source in demo.sources]
     finally:
         demo.stop()
-    assert [r.up for r in results] == [True] * len(results) and len(results) == 6
+    assert [r.up for r in results] == [True] * len(results) and len(results) == 7
     values: dict[str, list] = {}
     for sample in (s for r in results for s in r.samples):
         labels = {k: v for k, v in sample.labels.items() if k != "window"}

@@ -1,4 +1,4 @@
-"""The whole demo exposition (all six sources) as a Prometheus user checks it.
+"""The whole demo exposition (all seven sources) as a Prometheus user checks it.
 
 `promtool check metrics` over everything /metrics serves, scraped over a real
 socket, and the naming conventions that promtool does not check: ratios end
@@ -20,7 +20,7 @@ from exporter import catalog
 from exporter.demo import DemoExporter
 from tools import require
 
-SOURCES = {"stripe", "mailgun", "hubspot", "salesforce", "zendesk", "intercom"}
+SOURCES = {"stripe", "mailgun", "hubspot", "salesforce", "zendesk", "intercom", "sql"}
 # Target labels Prometheus sets, and the ones the naming guide warns clash with them.
 RESERVED_LABELS = {"job", "instance", "type", "customer", "service", "env", "region", "cluster"}
 

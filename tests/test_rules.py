@@ -15,7 +15,8 @@ from tools import require
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / RULES_PATH
-ALLOWED_TEAMS = {"finance", "sales", "marketing", "support", "engineering"}
+ALLOWED_TEAMS = {"finance", "sales", "marketing", "support", "engineering", "product",
+                 "customer-success"}
 
 
 def promtool() -> str:

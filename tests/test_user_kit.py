@@ -69,7 +69,7 @@ def rules(kit: Path) -> list[dict]:
 def test_the_whole_kit_is_written_in_the_repository_layout(kit):
     assert (kit / RULES_PATH).is_file() and (kit / ALERTMANAGER_PATH).is_file()
     assert (kit / ALERTMANAGER_DEMO_PATH).is_file() and (kit / PROMETHEUS_PATH).is_file()
-    assert len(list((kit / DASHBOARDS_DIR).glob("*.json"))) == 6
+    assert len(list((kit / DASHBOARDS_DIR).glob("*.json"))) == 7
     assert (kit / "provisioning/alertmanager/secrets").is_dir()  # where the stack mounts them
 
 
@@ -322,3 +322,65 @@ def test_the_scrape_job_reaches_an_exporter_behind_tls_and_basic_auth(tmp_path):
         result, _ = generate(tmp_path / key, BASE + bad + "\n")
         assert result.exit_code == 2 and f"{key}:" in result.stderr
         assert "hunter2" not in result.stderr
+
+
+CUSTOM_KIT = """
+sources:
+  sql:
+    databases: {app: {url: "postgresql+psycopg://kpi@db.example.com/app"}}
+custom_kpis:
+  signups:
+    database: app
+    help: Accounts created in the trailing 24 hours
+    sql: "SELECT plan, count(*) AS value FROM accounts WHERE created_at > :now - interval '1 day' GROUP BY plan"
+    labels: [plan]
+    target: 50
+    direction: above
+    thresholds: {warning: {below: 20}}
+    team: growth
+kit:
+  teams:
+    growth:
+      warning: {email_configs: [{to: growth@example.com}]}
+"""
+
+
+def test_a_custom_kpi_is_a_first_class_catalog_entry(tmp_path):
+    result, kit = generate(tmp_path, CUSTOM_KIT)
+    assert result.exit_code == 0, result.output
+    # an alert from its threshold, tested by promtool: fires at 19, quiet at 20
+    series = [{"series": 'kpi_signups{job="kpi-exporter",instance="i:1",source="sql",plan="pro"}',
+               "values": "19x40"},
+              {"series": 'kpi_signups{job="kpi-exporter",instance="i:1",source="sql",plan="free"}',
+               "values": "20x40"}]
+    test = {"rule_files": [str(kit / RULES_PATH)], "evaluation_interval": "1m",
+            "tests": [{"interval": "1m", "input_series": series, "alert_rule_test": [{
+                "eval_time": "31m", "alertname": "KpiSignupsLow", "exp_alerts": [{
+                    "exp_labels": {"severity": "warning", "team": "growth", "job": "kpi-exporter",
+                                   "source": "sql", "plan": "pro"},
+                    "exp_annotations": {
+                        "summary": "Signups is below 20.",
+                        "description": "kpi_signups from sql plan pro is 19; the warning "
+                                       "threshold: is below 20.",
+                        "runbook_url": "https://github.com/kpi-exporter/kpi-exporter/blob/main/"
+                                       "docs/runbooks.md#kpisignupslow",
+                        "dashboard_url": "http://localhost:3000/d/kpi-product"
+                                         "?var-job=kpi-exporter&var-source=sql"}}]}]}]}
+    path = tmp_path / "custom_test.yml"
+    path.write_text(yaml.safe_dump(test))
+    done = subprocess.run([require("promtool", "prometheus"), "test", "rules", str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # routed to its team by amtool
+    done = subprocess.run([require("amtool", "prometheus-alertmanager"), "config", "routes",
+                           "test", f"--config.file={kit / ALERTMANAGER_PATH}",
+                           "--verify.receivers=growth-warning", "alertname=KpiSignupsLow",
+                           "team=growth", "severity=warning"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # a dashboard panel, and a line in the kit's docs
+    board = json.loads((kit / DASHBOARDS_DIR / "product.json").read_text())
+    [panel] = [p for p in board["panels"] if p["title"] == "Signups"]
+    assert panel["targets"][0]["expr"].startswith('kpi_signups{job=~"$job"')
+    assert panel["fieldConfig"]["defaults"]["thresholds"]["steps"][-1]["value"] == 50
+    assert "| `kpi_signups` |" in (kit / "docs/kpis.md").read_text()

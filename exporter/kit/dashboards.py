@@ -22,14 +22,17 @@ from exporter.kit.settings import DEFAULT_JOB, KitSettings
 SCHEMA_VERSION = 39
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 UIDS = {"overview": "kpi-exec-overview", "revenue": "kpi-revenue", "email": "kpi-email",
-        "sales": "kpi-sales", "support": "kpi-support", "health": "kpi-exporter-health"}
+        "sales": "kpi-sales", "support": "kpi-support", "product": "kpi-product",
+        "health": "kpi-exporter-health"}
+# Custom KPIs (the config's own) have a row on the product usage dashboard.
+UIDS["custom"] = UIDS["product"]
 GREEN, YELLOW, RED, BLUE = "green", "#EAB839", "red", "blue"
 
 
 def grafana_unit(kpi_unit: str, currency: str) -> str:
     return {"currency": f"currency{currency.upper()}", "money": "short", "ratio": "percentunit",
             "count": "short", "seconds": "dtdurations", "timestamp": "dateTimeAsIso",
-            "bool": "bool"}[kpi_unit]
+            "bool": "bool", "number": "none"}[kpi_unit]
 
 
 def threshold_steps(kpi: catalog.Kpi) -> list[tuple[float | None, str]]:
@@ -135,6 +138,7 @@ _TITLES = {"overview": (UIDS["overview"], "KPI executive overview"),
            "email": (UIDS["email"], "KPI email deliverability"),
            "sales": (UIDS["sales"], "KPI sales pipeline"),
            "support": (UIDS["support"], "KPI customer support"),
+           "product": (UIDS["product"], "KPI product usage"),
            "health": (UIDS["health"], "kpi-exporter health")}
 
 
@@ -215,7 +219,7 @@ def revenue(kpis: dict[str, catalog.Kpi], currency: str) -> g.Dashboard:
                       panels)
 
 
-def target_of(kpi: catalog.Kpi) -> tuple[float, ...]:
+def catalog_targets(kpi: catalog.Kpi) -> tuple[float, ...]:
     """A KPI's target(s) as dashed lines (from the catalog, so a config override moves
     them); one per distinct per-label target."""
     if kpi.targets:
@@ -238,7 +242,7 @@ def email(kpis: dict[str, catalog.Kpi], currency: str) -> g.Dashboard:
                  18, 0, currency, title="Open rate (7 days)", legend=per_domain),
         timeseries("Delivery rate by domain (24 h)", kpis["email_delivery_rate"].description,
                    [(f'kpi_email_delivery_ratio{{window="{day}"}}', per_domain)],
-                   "percentunit", 0, 4, lines=target_of(kpis["email_delivery_rate"])),
+                   "percentunit", 0, 4, lines=catalog_targets(kpis["email_delivery_rate"])),
         timeseries("Hard-bounce and complaint rates by domain (24 h)",
                    kpis["email_hard_bounce_rate"].description + " "
                    + kpis["email_complaint_rate"].description,
@@ -327,12 +331,12 @@ def sales(kpis: dict[str, catalog.Kpi], currency: str) -> g.Dashboard:
                      "MQL to SQL {{source}}"),
                     (f'kpi_sales_sql_to_opportunity_conversion_ratio{{window="{month}"}}',
                      "SQL to opportunity {{source}}")], "percentunit", 12, 24,
-                   lines=target_of(kpis["sales_mql_to_sql_conversion"])
-                   + target_of(kpis["sales_sql_to_opportunity_conversion"])),
+                   lines=catalog_targets(kpis["sales_mql_to_sql_conversion"])
+                   + catalog_targets(kpis["sales_sql_to_opportunity_conversion"])),
         timeseries("Lead response, median (30 days)", kpis["sales_lead_response"].description,
                    [(f'kpi_sales_lead_response_median_seconds{{window="{month}"}}', "{{source}}")],
                    grafana_unit("seconds", currency), 0, 32,
-                   lines=target_of(kpis["sales_lead_response"])),
+                   lines=catalog_targets(kpis["sales_lead_response"])),
         timeseries("Pipeline movement", kpis["sales_stage_changes"].description + " "
                    + kpis["sales_stalled_deals"].description,
                    [('kpi_sales_stage_changes{window="14d"}', "stage changes (14 days) {{source}}"),
@@ -381,7 +385,7 @@ def support(kpis: dict[str, catalog.Kpi], currency: str) -> g.Dashboard:
                    kpis["support_resolution"].description,
                    [(f'kpi_support_resolution_seconds{{window="{week}", percentile="90"}}',
                      "{{source}} {{priority}}")],
-                   seconds, 12, 12, lines=target_of(kpis["support_resolution"])),
+                   seconds, 12, 12, lines=catalog_targets(kpis["support_resolution"])),
         timeseries("Solved within SLA by priority (7 days)",
                    kpis["support_resolution_within_sla"].description,
                    [(f'kpi_support_resolution_within_sla_ratio{{window="{week}"}}',
@@ -390,7 +394,7 @@ def support(kpis: dict[str, catalog.Kpi], currency: str) -> g.Dashboard:
                    [("kpi_support_sla_breaches", "{{source}} {{priority}}")], "short", 12, 20),
         timeseries("CSAT (7 and 30 days)", kpis["support_csat"].description,
                    [(f'kpi_support_csat_ratio{{window=~"{week}|{month}"}}', "{{source}} {{window}}")],
-                   "percentunit", 0, 28, lines=target_of(kpis["support_csat"])),
+                   "percentunit", 0, 28, lines=catalog_targets(kpis["support_csat"])),
         timeseries("Ratings given", kpis["support_ratings"].description,
                    [("kpi_support_ratings", "{{source}} {{window}}")], "short", 12, 28),
         timeseries("Volume and backlog trends",
@@ -404,11 +408,64 @@ def support(kpis: dict[str, catalog.Kpi], currency: str) -> g.Dashboard:
                    "percentunit", 0, 36),
         timeseries("Tickets per paying customer (30 days)", per_paying.description,
                    [(per_paying.metric, "{{source}}")],
-                   "percentunit", 12, 36, lines=target_of(per_paying)),
+                   "percentunit", 12, 36, lines=catalog_targets(per_paying)),
     ]
     return _dashboard("support", _TITLES["support"][1],
                       "Backlog, reply and resolution times against the SLA, CSAT and ticket "
                       "volume, from Zendesk or Intercom.", panels)
+
+
+def _at(kpi: catalog.Kpi, label_value: str) -> catalog.Kpi:
+    """A per-label-target KPI seen at one label value (DAU: the 24h window's target)."""
+    return dataclasses.replace(kpi, target=dict(kpi.targets).get(label_value), targets=(),
+                               target_label=None)
+
+
+def product(kpis: dict[str, catalog.Kpi], currency: str) -> g.Dashboard:
+    """Are people using the product, do they come back, would they recommend it? And
+    the config's own KPIs, one panel each."""
+    users, quarter = kpis["product_active_users"], "90d"
+
+    def stat(kpi: catalog.Kpi, expr: str, x: int, y: int, title: str) -> g.Stat:
+        return kpi_stat(kpi, expr, x, y, currency, title=title, w=4)
+
+    panels = [
+        stat(_at(users, "24h"), 'kpi_product_active_users{window="24h"}', 0, 0,
+             "Daily active users"),
+        stat(_at(users, "7d"), 'kpi_product_active_users{window="7d"}', 4, 0,
+             "Weekly active users"),
+        stat(_at(users, "30d"), 'kpi_product_active_users{window="30d"}', 8, 0,
+             "Monthly active users"),
+        stat(kpis["product_stickiness"], "kpi_product_stickiness_ratio", 12, 0,
+             "Stickiness (DAU / MAU)"),
+        stat(kpis["product_active_users_change"],
+             'kpi_product_active_users_change_ratio{window="7d"}', 16, 0, "Active users, week "
+             "over week"),
+        stat(kpis["nps"], f'kpi_nps{{window="{quarter}"}}', 20, 0, "NPS (90 days)"),
+        timeseries("Active users", users.description,
+                   [('kpi_product_active_users', "{{window}}")], "short", 0, 4,
+                   lines=catalog_targets(users)),
+        timeseries("Stickiness and week over week", kpis["product_stickiness"].description,
+                   [("kpi_product_stickiness_ratio", "DAU / MAU"),
+                    ('kpi_product_active_users_change_ratio{window="7d"}', "week over week")],
+                   "percentunit", 12, 4, lines=catalog_targets(kpis["product_stickiness"])),
+        timeseries("NPS and the average answer (90 days)", kpis["nps"].description,
+                   [(f'kpi_nps{{window="{quarter}"}}', "NPS"),
+                    (f'kpi_nps_score_average{{window="{quarter}"}}', "average answer (0-10)")],
+                   "none", 0, 12, lines=catalog_targets(kpis["nps"])),
+        timeseries("Survey answers (90 days)", kpis["nps_responses"].description,
+                   [(f'kpi_nps_responses{{window="{quarter}"}}', "{{source}}")], "short", 12, 12),
+    ]
+    # The config's own KPIs, each against its target: two to a row.
+    for index, kpi in enumerate(k for k in kpis.values() if k.area == "custom"):
+        legend = " ".join(f"{{{{{label}}}}}" for label in kpi.labels[1:]) or "{{source}}"
+        panels.append(timeseries(kpi.key.replace("_", " ").capitalize(), kpi.description,
+                                 [(kpi.metric, legend)], grafana_unit(kpi.unit, currency),
+                                 (index % 2) * 12, 20 + (index // 2) * 8,
+                                 lines=catalog_targets(kpi)))
+    return _dashboard("product", _TITLES["product"][1],
+                      "Active users, stickiness and NPS from the product's own database, and "
+                      "the KPIs the config defines.", panels)
 
 
 def health() -> g.Dashboard:
@@ -448,7 +505,8 @@ def dashboards(kpis: tuple[catalog.Kpi, ...] = catalog.KPIS, currency: str = "us
     by_key = catalog.by_key(kpis)
     built = {"overview.json": overview(by_key, currency), "revenue.json": revenue(by_key, currency),
              "email.json": email(by_key, currency), "sales.json": sales(by_key, currency),
-             "support.json": support(by_key, currency), "exporter-health.json": health()}
+             "support.json": support(by_key, currency), "product.json": product(by_key, currency),
+             "exporter-health.json": health()}
     for board in built.values():
         board.templating = g.Templating(list=_variables(settings.job))
     return {name: _to_json(board) for name, board in built.items()}

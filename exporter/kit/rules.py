@@ -48,7 +48,8 @@ def _shown(kpi: catalog.Kpi, threshold: catalog.Threshold) -> str:
 
 
 _ACRONYMS = {"mrr": "MRR", "arr": "ARR", "arpa": "ARPA", "mqls": "MQLs", "sqls": "SQLs",
-             "mql": "MQL", "sql": "SQL", "csat": "CSAT", "sla": "SLA"}
+             "mql": "MQL", "sql": "SQL", "csat": "CSAT", "sla": "SLA", "nps": "NPS",
+             "cac": "CAC", "ltv": "LTV"}
 
 
 def _title(kpi: catalog.Kpi) -> str:
@@ -72,8 +73,9 @@ def _kpi_expr(kpi: catalog.Kpi, threshold: catalog.Threshold, settings: KitSetti
             return (f"max without(instance) (({before} - ignoring(window) {now}) "
                     f"/ ignoring(window) {before} > {value})")
         now = series(kpi.metric, settings, **window)
-        return (f"max without(instance) (({now} offset {threshold.window} - {now}) "
-                f"/ {now} offset {threshold.window} > {value})")
+        ago = threshold.over or threshold.window
+        return (f"max without(instance) (({now} offset {ago} - {now}) "
+                f"/ {now} offset {ago} > {value})")
     if threshold.kind == "above":
         return f"max without(instance) ({series(kpi.metric, settings, **window)} > {value})"
     return f"min without(instance) ({series(kpi.metric, settings, **window)} < {value})"
@@ -90,7 +92,8 @@ def kpi_alerts(kpis: tuple[catalog.Kpi, ...], settings: KitSettings) -> list[dic
     rules = []
     for kpi in kpis:
         for threshold in kpi.thresholds:
-            window = f" over {threshold.window}" if threshold.window else ""
+            window = f" over {threshold.window or threshold.over}" \
+                if threshold.window or threshold.over else ""
             if threshold.baseline:
                 window += f" against {threshold.baseline}"
             if threshold.kind == "drop":

@@ -1,8 +1,8 @@
 """Demo scenarios: the simulated company calm, or in trouble that a documented threshold catches.
 
 A scenario sets up the fake Stripe's company (whether the fake Mailgun's
-newsletter domain is in trouble, how the fake CRMs' company sells, and how the
-fake helpdesks' support desk runs).
+newsletter domain is in trouble, how the fake CRMs' company sells, how the
+fake helpdesks' support desk runs, and how the product's users use it).
 
     store, ticker_options = SCENARIOS["payment-failures"].build(seed=9, customers=500, now=now)
     FakeStripe(store, live=True, ticker_options=ticker_options)
@@ -21,6 +21,7 @@ from typing import Callable
 from exporter.simulator.company import generate_company
 from exporter.simulator.crm_company import CrmProfile
 from exporter.simulator.periods import HOUR
+from exporter.simulator.product_company import ProductProfile
 from exporter.simulator.stripe_store import StripeStore
 from exporter.simulator.support_company import SupportProfile
 from exporter.simulator.ticker import CompanyTicker
@@ -41,6 +42,7 @@ class Scenario:
     email_trouble: bool = False  # the fake Mailgun's newsletter domain stops delivering
     crm_profile: CrmProfile = CrmProfile()  # how the fake CRMs' company sells
     support_profile: SupportProfile = SupportProfile()  # how the fake helpdesks' desk runs
+    product_profile: ProductProfile = ProductProfile()  # how the product's users use it
 
     def build(self, seed: int, customers: int, now: int) -> tuple[StripeStore, dict]:
         return self.make(seed, customers, now), dict(self.ticker_options)
@@ -88,6 +90,11 @@ SCENARIOS = {s.name: s for s in (
              "below its 85 % target and far below its 30-day value",
              ("KpiSupportCsatLow", "KpiSupportCsatDrop"), _calm,
              support_profile=SupportProfile(unhappy_share=0.5, unhappy_days=7)),
+    Scenario("engagement-drop",
+             "two in five users went quiet this week: active users fall more than 20 % "
+             "week over week and product's engagement warning fires",
+             ("KpiProductActiveUsersChangeLow",), _calm,
+             product_profile=ProductProfile(engagement_drop=0.6)),
     Scenario("large-churn",
              "the largest customer (over 10,000 a year) cancelled a few hours ago: "
              "a critical alert pages finance at once",

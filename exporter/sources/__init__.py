@@ -1,6 +1,6 @@
 """Upstream systems we poll. Each source type registers itself here by name."""
 
-from exporter.sources import hubspot, intercom, mailgun, salesforce, stripe, zendesk
+from exporter.sources import hubspot, intercom, mailgun, salesforce, sql, stripe, zendesk
 
 SOURCE_TYPES = {
     "stripe": stripe.SOURCE_TYPE,
@@ -9,4 +9,5 @@ SOURCE_TYPES = {
     "salesforce": salesforce.SOURCE_TYPE,
     "zendesk": zendesk.SOURCE_TYPE,
     "intercom": intercom.SOURCE_TYPE,
+    "sql": sql.SOURCE_TYPE,
 }

@@ -20,6 +20,15 @@ class UpstreamDataError(ValueError):
     wrong type). Like an HTTP failure, it marks the source down."""
 
 
+class PartialPollError(Exception):
+    """Part of a poll failed (one of several queries): the source is down, but the parts
+    that worked report fresh values and the failed ones their last (`samples`)."""
+
+    def __init__(self, samples: list["Sample"], message: str):
+        super().__init__(message)
+        self.samples = samples
+
+
 @dataclass(frozen=True)
 class Sample:
     """One value of one series: `kpi` is the catalog key (`customer_churn_rate`), not
