@@ -51,7 +51,7 @@ def run(url: str, rows: int, users: int) -> None:
     from exporter.collector import KpiCollector
     from exporter.config import parse
     from exporter.poller import Poller
-    from exporter.sources.sql import SqlSource
+    from exporter.sources.sql.source import SqlSource
 
     engine = sa.create_engine(url)
     started = time.perf_counter()

@@ -120,7 +120,7 @@ def demo(listen, scenario, customers, seed, poll_interval, web_config_file, log_
               help="YAML config file (see README).")
 def check(config_path):
     """Run every query of the sql source once: one line per query, exit 2 if any failed."""
-    from exporter.sources.sql import SqlSource
+    from exporter.sources.sql.source import SqlSource
 
     try:
         config = config_module.load(config_path)

@@ -20,6 +20,8 @@ from exporter import catalog
 from exporter.demo import DemoExporter
 from tools import require
 
+pytestmark = pytest.mark.slow  # the whole demo, seven sources, polled once
+
 SOURCES = {"stripe", "mailgun", "hubspot", "salesforce", "zendesk", "intercom", "sql"}
 # Target labels Prometheus sets, and the ones the naming guide warns clash with them.
 RESERVED_LABELS = {"job", "instance", "type", "customer", "service", "env", "region", "cluster"}

@@ -8,7 +8,6 @@ only the proxy in between misbehaves.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from decimal import Decimal
 from typing import Any, Callable

@@ -22,6 +22,8 @@ from exporter.simulator.history import event_stubs
 from exporter.simulator.ticker import BUSY_RATES, customer_arr_usd
 from fake_stripe_client import KEY, get, list_all
 
+pytestmark = pytest.mark.slow  # whole simulated companies, years of history each
+
 NOW = 1_780_000_000
 DAY = 86_400
 HOUR = 3_600

@@ -15,8 +15,10 @@ from exporter import catalog
 from exporter.cli import main
 from exporter.config import ConfigError, parse
 from exporter.poller import Poller
-from exporter.sources.sql import SqlSource
+from exporter.sources.sql.source import SqlSource
 from postgres import PostgresServer
+
+pytestmark = pytest.mark.slow  # a real PostgreSQL server, started here
 
 NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=timezone.utc)
 PASSWORD = "pg-s3cret-pw"

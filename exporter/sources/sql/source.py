@@ -23,9 +23,9 @@ from typing import Any, Callable
 
 import sqlalchemy as sa
 
-from exporter.sources.base import PartialPollError, Registration, Sample, UpstreamDataError
+from exporter.sources.base import PartialPollError, Sample, UpstreamDataError
 from exporter.sources.sql import product
-from exporter.sources.sql.config import NAME, CustomQuery, SqlConfig, parse_config
+from exporter.sources.sql.config import NAME, CustomQuery, SqlConfig
 from exporter.sources.sql.database import Database, QueryError
 
 log = logging.getLogger(__name__)
@@ -169,9 +169,3 @@ def _series(query: CustomQuery, rows: list[dict[str, Any]]) -> list[tuple[dict[s
         result.append((labels, float(value)))
     return result
 
-
-def create(source_config: SqlConfig, config: Any) -> SqlSource:
-    return SqlSource(source_config)
-
-
-SOURCE_TYPE = Registration(parse_config, create)
