@@ -16,8 +16,9 @@ from exporter.secrets import redact
 
 # Kept in step with exporter.simulator.SCENARIOS by a test; listed here so that
 # `--help` does not import the simulator.
-SCENARIO_NAMES = ("calm", "csat-drop", "email-deliverability", "engagement-drop",
-                  "large-churn", "payment-failures", "pipeline-slump", "support-spike")
+SCENARIO_NAMES = ("api-outage", "calm", "csat-drop", "email-deliverability",
+                  "engagement-drop", "large-churn", "payment-failures", "pipeline-slump",
+                  "support-spike")
 
 CONTEXT = {"auto_envvar_prefix": "KPI_EXPORTER", "show_default": True,
            "help_option_names": ["-h", "--help"]}
@@ -93,14 +94,18 @@ def _web_config(path: str | None):
                    "email-deliverability: a sending domain's mail stops getting through; "
                    "pipeline-slump: fewer and worse leads; support-spike: a flood of "
                    "tickets; csat-drop: customers rate support badly; engagement-drop: "
-                   "users go quiet.")
+                   "users go quiet; api-outage: the simulated application is down.")
 @click.option("--customers", default=500, type=click.IntRange(1, 100_000),
               help="Size of the simulated company.")
 @click.option("--seed", default=9, type=int, help="Random seed of the simulated company.")
 @click.option("--poll-interval", default="30s", help="How often the exporter polls the simulator.")
+@click.option("--app-listen", metavar="HOST:PORT", default="127.0.0.1:19879", callback=_listen,
+              help="Where the simulated application serves its request metrics (/metrics) "
+                   "and probe (/probe), for the platform SLOs.")
 @web_config_option
 @log_level_option
-def demo(listen, scenario, customers, seed, poll_interval, web_config_file, log_level):
+def demo(listen, scenario, customers, seed, poll_interval, app_listen, web_config_file,
+         log_level):
     """Run the exporter against a built-in simulator: no accounts needed."""
     from exporter.app import setup_logging
     from exporter.demo import DemoExporter
@@ -112,7 +117,8 @@ def demo(listen, scenario, customers, seed, poll_interval, web_config_file, log_
         raise click.BadParameter(str(exc), param_hint="--poll-interval") from None
     web = _web_config(web_config_file)
     _run(lambda: DemoExporter(listen=listen, customers=customers, seed=seed,
-                              poll_interval=interval, scenario=scenario, web=web))
+                              poll_interval=interval, scenario=scenario, web=web,
+                              app_listen=app_listen))
 
 
 @main.command()

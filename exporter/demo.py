@@ -17,7 +17,9 @@ from exporter.app import Exporter
 from exporter.config import DEFAULT_LISTEN, Config, from_mapping, parse_listen
 from exporter.secrets import Secret
 from exporter.webconfig import WebConfig
+from exporter.server import BackgroundHttpServer
 from exporter.simulator import SCENARIOS, FakeStripe
+from exporter.simulator.application import FakeApplication
 from exporter.simulator.crm_company import generate_crm
 from exporter.simulator.hubspot_fake import FakeHubSpot
 from exporter.simulator.intercom_fake import FakeIntercom
@@ -112,7 +114,7 @@ class DemoExporter(Exporter):
     def __init__(self, *, listen: tuple[str, int] | None = None,
                  customers: int = DEMO_CUSTOMERS, seed: int = DEMO_SEED,
                  poll_interval: float = 30.0, live: bool = True, scenario: str = "calm",
-                 web: WebConfig | None = None):
+                 web: WebConfig | None = None, app_listen: tuple[str, int] | None = None):
         # live: the simulated company keeps signing up, upgrading, churning and
         # failing payments while the demo runs, at its own pace (see ticker.py).
         now = int(time.time())
@@ -132,6 +134,11 @@ class DemoExporter(Exporter):
             generate_support(seed + 1, now, chosen.support_profile)).start()
         # And the product's own database, read by the sql source.
         self.product_database = product_database(seed, now, chosen.product_profile)
+        # The application whose SLOs the kit's platform rules watch: Prometheus
+        # scrapes its request metrics (/metrics) and its probe (/probe) itself.
+        self.application = FakeApplication(outage=chosen.platform_outage)
+        self.application_server = BackgroundHttpServer(
+            *(app_listen or ("127.0.0.1", 0)), self.application.wsgi).start()
         config = demo_config(self.fake_stripe, self.fake_mailgun, self.fake_hubspot,
                              self.fake_salesforce, self.fake_zendesk, self.fake_intercom,
                              listen or parse_listen(DEFAULT_LISTEN), poll_interval,
@@ -147,6 +154,7 @@ class DemoExporter(Exporter):
         self._stop_fakes()
 
     def _stop_fakes(self) -> None:
+        self.application_server.stop()
         self.fake_stripe.stop()
         self.fake_mailgun.stop()
         self.fake_hubspot.stop()

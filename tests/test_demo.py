@@ -57,7 +57,9 @@ def test_a_scenario_breaks_exactly_the_thresholds_of_its_alerts(name):
     values = poll(name)
     alerts = {alert_name(kpi, t) for kpi in catalog.KPIS for t in kpi.thresholds
               if broken(values, kpi, t)}
-    assert alerts == set(SCENARIOS[name].alerts)
+    # The platform's alerts come from the simulated application's metrics, which
+    # Prometheus scrapes itself: tests/test_platform.py checks those.
+    assert alerts == {a for a in SCENARIOS[name].alerts if not a.startswith("Platform")}
 
 
 def test_the_scenario_help_describes_every_scenario():

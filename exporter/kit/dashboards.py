@@ -17,13 +17,13 @@ from grafanalib import core as g
 from grafanalib._gen import DashboardEncoder
 
 from exporter import catalog
-from exporter.kit.settings import DEFAULT_JOB, KitSettings
+from exporter.kit.settings import DEFAULT_JOB, Availability, KitSettings, Platform
 
 SCHEMA_VERSION = 39
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 UIDS = {"overview": "kpi-exec-overview", "revenue": "kpi-revenue", "email": "kpi-email",
         "sales": "kpi-sales", "support": "kpi-support", "product": "kpi-product",
-        "health": "kpi-exporter-health"}
+        "platform": "kpi-platform", "health": "kpi-exporter-health"}
 # Custom KPIs (the config's own) have a row on the product usage dashboard.
 UIDS["custom"] = UIDS["product"]
 GREEN, YELLOW, RED, BLUE = "green", "#EAB839", "red", "blue"
@@ -139,10 +139,26 @@ _TITLES = {"overview": (UIDS["overview"], "KPI executive overview"),
            "sales": (UIDS["sales"], "KPI sales pipeline"),
            "support": (UIDS["support"], "KPI customer support"),
            "product": (UIDS["product"], "KPI product usage"),
+           "platform": (UIDS["platform"], "Platform health"),
            "health": (UIDS["health"], "kpi-exporter health")}
 
 
-def overview(kpis: dict[str, catalog.Kpi], currency: str) -> g.Dashboard:
+def _slo(key: str, description: str, *, target: float | None, direction: str,
+         unit: catalog.Unit = "ratio") -> catalog.Kpi:
+    """A platform number seen as a KPI, for the stat panels' units and colours."""
+    return catalog.Kpi(key=key, help=description, unit=unit, labels=(), team="engineering",
+                       area="platform", description=description, target=target,
+                       direction=direction)
+
+
+def _uptime(availability: Availability) -> catalog.Kpi:
+    return _slo("uptime", "Availability over 30 days: the probes' mean success "
+                "(platform:availability:ratio_30d).", target=availability.objective,
+                direction="higher")
+
+
+def overview(kpis: dict[str, catalog.Kpi], currency: str,
+             platform: Platform = Platform()) -> g.Dashboard:
     """The numbers an executive opens first, each against its target."""
     stats = [
         ("mrr", "kpi_mrr", "MRR"),
@@ -165,6 +181,10 @@ def overview(kpis: dict[str, catalog.Kpi], currency: str) -> g.Dashboard:
         mrr, key="arr", description="12 x MRR (recording rule source:kpi_arr:mrr_x12).",
         target=None if mrr.target is None else mrr.target * 12, thresholds=())
     panels.append(kpi_stat(arr, "source:kpi_arr:mrr_x12", 12, 4, currency, title="ARR", w=4))
+    if platform.availability:  # revenue and uptime side by side
+        panels.append(kpi_stat(_uptime(platform.availability), "platform:availability:ratio_30d",
+                               16, 4, currency, title="Uptime (30 days)", w=4,
+                               legend="availability"))
     panels += [
         timeseries("MRR and ARR", "MRR (kpi_mrr) and ARR (12 x MRR, recording rule).",
                    [("kpi_mrr", "MRR {{source}}"), ("source:kpi_arr:mrr_x12", "ARR {{source}}")],
@@ -468,6 +488,81 @@ def product(kpis: dict[str, catalog.Kpi], currency: str) -> g.Dashboard:
                       "the KPIs the config defines.", panels)
 
 
+def platform_board(platform: Platform, currency: str) -> g.Dashboard:
+    """The platform's SLOs beside the exporter's own sync success and data freshness."""
+    panels: list = []
+    y = 0
+    if platform.availability:
+        objective = platform.availability.objective
+        allowed = round(1 - objective, 12)
+        panels += [
+            kpi_stat(_uptime(platform.availability), "platform:availability:ratio_30d", 0, y,
+                     currency, title="Availability (30 days)", legend="availability"),
+            kpi_stat(_slo("availability_budget", "The share of the 30-day error budget of "
+                          "availability still unspent (below 0: overspent).", target=0.25,
+                          direction="higher"),
+                     "platform:availability:budget_remaining_ratio", 6, y, currency,
+                     title="Availability budget left", legend="budget"),
+            timeseries("Availability burn rate", "How many times faster than the objective "
+                       "allows the availability budget burns, over 1 hour and 6 hours (a page "
+                       "at 14.4 and 6, a ticket at 1).",
+                       [(f"(1 - platform:availability:ratio_1h) / {catalog.number(allowed)}", "1h"),
+                        (f"(1 - platform:availability:ratio_6h) / {catalog.number(allowed)}", "6h")],
+                       "short", 12, y, lines=(1, 6, 14.4)),
+        ]
+        y += 8
+    if platform.requests:
+        requests = platform.requests
+        allowed = round(1 - requests.error_objective, 12)
+        panels += [
+            kpi_stat(_slo("error_ratio", "Failed / all requests over 30 days.", target=allowed,
+                          direction="lower"), "platform:request_errors:ratio_30d", 0, y,
+                     currency, title="Error ratio (30 days)", legend="errors"),
+            kpi_stat(_slo("error_budget", "The share of the 30-day error budget of requests "
+                          "still unspent.", target=0.25, direction="higher"),
+                     "platform:request_errors:budget_remaining_ratio", 6, y, currency,
+                     title="Error budget left", legend="budget"),
+            timeseries("Requests per second", "All requests, and the failed ones.",
+                       [(f"sum(rate({requests.total}[$__rate_interval]))", "requests"),
+                        (f"sum(rate({requests.errors}[$__rate_interval]))", "errors")],
+                       "reqps", 12, y),
+            timeseries("Error ratio", "Failed / all requests over 5 minutes and 1 hour; "
+                       "the objective's line and the 1 % critical one.",
+                       [("platform:request_errors:ratio_5m", "5m"),
+                        ("platform:request_errors:ratio_1h", "1h")], "percentunit", 0, y + 8,
+                       lines=(allowed, 0.01)),
+            timeseries("Request error burn rate", "How many times faster than the objective "
+                       "allows the request error budget burns (a page at 14.4 and 6, a ticket "
+                       "at 1).",
+                       [(f"platform:request_errors:ratio_1h / {catalog.number(allowed)}", "1h"),
+                        (f"platform:request_errors:ratio_6h / {catalog.number(allowed)}", "6h")],
+                       "short", 12, y + 8, lines=(1, 6, 14.4)),
+        ]
+        y += 16
+        if requests.latency_histogram:
+            panels.append(timeseries(
+                "Request latency, 95th percentile", "95 % of requests take up to this long, over "
+                "5 minutes and 1 hour; the target and the warning lines.",
+                [("platform:request_latency_seconds:p95_5m", "5m"),
+                 ("platform:request_latency_seconds:p95_1h", "1h")], "s", 0, y,
+                lines=(requests.latency_p95_target, requests.latency_p95_warning), w=24))
+            y += 8
+    panels += [
+        timeseries("Integration sync success (1 day)", "Successful polls / polls per source "
+                   "over the last day (documented: above 99.5 %).",
+                   [('sum by (source) (increase(kpi_source_polls_total{result="success"}[1d])) '
+                     "/ sum by (source) (increase(kpi_source_polls_total[1d]))", "{{source}}")],
+                   "percentunit", 0, y, lines=(0.995,)),
+        timeseries("Data freshness", "Seconds since the last successful poll of each source "
+                   "(documented: operational data under an hour).",
+                   [("time() - kpi_source_last_success_timestamp_seconds", "{{source}}")],
+                   "s", 12, y, lines=(3600,)),
+    ]
+    return _dashboard("platform", _TITLES["platform"][1],
+                      "Availability, errors and latency against their objectives and error "
+                      "budgets, and the freshness of the KPI data.", panels)
+
+
 def health() -> g.Dashboard:
     """Is the data fresh, and are the upstream APIs answering?"""
     panels = [
@@ -503,7 +598,9 @@ def dashboards(kpis: tuple[catalog.Kpi, ...] = catalog.KPIS, currency: str = "us
                settings: KitSettings = KitSettings()) -> dict[str, dict]:
     """{file name: dashboard JSON} for every dashboard, opening on the kit's job."""
     by_key = catalog.by_key(kpis)
-    built = {"overview.json": overview(by_key, currency), "revenue.json": revenue(by_key, currency),
+    built = {"overview.json": overview(by_key, currency, settings.platform),
+             "revenue.json": revenue(by_key, currency),
+             "platform.json": platform_board(settings.platform, currency),
              "email.json": email(by_key, currency), "sales.json": sales(by_key, currency),
              "support.json": support(by_key, currency), "product.json": product(by_key, currency),
              "exporter-health.json": health()}

@@ -11,6 +11,10 @@ from exporter.kit.settings import KitSettings
 # The compose services (host names inside the stack's network).
 EXPORTER_TARGET = "exporter:19877"
 ALERTMANAGER_TARGET = "alertmanager:9093"
+# The demo's simulated application (`kpi-exporter demo --app-listen`): the example
+# kit.platform's probe job and application job. With your own accounts these
+# targets are down: your application is scraped by your own Prometheus.
+DEMO_APPLICATION = "exporter:19879"
 
 
 def prometheus_config(settings: KitSettings = KitSettings()) -> dict:
@@ -25,6 +29,9 @@ def prometheus_config(settings: KitSettings = KitSettings()) -> dict:
             # The job the generated rules select (kit.job).
             {"job_name": settings.job, "static_configs": [{"targets": [EXPORTER_TARGET]}],
              **(settings.scrape or {})},
+            {"job_name": "blackbox", "metrics_path": "/probe",
+             "static_configs": [{"targets": [DEMO_APPLICATION]}]},
+            {"job_name": "api", "static_configs": [{"targets": [DEMO_APPLICATION]}]},
             {"job_name": "prometheus", "static_configs": [{"targets": ["prometheus:9090"]}]},
             {"job_name": "alertmanager",
              "static_configs": [{"targets": [ALERTMANAGER_TARGET]}]},

@@ -19,6 +19,7 @@ break; a source is down when it is down in every replica.
 from __future__ import annotations
 
 from exporter import catalog
+from exporter.kit import platform
 from exporter.kit.dashboards import UIDS
 from exporter.kit.settings import KitSettings
 
@@ -220,14 +221,15 @@ def add_links(groups: list[dict], settings: KitSettings) -> list[dict]:
     convention): the area's dashboard for KPI alerts, the health one otherwise,
     opened on the alert's job and source."""
     for group in groups:
-        area = group["name"].split(".")[-1]
+        area = group["name"].split(".")[-1].split("-")[0]  # platform-requests: platform
         dashboard = f"{settings.grafana_url}/d/{UIDS.get(area, UIDS['health'])}" \
                     f"?var-job={settings.job}"
         for rule in group["rules"]:
             if "alert" in rule:
                 rule["annotations"]["runbook_url"] = \
                     f"{settings.runbook_url}#{rule['alert'].lower()}"
-                source = "" if rule["alert"] in JOB_ALERTS else "&var-source={{ $labels.source }}"
+                source = "" if rule["alert"] in JOB_ALERTS or rule["alert"].startswith(
+                    "Platform") else "&var-source={{ $labels.source }}"
                 rule["annotations"]["dashboard_url"] = dashboard + source
     return groups
 
@@ -242,5 +244,8 @@ def rule_groups(kpis: tuple[catalog.Kpi, ...] = catalog.KPIS,
         alerts = kpi_alerts(tuple(k for k in kpis if k.area == area), settings)
         if alerts:
             groups.append({"name": f"kpi-exporter.{area}", "rules": alerts})
-    groups.append({"name": "kpi-exporter.health", "rules": health_alerts(settings)})
+    for part, rules in platform.groups(settings.platform).items():
+        groups.append({"name": f"kpi-exporter.platform-{part}", "rules": rules})
+    groups.append({"name": "kpi-exporter.health",
+                   "rules": health_alerts(settings) + [platform.sync_success_alert(settings)]})
     return {"groups": add_links(groups, settings)}

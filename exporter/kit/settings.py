@@ -52,6 +52,44 @@ SECRET_FIELDS = frozenset({
     "webex_api_url"})
 
 Body = dict[str, Any]  # an Alertmanager receiver without its name
+# A PromQL vector selector: a metric name and/or {matchers}, nothing more.
+SELECTOR = re.compile(r'[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^{}]*\})?|\{[^{}]+\}')
+
+
+@dataclass(frozen=True)
+class Availability:
+    """A 0/1 probe per target (blackbox exporter's probe_success)."""
+
+    probe: str
+    objective: float = 0.999  # over 30 days: the documented uptime >= 99.9 %
+
+
+@dataclass(frozen=True)
+class Requests:
+    """The application's request counter (all, and the errors) and latency histogram."""
+
+    total: str
+    errors: str
+    latency_histogram: str | None = None  # its _bucket series
+    error_objective: float = 0.999  # the documented error rate < 0.1 %
+    latency_p95_target: float = 0.5  # seconds: the documented p95 < 500 ms
+    latency_p95_warning: float = 2.0  # seconds: the documented alarm, over 2 s for 10 minutes
+
+
+@dataclass(frozen=True)
+class Platform:
+    """`kit.platform`: the SLOs of the platform beside the business KPIs."""
+
+    availability: Availability | None = None
+    requests: Requests | None = None
+
+
+# Without `kit.platform`: the selectors the demo serves (a blackbox-style probe job
+# and an application job), which are also the conventional names.
+EXAMPLE_PLATFORM = Platform(
+    Availability('probe_success{job="blackbox"}'),
+    Requests('http_requests_total{job="api"}', 'http_requests_total{job="api",code=~"5.."}',
+             'http_request_duration_seconds_bucket{job="api"}'))
 
 
 @dataclass(frozen=True)
@@ -72,6 +110,8 @@ class KitSettings:
     # Extra fields of the generated scrape job (scheme, tls_config, basic_auth...), as
     # Prometheus writes them: how it reaches an exporter behind TLS and basic auth.
     scrape: dict[str, Any] | None = None
+    # The platform SLOs (availability, requests); `platform: {}` for none.
+    platform: Platform = EXAMPLE_PLATFORM
     # How long a KPI threshold must stay broken before its alert fires, unless
     # the threshold says otherwise: twice the default (5m) poll interval, so one
     # odd poll pages nobody; critical ones sooner ("critical now, warning within hours").
@@ -101,6 +141,8 @@ def parse_kit(section: Section, teams_in_use: set[str]) -> KitSettings:
         digest=_body(section, "digest") if section.has("digest") else None,
         teams=_teams(section, teams_in_use | set(TEAMS_ALWAYS)) if section.has("teams") else None,
         scrape=_scrape(section) if section.has("scrape") else None,
+        platform=_platform(section.section("platform")) if "platform" in section.data
+        else EXAMPLE_PLATFORM,
     )
     section.finish()
     return settings
@@ -121,6 +163,39 @@ def _global(section: Section) -> dict[str, Any]:
                             "`global:` block")
     _no_inline_secrets(section, section.key("alertmanager_global"), value)
     return value
+
+
+def _platform(section: Section) -> Platform:
+    def selector(entry: Section, name: str, required: bool = True) -> str | None:
+        value = entry.string(name, required=required)
+        if value is not None and not SELECTOR.fullmatch(value.strip()):
+            raise entry.error(name, f"{value!r} is not a PromQL series selector "
+                              '(metric{label="value"})')
+        return None if value is None else value.strip()
+
+    def objective(entry: Section, name: str, default: float) -> float:
+        value = entry.number(name, default)
+        if not 0 < value < 1:
+            raise entry.error(name, "must be between 0 and 1 (0.999 for 99.9 %)")
+        return value
+
+    availability = requests = None
+    if section.has("availability"):
+        entry = section.section("availability")
+        availability = Availability(selector(entry, "probe"),
+                                    objective(entry, "objective", Availability.objective))
+        entry.finish()
+    if section.has("requests"):
+        entry = section.section("requests")
+        requests = Requests(
+            selector(entry, "total"), selector(entry, "errors"),
+            selector(entry, "latency_histogram", required=False),
+            objective(entry, "error_objective", Requests.error_objective),
+            entry.duration("latency_p95_target", Requests.latency_p95_target),
+            entry.duration("latency_p95_warning", Requests.latency_p95_warning))
+        entry.finish()
+    section.finish()
+    return Platform(availability, requests)
 
 
 # What the kit writes into the scrape job itself; the rest of Prometheus' scrape_config

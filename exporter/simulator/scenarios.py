@@ -2,7 +2,8 @@
 
 A scenario sets up the fake Stripe's company (whether the fake Mailgun's
 newsletter domain is in trouble, how the fake CRMs' company sells, how the
-fake helpdesks' support desk runs, and how the product's users use it).
+fake helpdesks' support desk runs, how the product's users use it, and whether
+the simulated application is up).
 
     store, ticker_options = SCENARIOS["payment-failures"].build(seed=9, customers=500, now=now)
     FakeStripe(store, live=True, ticker_options=ticker_options)
@@ -43,6 +44,7 @@ class Scenario:
     crm_profile: CrmProfile = CrmProfile()  # how the fake CRMs' company sells
     support_profile: SupportProfile = SupportProfile()  # how the fake helpdesks' desk runs
     product_profile: ProductProfile = ProductProfile()  # how the product's users use it
+    platform_outage: bool = False  # the simulated application is down (probe, errors, latency)
 
     def build(self, seed: int, customers: int, now: int) -> tuple[StripeStore, dict]:
         return self.make(seed, customers, now), dict(self.ticker_options)
@@ -95,6 +97,11 @@ SCENARIOS = {s.name: s for s in (
              "week over week and product's engagement warning fires",
              ("KpiProductActiveUsersChangeLow",), _calm,
              product_profile=ProductProfile(engagement_drop=0.6)),
+    Scenario("api-outage",
+             "the application is down since the demo started: its probe fails, half the "
+             "requests fail, the slow ones take seconds: the platform pages engineering",
+             ("PlatformDown", "PlatformAvailabilityBudgetBurn", "PlatformErrorBudgetBurn",
+              "PlatformErrorRatioHigh", "PlatformLatencyHigh"), _calm, platform_outage=True),
     Scenario("large-churn",
              "the largest customer (over 10,000 a year) cancelled a few hours ago: "
              "a critical alert pages finance at once",
