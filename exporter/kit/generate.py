@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from exporter import catalog, docs
+from exporter.kit import kubernetes
 from exporter.kit.alertmanager import alertmanager_config
 from exporter.kit.dashboards import dashboards
 from exporter.kit.prometheus import prometheus_config
@@ -38,14 +39,16 @@ def to_yaml(data: object) -> str:
 def kit_files(kpis: tuple[catalog.Kpi, ...] = catalog.KPIS, currency: str = "usd",
               settings: KitSettings = KitSettings()) -> dict[str, str]:
     """The monitoring kit for these KPIs and this kit config (the user's, with --config)."""
-    files = {RULES_PATH: HEADER + to_yaml(rule_groups(kpis, settings)),
+    groups, boards = rule_groups(kpis, settings), dashboards(kpis, currency, settings)
+    files = {RULES_PATH: HEADER + to_yaml(groups),
              ALERTMANAGER_PATH: HEADER + to_yaml(alertmanager_config(kpis, settings)),
              ALERTMANAGER_DEMO_PATH: HEADER + to_yaml(alertmanager_config(kpis, settings,
                                                                           demo=True)),
              PROMETHEUS_PATH: HEADER + to_yaml(prometheus_config(settings)),
              KPI_DOCS_PATH: docs.kpi_document(kpis)}
-    for name, board in dashboards(kpis, currency, settings).items():
+    for name, board in boards.items():
         files[f"{DASHBOARDS_DIR}/{name}"] = json.dumps(board, indent=2, sort_keys=True) + "\n"
+    files.update(kubernetes.files(kpis, groups, boards, settings))
     return files
 
 
