@@ -56,7 +56,7 @@ def demo_config(stripe: FakeStripe, mailgun: FakeMailgun, hubspot: FakeHubSpot,
             "mailgun": MailgunConfig(api_key=Secret(mailgun.api_key), base_url=mailgun.url,
                                      poll_interval=poll_interval, rate_limit=100,
                                      suppressions_interval=10 * poll_interval),
-            # HubSpot's own pace (4 a second, under the fake's 5 searches a second).
+            # HubSpot's own pace (searches 4 a second, under the fake's 5 a second).
             "hubspot": HubSpotConfig(access_token=Secret(hubspot.access_token),
                                      base_url=hubspot.url, poll_interval=poll_interval),
             "salesforce": SalesforceConfig(login_url=salesforce.url,

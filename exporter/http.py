@@ -29,11 +29,12 @@ import json as json_module
 import logging
 import math
 import random
+import re
 import threading
 import time
 from datetime import datetime, timezone
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Iterator
+from typing import Any, Callable, Hashable, Iterator, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -195,6 +196,7 @@ class HttpClient:
         clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = random.random,
         pace: Callable[[Any], float | None] | None = None,
+        route_limits: Sequence[tuple[str, float]] = (),
     ):
         self.source = source
         self.base_url = base_url.rstrip("/")
@@ -211,6 +213,10 @@ class HttpClient:
         self._sleep = sleep
         self._jitter = jitter
         self._limiter = RateLimiter(rate_limit, clock=clock, sleep=sleep) if rate_limit else None
+        # (path pattern, requests per second): endpoints an API limits on their own
+        # (HubSpot's searches), which count against `rate_limit` too.
+        self._route_limiters = [(re.compile(pattern), RateLimiter(rate, clock=clock, sleep=sleep))
+                                for pattern, rate in route_limits]
         # pace(response headers) -> seconds to hold the next request back, for APIs
         # that say how much of their limit is left (HubSpot's X-HubSpot-RateLimit-*).
         self._pace = pace
@@ -323,6 +329,9 @@ class HttpClient:
             self.stats.add_rate_limit_wait(held)
         if self._limiter is not None:
             self.stats.add_rate_limit_wait(self._limiter.acquire())
+        for pattern, limiter in self._route_limiters:
+            if pattern.search(path):
+                self.stats.add_rate_limit_wait(limiter.acquire())
         self.stats.count_request()
         try:
             response = self._session.request(method, self._url(path), timeout=self.timeout,

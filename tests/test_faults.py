@@ -98,7 +98,7 @@ def hubspot_case(url_of):
         return body
 
     config = hubspot.HubSpotConfig(access_token=Secret(fake.access_token), base_url=url_of(fake),
-                                   rate_limit=1000, timeout=TIMEOUT)
+                                   rate_limit=1000, search_rate_limit=1000, timeout=TIMEOUT)
     return fake, config, drift, endless, lambda path: path
 
 

@@ -491,6 +491,23 @@ def test_pace_holds_the_next_request_back_as_the_upstream_asks(mocked, sleep):
     assert client.stats.snapshot()["rate_limit_wait_seconds"] == 2.5
 
 
+def test_a_route_limit_paces_its_endpoints_on_top_of_the_client_limit(mocked, sleep):
+    """HubSpot's searches: 2 a second of their own, and they count against the 10 of all."""
+    mocked.get(f"{BASE}/list", json={})
+    mocked.post(f"{BASE}/objects/deals/search", json={})
+    now = [0.0]
+    client = make_client(sleep, clock=lambda: now[0], rate_limit=10,
+                         route_limits=[(r"/search$", 2)])
+    for _ in range(3):  # the first second's burst of searches: 2, then a wait of 1/2 s
+        client.request_json("POST", "/objects/deals/search", json={})
+    assert sleep.calls == [0.5]
+    for _ in range(7):  # lists: what is left of the client's 10 at once
+        client.get_json("/list")
+    assert sleep.calls == [0.5]
+    client.get_json("/list")  # the eleventh request of the second waits for the client's
+    assert sleep.calls == [0.5, pytest.approx(0.1)]
+
+
 def test_error_message_omits_query_string_and_non_json_body(mocked, sleep):
     mocked.get(f"{BASE}/v1/prices", status=400, body="<html>bad request</html>")
     client = make_client(sleep)

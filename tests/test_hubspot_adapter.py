@@ -155,11 +155,30 @@ def one(samples, metric, **labels):
     ("{access_token: x, max_stages: 0}", "sources.hubspot.max_stages"),
     ("{access_token: x, full_refresh_interval: daily}", "sources.hubspot.full_refresh_interval"),
     ("{access_token: x, pipeline: [default]}", "sources.hubspot.pipeline"),  # a typo
+    ("{access_token: x, search_rate_limit: 0}", "sources.hubspot.search_rate_limit"),
 ])
 def test_bad_config_names_the_key(text, key):
     with pytest.raises(ConfigError) as caught:
         parse(f"sources: {{hubspot: {text}}}", "kpi.yml", {})
     assert f"kpi.yml: {key}:" in str(caught.value)
+
+
+@responses.activate
+def test_searches_are_paced_to_their_own_limit_and_every_request_to_the_general_one():
+    """Defaults under what HubSpot documents: 100 requests per 10 s, 5 searches a second."""
+    responses.post(f"{API}/crm/v3/objects/deals/search", json={"results": []})
+    responses.get(f"{API}/crm/v3/pipelines/deals", json=PIPELINES)
+    waits = []
+    hubspot = source(clock=lambda: 0.0, sleep=waits.append)  # the clock stands still
+    assert (hubspot.config.rate_limit, hubspot.config.search_rate_limit) == (9.0, 4.0)
+    for _ in range(5):  # a second's 4 searches at once, the fifth a quarter second later
+        hubspot.client.request_json("POST", "/crm/v3/objects/deals/search", json={})
+    assert waits == [0.25]
+    for _ in range(5):  # 9 requests of any kind at once: the tenth waits a ninth of a second
+        hubspot.client.get_json("/crm/v3/pipelines/deals")
+    assert waits == [0.25, pytest.approx(1 / 9)]
+    faster = source(", search_rate_limit: 40")
+    assert faster.config.search_rate_limit == 40
 
 
 @responses.activate

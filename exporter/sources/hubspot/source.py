@@ -8,8 +8,10 @@ since the previous poll (`hs_lastmodifieddate` for deals, `lastmodifieddate` for
 contacts) and merge it in; the periodic full read drops deleted objects, which
 searches do not return. A poll that fails part-way changes nothing.
 
-HubSpot's own pace is respected twice: the client-side `rate_limit` stays under
-the search API's 5 requests a second, and when a response says the 10-second
+HubSpot's own pace is respected twice: client-side, requests stay under the
+limits HubSpot documents (`rate_limit` for every request, under the lowest
+tier's 100 per 10 seconds; `search_rate_limit` for searches, which also have
+their own 5 a second per account), and when a response says the 10-second
 allowance is used up (`X-HubSpot-RateLimit-Remaining: 0`) the next request
 waits for the interval.
 """
@@ -45,6 +47,7 @@ DEAL_PROPERTIES = ["dealname", "amount", "deal_currency_code", "dealstage", "pip
                    "hs_v2_date_entered_current_stage"]
 # Read for every deal: a portal without one of them cannot give its KPIs.
 REQUIRED_DEAL_PROPERTIES = ("amount", "dealstage", "pipeline", "createdate", "closedate")
+SEARCH_PATH = r"^/crm/v3/objects/[^/]+/search$"  # the endpoints of the search API's own limit
 FUNNEL_STAGES = ("mql", "sql", "opportunity")
 DEFAULT_LIFECYCLE = {"mql": "marketingqualifiedlead", "sql": "salesqualifiedlead",
                      "opportunity": "opportunity"}
@@ -61,7 +64,8 @@ class HubSpotConfig:
     limits: PollLimits = PollLimits(20_000, 3600.0)  # a first read of 100,000 deals and their contacts
     full_refresh_interval: float = 86400.0
     max_stages: int = 40
-    rate_limit: float = 4.0  # requests per second: the search API allows 5 per account
+    rate_limit: float = 9.0  # requests per second, all kinds: Free and Starter allow 100 per 10 s
+    search_rate_limit: float = 4.0  # searches per second: the search API allows 5 per account
     timeout: float = 30.0
 
 
@@ -98,6 +102,8 @@ def parse_config(section: Section) -> HubSpotConfig:
         full_refresh_interval=section.duration("full_refresh_interval",
                                                HubSpotConfig.full_refresh_interval),
         max_stages=section.count("max_stages", HubSpotConfig.max_stages),
+        search_rate_limit=section.number("search_rate_limit", HubSpotConfig.search_rate_limit,
+                                         minimum=0.1),
         **section.common(HubSpotConfig),
     )
 
@@ -116,7 +122,8 @@ def pace(headers: Any) -> float | None:
 def make_client(source_config: HubSpotConfig, **overrides: Any) -> HttpClient:
     return http_client(NAME, source_config, headers={
         "Authorization": f"Bearer {source_config.access_token.reveal()}"},
-        **{"pace": pace, **overrides})
+        **{"pace": pace, "route_limits": [(SEARCH_PATH, source_config.search_rate_limit)],
+           **overrides})
 
 
 def stage_date_properties(stage: str) -> tuple[str, str]:
