@@ -633,8 +633,12 @@ LTV_TO_CAC = Kpi(
 KPIS: tuple[Kpi, ...] = REVENUE + REVENUE_DYNAMICS + EMAIL + SALES + SUPPORT + PRODUCT
 
 HEALTH: tuple[HealthMetric, ...] = (
-    HealthMetric("kpi_source_up", "1 if the last poll of the source succeeded, 0 if it failed. "
-                 "After a failure the KPI series keep the values of the last successful poll.",
+    HealthMetric("kpi_source_up", "1 if the last poll of the source succeeded, 0 if it failed "
+                 "(absent while the first poll runs). After a failure the KPI series keep the "
+                 "values of the last successful poll.",
+                 ("source",), "bool"),
+    HealthMetric("kpi_source_syncing", "1 while the first poll of the source is still running "
+                 "(a first read of a large account can take many minutes), else 0.",
                  ("source",), "bool"),
     HealthMetric("kpi_source_last_success_timestamp_seconds",
                  "Unix time of the last successful poll of the source (absent before the first).",

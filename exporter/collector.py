@@ -106,7 +106,10 @@ class KpiCollector:
             families[key][1].add_metric(labels, value)
 
         for name, state in states.items():
-            add("source_up", [name], 1 if state.up else 0)
+            # A first poll still running is neither up nor down: only syncing.
+            add("source_syncing", [name], 1 if state.syncing else 0)
+            if state.polled:
+                add("source_up", [name], 1 if state.up else 0)
             add("source_poll_interval_seconds", [name], intervals[name])
             if state.last_success is not None:
                 add("source_last_success_timestamp_seconds", [name], state.last_success)

@@ -146,13 +146,18 @@ class _Failure:
         self.retry_after = retry_after
 
 
+PROGRESS_EVERY = 60.0  # seconds between the log lines of a long poll
+
+
 @dataclass
 class _Budget:
     """What one poll may still spend: requests (retries included) and time."""
 
     max_requests: int
     deadline: float  # on the client's clock
+    started: float
     requests: int = 0
+    next_progress: float = 0.0  # when a long poll next says how far it is
 
 
 class PageTrail:
@@ -287,7 +292,9 @@ class HttpClient:
     @contextlib.contextmanager
     def poll_scope(self, max_requests: int, seconds: float) -> Iterator[None]:
         """Bound the requests (retries included) and the time of everything sent inside."""
-        self._budget = _Budget(max_requests, self._clock() + seconds)
+        now = self._clock()
+        self._budget = _Budget(max_requests, now + seconds, now,
+                               next_progress=now + PROGRESS_EVERY)
         try:
             yield
         finally:
@@ -306,6 +313,11 @@ class HttpClient:
                                 detail=f"the poll's cap of {budget.max_requests} requests is "
                                        "reached")
             budget.requests += 1
+            if self._clock() >= budget.next_progress:  # so a long first read does not look hung
+                budget.next_progress = self._clock() + PROGRESS_EVERY
+                log.info("%s: poll still running after %.0fs: %d requests so far (at most %d)",
+                         self.source, self._clock() - budget.started, budget.requests,
+                         budget.max_requests)
         return None
 
     def close(self) -> None:

@@ -46,6 +46,7 @@ class SourceState:
     samples: tuple[Sample, ...] = ()
     up: bool = False
     polled: bool = False  # a first poll has finished, success or not
+    polling_since: float | None = None  # Unix time the running poll started; None between polls
     last_success: float | None = None  # Unix time
     last_duration: float = 0.0
     successes: int = 0
@@ -57,6 +58,11 @@ class SourceState:
     # The poll duration histogram: polls at most each POLL_BUCKETS bound (cumulative).
     poll_buckets: tuple[int, ...] = (0,) * len(POLL_BUCKETS)
     poll_seconds_sum: float = 0.0
+
+    @property
+    def syncing(self) -> bool:
+        """The first poll is still running: the source is neither up nor down yet."""
+        return self.polling_since is not None and not self.polled
 
 
 class Poller:
@@ -103,6 +109,9 @@ class Poller:
 
     def poll_once(self, source: Source) -> SourceState:
         started = self._monotonic()
+        with self._lock:
+            self._states[source.name] = dataclasses.replace(self._states[source.name],
+                                                            polling_since=self._clock())
         scope = getattr(source, "poll_scope", contextlib.nullcontext)
         try:
             with scope():
@@ -137,7 +146,7 @@ class Poller:
             changes["poll_buckets"] = tuple(count + (duration <= bound) for bound, count
                                             in zip(POLL_BUCKETS, state.poll_buckets))
             changes["poll_seconds_sum"] = state.poll_seconds_sum + duration
-            state = dataclasses.replace(state, **changes)
+            state = dataclasses.replace(state, polling_since=None, **changes)
             self._states[name] = state
             return state
 

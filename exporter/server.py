@@ -32,7 +32,7 @@ from urllib.parse import unquote
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from exporter import __version__
-from exporter.poller import Poller
+from exporter.poller import Poller, SourceState
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,13 @@ def make_app(registry: CollectorRegistry, poller: Poller,
 
 
 def _landing(poller: Poller) -> str:
+    def state(s: SourceState) -> str:
+        if s.polled:
+            return "up" if s.up else "down"
+        return "syncing: first poll running" if s.syncing else "starting"
+
     rows = "".join(
-        f"<tr><td>{html.escape(name)}</td><td>{'up' if s.up else ('down' if s.polled else 'starting')}"
+        f"<tr><td>{html.escape(name)}</td><td>{state(s)}"
         f"</td><td>{html.escape(s.last_error)}</td></tr>"
         for name, s in sorted(poller.states().items()))
     return (

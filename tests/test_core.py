@@ -108,11 +108,51 @@ def test_request_counters_are_exported_with_every_reason():
                                      {"source": "stripe", "reason": "auth"}) == 0
     assert registry.get_sample_value("kpi_source_rate_limit_wait_seconds_total",
                                      {"source": "stripe"}) == 0.5
-    # before a first poll: down, no KPI values, no last-success time
-    assert registry.get_sample_value("kpi_source_up", {"source": "stripe"}) == 0
+    # before a first poll: neither up nor down, no KPI values, no last-success time
+    assert registry.get_sample_value("kpi_source_up", {"source": "stripe"}) is None
+    assert registry.get_sample_value("kpi_source_syncing", {"source": "stripe"}) == 0
     assert registry.get_sample_value("kpi_mrr", {"source": "stripe"}) is None
     assert registry.get_sample_value("kpi_source_last_success_timestamp_seconds",
                                      {"source": "stripe"}) is None
+
+
+def test_a_first_poll_still_running_is_syncing_not_down():
+    """A first read of a large account takes minutes: KpiSourceDown must not fire for it."""
+    started = threading.Event()
+    gates = [threading.Event(), threading.Event()]  # one per poll: the test lets it finish
+    outcomes = iter([RuntimeError("upstream exploded"), None])
+
+    def slow():
+        gate = gates[source.polls - 1]
+        started.set()
+        gate.wait(10)
+        outcome = next(outcomes)
+        if outcome:
+            raise outcome
+        return [Sample("mrr", {"source": "stripe"}, 100.0)]
+
+    source = StandIn(behaviour=slow)
+    poller = Poller([source])
+    registry = registry_for(poller)
+
+    def value(metric):
+        return registry.get_sample_value(metric, {"source": "stripe"})
+
+    def landing():
+        app = make_app(registry, poller)
+        return b"".join(app({"PATH_INFO": "/", "REQUEST_METHOD": "GET"}, lambda *a: None))
+
+    for gate, during, after in [(gates[0], (1, None), (0, 0)),  # the first fails
+                                (gates[1], (0, 0), (0, 1))]:    # a later poll is no sync
+        started.clear()
+        poll = threading.Thread(target=poller.poll_once, args=(source,))
+        poll.start()
+        assert started.wait(10)
+        assert (value("kpi_source_syncing"), value("kpi_source_up")) == during
+        assert (b"syncing" in landing()) == (during[0] == 1)
+        gate.set()
+        poll.join(10)
+        assert (value("kpi_source_syncing"), value("kpi_source_up")) == after
 
 
 def test_health_metrics_emitted_by_a_source_are_exported():
@@ -164,8 +204,8 @@ def test_scrape_does_not_wait_for_a_hanging_upstream(served):
     # The poll is blocked inside the upstream call; a scrape must answer anyway.
     response = requests.get(url + "/metrics", timeout=5)
     assert response.status_code == 200
-    assert 'kpi_source_up{source="stripe"} 0.0' in response.text
-    assert "kpi_mrr{" not in response.text
+    assert 'kpi_source_syncing{source="stripe"} 1.0' in response.text
+    assert "kpi_source_up{" not in response.text and "kpi_mrr{" not in response.text
     assert requests.get(url + "/ready", timeout=5).status_code == 503
 
     release.set()

@@ -626,6 +626,20 @@ def test_a_poll_scope_caps_the_requests_of_a_poll(mocked, sleep):
         client.get_json("/v1/x")
 
 
+def test_a_long_poll_logs_its_progress_once_a_minute(mocked, sleep, caplog):
+    mocked.get(f"{BASE}/v1/x", json={})
+    now = [0.0]
+    client = make_client(sleep, clock=lambda: now[0])
+    with caplog.at_level("INFO", logger="exporter.http"), \
+            client.poll_scope(max_requests=1000, seconds=3600):
+        for _ in range(250):  # a request every second
+            client.get_json("/v1/x")
+            now[0] += 1
+    progress = [r.getMessage() for r in caplog.records if "still running" in r.getMessage()]
+    assert progress == [f"stripe: poll still running after {s}s: {s + 1} requests so far "
+                        "(at most 1000)" for s in (60, 120, 180, 240)]
+
+
 def test_retries_count_against_the_cap(mocked, sleep):
     mocked.get(f"{BASE}/v1/x", status=503, json={})
     client = make_client(sleep, max_retries=10)

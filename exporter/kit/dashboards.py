@@ -109,14 +109,15 @@ def scoped(expr: str) -> str:
 
 def _variables(job: str) -> list[g.Template]:
     every = {"includeAll": True, "multi": True, "allValue": ".*", "default": "$__all"}
+    always = "kpi_source_poll_interval_seconds"  # every source has it, polled yet or not
     return [
         g.Template(name="datasource", label="Data source", query="prometheus", type="datasource"),
         g.Template(name="job", label="Job", dataSource=DATASOURCE, default=job,
-                   query="label_values(kpi_source_up, job)"),
+                   query=f"label_values({always}, job)"),
         g.Template(name="instance", label="Instance", dataSource=DATASOURCE,
-                   query='label_values(kpi_source_up{job=~"$job"}, instance)', **every),
+                   query=f'label_values({always}{{job=~"$job"}}, instance)', **every),
         g.Template(name="source", label="Source", dataSource=DATASOURCE,
-                   query='label_values(kpi_source_up{job=~"$job",instance=~"$instance"}, source)',
+                   query=f'label_values({always}{{job=~"$job",instance=~"$instance"}}, source)',
                    **every),
     ]
 
@@ -566,8 +567,10 @@ def platform_board(platform: Platform, currency: str) -> g.Dashboard:
 def health() -> g.Dashboard:
     """Is the data fresh, and are the upstream APIs answering?"""
     panels = [
-        timeseries("Source up", "1 when the last poll of the source succeeded.",
-                   [("kpi_source_up", "{{source}}")], "bool", 0, 0),
+        timeseries("Source up", "1 when the last poll of the source succeeded; while the "
+                   "first poll runs, syncing is 1 instead.",
+                   [("kpi_source_up", "{{source}}"),
+                    ("kpi_source_syncing == 1", "{{source}} syncing")], "bool", 0, 0),
         timeseries("Data age", "Seconds since the last successful poll of each source.",
                    [("time() - kpi_source_last_success_timestamp_seconds", "{{source}}")],
                    "s", 12, 0),
