@@ -54,7 +54,10 @@ def test_structure_grafana_provisioning_loads():
         assert panel["targets"], panel["title"]
         assert panel["description"], panel["title"]
         assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
-        assert panel["fieldConfig"]["defaults"]["unit"], panel["title"]
+        if panel["type"] == "state-timeline":  # a state per value: its mappings name them
+            assert panel["fieldConfig"]["defaults"]["mappings"], panel["title"]
+        else:
+            assert panel["fieldConfig"]["defaults"]["unit"], panel["title"]
 
 
 def test_every_query_parses_and_names_known_metrics(tmp_path):
@@ -75,9 +78,9 @@ def test_every_query_parses_and_names_known_metrics(tmp_path):
     known |= {"http_requests_total"}  # the example kit.platform's request counter
     known |= {f"{h.metric}_{part}" for h in catalog.HEALTH if h.type == "histogram"
               for part in ("bucket", "sum", "count")}
-    functions = {"rate", "increase", "time", "sum", "by", "vector", "histogram_quantile"}
+    functions = {"rate", "increase", "time", "sum", "by", "vector", "histogram_quantile", "or"}
     for name, title, expr in queries():
-        bare = re.sub(r'\{[^}]*\}|\[[^]]*\]|"[^"]*"|\b(by|without) \([^)]*\)', "", expr)
+        bare = re.sub(r'\{[^}]*\}|\[[^]]*\]|"[^"]*"|\b(by|without|on) \([^)]*\)', "", expr)
         for word in re.findall(r"(?<![\w:$])([a-zA-Z_:][\w:]*)", bare):
             assert word in known or word in functions, f"{word} in {name}: {title}"
 
@@ -149,3 +152,27 @@ def test_overview_has_arr_against_its_documented_target():
         'source:kpi_arr:mrr_x12{job=~"$job",instance=~"$instance",source=~"$source"}'
     steps = arr["fieldConfig"]["defaults"]["thresholds"]["steps"]
     assert [(s["value"], s["color"]) for s in steps] == [(None, "red"), (1_200_000, "green")]
+
+
+def test_source_state_names_up_down_and_syncing(tmp_path):
+    # The health board's one query for three states, evaluated by promtool: up (1),
+    # down (0), and syncing (2) while kpi_source_up is absent during a first poll.
+    from exporter.kit.dashboards import SOURCE_STATE
+
+    (tmp_path / "state.yml").write_text(yaml.safe_dump({"groups": [{"name": "state", "rules": [
+        {"record": "source_state", "expr": SOURCE_STATE}]}]}))
+    series = {"kpi_source_up": {"a": "1", "b": "0"},
+              "kpi_source_syncing": {"a": "0", "b": "0", "c": "1"}}
+    (tmp_path / "state_test.yml").write_text(yaml.safe_dump({
+        "rule_files": ["state.yml"], "evaluation_interval": "1m",
+        "tests": [{"interval": "1m",
+                   "input_series": [{"series": f'{m}{{job="j",instance="i",source="{s}"}}',
+                                     "values": f"{v}x5"}
+                                    for m, values in series.items() for s, v in values.items()],
+                   "promql_expr_test": [{"expr": "source_state", "eval_time": "2m",
+                                         "exp_samples": [
+                       {"labels": f'source_state{{job="j",instance="i",source="{s}"}}',
+                        "value": v} for s, v in (("a", 1), ("b", 0), ("c", 2))]}]}]}))
+    done = subprocess.run([require("promtool", "prometheus"), "test", "rules", "state_test.yml"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -37,8 +37,12 @@ GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range":
                      "$job": "kpi-exporter", "$instance": ".*", "$source": ".*"}
 
 
-def eventually(check, timeout: float, what: str, stack: NativeStack, every: float = 1.0):
-    """Poll `check` until it returns a truthy value; fail with the logs otherwise."""
+def eventually(check, timeout: float, what: str, stack: NativeStack, every: float = 1.0,
+               detail=None):
+    """Poll `check` until it returns a truthy value; fail with the logs otherwise.
+
+    `detail`, when given, is called on failure to say what was still wrong.
+    """
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -50,7 +54,8 @@ def eventually(check, timeout: float, what: str, stack: NativeStack, every: floa
             return last
         time.sleep(every)
     logs = "\n".join(f"--- {name}\n{stack.log(name, 1500)}" for name in stack.processes)
-    pytest.fail(f"{what} within {timeout}s (last: {last!r})\n{logs}")
+    why = f"; {detail()}" if detail else ""
+    pytest.fail(f"{what} within {timeout}s (last: {last!r}{why})\n{logs}")
 
 
 @pytest.fixture(scope="module")
@@ -127,13 +132,17 @@ def test_every_dashboard_query_returns_data(stack):
     queries = dashboard_queries()
     assert len(queries) > 20
 
-    def empty():
+    missing = queries
+
+    def all_have_data():
+        nonlocal missing
         missing = [(name, title, expr) for name, title, expr in queries
                    if not prometheus(stack, "/api/v1/query", query=concrete(expr))["result"]]
-        return missing or "none"
+        return not missing
 
     # rate() needs two scrapes: wait until every query has data
-    assert eventually(lambda: empty() == "none", 90, "every dashboard query has data", stack)
+    assert eventually(all_have_data, 90, "every dashboard query has data", stack,
+                      detail=lambda: f"without data: {missing}")
 
 
 @slow

@@ -564,13 +564,28 @@ def platform_board(platform: Platform, currency: str) -> g.Dashboard:
                       "budgets, and the freshness of the KPI data.", panels)
 
 
+# kpi_source_up is absent while a source's first poll runs; kpi_source_syncing
+# is 1 then, so one query always says which of the three states a source is in.
+SOURCE_STATE = "kpi_source_up or on (job, instance, source) (2 * (kpi_source_syncing == 1))"
+_STATES = {0: ("down", "red"), 1: ("up", GREEN), 2: ("syncing", BLUE)}
+
+
+def source_state(x: int, y: int) -> g.StateTimeline:
+    return g.StateTimeline(
+        title="Source up", description="Up when the last poll of the source succeeded, down "
+        "when it failed; syncing while the first poll still runs.",
+        dataSource=DATASOURCE, gridPos=g.GridPos(h=8, w=12, x=x, y=y),
+        targets=[g.Target(expr=scoped(SOURCE_STATE), legendFormat="{{source}}", refId="A")],
+        mappings=[{"type": "value", "options": {
+            str(value): {"text": text, "color": color, "index": value}
+            for value, (text, color) in _STATES.items()}}],
+    )
+
+
 def health() -> g.Dashboard:
     """Is the data fresh, and are the upstream APIs answering?"""
     panels = [
-        timeseries("Source up", "1 when the last poll of the source succeeded; while the "
-                   "first poll runs, syncing is 1 instead.",
-                   [("kpi_source_up", "{{source}}"),
-                    ("kpi_source_syncing == 1", "{{source}} syncing")], "bool", 0, 0),
+        source_state(0, 0),
         timeseries("Data age", "Seconds since the last successful poll of each source.",
                    [("time() - kpi_source_last_success_timestamp_seconds", "{{source}}")],
                    "s", 12, 0),
