@@ -309,3 +309,9 @@ def test_rebuilt_past_matches_the_simulators_own_timelines():
             at, DEMO_FX_RATES, MrrRules())
         assert len(truth) > 300
         assert rebuilt == truth
+        # today's parsed subscriptions reused for the ones no event changed: the same
+        reused = history.customer_mrr_at(
+            data.raw_subscriptions, source.events.events("customer.subscription."), at,
+            prices=data.prices, coupons=data.coupons, known_discounts=source.known_discounts,
+            fx_rates=DEMO_FX_RATES, rules=MrrRules(), parsed=data.subscriptions)
+        assert reused == truth

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Callable, Iterator
 
+from exporter.sources.stripe.compact import Compactor
 from exporter.sources.stripe.parse import MalformedObject, discounts_on
 
 log = logging.getLogger(__name__)
@@ -33,34 +34,19 @@ EVENT_TYPES = (
 
 ListAll = Callable[[str, list[tuple[str, str]]], Iterator[dict]]
 
-# What rebuilding a subscription needs of it; the rest of an event (the legacy
-# `plan` on every item, payment settings, invoice settings...) is dropped, so a
-# month of events takes a fraction of the memory.
-SUBSCRIPTION_KEYS = frozenset({
-    "id", "object", "customer", "status", "currency", "items", "discounts",
-    "cancel_at_period_end", "cancel_at", "canceled_at", "created", "start_date", "ended_at",
-    "trial_start", "trial_end",
-})
-ITEM_KEYS = frozenset({"id", "object", "price", "quantity", "discounts"})
-
-
-def slim(event: dict) -> dict:
-    """The parts of an event that rebuilding the past reads."""
+def slim(event: dict, compactor: Compactor | None = None) -> dict:
+    """The parts of an event that rebuilding the past reads (see compact.py): the
+    legacy `plan` on every item, payment settings and the like are dropped, so a
+    month of events takes a fraction of the memory."""
+    compactor = compactor or Compactor()
     data = event["data"]
     if event["type"].startswith("customer.subscription."):
-        data = {key: _slim_subscription(value) for key, value in data.items()
+        data = {key: compactor.subscription(value) for key, value in data.items()
+                if key in ("object", "previous_attributes") and isinstance(value, dict)}
+    elif event["type"].startswith("customer.discount."):
+        data = {key: compactor.discount(value) for key, value in data.items()
                 if key in ("object", "previous_attributes") and isinstance(value, dict)}
     return {"id": event["id"], "type": event["type"], "created": event["created"], "data": data}
-
-
-def _slim_subscription(obj: dict) -> dict:
-    slimmed = {key: value for key, value in obj.items() if key in SUBSCRIPTION_KEYS}
-    items = slimmed.get("items")
-    if isinstance(items, dict) and isinstance(items.get("data"), list):
-        slimmed["items"] = {**items, "data": [
-            {k: v for k, v in item.items() if k in ITEM_KEYS} if isinstance(item, dict) else item
-            for item in items["data"]]}
-    return slimmed
 
 
 class EventLog:
@@ -68,6 +54,7 @@ class EventLog:
         self.retention = retention
         self._events: list[dict] = []  # newest first, as Stripe lists them
         self._ids: set[str] = set()
+        self._compactor = Compactor()  # one copy of each price and coupon across the events
 
     def refresh(self, list_all: ListAll, now: int) -> int:
         """Fetch what is new; returns how many events were added."""
@@ -82,7 +69,7 @@ class EventLog:
                 raise MalformedObject(f"stripe: event {name!r} has no id, type, created time "
                                       "or data.object with an id")
             if event["id"] not in self._ids and event["id"] not in ids:
-                new.append(slim(event))
+                new.append(slim(event, self._compactor))
                 ids.add(event["id"])
         # What was fetched is newer than what we hold, but for the overlap: merge by time.
         self._events = sorted(new + self._events, key=lambda e: e["created"], reverse=True)

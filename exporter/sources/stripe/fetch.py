@@ -13,6 +13,7 @@ from typing import Any, Iterator
 
 from exporter.http import HttpClient
 from exporter.sources.stripe import parse
+from exporter.sources.stripe.compact import Compactor
 from exporter.sources.stripe.mrr import FAILED_PAYMENTS_WINDOW
 from exporter.sources.stripe.records import (
     Charge,
@@ -29,11 +30,12 @@ PAGE_SIZE = 100
 
 @dataclass(frozen=True)
 class StripeData:
-    """Today's state, parsed, plus the raw subscriptions for rebuilding the past."""
+    """Today's state, parsed, plus the subscriptions as listed (compacted, see
+    compact.py) for rebuilding the past."""
 
     prices: dict[str, Price]
     coupons: dict[str, Coupon]
-    raw_subscriptions: list[dict]  # with their full item lists
+    raw_subscriptions: list[dict]  # compacted, with their full item lists
     subscriptions: list[Subscription]
     charges: list[Charge]
 
@@ -69,11 +71,13 @@ def current_state(client: HttpClient, now: int) -> StripeData:
     coupons = {c["id"]: parse.parse_coupon(c) for c in list_all(client, "/v1/coupons", [
         ("expand[]", "data.currency_options"), ("expand[]", "data.applies_to")])}
 
-    raw_subscriptions = list(list_all(client, "/v1/subscriptions", [
-        ("status", "all"), ("expand[]", "data.discounts.source.coupon"),
-        ("expand[]", "data.items.data.discounts"),
-    ]))
-    items_of = _complete_items(client, raw_subscriptions, coupons)
+    compactor = Compactor()  # each page's subscriptions compacted as it arrives
+    raw_subscriptions = [compactor.subscription(sub) for sub in list_all(
+        client, "/v1/subscriptions", [
+            ("status", "all"), ("expand[]", "data.discounts.source.coupon"),
+            ("expand[]", "data.items.data.discounts"),
+        ])]
+    items_of = _complete_items(client, raw_subscriptions, coupons, compactor)
     _fetch_missing_tiers(client, raw_subscriptions, items_of, prices)
 
     # From here on a subscription carries its whole item list.
@@ -88,7 +92,7 @@ def current_state(client: HttpClient, now: int) -> StripeData:
 
 
 def _complete_items(client: HttpClient, raw_subscriptions: list[dict],
-                    coupons: dict[str, Coupon]) -> dict[str, list[dict]]:
+                    coupons: dict[str, Coupon], compactor: Compactor) -> dict[str, list[dict]]:
     """Item lists to fetch separately: when a subscription embeds only its first
     items, or when an item discount's coupon is not in the coupon list (deleted
     coupons still discount): `/v1/subscription_items` can expand it, four levels
@@ -102,8 +106,9 @@ def _complete_items(client: HttpClient, raw_subscriptions: list[dict],
     for sub in raw_subscriptions:
         embedded = sub.get("items") or {}
         if embedded.get("has_more") or any(unknown_coupon(i) for i in embedded.get("data") or []):
-            items_of[sub["id"]] = list(list_all(client, "/v1/subscription_items", [
-                ("subscription", sub["id"]), ("expand[]", "data.discounts.source.coupon")]))
+            items_of[sub["id"]] = [compactor.item(item) for item in list_all(
+                client, "/v1/subscription_items", [
+                    ("subscription", sub["id"]), ("expand[]", "data.discounts.source.coupon")])]
     return items_of
 
 
@@ -122,8 +127,11 @@ def _fetch_missing_tiers(client: HttpClient, raw_subscriptions: list[dict],
                 f"/v1/prices/{price['id']}", [("expand[]", "tiers"), ("expand[]", "currency_options")]))
 
 
-def paid_invoice_lines(client: HttpClient, created_from: int, created_to: int) -> list[InvoiceLine]:
-    """Subscription lines of the invoices paid that were created in a time range."""
+def paid_invoice_lines(client: HttpClient, created_from: int, created_to: int,
+                       covering: int) -> list[InvoiceLine]:
+    """Subscription lines of the invoices paid that were created in a time range, whose
+    period covers `covering` (the only ones history.customer_mrr_from_invoices reads:
+    a year of invoices holds about twelve lines for each one kept)."""
     lines: list[InvoiceLine] = []
     for invoice in list_all(client, "/v1/invoices", [
             ("status", "paid"), ("created[gte]", str(created_from)),
@@ -131,7 +139,8 @@ def paid_invoice_lines(client: HttpClient, created_from: int, created_to: int) -
         more = None
         if parse.embedded_list_is_partial(invoice, "lines"):
             more = list(list_all(client, f"/v1/invoices/{invoice['id']}/lines", []))
-        lines += parse.parse_invoice_lines(invoice, more)
+        lines += [line for line in parse.parse_invoice_lines(invoice, more)
+                  if line.period_start <= covering < line.period_end]
     return lines
 
 

@@ -25,8 +25,7 @@ from decimal import Decimal
 from exporter import money
 from exporter.sources.stripe import parse
 from exporter.sources.stripe.mrr import MrrRules, customer_mrr, monthly
-from exporter.sources.stripe.records import Coupon, InvoiceLine, Price
-
+from exporter.sources.stripe.records import Coupon, InvoiceLine, Price, Subscription
 
 
 def put_back(obj: dict, previous: dict) -> dict:
@@ -152,9 +151,16 @@ def customer_mrr_from_invoices(lines: list[InvoiceLine], at: int, prices: dict[s
 def customer_mrr_at(current: list[dict], events: list[dict], at: int, *,
                     prices: dict[str, Price], coupons: dict[str, Coupon],
                     known_discounts: dict[str, dict], fx_rates: dict[str, Decimal],
-                    rules: MrrRules) -> dict[str, Decimal]:
+                    rules: MrrRules,
+                    parsed: list[Subscription] | None = None) -> dict[str, Decimal]:
     """Each customer's MRR at `at` (within the event retention), valued by the same
-    rules as today's, with today's prices for tiers and today's fx rates."""
-    subscriptions = [parse.parse_subscription(raw, prices, coupons, known_discounts=known_discounts)
+    rules as today's, with today's prices for tiers and today's fx rates.
+
+    `parsed`: today's subscriptions already parsed, in the order of `current`; a
+    subscription no event changed since `at` is then not parsed again (most are)."""
+    reuse = ({id(raw): sub for raw, sub in zip(current, parsed, strict=True)}
+             if parsed is not None else {})
+    subscriptions = [reuse.get(id(raw)) or
+                     parse.parse_subscription(raw, prices, coupons, known_discounts=known_discounts)
                      for raw in subscriptions_at(current, events, at)]
     return customer_mrr(subscriptions, at, fx_rates, rules)

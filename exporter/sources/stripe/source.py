@@ -206,7 +206,7 @@ class StripeSource(HttpSource):
             return history.customer_mrr_at(
                 data.raw_subscriptions, self.events.events("customer.subscription."), at,
                 prices=data.prices, coupons=data.coupons, known_discounts=self.known_discounts,
-                fx_rates=self.fx_rates, rules=self.config.mrr)
+                fx_rates=self.fx_rates, rules=self.config.mrr, parsed=data.subscriptions)
 
         return dynamics.revenue_dynamics(
             now_mrr=customer_mrr(data.subscriptions, now, self.fx_rates, self.config.mrr),
@@ -251,7 +251,7 @@ class StripeSource(HttpSource):
             at = now - YEAR
             # The invoice covering `at` was created at most a year before it (yearly
             # plans), or a little after the period started (renewals are drafts first).
-            lines = fetch.paid_invoice_lines(self.client, at - 366 * DAY, at + DAY)
+            lines = fetch.paid_invoice_lines(self.client, at - 366 * DAY, at + DAY, covering=at)
             ended = {s.id: s.ended_at for s in data.subscriptions if s.ended_at is not None}
             self._cohort = (day, history.customer_mrr_from_invoices(lines, at, data.prices,
                                                                     self.fx_rates, ended))

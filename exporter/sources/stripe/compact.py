@@ -1,0 +1,93 @@
+"""What the Stripe source keeps of a subscription between listing it and the KPIs.
+
+A listed subscription is some 9 KB of Python objects, most of it fields no KPI
+reads (the legacy `plan` on every item, payment and invoice settings, whole
+price objects repeated on every item of every subscription). Kept whole, the
+subscriptions of a large account and a month of their events take hundreds of
+MB. `Compactor.subscription` keeps the fields that parse.py and history.py
+read, and one shared copy of each embedded price and coupon. Nothing here is
+modified after it is made: history.put_back builds new dicts, so sharing is safe.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SUBSCRIPTION_KEYS = frozenset({
+    "id", "object", "customer", "status", "currency", "items", "discounts",
+    "cancel_at_period_end", "cancel_at", "canceled_at", "created", "start_date", "ended_at",
+    "trial_start", "trial_end",
+})
+ITEM_KEYS = frozenset({"id", "object", "price", "quantity", "discounts"})
+# parse_price's fields; a price's amounts, interval and tiers never change once made.
+PRICE_KEYS = frozenset({
+    "id", "object", "type", "currency", "recurring", "billing_scheme", "tiers", "tiers_mode",
+    "unit_amount", "unit_amount_decimal", "transform_quantity", "product", "currency_options",
+})
+RECURRING_KEYS = frozenset({"interval", "interval_count", "usage_type"})
+DISCOUNT_KEYS = frozenset({"id", "object", "coupon", "source", "end"})
+COUPON_KEYS = frozenset({
+    "id", "object", "duration", "percent_off", "amount_off", "currency", "currency_options",
+    "applies_to",
+})
+
+
+class Compactor:
+    """Compacts subscriptions, sharing one copy of each price and coupon it has seen."""
+
+    def __init__(self) -> None:
+        self._shared: dict[tuple[str, str], dict] = {}
+
+    def subscription(self, obj: dict) -> dict:
+        """The parts of a subscription (or of its previous_attributes) the KPIs read."""
+        compact = _only(obj, SUBSCRIPTION_KEYS)
+        items = compact.get("items")
+        if isinstance(items, dict) and isinstance(items.get("data"), list):
+            compact["items"] = {**items, "data": [self.item(i) for i in items["data"]]}
+        if isinstance(compact.get("discounts"), list):
+            compact["discounts"] = [self.discount(d) for d in compact["discounts"]]
+        return compact
+
+    def item(self, obj: Any) -> Any:
+        if not isinstance(obj, dict):
+            return obj
+        compact = _only(obj, ITEM_KEYS)
+        if isinstance(compact.get("price"), dict):
+            compact["price"] = self._share("price", self._price(compact["price"]))
+        if isinstance(compact.get("discounts"), list):
+            compact["discounts"] = [self.discount(d) for d in compact["discounts"]]
+        return compact
+
+    def discount(self, obj: Any) -> Any:
+        """A discount (an id, or an object whose coupon may be expanded)."""
+        if not isinstance(obj, dict):
+            return obj
+        compact = _only(obj, DISCOUNT_KEYS)
+        if isinstance(compact.get("coupon"), dict):
+            compact["coupon"] = self._share("coupon", _only(compact["coupon"], COUPON_KEYS))
+        source = compact.get("source")
+        if isinstance(source, dict) and isinstance(source.get("coupon"), dict):
+            compact["source"] = {**source, "coupon": self._share(
+                "coupon", _only(source["coupon"], COUPON_KEYS))}
+        return compact
+
+    @staticmethod
+    def _price(obj: dict) -> dict:
+        compact = _only(obj, PRICE_KEYS)
+        if isinstance(compact.get("recurring"), dict):
+            compact["recurring"] = _only(compact["recurring"], RECURRING_KEYS)
+        if isinstance(compact.get("product"), dict):
+            compact["product"] = compact["product"].get("id")
+        return compact
+
+    def _share(self, kind: str, obj: dict) -> dict:
+        """One copy per id, unless this copy differs (then it is kept as it is)."""
+        key = (kind, obj.get("id"))
+        if not isinstance(key[1], str):
+            return obj
+        held = self._shared.setdefault(key, obj)
+        return held if held == obj else obj
+
+
+def _only(obj: dict, keys: frozenset[str]) -> dict:
+    return {key: value for key, value in obj.items() if key in keys}
