@@ -18,7 +18,7 @@ from exporter.config import Config
 from exporter.demo import DEMO_FX_RATES, DemoExporter
 from exporter.secrets import Secret
 from exporter.simulator import FakeStripe, StripeStore, generate_company
-from exporter.simulator.ticker import BUSY_RATES, CompanyTicker
+from exporter.simulator.ticker import BUSY_RATES, DEFAULT_RATES, CompanyTicker
 from exporter.sources.stripe import StripeConfig
 from exporter.sources.stripe import fetch, history, parse
 from exporter.sources.stripe.mrr import MrrRules, customer_mrr
@@ -315,3 +315,95 @@ def test_rebuilt_past_matches_the_simulators_own_timelines():
             prices=data.prices, coupons=data.coupons, known_discounts=source.known_discounts,
             fx_rates=DEMO_FX_RATES, rules=MrrRules(), parsed=data.subscriptions)
         assert reused == truth
+
+
+def subscriptions_as_stored(store: StripeStore) -> dict[str, str]:
+    return {sub["id"]: repr(sub) for sub in store.snapshot(store.objects("subscriptions"))}
+
+
+def _stripe_source(fake: FakeStripe, clock: dict):
+    exporter = exporter_for(fake)
+    source = exporter.sources[0]
+    source.clock = lambda: clock["now"]
+    return exporter, source
+
+
+def test_incremental_polls_equal_a_full_sync_on_a_changing_company():
+    """The ticker signs up, upgrades, cancels, fails and retries payments between
+    polls; a later poll re-reads only what the events name (or re-lists when that
+    costs less), and every number equals a fresh exporter's full sync of the same
+    moment, exactly."""
+    start = 1_800_000_000
+    clock = {"now": start}
+    store = generate_company(seed=3, customers=1000, now=start)
+    rates = {kind: per_day * 10 for kind, per_day in DEFAULT_RATES.items()}
+    ticker = CompanyTicker(store, rng_seed=5, clock=lambda: clock["now"], rates=rates)
+    updates = []
+    with FakeStripe(store, api_key=KEY) as fake:
+        kept, source = _stripe_source(fake, clock)
+        assert kept.poller.poll_once(source).up
+        relist_cost = len(source.held.data([]).subscriptions) // 100
+        for hours in (1, 2, 5, 11, 17):  # 17: past midnight UTC
+            clock["now"] = start + hours * 3600
+            before = subscriptions_as_stored(store)
+            assert ticker.tick()
+            after = subscriptions_as_stored(store)
+            changed = {sub for sub in after if before.get(sub) != after[sub]}
+            fake.reset_log()
+            incremental = kept.poller.poll_once(source)
+            paths = [path for _, path, _ in fake.requests]
+            fresh, fresh_source = _stripe_source(fake, clock)
+            full = fresh.poller.poll_once(fresh_source)
+            fresh.stop()
+            assert incremental.up and full.up
+            assert changed and changed <= source.held.reread  # every changed one is named
+            updates.append(source.held.last_update)
+            if len(source.held.reread) > relist_cost:
+                assert source.held.last_update.endswith("more than a re-list costs)")
+            else:
+                assert source.held.last_update == f"{len(source.held.reread)} re-read"
+                assert "/v1/subscriptions" not in paths and "/v1/prices" not in paths
+                assert sorted(p for p in paths if p.startswith("/v1/subscriptions/")) == \
+                    sorted(f"/v1/subscriptions/{sub}" for sub in source.held.reread)
+            assert {(s.kpi, tuple(sorted(s.labels.items()))): s.value
+                    for s in incremental.samples} == \
+                {(s.kpi, tuple(sorted(s.labels.items()))): s.value for s in full.samples}
+        kept.stop()
+    assert sum(u.endswith("re-read") and u != "0 re-read" for u in updates) >= 3, updates
+    assert any(u.startswith("full sync") for u in updates), updates
+
+
+def test_a_poll_with_nothing_changed_costs_a_handful_of_requests():
+    clock = {"now": 1_800_000_000}
+    store = generate_company(seed=4, customers=300, now=clock["now"])
+    with FakeStripe(store, api_key=KEY) as fake:
+        exporter, source = _stripe_source(fake, clock)
+        first = exporter.poller.poll_once(source)
+        listed = fake.request_count
+        fake.reset_log()
+        clock["now"] += 300
+        steady = exporter.poller.poll_once(source)
+        exporter.stop()
+    assert first.up and steady.up and listed > 20
+    assert source.held.last_update == "0 re-read"
+    # events, charges, refunds and disputes since the last poll: one page each
+    assert sorted(path for _, path, _ in fake.requests) == \
+        ["/v1/charges", "/v1/disputes", "/v1/events", "/v1/refunds"]
+    assert {(s.kpi, tuple(s.labels.items())) for s in steady.samples} == \
+        {(s.kpi, tuple(s.labels.items())) for s in first.samples}
+
+
+def test_a_full_sync_follows_the_full_sync_interval():
+    clock = {"now": 1_800_000_000}
+    store = generate_company(seed=4, customers=40, now=clock["now"])
+    with FakeStripe(store, api_key=KEY) as fake:
+        exporter, source = _stripe_source(fake, clock)
+        source.held.full_sync_interval = 3600
+        reasons = []
+        for minutes in (0, 30, 59, 60, 90):
+            clock["now"] = 1_800_000_000 + minutes * 60
+            assert exporter.poller.poll_once(source).up
+            reasons.append(source.held.last_update)
+        exporter.stop()
+    assert reasons == ["full sync (first poll)", "0 re-read", "0 re-read",
+                       "full sync (full_sync_interval)", "0 re-read"]

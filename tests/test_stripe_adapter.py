@@ -228,7 +228,7 @@ def test_unknown_fx_rate_is_left_out_and_logged_once(caplog):
 
 @responses.activate
 def test_auth_failure_raises_without_the_key():
-    responses.add(responses.GET, API + "/v1/prices", status=401, json={"error": {
+    responses.add(responses.GET, API + "/v1/events", status=401, json={"error": {
         "type": "invalid_request_error",
         "message": "Invalid API Key provided: sk_test_adapter1234"}})
     with pytest.raises(UpstreamError) as caught:
@@ -239,13 +239,13 @@ def test_auth_failure_raises_without_the_key():
 
 @responses.activate
 def test_non_list_response_is_malformed():
-    responses.add(responses.GET, API + "/v1/prices", json={"object": "price"})
+    responses.add(responses.GET, API + "/v1/events", json={"object": "event"})
     with pytest.raises(MalformedObject, match="not a Stripe list"):
         make_source().poll()
 
 
 @responses.activate
-def test_second_poll_fetches_only_new_events_and_no_invoices():
+def test_second_poll_fetches_only_new_events_no_subscriptions_and_no_invoices():
     monthly = so.price("price_m", 1000)
     sub = so.subscription("sub_1", "cus_1", [so.item("si_1", monthly)], created=NOW - 90 * 86400)
     for path, body in [("/v1/prices", [monthly]), ("/v1/coupons", []),
@@ -271,7 +271,10 @@ def test_second_poll_fetches_only_new_events_and_no_invoices():
     invoice_calls = [query(c) for c in responses.calls if "/v1/invoices" in c.request.url]
     assert len(invoice_calls) == 1  # a year-old cohort does not change within a day
     assert invoice_calls[0]["status"] == ["paid"]
-    assert invoice_calls[0]["created[lte]"] == [str(NOW - 364 * 86400)]  # a day of slack
+    # a year before the start of today, and a day of slack
+    assert invoice_calls[0]["created[lte]"] == [str(NOW // 86400 * 86400 - 364 * 86400)]
+    # the second poll re-read no subscription: no event was new
+    assert sum("/v1/subscriptions" in c.request.url for c in responses.calls) == 1
 
 
 def test_event_log_drops_events_past_retention():
@@ -288,8 +291,8 @@ def test_event_log_drops_events_past_retention():
         calls.append(dict(params)["created[gte]"])
         return iter(pages[len(calls) - 1])
 
-    assert log.refresh(list_all, now=1000) == 2
-    assert log.refresh(list_all, now=1150) == 1          # e2 is not added twice
+    assert len(log.refresh(list_all, now=1000)) == 2
+    assert len(log.refresh(list_all, now=1150)) == 1         # e2 is not added twice
     assert calls == ["0", "650"]                         # 950 less the 300 s overlap
     assert [e["id"] for e in log.events()] == ["e3", "e2"]  # e1 (120) fell out of 150..1150
 
@@ -303,7 +306,7 @@ def test_event_log_fails_on_bad_events_and_survives_failed_fetches():
     with pytest.raises(MalformedObject, match="event 'bad'"):  # not skipped: the past needs it
         log.refresh(lambda path, params: iter([{"id": "bad"}, good]), now=1000)
     assert log.events() == []
-    assert log.refresh(lambda path, params: iter([good]), now=1000) == 1
+    assert len(log.refresh(lambda path, params: iter([good]), now=1000)) == 1
 
     def fails_part_way(path, params):
         yield so.event("e2", "customer.subscription.updated", {"id": "s"}, 995)
@@ -312,8 +315,8 @@ def test_event_log_fails_on_bad_events_and_survives_failed_fetches():
     with pytest.raises(RuntimeError):
         log.refresh(fails_part_way, now=1000)
     assert [e["id"] for e in log.events()] == ["e1"]  # nothing half-added...
-    assert log.refresh(lambda path, params: iter([so.event(
-        "e2", "customer.subscription.updated", {"id": "s"}, 995)]), now=1000) == 1  # ...so e2 comes
+    assert len(log.refresh(lambda path, params: iter([so.event(
+        "e2", "customer.subscription.updated", {"id": "s"}, 995)]), now=1000)) == 1  # ...so e2 comes
 
 
 def test_upstream_label_values_are_bounded(caplog):
@@ -344,3 +347,57 @@ def test_upstream_label_values_are_bounded(caplog):
     exported = samples(bounded)
     assert len({s.labels["status"] for s in exported if s.kpi == "subscriptions"}) == 3
     assert sum("does not document" in r.getMessage() for r in caplog.records) == 2
+
+
+def _one_subscription_account(monthly, sub):
+    for path, body in [("/v1/prices", [monthly]), ("/v1/coupons", []),
+                       ("/v1/subscriptions", [sub]), ("/v1/charges", []), ("/v1/refunds", []),
+                       ("/v1/disputes", []), ("/v1/invoices", [])]:
+        responses.add(responses.GET, API + path, json=so.page(body))
+
+
+@responses.activate
+def test_a_subscription_an_event_names_is_re_read_until_it_succeeds():
+    monthly = so.price("price_m", 1000)
+    sub = so.subscription("sub_1", "cus_1", [so.item("si_1", monthly)], created=NOW - 90 * 86400)
+    _one_subscription_account(monthly, sub)
+    upgraded = so.subscription("sub_1", "cus_1", [so.item("si_1", monthly, quantity=3)],
+                               created=NOW - 90 * 86400)
+    changed = so.event("evt_2", "customer.subscription.updated", upgraded, NOW - 10,
+                       previous={"items": sub["items"]})
+    responses.add(responses.GET, API + "/v1/events", json=so.page([]))
+    responses.add(responses.GET, API + "/v1/events", json=so.page([changed]))
+    responses.add(responses.GET, API + "/v1/events", json=so.page([changed]))  # not new now
+    retrieve = API + "/v1/subscriptions/sub_1"
+    responses.add(responses.GET, retrieve, status=500, json={"error": {"type": "api_error"}})
+
+    source = make_source()
+    mrr = {s.kpi: s.value for s in source.poll()}["mrr"]
+    assert mrr == 10.0
+    with pytest.raises(UpstreamError):  # the re-read fails (after its retries)...
+        source.poll()
+    responses.replace(responses.GET, retrieve, json=upgraded)
+    after = {s.kpi: s.value for s in source.poll()}
+    assert source.held.last_update == "1 re-read"  # ...so the next poll re-reads it
+    assert after["mrr"] == 30.0
+    [call] = [c for c in responses.calls if c.request.url.startswith(retrieve)
+              and c.response is not None and c.response.status_code == 200]
+    assert sorted(query(call)["expand[]"]) == ["discounts.source.coupon", "items.data.discounts"]
+
+
+@responses.activate
+def test_a_subscription_stripe_no_longer_has_means_a_full_sync():
+    monthly = so.price("price_m", 1000)
+    sub = so.subscription("sub_1", "cus_1", [so.item("si_1", monthly)], created=NOW - 90 * 86400)
+    _one_subscription_account(monthly, sub)
+    gone = so.event("evt_2", "customer.subscription.updated", sub, NOW - 10, previous={})
+    responses.add(responses.GET, API + "/v1/events", json=so.page([]))
+    responses.add(responses.GET, API + "/v1/events", json=so.page([gone]))
+    responses.add(responses.GET, API + "/v1/subscriptions/sub_1", status=404, json={"error": {
+        "type": "invalid_request_error", "code": "resource_missing"}})
+    source = make_source()
+    source.poll()
+    source.poll()
+    assert source.held.last_update == \
+        "full sync (an event names a subscription Stripe no longer has)"
+    assert sum(c.request.url.startswith(API + "/v1/subscriptions?") for c in responses.calls) == 2

@@ -56,8 +56,8 @@ class EventLog:
         self._ids: set[str] = set()
         self._compactor = Compactor()  # one copy of each price and coupon across the events
 
-    def refresh(self, list_all: ListAll, now: int) -> int:
-        """Fetch what is new; returns how many events were added."""
+    def refresh(self, list_all: ListAll, now: int) -> list[dict]:
+        """Fetch what is new; returns the events added (slimmed), oldest first."""
         since = self._events[0]["created"] - OVERLAP if self._events else now - self.retention
         params = [("types[]", kind) for kind in EVENT_TYPES]
         params.append(("created[gte]", str(since)))
@@ -75,7 +75,7 @@ class EventLog:
         self._events = sorted(new + self._events, key=lambda e: e["created"], reverse=True)
         self._ids |= ids
         self._prune(now)
-        return len(new)
+        return sorted(new, key=lambda e: e["created"])
 
     def _prune(self, now: int) -> None:
         cutoff = now - self.retention

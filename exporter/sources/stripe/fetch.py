@@ -9,7 +9,7 @@ discounts expanded. Lists are paged 100 objects at a time.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from exporter.http import HttpClient
 from exporter.sources.stripe import parse
@@ -64,31 +64,58 @@ def list_all(client: HttpClient, path: str, params: list[tuple[str, str]]) -> It
         yield from page["data"]
 
 
+# The same expansions for a subscription listed and one retrieved by id.
+SUBSCRIPTION_EXPAND = ("discounts.source.coupon", "items.data.discounts")
+
+
 def current_state(client: HttpClient, now: int) -> StripeData:
-    prices = {p["id"]: parse.parse_price(p) for p in list_all(client, "/v1/prices", [
+    """Everything at once, as a full sync reads it (see held.py for what polls keep)."""
+    prices, coupons = price_list(client), coupon_list(client)
+    compactor = Compactor()
+    raw = completed(client, all_subscriptions(client, compactor), prices, coupons, compactor)
+    return StripeData(prices=prices, coupons=coupons, raw_subscriptions=raw,
+                      subscriptions=[parse.parse_subscription(s, prices, coupons) for s in raw],
+                      charges=charges(client, now - FAILED_PAYMENTS_WINDOW))
+
+
+def price_list(client: HttpClient) -> dict[str, Price]:
+    return {p["id"]: parse.parse_price(p) for p in list_all(client, "/v1/prices", [
         ("expand[]", "data.tiers"), ("expand[]", "data.currency_options")])
         if p.get("type", "recurring") == "recurring" and p.get("recurring")}
-    coupons = {c["id"]: parse.parse_coupon(c) for c in list_all(client, "/v1/coupons", [
+
+
+def coupon_list(client: HttpClient) -> dict[str, Coupon]:
+    return {c["id"]: parse.parse_coupon(c) for c in list_all(client, "/v1/coupons", [
         ("expand[]", "data.currency_options"), ("expand[]", "data.applies_to")])}
 
-    compactor = Compactor()  # each page's subscriptions compacted as it arrives
-    raw_subscriptions = [compactor.subscription(sub) for sub in list_all(
-        client, "/v1/subscriptions", [
-            ("status", "all"), ("expand[]", "data.discounts.source.coupon"),
-            ("expand[]", "data.items.data.discounts"),
-        ])]
+
+def all_subscriptions(client: HttpClient, compactor: Compactor) -> list[dict]:
+    """Every subscription, canceled ones included, compacted page by page as it arrives."""
+    return [compactor.subscription(sub) for sub in list_all(
+        client, "/v1/subscriptions",
+        [("status", "all"), *(("expand[]", "data." + path) for path in SUBSCRIPTION_EXPAND)])]
+
+
+def subscription(client: HttpClient, subscription_id: str, compactor: Compactor) -> dict:
+    """One subscription by id, expanded as the list expands it."""
+    obj = client.get_json(f"/v1/subscriptions/{subscription_id}",
+                          [("expand[]", path) for path in SUBSCRIPTION_EXPAND])
+    if not isinstance(obj, dict) or obj.get("id") != subscription_id:
+        raise parse.MalformedObject(f"stripe: /v1/subscriptions/{subscription_id} answered "
+                                    "something other than that subscription")
+    return compactor.subscription(obj)
+
+
+def completed(client: HttpClient, raw_subscriptions: list[dict], prices: dict[str, Price],
+              coupons: dict[str, Coupon], compactor: Compactor) -> list[dict]:
+    """The subscriptions with their whole item lists, and the tiered prices they use
+    added to `prices`."""
     items_of = _complete_items(client, raw_subscriptions, coupons, compactor)
     _fetch_missing_tiers(client, raw_subscriptions, items_of, prices)
-
-    # From here on a subscription carries its whole item list.
     for sub in raw_subscriptions:
         if sub["id"] in items_of:
             sub["items"] = {**sub["items"], "data": items_of[sub["id"]], "has_more": False}
-    subscriptions = [parse.parse_subscription(sub, prices, coupons) for sub in raw_subscriptions]
-    charges = [parse.parse_charge(c) for c in list_all(
-        client, "/v1/charges", [("created[gte]", str(now - FAILED_PAYMENTS_WINDOW))])]
-    return StripeData(prices=prices, coupons=coupons, raw_subscriptions=raw_subscriptions,
-                      subscriptions=subscriptions, charges=charges)
+    return raw_subscriptions
 
 
 def _complete_items(client: HttpClient, raw_subscriptions: list[dict],
@@ -144,15 +171,18 @@ def paid_invoice_lines(client: HttpClient, created_from: int, created_to: int,
     return lines
 
 
-def refunds(client: HttpClient, since: int) -> list[Refund]:
-    return [parse.parse_refund(r) for r in list_all(client, "/v1/refunds",
-                                                    [("created[gte]", str(since))])]
+def _created_since(path: str, parse_one: Callable[[dict], Any]) -> Callable[..., list]:
+    def fetch(client: HttpClient, since: int) -> list:
+        return [parse_one(obj) for obj in list_all(client, path, [("created[gte]", str(since))])]
+    fetch.__doc__ = f"The objects of {path} created since `since`, parsed."
+    return fetch
 
 
-def disputes(client: HttpClient, since: int) -> list[Dispute]:
-    """Disputes created since `since` (a dispute stays open for weeks, not years)."""
-    return [parse.parse_dispute(d) for d in list_all(client, "/v1/disputes",
-                                                     [("created[gte]", str(since))])]
+charges: Callable[[HttpClient, int], list[Charge]] = _created_since("/v1/charges", parse.parse_charge)
+refunds: Callable[[HttpClient, int], list[Refund]] = _created_since("/v1/refunds", parse.parse_refund)
+# A dispute stays open for weeks, not years: see source.DISPUTE_LOOKBACK.
+disputes: Callable[[HttpClient, int], list[Dispute]] = _created_since("/v1/disputes",
+                                                                      parse.parse_dispute)
 
 
 def paid_since(client: HttpClient, subscription: str, since: int) -> bool:

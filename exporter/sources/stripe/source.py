@@ -20,9 +20,12 @@ from exporter.config import PollLimits, Section
 from exporter.http import HttpClient
 from exporter.secrets import Secret
 from exporter.sources.base import HttpSource, http_client, Registration, Sample
-from exporter.sources.stripe import dynamics, fetch, history
+from exporter.sources.stripe import dynamics, fetch, held, history
 from exporter.sources.stripe.events import EventLog, referenced_discounts
-from exporter.sources.stripe.mrr import MrrRules, RevenueKpis, customer_mrr, revenue_kpis
+from exporter.sources.stripe.mrr import (
+    FAILED_PAYMENTS_WINDOW, MrrRules, RevenueKpis, customer_mrr, revenue_kpis,
+)
+from exporter.sources.stripe.window import TrailingWindow
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,9 @@ DAY = 86400
 WINDOW = 30 * DAY  # the trailing window of the dynamics KPIs ("30d")
 YEAR = 365 * DAY  # the one-year retention cohort ("1y")
 DISPUTE_LOOKBACK = 180 * DAY  # card networks close disputes within months
+# A refund in these states no longer changes (a succeeded one failing later is
+# rare; the full sync's re-list catches it).
+SETTLED_REFUNDS = frozenset({"succeeded", "failed", "canceled"})
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,8 @@ class StripeConfig:
     limits: PollLimits = PollLimits(50_000, 3600.0)  # a million subscriptions: 10,000 pages and the invoices
     rate_limit: float = 25.0  # requests per second; Stripe allows 100 live, 25 in test mode
     timeout: float = 30.0
+    # A re-list of every subscription, however few the events say changed (held.py).
+    full_sync_interval: float = held.FULL_SYNC_INTERVAL
     mrr: MrrRules = field(default_factory=MrrRules)
     # Share of revenue kept after the cost of serving it, for lifetime value.
     gross_margin: Decimal = Decimal("0.80")
@@ -59,6 +67,7 @@ def parse_config(section: Section) -> StripeConfig:
         api_key=section.secret("api_key"),
         base_url=section.url("base_url", StripeConfig.base_url),
         **section.common(StripeConfig),
+        full_sync_interval=section.duration("full_sync_interval", StripeConfig.full_sync_interval),
         mrr=rules,
         gross_margin=Decimal(str(section.convert("gross_margin", StripeConfig.gross_margin,
                                                  _fraction))),
@@ -158,15 +167,33 @@ class StripeSource(HttpSource):
         self.clock = clock
         self.client = client or make_client(source_config)
         self.events = EventLog()
+        self.held = held.HeldSubscriptions(source_config.full_sync_interval)
+        # The trailing windows, listed incrementally; a settled object never changes.
+        self.charges = TrailingWindow(fetch.charges, lambda c: c.status != "pending")
+        self.refunds = TrailingWindow(fetch.refunds, lambda r: r.status in SETTLED_REFUNDS)
+        self.disputes = TrailingWindow(
+            fetch.disputes, lambda d: d.status not in dynamics.OPEN_DISPUTE_STATUSES)
         # Discount objects by id, kept across polls: events name discounts by id only.
         self.known_discounts: dict[str, dict] = {}
         self._cohort: tuple[int, dict[str, Decimal]] | None = None  # (day, MRR a year before)
         self._paid_trials: set[str] = set()  # trials known to have paid after they ended
+        # Trials that had not paid when asked: asked again once the subscription changes
+        # (paying a past-due invoice does: it becomes active) or at the next full sync.
+        self._unpaid_trials: set[str] = set()
         self._warned_currencies: set[str] = set()
 
     def poll(self) -> list[Sample]:
         now = int(self.clock())
-        data = fetch.current_state(self.client, now)
+        # Events first: whatever changes while the subscriptions are read is in the next ones.
+        new_events = self.events.refresh(partial(fetch.list_all, self.client), now)
+        full_syncs = self.held.synced_at
+        self.held.update(self.client, new_events, now)
+        if self.held.synced_at != full_syncs:  # the windows, too, are listed whole then
+            for window in (self.charges, self.refunds, self.disputes):
+                window.forget()
+            self._unpaid_trials.clear()
+        self._unpaid_trials -= self.held.reread
+        data = self.held.data(self.charges.update(self.client, now - FAILED_PAYMENTS_WINDOW, now))
         kpis = revenue_kpis(data.subscriptions, data.charges, now=now,
                             fx_rates=self.fx_rates, rules=self.config.mrr)
         self._warn_missing_rates(kpis)
@@ -198,8 +225,6 @@ class StripeSource(HttpSource):
                                    missing_fx=missing)
 
     def _dynamics(self, data: fetch.StripeData, kpis: RevenueKpis, now: int) -> dynamics.RevenueDynamics:
-        list_all = partial(fetch.list_all, self.client)
-        self.events.refresh(list_all, now)
         self._remember_discounts(data)
 
         def mrr_at(at: int) -> dict[str, Decimal]:
@@ -217,21 +242,25 @@ class StripeSource(HttpSource):
                                                  self.config.mrr),
             paid_after_trial=self._paid_after_trial(data, now),
             subscriptions=data.subscriptions,
-            refunds=fetch.refunds(self.client, now - WINDOW),
-            disputes=fetch.disputes(self.client, now - DISPUTE_LOOKBACK),
+            refunds=self.refunds.update(self.client, now - WINDOW, now),
+            disputes=self.disputes.update(self.client, now - DISPUTE_LOOKBACK, now),
             arpa=kpis.arpa, gross_margin=self.config.gross_margin,
             fx_rates=self.fx_rates, now=now, window=WINDOW,
         )
 
     def _paid_after_trial(self, data: fetch.StripeData, now: int) -> set[str]:
         """Ended trials that paid an invoice, asked of Stripe only where the status
-        leaves it open; a yes never changes, so it is remembered."""
+        leaves it open; a yes never changes, so it is remembered, and so is a no
+        until the subscription changes."""
         ended = dynamics.trials_ended_in(data.subscriptions, now, WINDOW)
-        self._paid_trials &= {sub.id for sub in ended}  # forget trials out of the window
+        in_window = {sub.id for sub in ended}
+        self._paid_trials &= in_window  # forget trials out of the window
+        self._unpaid_trials &= in_window
         for sub in ended:
-            if sub.id not in self._paid_trials and dynamics.needs_payment_check(sub):
-                if fetch.paid_since(self.client, sub.id, sub.trial_end):
-                    self._paid_trials.add(sub.id)
+            if (sub.id not in self._paid_trials and sub.id not in self._unpaid_trials
+                    and dynamics.needs_payment_check(sub)):
+                paid = fetch.paid_since(self.client, sub.id, sub.trial_end)
+                (self._paid_trials if paid else self._unpaid_trials).add(sub.id)
         return self._paid_trials
 
     def _remember_discounts(self, data: fetch.StripeData) -> None:
@@ -245,10 +274,12 @@ class StripeSource(HttpSource):
             del self.known_discounts[stale]
 
     def _year_ago_mrr(self, data: fetch.StripeData, now: int) -> dict[str, Decimal]:
-        """Customer MRR a year ago from paid invoices; invoices do not change, so once a day."""
+        """Customer MRR a year before the start of today (UTC) from paid invoices: a
+        moment that stays put all day, so it is asked once a day (invoices of the
+        past do not change) and every poll of the day values the same cohort."""
         day = now // DAY
         if self._cohort is None or self._cohort[0] != day:
-            at = now - YEAR
+            at = day * DAY - YEAR
             # The invoice covering `at` was created at most a year before it (yearly
             # plans), or a little after the period started (renewals are drafts first).
             lines = fetch.paid_invoice_lines(self.client, at - 366 * DAY, at + DAY, covering=at)
