@@ -98,3 +98,67 @@ def test_the_company_exercises_every_kpi(polled):
     assert {labels for metric, labels in values if metric == "sales_pipeline_amount"} >= {
         (("pipeline", "Enterprise"), ("stage", "Discovery")),
         (("pipeline", "Sales Pipeline"), ("stage", "Contract sent"))}
+
+
+def test_salesforce_polls_between_full_reads_equal_a_full_read_of_a_changing_company():
+    """Deals move, close, reopen, change amount and appear between two polls; the
+    second poll reads only what SystemModstamp says changed, and its numbers equal
+    a fresh source's full read of the same moment."""
+    from exporter.simulator.crm_company import CrmDeal, midnight
+
+    start = int(time.time())
+    company = generate_crm(seed=6, now=start, profile=PROFILE)
+    clock = {"now": start}
+
+    def salesforce_for(fake):
+        return SalesforceSource(
+            SalesforceConfig(login_url=fake.url, client_id=fake.client_id,
+                             client_secret=Secret(fake.client_secret),
+                             pipeline_field="RecordType.Name"), FX, clock=lambda: clock["now"])
+
+    with FakeSalesforce(company) as fake:
+        kept = salesforce_for(fake)
+        first = kept.poll()
+        at = clock["now"] = start + 3600
+        default = company.pipeline("default")
+        open_deals = [d for d in company.deals if d.pipeline == "default"
+                      and not default.stage(d.stage).is_closed]
+        old_closed = [d for d in company.deals if d.closed is not None
+                      and d.closed < start - 120 * 86400]
+        moved, won, lost, repriced = open_deals[:4]
+        moved.stage = "contractsent" if moved.stage != "contractsent" else "qualifiedtobuy"
+        won.stage, won.closed = "closedwon", midnight(at)
+        lost.stage, lost.closed = "closedlost", midnight(at)
+        repriced.amount = Decimal("123456")
+        for deal in (moved, won, lost):
+            deal.stage_changed = at - 60
+        changed = [moved, won, lost, repriced]
+        if old_closed:  # reopened: back in the pipeline although closed long ago
+            reopened = old_closed[0]
+            reopened.stage, reopened.closed, reopened.stage_changed = \
+                "appointmentscheduled", None, at - 60
+            reopened.pipeline = "default"
+            changed.append(reopened)
+        new = CrmDeal(id=max(d.id for d in company.deals) + 1, name="New deal",
+                      pipeline="default", stage="appointmentscheduled", amount=Decimal("5000"),
+                      currency="usd", created=at - 120, stage_changed=at - 120,
+                      modified=at - 120)
+        company.deals.append(new)
+        for deal in changed:
+            deal.modified = at - 60
+        fake.reload()
+        fake.reset_log()
+        incremental = kept.poll()
+        queries = [q["q"][0] for _, path, q in fake.requests if path.endswith("/query")
+                   and "FROM Opportunity " in q.get("q", [""])[0]]
+        fresh = salesforce_for(fake)
+        full = fresh.poll()
+        kept.close()
+        fresh.close()
+    assert len(queries) == 1 and "SystemModstamp > " in queries[0]
+    assert comparable(incremental) == comparable(full)
+    before, after = comparable(first), comparable(incremental)
+    changed_series = {key for key in before.keys() | after.keys()
+                      if before.get(key) != after.get(key)}
+    assert {metric for metric, _ in changed_series} >= {
+        "sales_deals_won", "sales_deals_lost", "sales_pipeline_amount", "sales_open_deals"}

@@ -105,10 +105,11 @@ def hubspot_case(url_of):
 def salesforce_case(url_of):
     fake = FakeSalesforce(generate_crm(4, NOW), batch_size=200).start()
 
-    def drift(path, body):
+    def drift(path, body):  # stages are read every poll; opportunities only when changed
         if path.endswith("/query") and isinstance(body, dict):
             each(body.get("records", []), lambda r: r.pop("IsClosed", None)
-                 if (r.get("attributes") or {}).get("type") == "Opportunity" else None)
+                 if (r.get("attributes") or {}).get("type") in ("Opportunity", "OpportunityStage")
+                 else None)
         return body
 
     def endless(path, body):

@@ -153,7 +153,7 @@ def one(samples, metric, **labels):
     ("{access_token: x, lifecycle_stages: {mql: 'Marketing Qualified'}}",
      "sources.hubspot.lifecycle_stages"),
     ("{access_token: x, max_stages: 0}", "sources.hubspot.max_stages"),
-    ("{access_token: x, full_refresh_interval: daily}", "sources.hubspot.full_refresh_interval"),
+    ("{access_token: x, full_sync_interval: daily}", "sources.hubspot.full_sync_interval"),
     ("{access_token: x, pipeline: [default]}", "sources.hubspot.pipeline"),  # a typo
     ("{access_token: x, search_rate_limit: 0}", "sources.hubspot.search_rate_limit"),
 ])
@@ -266,7 +266,7 @@ def test_later_polls_search_only_what_changed_and_merge_it():
 def test_a_full_refresh_drops_deleted_deals():
     mock_account(responses)
     clock = [NOW]
-    hubspot = source(", full_refresh_interval: 1h")
+    hubspot = source(", full_sync_interval: 1h")
     hubspot.clock = lambda: clock[0]
     hubspot.poll()
     # Deal 4 (the only Renewals deal) was deleted: search never says so, the next list does.

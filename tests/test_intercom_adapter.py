@@ -76,7 +76,7 @@ def test_config_regions_and_defaults(tmp_path):
     assert parse_config_text("access_token: x\nregion: au\n").base_url == \
         "https://api.au.intercom.io"
     cfg = parse_config_text("access_token: x\nregion: eu\nbase_url: http://127.0.0.1:9/\n")
-    assert cfg.base_url == "http://127.0.0.1:9" and cfg.full_refresh_interval == DAY
+    assert cfg.base_url == "http://127.0.0.1:9" and cfg.full_sync_interval == DAY
     secret = tmp_path / "token"
     secret.write_text(TOKEN)
     assert parse_config_text(f"access_token_file: {secret}\n").access_token.reveal() == TOKEN
@@ -86,7 +86,7 @@ def test_config_regions_and_defaults(tmp_path):
     ("region: us\n", "access_token"),
     ("access_token: x\nregion: asia\n", "region"),
     ("access_token: x\nbase_url: api.intercom.io\n", "base_url"),
-    ("access_token: x\nfull_refresh_interval: daily\n", "full_refresh_interval"),
+    ("access_token: x\nfull_sync_interval: daily\n", "full_sync_interval"),
     ("access_token: ''\n", "access_token"),
 ])
 def test_bad_config_names_the_key(text, key):

@@ -16,7 +16,8 @@ It serves a `CrmCompany` (exporter/simulator/crm_company.py) as an org's records
 - `RecordType`: one per pipeline (Name = its label), and `Opportunity`: one per
   deal, StageName = its stage's label, RecordType.Name = its pipeline's label,
   Amount (null without one), Probability, CloseDate (the close date of closed
-  deals; open ones a future expected date), CreatedDate, LastModifiedDate,
+  deals; open ones a future expected date), CreatedDate, LastModifiedDate and
+  SystemModstamp (both the deal's last change),
   IsClosed, IsWon, LastStageChangeDate (null for a deal still in the stage it
   was created in, as Salesforce leaves it), and CurrencyIsoCode when
   `multi_currency` (otherwise the field does not exist and amounts are taken as
@@ -201,6 +202,7 @@ def _schema(multi_currency: bool) -> dict[str, SObject]:
             _f("Probability", "percent"), _f("CloseDate", "date", nillable=False),
             _f("CreatedDate", "datetime", nillable=False),
             _f("LastModifiedDate", "datetime", nillable=False),
+            _f("SystemModstamp", "datetime", nillable=False),
             _f("IsClosed", "boolean", nillable=False), _f("IsWon", "boolean", nillable=False),
             _f("LastStageChangeDate", "datetime"), *currency,
             _f("RecordTypeId", "reference", relationship="RecordType",
@@ -267,7 +269,7 @@ def _tables(company: CrmCompany, multi_currency: bool) -> dict[str, list[dict]]:
                "CloseDate": deal.closed if stage.is_closed and deal.closed is not None
                else expected,
                "CreatedDate": deal.created, "LastModifiedDate": deal.modified,
-               "IsClosed": stage.is_closed, "IsWon": stage.is_won,
+               "SystemModstamp": deal.modified, "IsClosed": stage.is_closed, "IsWon": stage.is_won,
                "LastStageChangeDate": None if deal.stage_changed == deal.created
                else deal.stage_changed,
                "RecordTypeId": record_type["Id"], "RecordType": record_type}

@@ -1,7 +1,7 @@
 """The HubSpot source: its config, the deals and contacts it keeps between polls,
 and the records it hands to the shared CRM math.
 
-The first poll (and one every `full_refresh_interval`) reads every deal through
+The first poll (and one every `full_sync_interval`) reads every deal through
 the list endpoint and searches the contacts that were created or entered a
 mapped lifecycle stage in the lead window. Later polls only search what changed
 since the previous poll (`hs_lastmodifieddate` for deals, `lastmodifieddate` for
@@ -62,7 +62,7 @@ class HubSpotConfig:
     lifecycle_stages: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_LIFECYCLE))
     poll_interval: float = 900.0
     limits: PollLimits = PollLimits(20_000, 3600.0)  # a first read of 100,000 deals and their contacts
-    full_refresh_interval: float = 86400.0
+    full_sync_interval: float = 86400.0
     max_stages: int = 40
     rate_limit: float = 9.0  # requests per second, all kinds: Free and Starter allow 100 per 10 s
     search_rate_limit: float = 4.0  # searches per second: the search API allows 5 per account
@@ -99,8 +99,8 @@ def parse_config(section: Section) -> HubSpotConfig:
         base_url=section.url("base_url", API),
         pipelines=section.convert("pipelines", (), _names),
         lifecycle_stages=section.convert("lifecycle_stages", dict(DEFAULT_LIFECYCLE), _lifecycle),
-        full_refresh_interval=section.duration("full_refresh_interval",
-                                               HubSpotConfig.full_refresh_interval),
+        full_sync_interval=section.duration("full_sync_interval",
+                                               HubSpotConfig.full_sync_interval),
         max_stages=section.count("max_stages", HubSpotConfig.max_stages),
         search_rate_limit=section.number("search_rate_limit", HubSpotConfig.search_rate_limit,
                                          minimum=0.1),
@@ -169,7 +169,7 @@ class HubSpotSource(HttpSource):
         if self._company_currency is None:
             self._company_currency = _company_currency(self.client)
         state = self._state
-        if state.full_at is None or now - state.full_at >= self.config.full_refresh_interval:
+        if state.full_at is None or now - state.full_at >= self.config.full_sync_interval:
             state = self._full_read(now)
         else:
             state = self._changes_since(state, now)

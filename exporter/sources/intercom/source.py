@@ -1,7 +1,7 @@
 """The Intercom source: its config, the conversations it keeps between polls,
 and the records it hands to the shared support math (a conversation is a ticket).
 
-The first poll (and one every `full_refresh_interval`) searches every
+The first poll (and one every `full_sync_interval`) searches every
 conversation that is not closed or was updated in the last 30 days; later
 polls search only those updated since the previous poll (overlapping it by
 5 minutes) and merge them in by id. Searches never return a deleted
@@ -48,7 +48,7 @@ class IntercomConfig:
     base_url: str = REGIONS["us"]
     poll_interval: float = 300.0
     limits: PollLimits = PollLimits(10_000, 3600.0)  # a full search of a million conversations
-    full_refresh_interval: float = 86400.0
+    full_sync_interval: float = 86400.0
     # Requests a second: Intercom allows ~1,000 a minute per app (in 10-second
     # windows); 5 a second leaves room for the workspace's other integrations.
     rate_limit: float = 5.0
@@ -62,8 +62,8 @@ def parse_config(section: Section) -> IntercomConfig:
     return IntercomConfig(
         access_token=section.secret("access_token"),
         base_url=section.url("base_url", REGIONS[region]),
-        full_refresh_interval=section.duration("full_refresh_interval",
-                                               IntercomConfig.full_refresh_interval),
+        full_sync_interval=section.duration("full_sync_interval",
+                                               IntercomConfig.full_sync_interval),
         **section.common(IntercomConfig),
     )
 
@@ -99,7 +99,7 @@ class IntercomSource(HttpSource):
 
     def read(self, now: int) -> HelpdeskData:
         state = self._state
-        if state.full_at is None or now - state.full_at >= self.config.full_refresh_interval:
+        if state.full_at is None or now - state.full_at >= self.config.full_sync_interval:
             query, conversations, full_at = \
                 fetch.open_or_updated_since(now - export.LOOKBACK), {}, now
         else:

@@ -4,7 +4,7 @@
   pipeline), its label and default probability (0-100) by API name.
 - Opportunity fields: `sobjects/Opportunity/describe` says once whether the
   org has CurrencyIsoCode (multi-currency) and LastStageChangeDate.
-- Deals: `Opportunity`, open or closed after a date.
+- Deals: `Opportunity`, open or closed after a date; or changed after a moment.
 - Leads: created after a moment or converted after a date, and by id.
 - Status changes: `LeadHistory` rows of Field 'Status' after a moment (OldValue
   and NewValue cannot be filtered in SOQL, so the statuses are matched here;
@@ -87,6 +87,13 @@ def opportunities(api: SalesforceApi, fields: list[str], closed_after: int) -> I
     yield from selected(api.query(f"SELECT {', '.join(fields)} FROM Opportunity WHERE "
                                   f"IsClosed = false OR CloseDate > {soql_date(closed_after)}"),
                         fields)
+
+
+def opportunities_modified(api: SalesforceApi, fields: list[str], since: int) -> Iterator[dict]:
+    """Opportunities changed after `since` (SystemModstamp: any change, by a user or
+    by the system), open or closed."""
+    yield from selected(api.query(f"SELECT {', '.join(fields)} FROM Opportunity WHERE "
+                                  f"SystemModstamp > {soql_datetime(since)}"), fields)
 
 
 def leads_since(api: SalesforceApi, since: int) -> Iterator[dict]:

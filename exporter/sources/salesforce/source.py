@@ -8,7 +8,11 @@ A poll reads, with SOQL (fetch.py), through one OAuth token kept between polls (
   probability = the stage's DefaultProbability / 100 (not the deal's own
   Probability, so that the same deals give the same numbers as in HubSpot);
   closed = CloseDate (midnight UTC); stage changed = LastStageChangeDate, or
-  CreatedDate when the deal never moved. Pipeline = the value of
+  CreatedDate when the deal never moved. The first poll, and one every
+  `full_sync_interval`, reads them all; the polls in between read only those
+  whose SystemModstamp is after the last poll (less 5 minutes) and keep the
+  rest, so a deal deleted in between counts until the next full read.
+  Pipeline = the value of
   `pipeline_field` (e.g. RecordType.Name), else "default". Amount = Amount in
   the deal's CurrencyIsoCode (or the org's currency in a single-currency org),
   converted with fx_rates; without a rate the amount is left out and the deal
@@ -44,6 +48,7 @@ from exporter.sources.salesforce.api import NAME, ApiUsage, SalesforceApi
 
 log = logging.getLogger(__name__)
 
+OVERLAP = 300  # seconds re-read before the last poll: changes can commit a little late
 DEFAULT_PIPELINE = "default"  # without pipeline_field, or when a deal has no value in it
 FUNNEL_STAGES = ("mql", "sql")
 DEFAULT_LEAD_STATUSES = {"mql": ("Marketing Qualified",), "sql": ("Sales Qualified",)}
@@ -64,6 +69,9 @@ class SalesforceConfig:
     lead_statuses: dict[str, tuple[str, ...]] = field(
         default_factory=lambda: dict(DEFAULT_LEAD_STATUSES))
     max_stages: int = 40
+    # Polls in between read only the opportunities changed since the last one; a
+    # full read also drops the deleted ones.
+    full_sync_interval: float = 86400.0
     rate_limit: float = 5.0  # requests per second
     timeout: float = 30.0
 
@@ -130,6 +138,8 @@ def parse_config(section: Section) -> SalesforceConfig:
         lead_statuses=section.convert("lead_statuses", dict(DEFAULT_LEAD_STATUSES),
                                       _lead_statuses),
         max_stages=section.count("max_stages", SalesforceConfig.max_stages),
+        full_sync_interval=section.duration("full_sync_interval",
+                                            SalesforceConfig.full_sync_interval),
         **section.common(SalesforceConfig),
     )
 
@@ -158,6 +168,10 @@ class SalesforceSource(HttpSource):
                                  source_config.client_secret, source_config.api_version)
         self._deal_fields: list[str] | None = None  # learned once from the describe
         self._org_currency: str | None = None
+        # The opportunities of the last poll by Id, when it read them, and the last full read.
+        self._opportunities: dict[str, dict] = {}
+        self._read_at: int | None = None
+        self._full_at: int | None = None
 
     def poll(self) -> list[Sample]:
         now = int(self.clock())
@@ -173,15 +187,38 @@ class SalesforceSource(HttpSource):
     def _deals(self, now: int) -> tuple[list[Deal], dict[str, int]]:
         fields = self._opportunity_fields()
         stages = fetch.stages(self.api)
+        records, full = self._opportunity_records(fields, now)
         deals: list[Deal] = []
         unconverted: dict[str, int] = {}
-        for record in fetch.opportunities(self.api, fields, now - export.CLOSED_LOOKBACK):
+        for record in records.values():
             deal = self._deal(record, stages)
             if deal.amount is None and record.get("Amount") is not None:
                 currency = self._currency(record)
                 unconverted[currency] = unconverted.get(currency, 0) + 1
             deals.append(deal)
+        # Kept only once every record read well.
+        self._opportunities, self._read_at = records, now
+        if full:
+            self._full_at = now
         return deals, unconverted
+
+    def _opportunity_records(self, fields: list[str], now: int) -> tuple[dict[str, dict], bool]:
+        """{Id: record} of the open opportunities and those closed after the lookback:
+        read whole on the first poll and every full_sync_interval, otherwise the last
+        poll's, updated with what changed since (less OVERLAP, for late commits)."""
+        closed_after = now - export.CLOSED_LOOKBACK
+        full = self._full_at is None or now - self._full_at >= self.config.full_sync_interval
+        if full:
+            read = fetch.opportunities(self.api, fields, closed_after)
+            return {fetch.text(r, "Id"): r for r in read}, True
+        records = dict(self._opportunities)
+        for record in fetch.opportunities_modified(self.api, fields, self._read_at - OVERLAP):
+            records[fetch.text(record, "Id")] = record
+        # What the full read's WHERE keeps: open, or closed on a date after the lookback's.
+        cutoff = fetch.timestamp(fetch.soql_date(closed_after))
+        return {record_id: r for record_id, r in records.items()
+                if not fetch.boolean(r, "IsClosed")
+                or fetch.required(r, "CloseDate", fetch.timestamp) > cutoff}, False
 
     def _deal(self, record: dict, stages: dict[str, dict]) -> Deal:
         deal_id = fetch.text(record, "Id")
