@@ -29,6 +29,7 @@ from decimal import Decimal
 
 import requests
 
+from exporter import runtime
 from exporter.collector import KpiCollector
 from exporter.poller import Poller
 from exporter.secrets import Secret
@@ -103,6 +104,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=87_000)
     parser.add_argument("--steady-polls", type=int, default=1)
+    parser.add_argument("--untuned", action="store_true",
+                        help="CPython's default GIL switch interval and no gc.freeze() "
+                             "during and after polls, to compare with what `serve` does "
+                             "(exporter/runtime.py)")
     args = parser.parse_args()
 
     now = int(time.time())
@@ -117,6 +122,9 @@ def main() -> None:
         config = StripeConfig(api_key=Secret(api_key), base_url=url, rate_limit=None)
         source = StripeSource(config, FX)
         poller = Poller([source])
+        if not args.untuned:  # as Exporter.run_until_signal does
+            runtime.tune_for_serving()
+            poller.after_poll = runtime.HeapFreezer().start().freeze
         registry = CollectorRegistry()
         registry.register(KpiCollector(poller))
         server = BackgroundHttpServer("127.0.0.1", 0, make_app(registry, poller)).start()

@@ -8,6 +8,7 @@ import threading
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
+from exporter import runtime
 from exporter.collector import KpiCollector
 from exporter.config import Config
 from exporter.poller import Poller
@@ -57,6 +58,11 @@ class Exporter:
         self.server.stop()
 
     def run_until_signal(self) -> None:
+        """Run as the process's one job (`serve`, `demo`): tuned to answer scrapes
+        promptly while polls compute (see runtime.py)."""
+        runtime.tune_for_serving()
+        freezer = runtime.HeapFreezer().start()
+        self.poller.after_poll = freezer.freeze
         self.start()
         wait_for_signal()
         log.info("shutting down")

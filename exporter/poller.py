@@ -75,6 +75,8 @@ class Poller:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        # Called on the poll thread after every poll (runtime.HeapFreezer in `serve`).
+        self.after_poll: Callable[[], None] | None = None
 
     def start(self) -> None:
         for source in self.sources:
@@ -108,6 +110,13 @@ class Poller:
             source.close()
 
     def poll_once(self, source: Source) -> SourceState:
+        try:
+            return self._poll(source)
+        finally:
+            if self.after_poll is not None:
+                self.after_poll()
+
+    def _poll(self, source: Source) -> SourceState:
         started = self._monotonic()
         with self._lock:
             self._states[source.name] = dataclasses.replace(self._states[source.name],
