@@ -27,6 +27,7 @@ from exporter.sources.zendesk.source import make_client
 API = "https://acme.zendesk.com"
 EXPORT = API + "/api/v2/incremental/tickets/cursor.json"
 RATINGS = API + "/api/v2/satisfaction_ratings"
+SEARCH = API + "/api/v2/search/export.json"
 TOKEN = "zd-secret-token-123456"
 NOW = 1_800_000_000
 MINUTE = 60
@@ -68,10 +69,21 @@ def page(tickets, metric_sets, cursor, end=True):
 
 
 def export_from(cursor, body=None, **kwargs):
-    """Mock the export page asked for with `cursor` (None: the first, start_time=0)."""
+    """Mock the export page asked for with `cursor` (None: the first poll's, from 30
+    days before NOW, after a search export for the backlog: none unless `backlog` ran)."""
     params = {"include": "metric_sets", "per_page": "1000"}
-    params.update({"cursor": cursor} if cursor else {"start_time": "0"})
+    params.update({"cursor": cursor} if cursor else {"start_time": str(NOW - 30 * DAY)})
+    if cursor is None:
+        backlog([])
     responses.get(EXPORT, match=[matchers.query_param_matcher(params)], json=body, **kwargs)
+
+
+def backlog(tickets, more=None):
+    """Mock a page of the search export of unsolved tickets (`more`: the next cursor)."""
+    responses.get(SEARCH, json={"results": [{**t, "result_type": "ticket"} for t in tickets],
+                                "meta": {"has_more": more is not None, "after_cursor": more,
+                                         "before_cursor": None},
+                                "links": {"next": None, "prev": None}})
 
 
 def no_ratings():
@@ -89,7 +101,7 @@ def source(business_hours=False, **client_options):
                             f"business_hours: {str(business_hours).lower()}\n")
     client_options.setdefault("sleep", lambda _: None)
     return ZendeskSource(cfg, client=make_client(cfg, max_retries=2, **client_options),
-                         export_limiter=RateLimiter(1000))
+                         export_limiter=RateLimiter(1000), clock=lambda: NOW)
 
 
 def by_id(data):
@@ -174,7 +186,11 @@ def test_basic_auth_is_the_email_slash_token_and_the_token():
 
 @responses.activate
 def test_a_full_then_an_incremental_export():
-    # First poll, two pages from the beginning of time.
+    # First poll: the backlog from the search export (ticket 9 has not changed for 60
+    # days; ticket 2 is in the export too, which replaces it with its metric set)...
+    stale = {**ticket(9, "hold", 90 * DAY, "low"), "updated_at": iso(NOW - 60 * DAY)}
+    backlog([stale, ticket(2, "open", 2 * HOUR, "high")])
+    # ...then two pages of the export from 30 days ago.
     export_from(None, page([ticket(1, "solved", 5 * HOUR, "urgent"),
                             ticket(2, "open", 2 * HOUR, "high")],
                            [metrics(1, reply=30, resolution=180, solved_ago=2 * HOUR),
@@ -192,6 +208,10 @@ def test_a_full_then_an_incremental_export():
                                 first_reply_seconds=600)
     # ticket 3: no priority (counted as normal) and no metric set: nothing happened yet
     assert first["3"] == Ticket("3", "new", "normal", NOW - HOUR)
+    # ticket 9: unsolved, and no reply or solve in any window
+    assert first["9"] == Ticket("9", "hold", "low", NOW - 90 * DAY)
+    assert sent(SEARCH) == [{"query": "type:ticket status<solved", "filter[type]": "ticket",
+                             "page[size]": "1000"}]
 
     # Second poll, from the kept cursor: ticket 2 solved, ticket 4 new.
     export_from("c2", page([ticket(2, "solved", 2 * HOUR, "high"),
@@ -199,7 +219,7 @@ def test_a_full_then_an_incremental_export():
                            [metrics(2, reply=10, resolution=100, solved_ago=20 * MINUTE),
                             metrics(4, reply=5)], "c3"))
     second = by_id(zendesk.read(NOW))
-    assert second["1"] == first["1"] and second["3"] == first["3"]
+    assert second["1"] == first["1"] and second["3"] == first["3"] and second["9"] == first["9"]
     assert second["2"] == Ticket("2", "solved", "high", created2, solved=NOW - 20 * MINUTE,
                                  first_reply=created2 + 600, first_reply_seconds=600,
                                  resolution_seconds=6000)
@@ -210,7 +230,8 @@ def test_a_full_then_an_incremental_export():
     export_from("c3", page([], [], "c3"))
     assert by_id(zendesk.read(NOW)) == second
     assert [q.get("cursor", "start_time=" + q.get("start_time", "")) for q in sent(EXPORT)] \
-        == ["start_time=0", "c1", "c2", "c3"]
+        == [f"start_time={NOW - 30 * DAY}", "c1", "c2", "c3"]
+    assert len(sent(SEARCH)) == 1  # the backlog is searched on the first poll only
 
 
 @responses.activate
@@ -488,3 +509,21 @@ def test_statuses_zendesk_does_not_document_are_counted_under_other_and_logged_o
                if s.kpi == "support_open_tickets"}
     assert backlog == {("other", "normal"): 300, ("open", "normal"): 1}  # two series, not 301
     assert len([r for r in caplog.records if "does not document" in r.getMessage()]) == 1
+
+
+@responses.activate
+def test_the_backlog_search_pages_by_cursor_and_fails_on_a_page_it_cannot_read():
+    backlog([ticket(1, "open", 40 * DAY)], more="b1")
+    responses.get(SEARCH, match=[matchers.query_param_matcher(
+        {"query": "type:ticket status<solved", "filter[type]": "ticket", "page[size]": "1000",
+         "page[after]": "b1"})], json={"results": [ticket(2, "pending", 50 * DAY)],
+                                       "meta": {"has_more": False}})
+    export_from(None, page([], [], "c1"))
+    no_ratings()
+    assert set(by_id(source().read(NOW))) == {"1", "2"}
+
+    responses.reset()
+    responses.get(SEARCH, json={"tickets": []})  # not a search export page
+    no_ratings()
+    with pytest.raises(UpstreamDataError, match="search export page has no 'results'"):
+        source().read(NOW)

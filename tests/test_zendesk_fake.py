@@ -326,7 +326,7 @@ def test_the_source_in_business_hours(desk, fake):
 
 
 def test_the_source_pages_through_the_export_limit(desk, monkeypatch):
-    monkeypatch.setattr(fetch, "EXPORT_PAGE", 40)  # many pages from a small desk
+    monkeypatch.setattr(fetch, "EXPORT_PAGE", 20)  # many pages from a small desk
     minute = Clock(0.0)
     slept = []
 
@@ -339,7 +339,10 @@ def test_the_source_pages_through_the_export_limit(desk, monkeypatch):
         zendesk.client._sleep = sleep  # the client waits out each 429 on the fake's minute
         data = zendesk.read(NOW)
         exports = [q for _, path, q in fake.requests if path == EXPORT_PATH]
-    pages = -(-(len(desk.at(NOW)) + len(desk.deleted_at(NOW))) // 40)
+    # the tickets changed in the 30 days the first export reads, deleted ones included
+    changed = sum(1 for view in desk.at(NOW) if view.updated >= NOW - 30 * 86400) + \
+        sum(1 for t in desk.deleted_at(NOW) if t.deleted >= NOW - 30 * 86400)
+    pages = -(-changed // 20)
     assert pages > 6
     assert {t.id: t for t in data.tickets} == expected_tickets(desk, NOW)
     # three pages a minute: a 429 before the 4th, 7th, ... page, each waiting a full minute
@@ -377,3 +380,41 @@ def test_poll_exports_the_desks_backlog(desk, fake):
     for s in backlog:
         got[s.labels["status"]] = got.get(s.labels["status"], 0) + s.value
     assert got == by_status
+
+
+def test_the_first_poll_finds_tickets_unchanged_for_months_by_search_and_reads_30_days():
+    """A desk with forgotten tickets (replied two months ago, never solved): the first
+    poll searches the backlog and exports only the last 30 days, and its KPIs equal
+    those of the desk's own records, the forgotten tickets' old replies included."""
+    from dataclasses import replace
+
+    from exporter.simulator.support_company import SupportTicket
+    from exporter.simulator.zendesk_fake import SEARCH_EXPORT_PATH
+    from exporter.sources.helpdesk import export as helpdesk_export
+    from exporter.sources.helpdesk.export import HelpdeskData
+
+    desk = generate_support(seed=5, now=NOW)
+    forgotten = [SupportTicket(id=90_000 + n, subject="Forgotten", requester="x@example.com",
+                               priority=priority, created=NOW - (60 + n) * DAY,
+                               first_reply=NOW - (59 + n) * DAY, solved=None,
+                               waiting_status=status)
+                 for n, (priority, status) in enumerate([("low", "hold"), ("high", "pending")])]
+    desk = replace(desk, tickets=desk.tickets + forgotten)
+    with FakeZendesk(desk, clock=lambda: NOW, export_limit=None) as fake:
+        zendesk = zendesk_source(fake, lambda: NOW)
+        samples = zendesk.poll()
+        data = zendesk.read(NOW)  # the second read continues from the cursor
+        searches = [q for _, path, q in fake.requests if path == SEARCH_EXPORT_PATH]
+        starts = [q.get("start_time") for _, path, q in fake.requests if path == EXPORT_PATH]
+    assert len(searches) == 1 and starts[0] == [str(NOW - 30 * DAY)]
+    want = expected_tickets(desk, NOW)
+    got = {t.id: t for t in data.tickets}
+    assert set(got) == set(want)
+    for ticket in forgotten:  # in the backlog, their replies outside every window
+        assert got[str(ticket.id)] == replace(want[str(ticket.id)], first_reply=None,
+                                              first_reply_seconds=None)
+    truth = helpdesk_export.samples("zendesk", HelpdeskData(list(want.values()),
+                                                            sorted(expected_ratings(desk, NOW),
+                                                                   key=lambda r: r.id)), NOW)
+    assert sorted((s.kpi, sorted(s.labels.items()), s.value) for s in samples) == \
+        sorted((s.kpi, sorted(s.labels.items()), s.value) for s in truth)

@@ -20,6 +20,10 @@ What it serves, at the fake's clock (the desk moves on as time passes):
 - `GET /api/v2/satisfaction_ratings` (`score=received|good|bad`, `start_time`
   on when a rating was created, `page[size]` up to 100, `page[after]`): ratings
   4-5 are "good", 1-3 "bad", with cursor pagination (`meta`, `links`).
+- `GET /api/v2/search/export.json` (`query=type:ticket status<solved`, the one
+  query the source sends, `filter[type]=ticket`, `page[size]` up to 1,000,
+  `page[after]`): the unsolved tickets by id, with cursor pagination (`meta`,
+  `links`); any other query is a 400.
 - HTTP Basic auth with `<email>/token:<api_token>`; a 401 otherwise. Errors in
   Zendesk's shape: `{"error": ..., "description": ...}`.
 """
@@ -39,7 +43,9 @@ from exporter.simulator.support_company import BUSINESS_SHARE, SupportDesk, Tick
 
 EXPORT_PATH = "/api/v2/incremental/tickets/cursor.json"
 RATINGS_PATH = "/api/v2/satisfaction_ratings"
-MAX_PAGE = 1000  # the export's largest page
+SEARCH_EXPORT_PATH = "/api/v2/search/export.json"
+UNSOLVED_QUERY = {"type:ticket", "status<solved"}  # the terms of the one search served
+MAX_PAGE = 1000  # the export's largest page, and the search export's
 MAX_RATINGS_PAGE = 100
 # score= values: which ratings each one lists (the desk only has answered ratings).
 SCORES = {"received": ("good", "bad"), "good": ("good",), "bad": ("bad",),
@@ -100,6 +106,8 @@ class FakeZendesk(FakeServer):
             return self._export(query)
         if method == "GET" and path == RATINGS_PATH:
             return self._ratings(query)
+        if method == "GET" and path == SEARCH_EXPORT_PATH:
+            return self._search_export(query)
         return 404, {}, json_body({"error": "InvalidEndpoint", "description": "Not found"})
 
     # -- the incremental export ----------------------------------------------
@@ -188,6 +196,37 @@ class FakeZendesk(FakeServer):
                 "full_resolution_time_in_minutes": resolution,
                 "solved_at": iso(view.solved), "created_at": iso(created),
                 "updated_at": iso(view.updated)}
+
+    # -- the search export -----------------------------------------------------
+
+    def _search_export(self, query: dict[str, list[str]]) -> Response:
+        terms = set(query.get("query", [""])[0].split())
+        if query.get("filter[type]") != ["ticket"]:
+            return _invalid("filter[type] is required: ticket, organization, user or group")
+        if terms != UNSOLVED_QUERY:
+            return _invalid(f"this fake answers only the query {' '.join(sorted(UNSOLVED_QUERY))}")
+        size = _whole(query, "page[size]", 100)
+        if size is None or not 1 <= size <= MAX_PAGE:
+            return _invalid(f"page[size] must be 1 to {MAX_PAGE}")
+        after = 0
+        if "page[after]" in query:
+            position = decode_cursor(query["page[after]"][0])
+            if position is None:
+                return _invalid("Invalid page[after] cursor")
+            after = position[1]
+        unsolved = sorted((view for view in self.desk.at(int(self.clock()))
+                           if view.status not in ("solved", "closed") and view.id > after),
+                          key=lambda view: view.id)
+        page, more = unsolved[:size], len(unsolved) > size
+        cursor = encode_cursor((0, page[-1].id)) if page else None
+        following = None
+        if more:
+            following = (f"{self.url}{SEARCH_EXPORT_PATH}?filter[type]=ticket"
+                         f"&page[size]={size}&page[after]={cursor}")
+        return 200, {}, json_body({
+            "results": [{**self._ticket(view), "result_type": "ticket"} for view in page],
+            "meta": {"has_more": more, "after_cursor": cursor, "before_cursor": None},
+            "links": {"next": following, "prev": None}})
 
     # -- satisfaction ratings -------------------------------------------------
 

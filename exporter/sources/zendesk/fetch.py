@@ -7,6 +7,9 @@
   the next export, starts. Deleted tickets come back with status "deleted".
   Zendesk allows 10 export requests a minute (30 with the High Volume add-on):
   the caller paces them through `before_request`.
+- `GET /api/v2/search/export.json?query=type:ticket status<solved`: every
+  unsolved ticket (without its metric set), 1,000 a page with cursor pagination;
+  the first poll's backlog, however long ago a ticket last changed.
 - `GET /api/v2/satisfaction_ratings?score=received&start_time=...`: the good
   and bad ratings created since a moment, 100 a page with cursor pagination
   (`meta.has_more`, `meta.after_cursor`).
@@ -28,6 +31,9 @@ EXPORT_PATH = "/api/v2/incremental/tickets/cursor.json"
 EXPORT_PAGE = 1000  # the export's largest page
 RATINGS_PATH = "/api/v2/satisfaction_ratings"
 RATINGS_PAGE = 100  # cursor pagination's largest page
+SEARCH_EXPORT_PATH = "/api/v2/search/export.json"
+SEARCH_EXPORT_PAGE = 1000
+UNSOLVED = "type:ticket status<solved"
 
 
 @dataclass(frozen=True)
@@ -39,12 +45,13 @@ class ExportPage:
     after_cursor: str | None
 
 
-def export_pages(client: HttpClient, cursor: str | None,
-                 before_request: Callable[[], Any]) -> Iterator[ExportPage]:
-    """Each page of the ticket export from `cursor` (None: from the beginning of time)
-    to the end of the stream; `before_request()` runs before every request."""
+def export_pages(client: HttpClient, cursor: str | None, before_request: Callable[[], Any],
+                 start_time: int = 0) -> Iterator[ExportPage]:
+    """Each page of the ticket export from `cursor` (None: from `start_time`, the
+    tickets changed since then) to the end of the stream; `before_request()` runs
+    before every request."""
     base = {"include": "metric_sets", "per_page": EXPORT_PAGE}
-    params = {**base, "cursor": cursor} if cursor else {**base, "start_time": 0}
+    params = {**base, "cursor": cursor} if cursor else {**base, "start_time": start_time}
     trail = client.trail(EXPORT_PATH)
     while True:
         trail.visit(repr(params))
@@ -72,21 +79,38 @@ def export_pages(client: HttpClient, cursor: str | None,
         params = {**base, "cursor": after}
 
 
-def ratings_since(client: HttpClient, since: int) -> Iterator[Any]:
-    """The good and bad satisfaction ratings created at or after `since` (Unix seconds)."""
-    params: dict[str, Any] = {"score": "received", "start_time": since,
-                              "page[size]": RATINGS_PAGE}
+def unsolved_tickets(client: HttpClient) -> Iterator[Any]:
+    """Every ticket not solved or closed, from the search export (which, unlike the
+    plain search, has no cap of 1,000 results)."""
+    params = {"query": UNSOLVED, "filter[type]": "ticket", "page[size]": SEARCH_EXPORT_PAGE}
+    for page in client.paginate(SEARCH_EXPORT_PATH, params,
+                                _cursor_pages(SEARCH_EXPORT_PATH, params, "unsolved tickets")):
+        results = page.get("results") if isinstance(page, dict) else None
+        if not isinstance(results, list):
+            raise UpstreamDataError("zendesk: a search export page has no 'results' list")
+        yield from results
 
+
+def _cursor_pages(path: str, params: dict[str, Any], what: str
+                  ) -> Callable[[dict], tuple[str, Any] | None]:
+    """The next page of a list with cursor pagination (`meta.has_more`, `meta.after_cursor`)."""
     def next_page(page: dict) -> tuple[str, Any] | None:
         meta = page.get("meta")
         if not isinstance(meta, dict) or not meta.get("has_more"):
             return None
         after = meta.get("after_cursor")
         if not isinstance(after, str) or not after:
-            raise UpstreamDataError("zendesk: satisfaction ratings say has_more but give no "
-                                    "after_cursor")
-        return RATINGS_PATH, {**params, "page[after]": after}
+            raise UpstreamDataError(f"zendesk: {what} say has_more but give no after_cursor")
+        return path, {**params, "page[after]": after}
 
+    return next_page
+
+
+def ratings_since(client: HttpClient, since: int) -> Iterator[Any]:
+    """The good and bad satisfaction ratings created at or after `since` (Unix seconds)."""
+    params: dict[str, Any] = {"score": "received", "start_time": since,
+                              "page[size]": RATINGS_PAGE}
+    next_page = _cursor_pages(RATINGS_PATH, params, "satisfaction ratings")
     for page in client.paginate(RATINGS_PATH, params, next_page):
         ratings = page.get("satisfaction_ratings") if isinstance(page, dict) else None
         if not isinstance(ratings, list):

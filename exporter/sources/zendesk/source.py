@@ -1,13 +1,16 @@
 """The Zendesk source: its config, the tickets it keeps between polls, and the
 records it hands to the shared support math.
 
-The first poll runs the cursor-based incremental ticket export from the
-beginning (`start_time=0`: an open ticket can be years old) and keeps only the
-tickets the KPIs need (`export.keep`: unsolved, or created or solved in the
-last 30 days). Every later poll continues from the cursor the previous one
-ended on, so it reads only the tickets changed since and merges them in by id;
-a ticket that comes back with status "deleted" is dropped. Each ticket's times
-come from its metric set, sideloaded on the same page.
+The KPIs need the tickets still unsolved and those created or solved in the
+last 30 days (`export.keep`). The first poll reads the unsolved ones from the
+search export (an open ticket can be years old), then runs the cursor-based
+incremental ticket export from 30 days ago: every ticket changed since,
+replacing what the search found. A ticket unsolved but unchanged for 30 days
+has no reply or solve in any window, so its metric set is not needed. Every
+later poll continues from the cursor the previous one ended on, so it reads
+only the tickets changed since and merges them in by id; a ticket that comes
+back with status "deleted" is dropped. Each exported ticket's times come from
+its metric set, sideloaded on the same page.
 
 Export requests are spread to `export_rate_limit` a minute (Zendesk allows 10;
 the waits count in the source's rate-limit wait), and a 429 is retried after
@@ -53,7 +56,7 @@ class ZendeskConfig:
     api_token: Secret
     business_hours: bool = False  # the metric sets' business-hours times, not calendar
     poll_interval: float = 300.0
-    limits: PollLimits = PollLimits(2_000, 7200.0)  # a first export of 500,000 tickets at 10 a minute
+    limits: PollLimits = PollLimits(2_000, 7200.0)  # a first export of 500,000 tickets changed in 30 days, at 10 a minute
     export_rate_limit: float = 10.0  # export requests a minute (High Volume add-on: 30)
     rate_limit: float = 5.0  # requests a second, every endpoint
     timeout: float = 30.0
@@ -134,7 +137,11 @@ class ZendeskSource(HttpSource):
     def read(self, now: int) -> HelpdeskData:
         """Bring the kept tickets up to date from the export, and read the ratings."""
         tickets, cursor = dict(self._state.tickets), self._state.cursor
-        for page in fetch.export_pages(self.client, cursor, self._pace_export):
+        if cursor is None:  # the first poll: the backlog, then what changed in the lookback
+            for raw in fetch.unsolved_tickets(self.client):
+                self._merge(tickets, raw, {}, now)
+        for page in fetch.export_pages(self.client, cursor, self._pace_export,
+                                       start_time=now - export.LOOKBACK):
             metric_sets = _by_ticket(page.metric_sets)
             for raw in page.tickets:
                 self._merge(tickets, raw, metric_sets, now)
