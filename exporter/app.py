@@ -24,8 +24,8 @@ class Exporter:
     def __init__(self, config: Config, listen: tuple[str, int] | None = None,
                  web: WebConfig | None = None):
         self.config = config
-        self.sources = [SOURCE_TYPES[name].create(source_config, config)
-                        for name, source_config in config.sources.items()]
+        self.sources = [named(SOURCE_TYPES[config.source_type(name)].create(source_config, config),
+                              name) for name, source_config in config.sources.items()]
         self.poller = Poller(self.sources)
         self.registry = CollectorRegistry()
         self.registry.register(KpiCollector(self.poller, config.kpis, config.reporting_currency,
@@ -67,6 +67,17 @@ class Exporter:
         wait_for_signal()
         log.info("shutting down")
         self.stop()
+
+
+def named(source, name: str):
+    """The source under its name in the config (`stripe_eu`): its health series, its
+    poll thread, its `source` label (the poller relabels its samples) and its HTTP
+    errors carry it."""
+    source.name = name
+    client = getattr(source, "client", None)
+    if client is not None:
+        client.source = name
+    return source
 
 
 def wait_for_signal() -> None:

@@ -50,6 +50,11 @@ class Config:
     kit: KitSettings = field(default_factory=KitSettings)  # the `kit:` section
     web_config_file: str | None = None  # TLS and basic auth (exporter/webconfig.py)
     constants: dict[str, float] = field(default_factory=dict)  # `constants:`, by catalog key
+    # source name -> its type, for sources not named after their type (`type:`)
+    source_types: dict[str, str] = field(default_factory=dict)
+
+    def source_type(self, name: str) -> str:
+        return self.source_types.get(name, name)
 
 
 # --- values -----------------------------------------------------------------
@@ -433,7 +438,6 @@ def _expand_tree(node: Any, file: str, path: str, environ: dict[str, str],
 
 def from_mapping(data: Any, file: str, from_env: frozenset[str] = frozenset()) -> Config:
     # Imported here: the source registry imports this module for Section.
-    from exporter.sources import SOURCE_TYPES
     from exporter.sources.sql.config import parse_custom
 
     top = Section(file, "", data, from_env)
@@ -442,19 +446,7 @@ def from_mapping(data: Any, file: str, from_env: frozenset[str] = frozenset()) -
                                                                 DEFAULT_REPORTING_CURRENCY))
     fx_rates = _fx_rates(top.section("fx_rates"), currency)
 
-    sources_section = top.section("sources")
-    sources: dict[str, Any] = {}
-    for name in sources_section.data:
-        if name not in SOURCE_TYPES:
-            known = ", ".join(sorted(SOURCE_TYPES))
-            raise sources_section.error(str(name), f"unknown source (known: {known})")
-        section = sources_section.section(name)
-        sources[name] = SOURCE_TYPES[name].parse_config(section)
-        section.finish()
-    sources_section.finish()
-    if not sources:
-        raise top.error("sources", f"configure at least one source ({', '.join(sorted(SOURCE_TYPES))})")
-
+    sources, source_types = _sources(top)
     kpis = _kpi_overrides(top.section("kpis"))
     # The catalog opens: custom KPIs (queries of the sql source) and constants join it.
     custom = parse_custom(top, sources.get("sql"), kpis)
@@ -470,7 +462,46 @@ def from_mapping(data: Any, file: str, from_env: frozenset[str] = frozenset()) -
     top.finish()
     return Config(file=file, listen=listen, reporting_currency=currency, fx_rates=fx_rates,
                   sources=sources, kpis=kpis, kit=kit, web_config_file=web,
-                  constants=custom.constants)
+                  constants=custom.constants, source_types=source_types)
+
+
+# A source's name is its `source` label value: Prometheus-safe and short.
+SOURCE_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+
+
+def _sources(top: Section) -> tuple[dict[str, Any], dict[str, str]]:
+    """`sources:`: each entry named after its type (`stripe:`), or named freely with a
+    `type:` (`stripe_eu: {type: stripe, ...}`), for a second account of the same kind."""
+    from exporter.sources import SOURCE_TYPES
+
+    known = ", ".join(sorted(SOURCE_TYPES))
+    section = top.section("sources")
+    sources: dict[str, Any] = {}
+    types: dict[str, str] = {}
+    for name in section.data:
+        if not isinstance(name, str) or not SOURCE_NAME.fullmatch(name):
+            raise section.error(str(name), "a source's name is its `source` label: lower-case "
+                                "letters, digits and _, starting with a letter, at most 40")
+        entry = section.section(name)
+        kind = entry.string("type", name if name in SOURCE_TYPES else None)
+        if kind is None:
+            raise section.error(name, f"unknown source: name a type ({known}) or give `type:`")
+        if kind not in SOURCE_TYPES:
+            raise entry.error("type", f"unknown source type {kind!r} (known: {known})")
+        if name in SOURCE_TYPES and kind != name:
+            raise entry.error("type", f"a source named {name} is of type {name}; give the "
+                              f"{kind} source another name")
+        if kind == "sql" and name != "sql":
+            raise entry.error("type", "the sql source has one instance, named sql (its "
+                              "`databases:` hold as many databases as you need)")
+        sources[name] = SOURCE_TYPES[kind].parse_config(entry)
+        entry.finish()
+        if kind != name:
+            types[name] = kind
+    section.finish()
+    if not sources:
+        raise top.error("sources", f"configure at least one source ({known})")
+    return sources, types
 
 
 def _currency(section: Section, name: str, value: str) -> str:

@@ -65,6 +65,13 @@ class SourceState:
         return self.polling_since is not None and not self.polled
 
 
+def labelled(name: str, samples) -> tuple[Sample, ...]:
+    """The samples with `source` set to the source's name in the config (a second
+    Stripe account, `stripe_eu`, labels its series so, not `stripe`)."""
+    return tuple(s if s.labels.get("source", name) == name
+                 else Sample(s.kpi, {**s.labels, "source": name}, s.value) for s in samples)
+
+
 class Poller:
     def __init__(self, sources: list[Source], *, clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic):
@@ -131,14 +138,16 @@ class Poller:
             expected = isinstance(exc, (UpstreamError, UpstreamDataError, PartialPollError))
             log.error("%s: poll failed after %.1fs: %s: %s; serving the last good values",
                       source.name, duration, type(exc).__name__, exc, exc_info=not expected)
-            partial = {"samples": tuple(exc.samples)} if isinstance(exc, PartialPollError) else {}
+            partial = {"samples": labelled(source.name, exc.samples)} \
+                if isinstance(exc, PartialPollError) else {}
             return self._update(source.name, polled=True, up=False, last_duration=duration,
                                 failed=True, last_error=redact(f"{type(exc).__name__}: {exc}"),
                                 reason=failure_reason(exc), **partial)
         duration = self._monotonic() - started
         log.info("%s: poll succeeded in %.2fs (%d series)", source.name, duration, len(samples))
         return self._update(source.name, polled=True, up=True, last_duration=duration,
-                            samples=tuple(samples), last_success=self._clock(), failed=False,
+                            samples=labelled(source.name, samples), last_success=self._clock(),
+                            failed=False,
                             last_error="")
 
     def _update(self, name: str, *, failed: bool, reason: str | None = None,

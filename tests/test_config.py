@@ -84,6 +84,11 @@ S = "sources: {stripe: {api_key: k1234}}\n"  # a valid source, for errors elsewh
     ("sources: [", "line 1"),                                                    # bad YAML
     ("sources: {stripe: {}}", "sources.stripe.api_key"),                         # missing key
     ("sources: {paypal: {}}", "sources.paypal"),                                 # unknown source
+    ("sources: {stripe_eu: {type: paypal, api_key: k1234}}", "sources.stripe_eu.type"),
+    ("sources: {Stripe-EU: {type: stripe, api_key: k1234}}", "sources.Stripe-EU"),  # a label?
+    ("sources: {mailgun: {type: stripe, api_key: k1234}}", "sources.mailgun.type"),
+    ("sources: {app_db: {type: sql, databases: {a: {url: 'sqlite://'}}}}", "sources.app_db.type"),
+    ("sources: {stripe_eu: {type: stripe}}", "sources.stripe_eu.api_key"),
     ("sources: {stripe: {api_key: k1234, colour: red}}", "sources.stripe.colour"),  # unknown key
     ("sources: {stripe: {api_key: k1234, poll_interval: soon}}", "sources.stripe.poll_interval"),
     ("sources: {stripe: {api_key: k1234, poll_interval: 0s}}", "sources.stripe.poll_interval"),
@@ -289,3 +294,12 @@ def test_the_stacks_commented_kpis_and_kit_load_when_uncommented():
     config = parse(S + uncommented)
     assert catalog.by_key(config.kpis)["mrr"].team == "growth"
     assert set(config.kit.teams) == {"finance"}
+
+
+def test_two_accounts_of_one_type_under_names_of_their_own():
+    config = parse("sources:\n  stripe: {api_key: k_us_1234}\n"
+                   "  stripe_eu: {type: stripe, api_key: k_eu_1234, rate_limit: 10}\n")
+    assert list(config.sources) == ["stripe", "stripe_eu"]
+    assert [config.source_type(name) for name in config.sources] == ["stripe", "stripe"]
+    assert config.sources["stripe_eu"].api_key.reveal() == "k_eu_1234"
+    assert config.sources["stripe_eu"].rate_limit == 10

@@ -78,7 +78,8 @@ def test_every_query_parses_and_names_known_metrics(tmp_path):
     known |= {"http_requests_total"}  # the example kit.platform's request counter
     known |= {f"{h.metric}_{part}" for h in catalog.HEALTH if h.type == "histogram"
               for part in ("bucket", "sum", "count")}
-    functions = {"rate", "increase", "time", "sum", "by", "vector", "histogram_quantile", "or"}
+    functions = {"rate", "increase", "time", "sum", "by", "vector", "histogram_quantile", "or",
+                 "max", "without"}
     for name, title, expr in queries():
         bare = re.sub(r'\{[^}]*\}|\[[^]]*\]|"[^"]*"|\b(by|without|on) \([^)]*\)', "", expr)
         for word in re.findall(r"(?<![\w:$])([a-zA-Z_:][\w:]*)", bare):
@@ -148,8 +149,8 @@ def test_money_panels_use_the_reporting_currency():
 def test_overview_has_arr_against_its_documented_target():
     board = dashboards()["overview.json"]
     [arr] = [p for p in board["panels"] if p["title"] == "ARR"]
-    assert arr["targets"][0]["expr"] == \
-        'source:kpi_arr:mrr_x12{job=~"$job",instance=~"$instance",source=~"$source"}'
+    assert arr["targets"][0]["expr"] == 'sum(max without (instance) (source:kpi_arr:mrr_x12' \
+        '{job=~"$job",instance=~"$instance",source=~"$source"}))'  # every account, once
     steps = arr["fieldConfig"]["defaults"]["thresholds"]["steps"]
     assert [(s["value"], s["color"]) for s in steps] == [(None, "red"), (1_200_000, "green")]
 
@@ -176,3 +177,16 @@ def test_source_state_names_up_down_and_syncing(tmp_path):
     done = subprocess.run([require("promtool", "prometheus"), "test", "rules", "state_test.yml"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_executive_totals_sum_the_sources_and_count_each_once_across_replicas():
+    totals = {("overview.json", "MRR"), ("overview.json", "Paying customers"),
+              ("overview.json", "ARR"), ("sales.json", "Open pipeline"),
+              ("sales.json", "Weighted pipeline"), ("support.json", "Open tickets"),
+              ("support.json", "Tickets past their SLA")}
+    found = {(name, panel["title"]): panel["targets"][0] for name, panel in panels()
+             if (name, panel["title"]) in totals}
+    assert set(found) == totals
+    for target in found.values():
+        assert target["expr"].startswith("sum(max without (instance) (")
+        assert target["legendFormat"] == "total"

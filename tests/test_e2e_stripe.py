@@ -407,3 +407,44 @@ def test_a_full_sync_follows_the_full_sync_interval():
         exporter.stop()
     assert reasons == ["full sync (first poll)", "0 re-read", "0 re-read",
                        "full sync (full_sync_interval)", "0 re-read"]
+
+
+def test_two_stripe_accounts_each_under_its_own_name():
+    """A US and an EU account: two sources of one type, each with its own poll, client
+    and health series, its samples labelled with its name; one failing leaves the
+    other up."""
+    us_store, eu_store = small_company(), generate_company(seed=3, customers=40, now=NOW)
+    with FakeStripe(us_store, api_key=KEY) as us, FakeStripe(eu_store, api_key=KEY) as eu:
+        def account(fake):
+            return StripeConfig(api_key=Secret(KEY), base_url=fake.url, rate_limit=1000)
+
+        config = Config(file="<test>", listen=("127.0.0.1", 0), reporting_currency="usd",
+                        fx_rates=dict(DEMO_FX_RATES),
+                        sources={"stripe_us": account(us), "stripe_eu": account(eu)},
+                        source_types={"stripe_us": "stripe", "stripe_eu": "stripe"})
+        exporter = Exporter(config)
+        alone = exporter_for(eu)  # the EU account as the only source, named stripe
+        for source in (*exporter.sources, *alone.sources):
+            source.clock = lambda: NOW
+        states = [exporter.poller.poll_once(source) for source in exporter.sources]
+        alone_state = alone.poller.poll_once(alone.sources[0])
+        exporter.server.start()
+        _, scraped = scrape(exporter)
+        eu.fail_next(10, status=401)  # the EU key stops working; the US account does not care
+        failed = exporter.poller.poll_once(exporter.sources[1])
+        us_again = exporter.poller.poll_once(exporter.sources[0])
+        exporter.stop()
+        alone.stop()
+    assert [s.name for s in exporter.sources] == ["stripe_us", "stripe_eu"]
+    assert all(state.up for state in states) and alone_state.up
+    assert not failed.up and "stripe_eu: GET" in failed.last_error and us_again.up
+
+    def mrr(source):
+        return scraped.get(("kpi_mrr", frozenset({"source": source}.items())))
+
+    assert mrr("stripe_us") == pytest.approx(49 + 110 + 86 + 65.66 + 49)
+    assert mrr("stripe_eu") == [s.value for s in alone_state.samples if s.kpi == "mrr"][0]
+    assert mrr("stripe") is None  # no series under the type's name
+    for source in ("stripe_us", "stripe_eu"):
+        assert scraped[("kpi_source_up", frozenset({"source": source}.items()))] == 1
+        assert scraped[("kpi_source_requests_total", frozenset({"source": source}.items()))] > 0

@@ -75,6 +75,12 @@ def kpi_stat(kpi: catalog.Kpi, expr: str, x: int, y: int, currency: str, *,
     )
 
 
+def total(expr: str) -> str:
+    """An executive total across sources (two Stripe accounts' MRR is the company's),
+    each counted once however many replicas of the exporter serve it."""
+    return f"sum(max without (instance) ({expr}))"
+
+
 def timeseries(title: str, description: str, targets: list[tuple[str, str]], unit: str,
                x: int, y: int, w: int = 12, h: int = 8,
                lines: tuple[float, ...] = ()) -> g.TimeSeries:
@@ -162,9 +168,9 @@ def overview(kpis: dict[str, catalog.Kpi], currency: str,
              platform: Platform = Platform()) -> g.Dashboard:
     """The numbers an executive opens first, each against its target."""
     stats = [
-        ("mrr", "kpi_mrr", "MRR"),
+        ("mrr", total("kpi_mrr"), "MRR"),
         ("mrr_growth_rate", 'kpi_mrr_growth_ratio{window="30d"}', "MRR growth (30 days)"),
-        ("paying_customers", "kpi_paying_customers", "Paying customers"),
+        ("paying_customers", total("kpi_paying_customers"), "Paying customers"),
         ("arpa", "kpi_arpa", "ARPA"),
         ("customer_churn_rate", 'kpi_customer_churn_ratio{window="30d"}', "Customer churn (30 days)"),
         ("net_revenue_retention", 'kpi_net_revenue_retention_ratio{window="1y"}', "NRR (1 year)"),
@@ -174,14 +180,15 @@ def overview(kpis: dict[str, catalog.Kpi], currency: str,
          "Failed payments (24 h)"),
     ]
     panels = [kpi_stat(kpis[key], expr, (i % 5) * 4, (i // 5) * 4, currency,
-                       title=title, w=4)
+                       title=title, w=4, legend="total" if expr.startswith("sum(") else "{{source}}")
               for i, (key, expr, title) in enumerate(stats)]
     # ARR is 12 x MRR (a recording rule); its documented target, 1.2 M, is 12 x MRR's.
     mrr = kpis["mrr"]
     arr = dataclasses.replace(
         mrr, key="arr", description="12 x MRR (recording rule source:kpi_arr:mrr_x12).",
         target=None if mrr.target is None else mrr.target * 12, thresholds=())
-    panels.append(kpi_stat(arr, "source:kpi_arr:mrr_x12", 12, 4, currency, title="ARR", w=4))
+    panels.append(kpi_stat(arr, total("source:kpi_arr:mrr_x12"), 12, 4, currency, title="ARR",
+                           w=4, legend="total"))
     if platform.availability:  # revenue and uptime side by side
         panels.append(kpi_stat(_uptime(platform.availability), "platform:availability:ratio_30d",
                                16, 4, currency, title="Uptime (30 days)", w=4,
@@ -299,14 +306,15 @@ def sales(kpis: dict[str, catalog.Kpi], currency: str) -> g.Dashboard:
     money = grafana_unit("currency", currency)
     quarter, month = "90d", "30d"
 
-    def stat(key: str, expr: str, x: int, y: int, title: str) -> g.Stat:
-        return kpi_stat(kpis[key], expr, x, y, currency, title=title, w=4)
+    def stat(key: str, expr: str, x: int, y: int, title: str,
+             legend: str = "{{source}}") -> g.Stat:
+        return kpi_stat(kpis[key], expr, x, y, currency, title=title, w=4, legend=legend)
 
     panels = [
-        stat("sales_pipeline_amount", "sum by (source) (kpi_sales_pipeline_amount)", 0, 0,
-             "Open pipeline"),
-        stat("sales_pipeline_weighted_amount",
-             "sum by (source) (kpi_sales_pipeline_weighted_amount)", 4, 0, "Weighted pipeline"),
+        stat("sales_pipeline_amount", total("kpi_sales_pipeline_amount"), 0, 0,
+             "Open pipeline", legend="total"),
+        stat("sales_pipeline_weighted_amount", total("kpi_sales_pipeline_weighted_amount"), 4, 0,
+             "Weighted pipeline", legend="total"),
         stat("sales_win_rate", f'kpi_sales_win_ratio{{window="{quarter}"}}', 8, 0,
              "Win rate (90 days)"),
         stat("sales_average_deal_amount", f'kpi_sales_average_deal_amount{{window="{quarter}"}}',
@@ -373,15 +381,16 @@ def support(kpis: dict[str, catalog.Kpi], currency: str) -> g.Dashboard:
     day, week, month = "24h", "7d", "30d"
     seconds = grafana_unit("seconds", currency)
 
-    def stat(key: str, expr: str, x: int, y: int, title: str) -> g.Stat:
-        return kpi_stat(kpis[key], expr, x, y, currency, title=title, w=4)
+    def stat(key: str, expr: str, x: int, y: int, title: str,
+             legend: str = "{{source}}") -> g.Stat:
+        return kpi_stat(kpis[key], expr, x, y, currency, title=title, w=4, legend=legend)
 
     per_paying = kpis["support_tickets_per_paying_customer"]
     panels = [
-        stat("support_open_tickets", "sum by (source) (kpi_support_open_tickets)", 0, 0,
-             "Open tickets"),
-        stat("support_sla_breaches", "sum by (source) (kpi_support_sla_breaches)", 4, 0,
-             "Tickets past their SLA"),
+        stat("support_open_tickets", total("kpi_support_open_tickets"), 0, 0,
+             "Open tickets", legend="total"),
+        stat("support_sla_breaches", total("kpi_support_sla_breaches"), 4, 0,
+             "Tickets past their SLA", legend="total"),
         stat("support_csat", f'kpi_support_csat_ratio{{window="{week}"}}', 8, 0, "CSAT (7 days)"),
         stat("support_ticket_volume_vs_normal",
              f'kpi_support_ticket_volume_vs_normal_ratio{{window="{day}"}}', 12, 0,
