@@ -122,6 +122,82 @@ def demo(listen, scenario, customers, seed, poll_interval, app_listen, web_confi
 
 
 @main.command()
+@click.option("--config", "config_path", metavar="PATH", help="YAML config file (see README).")
+@click.option("--demo", is_flag=True, help="Backfill the built-in simulator instead (what the "
+              "compose stack does before Prometheus first starts).")
+@click.option("--days", default=365.0, type=click.FloatRange(min=0, min_open=True),
+              show_default=True, help="How far back.")
+@click.option("--step", default="1d", show_default=True,
+              help="Time between samples, a Prometheus duration; samples fall on whole steps "
+                   "(midnight UTC for 1d), the last one now.")
+@click.option("--out", "out_path", required=True, metavar="PATH",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="The OpenMetrics file to write, for `promtool tsdb create-blocks-from "
+                   "openmetrics`.")
+@click.option("--job", help="The job label the live scrape gives the series. "
+              "[default: kit.job of the config]")
+@click.option("--instance", help="The instance label the live scrape gives them: the "
+              "address Prometheus scrapes. [default: the config's listen address]")
+@log_level_option
+def backfill(config_path, demo, days, step, out_path, job, instance, log_level):
+    """Write the KPIs of the past as OpenMetrics, for Prometheus' own storage."""
+    import time
+
+    from exporter import backfill as backfill_module
+    from exporter.app import Exporter, setup_logging
+    from exporter.http import UpstreamError
+    from exporter.sources.base import UpstreamDataError
+
+    setup_logging(log_level)
+    if demo == bool(config_path):
+        raise click.UsageError("give --config PATH or --demo")
+    try:
+        seconds = config_module.parse_duration(step)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--step") from None
+    if demo:
+        from exporter.demo import DemoExporter
+        exporter = DemoExporter(listen=("127.0.0.1", 0))
+    else:
+        try:
+            config = config_module.load(config_path)
+        except config_module.ConfigError as exc:
+            click.echo(f"kpi-exporter: config error: {redact(str(exc))}", err=True)
+            sys.exit(2)
+        exporter = Exporter(config, listen=("127.0.0.1", 0))
+    config = exporter.config
+    job = job or config.kit.job
+    host, port = config.listen if not demo else config_module.parse_listen(
+        config_module.DEFAULT_LISTEN)
+    instance = instance or (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    moments = backfill_module.steps(int(time.time()), days, seconds)
+    partial = out_path.with_name(out_path.name + ".partial")
+    try:
+        with partial.open("w", encoding="utf-8") as out:
+            able = [s for s in exporter.sources if hasattr(s, "backfill")]
+            if backfill_module.interactive():
+                with click.progressbar(length=len(moments) * len(able), label="backfill",
+                                       file=sys.stderr) as bar:
+                    written = backfill_module.run(exporter.sources, config.kpis, moments, out,
+                                                  job=job, instance=instance,
+                                                  progress=lambda name, at: bar.update(1))
+            else:
+                written = backfill_module.run(
+                    exporter.sources, config.kpis, moments, out, job=job, instance=instance,
+                    progress=backfill_module.log_progress(len(moments)))
+        partial.replace(out_path)  # only a whole backfill replaces the file
+    except (UpstreamError, UpstreamDataError, OSError) as exc:
+        partial.unlink(missing_ok=True)
+        click.echo(f"kpi-exporter: backfill failed: {redact(str(exc))}", err=True)
+        sys.exit(1)
+    finally:
+        exporter.stop()
+    summary = ", ".join(f"{name} {count}" for name, count in written.items()) or "none"
+    click.echo(f"kpi-exporter: wrote {out_path} (steps per source: {summary}; "
+               f"job={job!r}, instance={instance!r})", err=True)
+
+
+@main.command()
 @click.option("--config", "config_path", required=True, metavar="PATH",
               help="YAML config file (see README).")
 def check(config_path):

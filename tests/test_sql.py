@@ -331,3 +331,32 @@ def test_sqlite_queries_are_read_only_and_time_limited(tmp_path):
     sql.close()
     assert "readonly" in results["writes"].replace("-", "")
     assert "interrupted" in results["spins"] or "timed out" in results["spins"]
+
+
+def test_backfill_runs_every_query_at_each_step_hand_computed(database):
+    """`:now` at each step: signups of the 24 hours before each midnight, and active
+    users as a poll at that moment would count them."""
+    url, engine = database
+    midnight = NOW.replace(hour=0, minute=0, second=0, microsecond=0)
+    insert(engine, "accounts", [("pro", midnight - timedelta(hours=1)),        # day -1
+                                ("pro", midnight - timedelta(days=1, hours=2)),  # day -2
+                                ("free", midnight - timedelta(days=1, hours=3))])
+    insert(engine, "events", [(1, midnight - timedelta(hours=5)),
+                              (2, midnight - timedelta(days=1, hours=5))])
+    sql = source(url, CUSTOM)
+    moments = [int((midnight - timedelta(days=1)).timestamp()), int(midnight.timestamp()),
+               int(NOW.timestamp())]
+    rows = {at: values(samples) for at, samples in sql.backfill(moments)}
+    assert list(rows) == moments
+    yesterday, today, now = (rows[at] for at in moments)
+    assert yesterday[("signups", (("plan", "pro"),))] == 1
+    assert yesterday[("signups", (("plan", "free"),))] == 1
+    assert today[("signups", (("plan", "pro"),))] == 1 and ("signups", (("plan", "free"),)) \
+        not in today
+    assert yesterday[("product_active_users", (("window", "24h"),))] == 1   # user 2
+    assert today[("product_active_users", (("window", "24h"),))] == 1       # user 1
+    assert today[("product_active_users", (("window", "7d"),))] == 2
+    # the last step is a poll at that moment, its failure counters aside
+    polled = {key: value for key, value in values(sql.poll()).items()
+              if key[0] != "sql_query_failures_total"}
+    assert now == polled

@@ -19,7 +19,7 @@ import math
 import re
 import time
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import sqlalchemy as sa
 
@@ -74,6 +74,18 @@ class SqlSource:
         if failed:
             raise PartialPollError(samples, "; ".join(failed))
         return samples
+
+    def backfill(self, steps: list[int]) -> Iterator[tuple[int, list[Sample]]]:
+        """Every query at each step, `:now` bound to it (see backfill.py); a query
+        that fails stops the backfill, naming it."""
+        for at in steps:
+            samples = []
+            for name, run in self.queries:
+                try:
+                    samples += run(at)
+                except (QueryError, UpstreamDataError) as exc:
+                    raise UpstreamDataError(f"sql: query {name} at {at}: {exc}") from None
+            yield at, samples
 
     def check(self) -> list[tuple[str, str | None]]:
         """Run every query once: (name, None if it worked, else what failed)."""

@@ -148,19 +148,28 @@ def customer_mrr_from_invoices(lines: list[InvoiceLine], at: int, prices: dict[s
     return dict(result)
 
 
+def subscriptions_parsed_at(current: list[dict], events: list[dict], at: int, *,
+                            prices: dict[str, Price], coupons: dict[str, Coupon],
+                            known_discounts: dict[str, dict],
+                            parsed: list[Subscription] | None = None) -> list[Subscription]:
+    """The subscriptions as they were at `at` (within the event retention), parsed.
+
+    `parsed`: today's subscriptions already parsed, in the order of `current`; a
+    subscription no event changed since `at` is then not parsed again (most are)."""
+    reuse = ({id(raw): sub for raw, sub in zip(current, parsed, strict=True)}
+             if parsed is not None else {})
+    return [reuse.get(id(raw)) or
+            parse.parse_subscription(raw, prices, coupons, known_discounts=known_discounts)
+            for raw in subscriptions_at(current, events, at)]
+
+
 def customer_mrr_at(current: list[dict], events: list[dict], at: int, *,
                     prices: dict[str, Price], coupons: dict[str, Coupon],
                     known_discounts: dict[str, dict], fx_rates: dict[str, Decimal],
                     rules: MrrRules,
                     parsed: list[Subscription] | None = None) -> dict[str, Decimal]:
     """Each customer's MRR at `at` (within the event retention), valued by the same
-    rules as today's, with today's prices for tiers and today's fx rates.
-
-    `parsed`: today's subscriptions already parsed, in the order of `current`; a
-    subscription no event changed since `at` is then not parsed again (most are)."""
-    reuse = ({id(raw): sub for raw, sub in zip(current, parsed, strict=True)}
-             if parsed is not None else {})
-    subscriptions = [reuse.get(id(raw)) or
-                     parse.parse_subscription(raw, prices, coupons, known_discounts=known_discounts)
-                     for raw in subscriptions_at(current, events, at)]
-    return customer_mrr(subscriptions, at, fx_rates, rules)
+    rules as today's, with today's prices for tiers and today's fx rates."""
+    return customer_mrr(subscriptions_parsed_at(current, events, at, prices=prices,
+                                                coupons=coupons, known_discounts=known_discounts,
+                                                parsed=parsed), at, fx_rates, rules)

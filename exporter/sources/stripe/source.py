@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import partial
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from exporter import labels, money
 from exporter.config import PollLimits, Section
@@ -21,7 +21,7 @@ from exporter.http import HttpClient
 from exporter.secrets import Secret
 from exporter.sources.base import HttpSource, http_client, Registration, Sample
 from exporter.sources.stripe import dynamics, fetch, held, history
-from exporter.sources.stripe.events import EventLog, referenced_discounts
+from exporter.sources.stripe.events import RETENTION, EventLog, referenced_discounts
 from exporter.sources.stripe.mrr import (
     FAILED_PAYMENTS_WINDOW, MrrRules, RevenueKpis, customer_mrr, revenue_kpis,
 )
@@ -78,6 +78,9 @@ def parse_config(section: Section) -> StripeConfig:
 SUBSCRIPTION_STATUSES = frozenset({"incomplete", "incomplete_expired", "trialing", "active",
                                    "past_due", "canceled", "unpaid", "paused"})
 MAX_CURRENCIES = 40  # currency label values a source exports
+# What a past moment's subscriptions give (backfill): the failed payments of a
+# past day come from its charges, the dynamics from a month before it.
+BACKFILLED = frozenset({"mrr", "paying_customers", "arpa", "mrr_by_currency", "subscriptions"})
 
 
 def _fraction(value: Any) -> float:
@@ -183,7 +186,9 @@ class StripeSource(HttpSource):
         self._warned_currencies: set[str] = set()
 
     def poll(self) -> list[Sample]:
-        now = int(self.clock())
+        return self.poll_at(int(self.clock()))
+
+    def poll_at(self, now: int) -> list[Sample]:
         # Events first: whatever changes while the subscriptions are read is in the next ones.
         new_events = self.events.refresh(partial(fetch.list_all, self.client), now)
         full_syncs = self.held.synced_at
@@ -198,6 +203,25 @@ class StripeSource(HttpSource):
                             fx_rates=self.fx_rates, rules=self.config.mrr)
         self._warn_missing_rates(kpis)
         return samples(self._bounded(kpis)) + dynamics_samples(self._dynamics(data, kpis, now))
+
+    def backfill(self, steps: list[int]) -> Iterator[tuple[int, list[Sample]]]:
+        """The revenue KPIs at each step within the 30 days of events Stripe keeps,
+        rebuilt from today's state and the events by the same rules as a poll's
+        (nothing for steps before them); the last step is a poll. See backfill.py."""
+        now = steps[-1]
+        last = self.poll_at(now)  # today's state and the events the past is rebuilt from
+        data = self.held.data([])
+        events = self.events.events("customer.subscription.")
+        for at in steps[:-1]:
+            if at < now - RETENTION:
+                continue
+            subscriptions = history.subscriptions_parsed_at(
+                data.raw_subscriptions, events, at, prices=data.prices, coupons=data.coupons,
+                known_discounts=self.known_discounts, parsed=data.subscriptions)
+            kpis = revenue_kpis(subscriptions, [], now=at, fx_rates=self.fx_rates,
+                                rules=self.config.mrr)
+            yield at, [s for s in samples(self._bounded(kpis)) if s.kpi in BACKFILLED]
+        yield now, last
 
     def _bounded(self, kpis: RevenueKpis) -> RevenueKpis:
         """Upstream-controlled label values kept to a known, small set: statuses Stripe
