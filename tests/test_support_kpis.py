@@ -169,3 +169,15 @@ def test_keep_drops_only_tickets_solved_and_created_before_the_lookback():
     assert export.keep(Ticket("a", "pending", "low", old), NOW)                 # unsolved
     assert export.keep(Ticket("b", "solved", "low", old, solved=NOW - DAY), NOW)
     assert not export.keep(Ticket("c", "closed", "low", old, solved=old + 1), NOW)
+
+
+def test_a_ticket_as_it_stood_at_a_past_moment():
+    from exporter.sources.helpdesk.export import as_of
+
+    ticket = Ticket("1", "solved", "high", created=100, solved=300, first_reply=150,
+                    first_reply_seconds=50, resolution_seconds=200)
+    assert as_of(ticket, 99) is None                      # not created yet
+    assert as_of(ticket, 100) == Ticket("1", "solved", "high", created=100)
+    assert as_of(ticket, 150) == Ticket("1", "solved", "high", created=100, first_reply=150,
+                                        first_reply_seconds=50)
+    assert as_of(ticket, 299).solved is None and as_of(ticket, 300) == ticket

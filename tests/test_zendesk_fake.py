@@ -418,3 +418,30 @@ def test_the_first_poll_finds_tickets_unchanged_for_months_by_search_and_reads_3
                                                                    key=lambda r: r.id)), NOW)
     assert sorted((s.kpi, sorted(s.labels.items()), s.value) for s in samples) == \
         sorted((s.kpi, sorted(s.labels.items()), s.value) for s in truth)
+
+
+def test_backfilled_steps_equal_what_a_poll_at_each_step_would_have_seen():
+    """One backfill read of a desk; at each past step, every KPI but the backlog by
+    status equals a fresh source polling the fake as the desk stood then."""
+    from exporter.backfill import steps as backfill_steps
+
+    now = 1_800_000_000
+    desk = generate_support(seed=5, now=now)
+    clock = Clock(now)
+    moments = backfill_steps(now, 20, DAY)
+    with FakeZendesk(desk, clock=clock, export_limit=None) as fake:
+        backfilled = dict(zendesk_source(fake, lambda: now).backfill(moments))
+        for at in (moments[0], moments[7], moments[-2]):
+            clock.t = at
+            live = zendesk_source(fake, lambda: at).poll()
+            want = sorted((s.kpi, sorted(s.labels.items()), s.value) for s in live
+                          if s.kpi != "support_open_tickets")
+            got = sorted((s.kpi, sorted(s.labels.items()), s.value) for s in backfilled[at])
+            assert got == want, at
+            assert {kpi for kpi, _, value in got if value} >= {
+                "support_tickets_created", "support_tickets_solved", "support_first_reply",
+                "support_resolution", "support_csat"}, at
+        clock.t = now
+        live_now = zendesk_source(fake, lambda: now).poll()
+    assert sorted((s.kpi, sorted(s.labels.items()), s.value) for s in backfilled[now]) == \
+        sorted((s.kpi, sorted(s.labels.items()), s.value) for s in live_now)

@@ -7,6 +7,7 @@ and one set of alerts serve either (the `source` label tells them apart).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +85,34 @@ def samples(source: str, data: HelpdeskData, now: int,
         if value is not None:
             result.append(sample(kpi, value, window=window))
     return result
+
+
+# What a past moment's records cannot say: a ticket's status then (backfill).
+NOT_BACKFILLED = frozenset({"support_open_tickets"})
+
+
+def as_of(ticket: Ticket, at: int) -> Ticket | None:
+    """The ticket as it stood at `at` (None before it was created): what happened
+    later is taken away. Its status then is not known, so it stays as it is now."""
+    if ticket.created > at:
+        return None
+    replied = ticket.first_reply is not None and ticket.first_reply <= at
+    solved = ticket.solved is not None and ticket.solved <= at
+    return dataclasses.replace(
+        ticket, first_reply=ticket.first_reply if replied else None,
+        first_reply_seconds=ticket.first_reply_seconds if replied else None,
+        solved=ticket.solved if solved else None,
+        resolution_seconds=ticket.resolution_seconds if solved else None)
+
+
+def samples_at(source: str, data: HelpdeskData, at: int,
+               options: HelpdeskOptions = HelpdeskOptions()) -> list[Sample]:
+    """The samples of a past moment from today's records (see backfill.py): every KPI
+    but the backlog by status. A ticket deleted since, or a rating changed since, is
+    seen as it is now."""
+    then = HelpdeskData([t for t in (as_of(t, at) for t in data.tickets) if t is not None],
+                        [r for r in data.ratings if r.created <= at])
+    return [s for s in samples(source, then, at, options) if s.kpi not in NOT_BACKFILLED]
 
 
 # The `percentile` label's values, and the quantile each is. Not `quantile`: the

@@ -29,7 +29,7 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from exporter.config import PollLimits, Section
 from exporter.labels import OTHER
@@ -152,14 +152,32 @@ class ZendeskSource(HttpSource):
         self._state = _State(tickets, cursor)  # kept only once the whole poll is good
         return HelpdeskData(list(tickets.values()), ratings)
 
+    def backfill(self, steps: list[int]) -> Iterator[tuple[int, list[Sample]]]:
+        """Every support KPI but the backlog by status at each step (see backfill.py),
+        from one read: the unsolved tickets, the export from the longest window before
+        the first step, and the ratings since then; the last step has every KPI."""
+        now, since = steps[-1], steps[0] - export.LOOKBACK
+        tickets: dict[str, Ticket] = {}
+        for raw in fetch.unsolved_tickets(self.client):
+            self._merge(tickets, raw, {}, now, keep=False)
+        for page in fetch.export_pages(self.client, None, self._pace_export, start_time=since):
+            metric_sets = _by_ticket(page.metric_sets)
+            for raw in page.tickets:
+                self._merge(tickets, raw, metric_sets, now, keep=False)
+        data = HelpdeskData(list(tickets.values()), self._ratings(now, since))
+        for at in steps[:-1]:
+            yield at, export.samples_at(NAME, data, at, self.options)
+        yield now, export.samples(NAME, data, now, self.options)
+
     def _pace_export(self) -> None:
         self.client.stats.add_rate_limit_wait(self.export_limiter.acquire())
 
     # -- records --------------------------------------------------------------
 
     def _merge(self, tickets: dict[str, Ticket], raw: Any, metric_sets: dict[str, dict],
-               now: int) -> None:
-        """Put one exported ticket in place of what was kept for it (or drop it)."""
+               now: int, keep: bool = True) -> None:
+        """Put one exported ticket in place of what was kept for it (or drop it: when
+        deleted, or with `keep`, when no KPI of `now` needs it)."""
         if not isinstance(raw, dict) or raw.get("id") is None:
             raise UpstreamDataError("zendesk: a ticket in the export has no id")
         ticket_id = str(raw["id"])
@@ -167,7 +185,7 @@ class ZendeskSource(HttpSource):
             tickets.pop(ticket_id, None)
             return
         ticket = self._ticket(ticket_id, raw, metric_sets.get(ticket_id))
-        if export.keep(ticket, now):
+        if not keep or export.keep(ticket, now):
             tickets[ticket_id] = ticket
         else:
             tickets.pop(ticket_id, None)  # e.g. an old ticket solved long ago, touched now
@@ -205,9 +223,10 @@ class ZendeskSource(HttpSource):
             first_reply=first_reply, first_reply_seconds=_seconds(reply[clock]),
             resolution_seconds=None if solved is None else _seconds(resolution[clock]))
 
-    def _ratings(self, now: int) -> list[Rating]:
+    def _ratings(self, now: int, since: int | None = None) -> list[Rating]:
         ratings = []
-        for raw in fetch.ratings_since(self.client, now - export.LOOKBACK):
+        for raw in fetch.ratings_since(self.client, now - export.LOOKBACK if since is None
+                                       else since):
             if not isinstance(raw, dict) or raw.get("id") is None:
                 raise UpstreamDataError("zendesk: a satisfaction rating has no id")
             score = raw.get("score")
