@@ -12,8 +12,13 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11.10-slim-bookworm
 COPY --from=build /wheels /wheels
+# promtool (a static binary) for `kpi-exporter backfill --blocks`.
+COPY --from=prom/prometheus:v2.53.3 /bin/promtool /usr/local/bin/promtool
+# /prometheus belongs to Prometheus' user (nobody, 65534), so that the compose
+# stack's data volume, first mounted by the backfill, is Prometheus' own.
 RUN pip install --no-cache-dir --no-index /wheels/*.whl && rm -rf /wheels \
-    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin kpi
+    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin kpi \
+    && mkdir /prometheus && chown 65534:65534 /prometheus
 USER 10001
 # Listen on every interface inside the container; compose publishes on localhost.
 ENV KPI_EXPORTER_DEMO_LISTEN=0.0.0.0:19877 \

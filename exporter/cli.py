@@ -55,13 +55,14 @@ def main():
 
 
 @main.command()
-@click.option("--config", "config_path", required=True, metavar="PATH",
+@click.option("--config", required=True, metavar="PATH",
               help="YAML config file (see README).")
 @listen_option
 @web_config_option
 @log_level_option
-def serve(config_path, listen, web_config_file, log_level):
+def serve(config, listen, web_config_file, log_level):
     """Poll the configured sources and serve their KPIs."""
+    config_path = config  # each option's name is its environment variable's
     from exporter.app import Exporter, setup_logging
 
     setup_logging(log_level)
@@ -121,8 +122,11 @@ def demo(listen, scenario, customers, seed, poll_interval, app_listen, web_confi
                               app_listen=app_listen))
 
 
+BACKFILL_MARKER = "kpi-exporter-backfill.done"
+
+
 @main.command()
-@click.option("--config", "config_path", metavar="PATH", help="YAML config file (see README).")
+@click.option("--config", metavar="PATH", help="YAML config file (see README).")
 @click.option("--demo", is_flag=True, help="Backfill the built-in simulator instead (what the "
               "compose stack does before Prometheus first starts).")
 @click.option("--days", default=365.0, type=click.FloatRange(min=0, min_open=True),
@@ -130,17 +134,25 @@ def demo(listen, scenario, customers, seed, poll_interval, app_listen, web_confi
 @click.option("--step", default="1d", show_default=True,
               help="Time between samples, a Prometheus duration; samples fall on whole steps "
                    "(midnight UTC for 1d), the last one now.")
-@click.option("--out", "out_path", required=True, metavar="PATH",
+@click.option("--out", required=True, metavar="PATH",
               type=click.Path(dir_okay=False, path_type=Path),
               help="The OpenMetrics file to write, for `promtool tsdb create-blocks-from "
                    "openmetrics`.")
+@click.option("--blocks", metavar="DIR",
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Then turn the file into blocks of Prometheus' storage in DIR (its "
+                   "--storage.tsdb.path) with promtool, and leave a marker there: a later "
+                   "run with the same DIR does nothing (a one-shot service at every start).")
 @click.option("--job", help="The job label the live scrape gives the series. "
               "[default: kit.job of the config]")
 @click.option("--instance", help="The instance label the live scrape gives them: the "
               "address Prometheus scrapes. [default: the config's listen address]")
 @log_level_option
-def backfill(config_path, demo, days, step, out_path, job, instance, log_level):
+def backfill(config, demo, days, step, out, blocks, job, instance, log_level):
     """Write the KPIs of the past as OpenMetrics, for Prometheus' own storage."""
+    config_path, out_path, blocks_dir = config, out, blocks
+    import shutil
+    import subprocess
     import time
 
     from exporter import backfill as backfill_module
@@ -155,6 +167,16 @@ def backfill(config_path, demo, days, step, out_path, job, instance, log_level):
         seconds = config_module.parse_duration(step)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--step") from None
+    marker = blocks_dir / BACKFILL_MARKER if blocks_dir else None
+    if marker is not None and marker.exists():
+        click.echo(f"kpi-exporter: {blocks_dir} was backfilled already ({marker.name}): "
+                   "nothing to do", err=True)
+        return
+    promtool = shutil.which("promtool")
+    if blocks_dir is not None and promtool is None:
+        click.echo("kpi-exporter: backfill: --blocks needs promtool (Prometheus' own tool) "
+                   "on the PATH", err=True)
+        sys.exit(1)
     if demo:
         from exporter.demo import DemoExporter
         exporter = DemoExporter(listen=("127.0.0.1", 0))
@@ -195,13 +217,24 @@ def backfill(config_path, demo, days, step, out_path, job, instance, log_level):
     summary = ", ".join(f"{name} {count}" for name, count in written.items()) or "none"
     click.echo(f"kpi-exporter: wrote {out_path} (steps per source: {summary}; "
                f"job={job!r}, instance={instance!r})", err=True)
+    if blocks_dir is not None:
+        blocks_dir.mkdir(parents=True, exist_ok=True)
+        made = subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics",
+                               str(out_path), str(blocks_dir)], capture_output=True, text=True)
+        if made.returncode != 0:
+            click.echo(f"kpi-exporter: backfill: promtool failed: "
+                       f"{(made.stderr or made.stdout).strip()[-500:]}", err=True)
+            sys.exit(1)
+        marker.write_text(f"{out_path}\n")
+        click.echo(f"kpi-exporter: blocks written to {blocks_dir}", err=True)
 
 
 @main.command()
-@click.option("--config", "config_path", required=True, metavar="PATH",
+@click.option("--config", required=True, metavar="PATH",
               help="YAML config file (see README).")
-def check(config_path):
+def check(config):
     """Run every query of the sql source once: one line per query, exit 2 if any failed."""
+    config_path = config
     from exporter.sources.sql.source import SqlSource
 
     try:
@@ -255,17 +288,18 @@ def _run(build) -> None:
 
 
 @main.command()
-@click.option("--config", "config_path", metavar="PATH",
+@click.option("--config", metavar="PATH",
               help="Your config: its `kpis:` (targets, thresholds, owners) and `kit:` (job, "
                    "URLs, receivers) instead of the defaults.")
-@click.option("--out", "out_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", metavar="DIR", type=click.Path(file_okay=False, path_type=Path),
               help="Write the kit (alert rules, Prometheus and Alertmanager configs, "
                    "dashboards) under DIR, in the repository's layout, instead of rewriting "
                    "the repository's committed copies and README.")
 @click.option("--check", is_flag=True, help="Exit 1 if a file is out of date instead of writing.")
-def generate(config_path, out_dir, check):
+def generate(config, out, check):
     """Regenerate what derives from the KPI catalog and the kit config: rules, routing,
     scrape config, dashboards, README tables."""
+    config_path, out_dir = config, out
     from exporter import catalog
     from exporter.kit.generate import kit_files, repo_files, write_all
     from exporter.kit.settings import KitSettings

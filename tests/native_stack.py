@@ -135,7 +135,7 @@ class NativeStack:
         for source, target in bind_mounts(service):
             self.paths[name].append((target, root / "mnt" / target.lstrip("/")))
         for volume, target in named_volumes(service):
-            host = root / "volumes" / volume
+            host = self.workdir / "volumes" / volume  # one per volume: services share it
             host.mkdir(parents=True, exist_ok=True)
             self.paths[name].append((target, host))
         for source, target in bind_mounts(service):
@@ -188,6 +188,12 @@ class NativeStack:
             visit(name)
         return order
 
+    def one_shot(self, name: str) -> bool:
+        """A service others wait on to finish (`service_completed_successfully`)."""
+        return any((svc.get("depends_on") or {}).get(name, {}).get("condition")
+                   == "service_completed_successfully" for svc in self.services.values()
+                   if isinstance(svc.get("depends_on"), dict))
+
     def start(self, skip: set[str] = frozenset(), timeout: float = 60) -> "NativeStack":
         for name in self.start_order(set(skip)):
             self._prepare_mounts(name)
@@ -195,8 +201,19 @@ class NativeStack:
             log = open(self.workdir / f"{name}.log", "wb")
             self.processes[name] = subprocess.Popen(argv, env=env, stdout=log,
                                                     stderr=subprocess.STDOUT, cwd=self.workdir)
-            self.wait_healthy(name, timeout)
+            if self.one_shot(name):
+                self.wait_done(name, timeout)
+            else:
+                self.wait_healthy(name, timeout)
         return self
+
+    def wait_done(self, name: str, timeout: float) -> None:
+        try:
+            code = self.processes[name].wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"{name} still running after {timeout}s:\n{self.log(name)}")
+        if code != 0:
+            raise RuntimeError(f"{name} exited with {code}:\n{self.log(name)}")
 
     def wait_healthy(self, name: str, timeout: float) -> None:
         url = self.health_url(name)

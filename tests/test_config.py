@@ -303,3 +303,15 @@ def test_two_accounts_of_one_type_under_names_of_their_own():
     assert [config.source_type(name) for name in config.sources] == ["stripe", "stripe"]
     assert config.sources["stripe_eu"].api_key.reveal() == "k_eu_1234"
     assert config.sources["stripe_eu"].rate_limit == 10
+
+
+@pytest.mark.parametrize("command,variable", [
+    ("serve", "KPI_EXPORTER_SERVE_CONFIG"), ("check", "KPI_EXPORTER_CHECK_CONFIG"),
+    ("generate", "KPI_EXPORTER_GENERATE_CONFIG"), ("backfill", "KPI_EXPORTER_BACKFILL_CONFIG")])
+def test_every_option_can_come_from_the_environment_under_its_own_name(command, variable,
+                                                                       tmp_path):
+    # as the README and docker-compose.yml name them: KPI_EXPORTER_<COMMAND>_<OPTION>
+    env = {variable: str(tmp_path / "missing.yml"), "KPI_EXPORTER_BACKFILL_OUT": "x.om"}
+    done = CliRunner().invoke(main, [command], env=env)
+    assert done.exit_code == 2 and f"config error: {tmp_path / 'missing.yml'}" in done.output, \
+        done.output

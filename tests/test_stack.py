@@ -90,6 +90,38 @@ def test_prometheus_scrapes_the_exporter(stack):
 
 
 @slow
+def test_the_backfill_gave_prometheus_the_past_before_it_first_scraped(stack):
+    """The one-shot backfill service ran first: the MRR panel's series has a month
+    behind it (Stripe's events), the sql source's a year, under the labels the live
+    scrape gives, and the live samples continue the series."""
+    now = time.time()
+
+    def series_at(query: str, at: float) -> list[dict]:
+        return prometheus(stack, "/api/v1/query", query=query, time=at)["result"]
+
+    def live():
+        return series_at('kpi_mrr{job="kpi-exporter"}', time.time())
+
+    [current] = eventually(live, 60, "a live kpi_mrr", stack)
+    day = 86400
+    for days_ago, query in ((20, 'kpi_mrr{job="kpi-exporter"}'),
+                            (29, 'kpi_mrr{job="kpi-exporter"}'),
+                            (300, 'kpi_product_active_users{job="kpi-exporter",window="30d"}')):
+        at = now // day * day - days_ago * day + 60  # a minute after that midnight's sample
+        found = series_at(query, at)
+        assert found, (days_ago, query)
+        if query.startswith("kpi_mrr"):
+            assert float(found[0]["value"][1]) > 0
+    [past] = series_at('kpi_mrr{job="kpi-exporter"}', now // day * day - 20 * day + 60)
+    assert past["metric"] == current["metric"]  # one series: job, instance and source alike
+    samples = prometheus(stack, "/api/v1/query",
+                         query='count_over_time(kpi_mrr{job="kpi-exporter"}[31d])',
+                         time=time.time())["result"]
+    assert int(samples[0]["value"][1]) >= 30  # every day, then the scrapes
+    assert (stack.workdir / "volumes" / "prometheus-data" / "kpi-exporter-backfill.done").exists()
+
+
+@slow
 def test_every_rule_group_loads_and_evaluates_healthy(stack):
     expected = {g["name"]: len(g["rules"])
                 for g in yaml.safe_load((ROOT / RULES_PATH).read_text())["groups"]}
@@ -206,14 +238,24 @@ def test_compose_images_are_pinned_and_the_own_image_is_built_here():
 
 def test_compose_services_are_healthchecked_ordered_and_local():
     services = compose()["services"]
-    assert set(services) == {"exporter", "alert-sink", "alertmanager", "prometheus", "grafana"}
+    assert set(services) == {"exporter", "alert-sink", "backfill", "alertmanager", "prometheus",
+                             "grafana"}
+    one_shots = {"backfill"}  # run once before what depends on them; no health to check
     for name, service in services.items():
-        assert service["healthcheck"]["test"][0] == "CMD", name
+        if name in one_shots:
+            assert service["restart"] == "no" and "healthcheck" not in service
+        else:
+            assert service["healthcheck"]["test"][0] == "CMD", name
         for port in service.get("ports", []):
             assert port.startswith("127.0.0.1:"), (name, port)
         for dependency, condition in service.get("depends_on", {}).items():
-            assert dependency in services and condition == {"condition": "service_healthy"}
-    assert set(services["prometheus"]["depends_on"]) == {"exporter", "alertmanager"}
+            wanted = "service_completed_successfully" if dependency in one_shots \
+                else "service_healthy"
+            assert dependency in services and condition == {"condition": wanted}
+    assert set(services["prometheus"]["depends_on"]) == {"exporter", "alertmanager", "backfill"}
+    # the backfill writes into Prometheus' volume as Prometheus' user
+    assert services["backfill"]["user"] == "65534:65534"
+    assert "prometheus-data:/prometheus" in services["backfill"]["volumes"]
     assert set(services["grafana"]["depends_on"]) == {"prometheus"}
     assert set(services["alertmanager"]["depends_on"]) == {"alert-sink"}
 
@@ -255,6 +297,13 @@ def test_compose_defaults_run_the_demo_and_env_switches_to_real_accounts():
     changed = config.load(str(mounted("exporter")[directory] / file),
                           environ={k: str(v) for k, v in with_interval["environment"].items()})
     assert changed.sources["stripe"].poll_interval == 120
+    # the backfill: the demo's past by default, with real accounts the same config's
+    assert demo["backfill"]["environment"]["KPI_EXPORTER_BACKFILL_DEMO"] == "true"
+    backfill = {k: str(v) for k, v in real["backfill"]["environment"].items()}
+    assert backfill["KPI_EXPORTER_BACKFILL_DEMO"] == "false"
+    assert backfill["KPI_EXPORTER_BACKFILL_CONFIG"] == path
+    assert config.load(str(mounted("backfill")[directory] / file), environ=backfill).sources[
+        "stripe"].api_key.reveal() == example["STRIPE_API_KEY"]
 
 
 def test_prometheus_config_scrapes_the_job_the_alerts_select():
@@ -365,7 +414,7 @@ def test_production_routing_pages_the_team_with_the_secrets_from_files(tmp_path)
                         external={PAGERDUTY_URL: f"{capture.url}/v2/enqueue"})
     (tmp_path / "stack").mkdir()
     try:
-        stack.start(skip={"exporter", "alert-sink", "prometheus", "grafana"})
+        stack.start(skip={"exporter", "alert-sink", "backfill", "prometheus", "grafana"})
         alert = {"labels": {"alertname": "KpiMrrDrop", "severity": "critical", "team": "finance",
                             "source": "stripe", "window": "30d"},
                  "annotations": {"summary": "MRR fell by more than 5% over 30d.",
@@ -425,7 +474,7 @@ def test_a_users_own_kit_runs_the_stack_with_no_code_edited(tmp_path):
                                              "KPI_KIT_DIR": str(kit)})
     (tmp_path / "stack").mkdir()
     try:
-        stack.start(skip={"grafana"})
+        stack.start(skip={"grafana", "backfill"})  # the past is the module stack's to prove
         sink = stack.url("alert-sink", 19878)
 
         def delivered():
