@@ -102,10 +102,16 @@ def test_intercom_source_against_the_fake():
     with FakeIntercom(desk, clock=lambda: NOW) as fake:
         config = IntercomConfig(access_token=Secret(fake.access_token), base_url=fake.url)
         data = IntercomSource(config, clock=lambda: NOW).read(NOW)
-        assert records(data.tickets) == expected(desk, NOW, intercom=True)
+        got, want = records(data.tickets), expected(desk, NOW, intercom=True)
+        # also kept: conversations solved before the lookback but rated in it
+        rated_only = {str(v.id) for v in desk.at(NOW) if v.rating is not None
+                      and v.rated > NOW - export.LOOKBACK} - set(want)
+        assert {k: v for k, v in got.items() if k not in rated_only} == want
+        assert set(got) - set(want) == rated_only
+        # every rating given in the lookback, also on a conversation solved before it
         assert {r.id for r in data.ratings} == {
             str(v.id) for v in desk.at(NOW) if v.rating is not None
-            and v.rated > NOW - export.LOOKBACK and str(v.id) in expected(desk, NOW, True)}
+            and v.rated > NOW - export.LOOKBACK}
         assert set(fake.versions_seen) == {"2.16"}
 
 
@@ -128,3 +134,23 @@ def test_intercom_fake_checks_token_version_and_query():
         requests.post(url, json=query, headers=good)
         limited = requests.post(url, json=query, headers=good)
         assert limited.status_code == 429 and limited.headers["X-RateLimit-Remaining"] == "0"
+
+
+def test_intercom_backfilled_steps_equal_what_a_poll_at_each_step_would_have_seen():
+    from exporter.backfill import steps
+
+    now = 1_800_000_000
+    desk = generate_support(4, now)
+    clock = [now]
+    moments = steps(now, 20, 86400)
+    with FakeIntercom(desk, clock=lambda: clock[0]) as fake:
+        config = IntercomConfig(access_token=Secret(fake.access_token), base_url=fake.url)
+        backfilled = dict(IntercomSource(config, clock=lambda: now).backfill(moments))
+        for at in (moments[0], moments[9], moments[-2], now):
+            clock[0] = at
+            live = IntercomSource(config, clock=lambda: at).poll()
+            want = sorted((s.kpi, sorted(s.labels.items()), s.value) for s in live
+                          if at == now or s.kpi != "support_open_tickets")
+            got = sorted((s.kpi, sorted(s.labels.items()), s.value) for s in backfilled[at])
+            assert got == want, at
+            assert any(kpi == "support_tickets_solved" and value for kpi, _, value in got)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from exporter.config import PollLimits, Section
 from exporter.http import HttpClient
@@ -97,6 +97,25 @@ class IntercomSource(HttpSource):
         now = int(self.clock())
         return export.samples(NAME, self.read(now), now, self.options)
 
+    def backfill(self, steps: list[int]) -> Iterator[tuple[int, list[Sample]]]:
+        """Every support KPI but the backlog by status at each step (see backfill.py),
+        from one search: the conversations open, or changed since the longest window
+        before the first step; the last step is what a poll computes."""
+        now, since = steps[-1], steps[0] - export.LOOKBACK
+        tickets, ratings = [], []
+        for conversation in fetch.search(self.client, fetch.open_or_updated_since(since)):
+            if not isinstance(conversation, dict) or conversation.get("id") is None:
+                raise UpstreamDataError("intercom: a conversation in the search has no id")
+            conversation_id = str(conversation["id"])
+            tickets.append(_ticket(conversation_id, conversation))
+            rating = _rating(conversation_id, conversation)
+            if rating is not None and rating.created > since:
+                ratings.append(rating)
+        data = HelpdeskData(tickets, ratings)
+        for at in steps[:-1]:
+            yield at, export.samples_at(NAME, data, at, self.options)
+        yield now, export.samples(NAME, data, now, self.options)
+
     def read(self, now: int) -> HelpdeskData:
         state = self._state
         if state.full_at is None or now - state.full_at >= self.config.full_sync_interval:
@@ -113,11 +132,13 @@ class IntercomSource(HttpSource):
         tickets, ratings, kept = [], [], {}
         for conversation_id, conversation in conversations.items():
             ticket = _ticket(conversation_id, conversation)
-            if export.keep(ticket, now):
+            rating = _rating(conversation_id, conversation)
+            rated = rating is not None and rating.created > now - export.LOOKBACK
+            # A rating given in the lookback counts, even on a conversation solved before it.
+            if export.keep(ticket, now) or rated:
                 kept[conversation_id] = conversation
                 tickets.append(ticket)
-                rating = _rating(conversation_id, conversation)
-                if rating is not None and rating.created > now - export.LOOKBACK:
+                if rated:
                     ratings.append(rating)
         self._state = _State(kept, synced=now, full_at=full_at)  # only once all is good
         return HelpdeskData(tickets, ratings)
