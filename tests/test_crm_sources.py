@@ -162,3 +162,51 @@ def test_salesforce_polls_between_full_reads_equal_a_full_read_of_a_changing_com
                       if before.get(key) != after.get(key)}
     assert {metric for metric, _ in changed_series} >= {
         "sales_deals_won", "sales_deals_lost", "sales_pipeline_amount", "sales_open_deals"}
+
+
+def test_both_crms_backfill_the_closed_deals_and_the_funnel_of_past_days():
+    """At each past step, the closed deals and the lead funnel from either CRM equal
+    the company's own records as they stood then (built here, independently); the
+    open pipeline of the past is not written; the last step is a poll."""
+    from exporter.backfill import steps
+
+    now = int(time.time())
+    company = generate_crm(seed=5, now=now, profile=PROFILE)
+    moments = steps(now, 40, 86400)
+
+    def truth(at: int) -> dict:
+        everything = reference(company, now)
+        closed = [d for d in everything.deals if d.closed is not None and d.closed <= at
+                  and d.created <= at]
+
+        def until(moment):
+            return moment if moment is not None and moment <= at else None
+
+        leads = [Lead(lead.id, lead.created, until(lead.mql), until(lead.sql),
+                      until(lead.opportunity), until(lead.first_touch))
+                 for lead in everything.leads if lead.created <= at]
+        found = comparable(export.samples("reference", CrmData(closed, leads), at))
+        return {key: value for key, value in found.items() if key[0] in export.BACKFILLED}
+
+    with FakeHubSpot(company) as hubspot_fake, FakeSalesforce(company) as salesforce_fake:
+        hubspot = HubSpotSource(
+            HubSpotConfig(access_token=Secret(hubspot_fake.access_token),
+                          base_url=hubspot_fake.url), FX, clock=lambda: now)
+        salesforce = SalesforceSource(
+            SalesforceConfig(login_url=salesforce_fake.url, client_id=salesforce_fake.client_id,
+                             client_secret=Secret(salesforce_fake.client_secret),
+                             pipeline_field="RecordType.Name"), FX, clock=lambda: now)
+        try:
+            by_source = {source.name: dict(source.backfill(moments))
+                         for source in (hubspot, salesforce)}
+            polled = comparable(hubspot.poll())
+        finally:
+            hubspot.close()
+            salesforce.close()
+    for name, backfilled in by_source.items():
+        assert list(backfilled) == moments
+        for at in (moments[0], moments[15], moments[-2]):
+            assert comparable(backfilled[at]) == truth(at), (name, at)
+        assert comparable(backfilled[now]) == polled, name  # the last step: a poll
+    assert truth(moments[15])[("sales_deals_won", (("window", "30d"),))] > 0
+    assert truth(moments[15])[("sales_mqls", (("window", "30d"),))] > 0

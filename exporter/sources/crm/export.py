@@ -7,6 +7,7 @@ and one set of alerts serve either (the `source` label tells them apart).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,6 +103,37 @@ def samples(source: str, data: CrmData, now: int, options: CrmOptions = CrmOptio
     result += [sample("unconverted_objects", count, currency=currency)
                for currency, count in sorted(unconverted.items())]
     return result
+
+
+# What a past moment's records give (backfill): the closed deals and the lead
+# funnel. The open pipeline then, its stalled deals and stage changes need each
+# deal's stage at that moment, which neither CRM keeps.
+BACKFILLED = frozenset({
+    "sales_deals_won", "sales_deals_lost", "sales_won_amount", "sales_win_rate",
+    "sales_average_deal_amount", "sales_cycle", "sales_leads", "sales_mqls", "sales_sqls",
+    "sales_opportunities", "sales_mql_to_sql_conversion", "sales_sql_to_opportunity_conversion",
+    "sales_lead_response", "sales_lead_response_within_target"})
+
+
+def as_of(data: CrmData, at: int) -> CrmData:
+    """The deals closed by `at`, and the leads created by then with what happened to
+    them later taken away (a deal closed later was open then, in a stage not kept)."""
+    def until(moment: int | None) -> int | None:
+        return moment if moment is not None and moment <= at else None
+
+    deals = [d for d in data.deals if d.stage.is_closed and d.closed is not None
+             and d.closed <= at and d.created <= at]
+    leads = [dataclasses.replace(lead, mql=until(lead.mql), sql=until(lead.sql),
+                                 opportunity=until(lead.opportunity),
+                                 first_touch=until(lead.first_touch))
+             for lead in data.leads if lead.created <= at]
+    return CrmData(deals, leads)
+
+
+def samples_at(source: str, data: CrmData, at: int,
+               options: CrmOptions = CrmOptions()) -> list[Sample]:
+    """The BACKFILLED samples of a past moment, from today's records."""
+    return [s for s in samples(source, as_of(data, at), at, options) if s.kpi in BACKFILLED]
 
 
 def _defined(sample, window: str, values: dict) -> list[Sample]:

@@ -22,7 +22,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from exporter import money
 from exporter.config import PollLimits, Section
@@ -163,6 +163,20 @@ class HubSpotSource(HttpSource):
         now = int(self.clock())
         return export.samples(NAME, self.read(now), now, self.options)
 
+    def backfill(self, steps: list[int]) -> Iterator[tuple[int, list[Sample]]]:
+        """The closed deals and the lead funnel at each step (see backfill.py and
+        export.BACKFILLED), from one full read whose contact searches reach the longest
+        window before the first step; the last step is a poll."""
+        first, now = steps[0], steps[-1]
+        stages = self._stages()
+        if self._company_currency is None:
+            self._company_currency = _company_currency(self.client)
+        since = first - export.LEAD_LOOKBACK
+        data = self._records(stages, self._full_read(now, since), now, lead_since=since)
+        for at in steps[:-1]:
+            yield at, export.samples_at(NAME, data, at, self.options)
+        yield now, export.samples(NAME, self.read(now), now, self.options)
+
     def read(self, now: int) -> CrmData:
         """Bring the kept deals and contacts up to date, and turn them into records."""
         stages = self._stages()
@@ -205,11 +219,11 @@ class HubSpotSource(HttpSource):
                             "label %r (sources.hubspot.pipelines)", missing)
         return found
 
-    def _full_read(self, now: int) -> _State:
+    def _full_read(self, now: int, since: int | None = None) -> _State:
         deals = {d["id"]: d["properties"]
                  for d in fetch.list_objects(self.client, "deals", DEAL_PROPERTIES)}
         contacts: dict[str, dict] = {}
-        since = now - export.LEAD_LOOKBACK
+        since = now - export.LEAD_LOOKBACK if since is None else since
         dates = ["createdate"] + [stage_date_properties(stage)[0]
                                   for stage in self.config.lifecycle_stages.values()]
         for date_property in dates:
@@ -232,7 +246,8 @@ class HubSpotSource(HttpSource):
 
     # -- records --------------------------------------------------------------
 
-    def _records(self, pipelines: _Pipelines, state: _State, now: int) -> CrmData:
+    def _records(self, pipelines: _Pipelines, state: _State, now: int,
+                 lead_since: int | None = None) -> CrmData:
         deals: list[Deal] = []
         unconverted: dict[str, int] = {}
         for deal_id, props in state.deals.items():
@@ -274,8 +289,9 @@ class HubSpotSource(HttpSource):
                 # None for a deal that never moved (or a portal without the property):
                 # it counts as entering its stage when it was created
                 stage_changed=fetch.seconds(props.get("hs_v2_date_entered_current_stage"))))
+        since = now - export.LEAD_LOOKBACK if lead_since is None else lead_since
         leads = [lead for lead in (self._lead(cid, props) for cid, props in state.contacts.items())
-                 if lead_moved_since(lead, now - export.LEAD_LOOKBACK)]
+                 if lead_moved_since(lead, since)]
         return CrmData(deals, leads, unconverted)
 
     def _currency(self, props: dict, deal_id: str) -> str:

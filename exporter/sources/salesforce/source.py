@@ -32,7 +32,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 from exporter import money
@@ -177,6 +177,20 @@ class SalesforceSource(HttpSource):
         now = int(self.clock())
         return export.samples(NAME, self.read(now), now, self.options)
 
+    def backfill(self, steps: list[int]) -> Iterator[tuple[int, list[Sample]]]:
+        """The closed deals and the lead funnel at each step (see backfill.py and
+        export.BACKFILLED), from one read reaching the longest window before the first
+        step; the last step is a poll."""
+        first, now = steps[0], steps[-1]
+        fields = self._opportunity_fields()
+        stages = fetch.stages(self.api)
+        deals = [self._deal(record, stages) for record in fetch.opportunities(
+            self.api, fields, first - export.CLOSED_LOOKBACK)]
+        data = CrmData(deals, self._leads(now, since=first - export.LEAD_LOOKBACK))
+        for at in steps[:-1]:
+            yield at, export.samples_at(NAME, data, at, self.options)
+        yield now, export.samples(NAME, self.read(now), now, self.options)
+
     def read(self, now: int) -> CrmData:
         """This poll's deals and leads (see the module doc)."""
         deals, unconverted = self._deals(now)
@@ -290,8 +304,8 @@ class SalesforceSource(HttpSource):
 
     # -- leads ----------------------------------------------------------------
 
-    def _leads(self, now: int) -> list[Lead]:
-        since = now - export.LEAD_LOOKBACK
+    def _leads(self, now: int, since: int | None = None) -> list[Lead]:
+        since = now - export.LEAD_LOOKBACK if since is None else since
         statuses = self.config.lead_statuses
         records = {fetch.text(r, "Id"): r for r in fetch.leads_since(self.api, since)}
         reached: dict[str, dict[str, int]] = {}  # lead -> {stage: earliest change to it}
