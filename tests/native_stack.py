@@ -201,8 +201,8 @@ class NativeStack:
             log = open(self.workdir / f"{name}.log", "wb")
             self.processes[name] = subprocess.Popen(argv, env=env, stdout=log,
                                                     stderr=subprocess.STDOUT, cwd=self.workdir)
-            if self.one_shot(name):
-                self.wait_done(name, timeout)
+            if self.one_shot(name):  # a backfill reads whole accounts: give it time
+                self.wait_done(name, max(timeout, 300))
             else:
                 self.wait_healthy(name, timeout)
         return self

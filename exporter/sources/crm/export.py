@@ -121,13 +121,17 @@ def as_of(data: CrmData, at: int) -> CrmData:
     def until(moment: int | None) -> int | None:
         return moment if moment is not None and moment <= at else None
 
+    def then(lead: Lead) -> Lead:
+        moments = (lead.mql, lead.sql, lead.opportunity, lead.first_touch)
+        if all(moment is None or moment <= at for moment in moments):
+            return lead  # most leads: nothing to take back (and no copy to make)
+        return dataclasses.replace(lead, mql=until(lead.mql), sql=until(lead.sql),
+                                   opportunity=until(lead.opportunity),
+                                   first_touch=until(lead.first_touch))
+
     deals = [d for d in data.deals if d.stage.is_closed and d.closed is not None
              and d.closed <= at and d.created <= at]
-    leads = [dataclasses.replace(lead, mql=until(lead.mql), sql=until(lead.sql),
-                                 opportunity=until(lead.opportunity),
-                                 first_touch=until(lead.first_touch))
-             for lead in data.leads if lead.created <= at]
-    return CrmData(deals, leads)
+    return CrmData(deals, [then(lead) for lead in data.leads if lead.created <= at])
 
 
 def samples_at(source: str, data: CrmData, at: int,

@@ -172,9 +172,12 @@ class HubSpotSource(HttpSource):
         if self._company_currency is None:
             self._company_currency = _company_currency(self.client)
         since = first - export.LEAD_LOOKBACK
-        data = self._records(stages, self._full_read(now, since), now, lead_since=since)
+        state = self._full_read(now, since)
+        data = self._records(stages, state, now, lead_since=since)
         for at in steps[:-1]:
             yield at, export.samples_at(NAME, data, at, self.options)
+        # The poll of the last step starts from that read: only what changed since.
+        self._state = state
         yield now, export.samples(NAME, self.read(now), now, self.options)
 
     def read(self, now: int) -> CrmData:
