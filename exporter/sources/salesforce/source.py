@@ -184,11 +184,14 @@ class SalesforceSource(HttpSource):
         first, now = steps[0], steps[-1]
         fields = self._opportunity_fields()
         stages = fetch.stages(self.api)
-        deals = [self._deal(record, stages) for record in fetch.opportunities(
-            self.api, fields, first - export.CLOSED_LOOKBACK)]
+        records = {fetch.text(r, "Id"): r for r in fetch.opportunities(
+            self.api, fields, first - export.CLOSED_LOOKBACK)}
+        deals = [self._deal(record, stages) for record in records.values()]
         data = CrmData(deals, self._leads(now, since=first - export.LEAD_LOOKBACK))
         for at in steps[:-1]:
             yield at, export.samples_at(NAME, data, at, self.options)
+        # The poll of the last step starts from that read: the opportunities changed since.
+        self._opportunities, self._read_at, self._full_at = records, now, now
         yield now, export.samples(NAME, self.read(now), now, self.options)
 
     def read(self, now: int) -> CrmData:
