@@ -243,7 +243,7 @@ def test_compose_services_are_healthchecked_ordered_and_local():
     one_shots = {"backfill"}  # run once before what depends on them; no health to check
     for name, service in services.items():
         if name in one_shots:
-            assert service["restart"] == "no" and "healthcheck" not in service
+            assert service["restart"] == "no" and service["healthcheck"] == {"disable": True}
         else:
             assert service["healthcheck"]["test"][0] == "CMD", name
         for port in service.get("ports", []):
