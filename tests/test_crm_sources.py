@@ -53,18 +53,24 @@ def comparable(samples) -> dict:
             s.value for s in samples}
 
 
+def crm_sources(hubspot_fake, salesforce_fake, now: int):
+    """Both CRM sources, reading the two fakes at the moment `now`."""
+    hubspot = HubSpotSource(
+        HubSpotConfig(access_token=Secret(hubspot_fake.access_token),
+                      base_url=hubspot_fake.url), FX, clock=lambda: now)
+    salesforce = SalesforceSource(
+        SalesforceConfig(login_url=salesforce_fake.url, client_id=salesforce_fake.client_id,
+                         client_secret=Secret(salesforce_fake.client_secret),
+                         pipeline_field="RecordType.Name"), FX, clock=lambda: now)
+    return hubspot, salesforce
+
+
 @pytest.fixture(scope="module")
 def polled():
     now = int(time.time())
     company = generate_crm(seed=5, now=now, profile=PROFILE)
     with FakeHubSpot(company) as hubspot_fake, FakeSalesforce(company) as salesforce_fake:
-        hubspot = HubSpotSource(
-            HubSpotConfig(access_token=Secret(hubspot_fake.access_token),
-                          base_url=hubspot_fake.url), FX, clock=lambda: now)
-        salesforce = SalesforceSource(
-            SalesforceConfig(login_url=salesforce_fake.url, client_id=salesforce_fake.client_id,
-                             client_secret=Secret(salesforce_fake.client_secret),
-                             pipeline_field="RecordType.Name"), FX, clock=lambda: now)
+        hubspot, salesforce = crm_sources(hubspot_fake, salesforce_fake, now)
         try:
             yield company, now, hubspot.poll(), salesforce.poll()
         finally:
@@ -189,13 +195,7 @@ def test_both_crms_backfill_the_closed_deals_and_the_funnel_of_past_days():
         return {key: value for key, value in found.items() if key[0] in export.BACKFILLED}
 
     with FakeHubSpot(company) as hubspot_fake, FakeSalesforce(company) as salesforce_fake:
-        hubspot = HubSpotSource(
-            HubSpotConfig(access_token=Secret(hubspot_fake.access_token),
-                          base_url=hubspot_fake.url), FX, clock=lambda: now)
-        salesforce = SalesforceSource(
-            SalesforceConfig(login_url=salesforce_fake.url, client_id=salesforce_fake.client_id,
-                             client_secret=Secret(salesforce_fake.client_secret),
-                             pipeline_field="RecordType.Name"), FX, clock=lambda: now)
+        hubspot, salesforce = crm_sources(hubspot_fake, salesforce_fake, now)
         try:
             by_source = {source.name: dict(source.backfill(moments))
                          for source in (hubspot, salesforce)}
