@@ -73,7 +73,7 @@ def test_a_backfilled_month_of_mrr_is_what_prometheus_answers_and_the_simulator_
 
     from exporter.demo import DEMO_FX_RATES
     from exporter.simulator import FakeStripe, generate_company
-    from exporter.sources.stripe import fetch, parse
+    from exporter.sources.stripe import held, parse
     from exporter.sources.stripe.mrr import MrrRules, revenue_kpis
     from exporter.sources.stripe.source import make_client, StripeConfig
     from exporter.secrets import Secret
@@ -94,7 +94,9 @@ def test_a_backfilled_month_of_mrr_is_what_prometheus_answers_and_the_simulator_
         assert "stripe 31" in done.output  # 30 whole days and now, of 46 steps
         client = make_client(StripeConfig(api_key=Secret(fake.api_key), base_url=fake.url,
                                           rate_limit=1000))
-        data = fetch.current_state(client, now)
+        kept = held.HeldSubscriptions()
+        kept.update(client, [], now)  # a full sync: every price, coupon, subscription
+        data = kept.data([])
         client.close()
     moments = steps(now, 45, DAY)
     written = sorted({int(line.rsplit(" ", 1)[1]) for line in out.read_text().splitlines()

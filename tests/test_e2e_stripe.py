@@ -20,7 +20,7 @@ from exporter.secrets import Secret
 from exporter.simulator import FakeStripe, StripeStore, generate_company
 from exporter.simulator.ticker import BUSY_RATES, DEFAULT_RATES, CompanyTicker
 from exporter.sources.stripe import StripeConfig
-from exporter.sources.stripe import fetch, history, parse
+from exporter.sources.stripe import fetch, held, history, parse
 from exporter.sources.stripe.mrr import MrrRules, customer_mrr
 from exporter.sources.stripe.source import make_client
 
@@ -292,7 +292,9 @@ def test_rebuilt_past_matches_the_simulators_own_timelines():
     with FakeStripe(store, api_key=KEY) as fake:
         exporter = exporter_for(fake)
         source = exporter.sources[0]
-        data = fetch.current_state(source.client, NOW)
+        kept = held.HeldSubscriptions()
+        kept.update(source.client, [], NOW)  # a full sync: every price, coupon, subscription
+        data = kept.data([])
         source.events.refresh(partial(fetch.list_all, source.client), NOW)
         source._remember_discounts(data)
         exporter.stop()

@@ -14,7 +14,6 @@ from typing import Any, Callable, Iterator
 from exporter.http import HttpClient
 from exporter.sources.stripe import parse
 from exporter.sources.stripe.compact import Compactor
-from exporter.sources.stripe.mrr import FAILED_PAYMENTS_WINDOW
 from exporter.sources.stripe.records import (
     Charge,
     Coupon,
@@ -66,16 +65,6 @@ def list_all(client: HttpClient, path: str, params: list[tuple[str, str]]) -> It
 
 # The same expansions for a subscription listed and one retrieved by id.
 SUBSCRIPTION_EXPAND = ("discounts.source.coupon", "items.data.discounts")
-
-
-def current_state(client: HttpClient, now: int) -> StripeData:
-    """Everything at once, as a full sync reads it (see held.py for what polls keep)."""
-    prices, coupons = price_list(client), coupon_list(client)
-    compactor = Compactor()
-    raw = completed(client, all_subscriptions(client, compactor), prices, coupons, compactor)
-    return StripeData(prices=prices, coupons=coupons, raw_subscriptions=raw,
-                      subscriptions=[parse.parse_subscription(s, prices, coupons) for s in raw],
-                      charges=charges(client, now - FAILED_PAYMENTS_WINDOW))
 
 
 def price_list(client: HttpClient) -> dict[str, Price]:
