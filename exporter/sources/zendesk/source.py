@@ -136,16 +136,8 @@ class ZendeskSource(HttpSource):
 
     def read(self, now: int) -> HelpdeskData:
         """Bring the kept tickets up to date from the export, and read the ratings."""
-        tickets, cursor = dict(self._state.tickets), self._state.cursor
-        if cursor is None:  # the first poll: the backlog, then what changed in the lookback
-            for raw in fetch.unsolved_tickets(self.client):
-                self._merge(tickets, raw, {}, now)
-        for page in fetch.export_pages(self.client, cursor, self._pace_export,
-                                       start_time=now - export.LOOKBACK):
-            metric_sets = _by_ticket(page.metric_sets)
-            for raw in page.tickets:
-                self._merge(tickets, raw, metric_sets, now)
-            cursor = page.after_cursor or cursor
+        tickets = dict(self._state.tickets)
+        cursor = self._read_tickets(tickets, self._state.cursor, now - export.LOOKBACK, now)
         ratings = self._ratings(now)
         # Solved tickets leave once they are older than every window.
         tickets = {key: t for key, t in tickets.items() if export.keep(t, now)}
@@ -158,16 +150,27 @@ class ZendeskSource(HttpSource):
         the first step, and the ratings since then; the last step has every KPI."""
         now, since = steps[-1], steps[0] - export.LOOKBACK
         tickets: dict[str, Ticket] = {}
-        for raw in fetch.unsolved_tickets(self.client):
-            self._merge(tickets, raw, {}, now, keep=False)
-        for page in fetch.export_pages(self.client, None, self._pace_export, start_time=since):
-            metric_sets = _by_ticket(page.metric_sets)
-            for raw in page.tickets:
-                self._merge(tickets, raw, metric_sets, now, keep=False)
+        self._read_tickets(tickets, None, since, now, keep=False)
         data = HelpdeskData(list(tickets.values()), self._ratings(now, since))
         for at in steps[:-1]:
             yield at, export.samples_at(NAME, data, at, self.options)
         yield now, export.samples(NAME, data, now, self.options)
+
+    def _read_tickets(self, tickets: dict[str, Ticket], cursor: str | None, start_time: int,
+                      now: int, keep: bool = True) -> str | None:
+        """Merge into `tickets` what the export has from `cursor`; without a cursor (a
+        first read), the backlog and then the export from `start_time`. Returns the
+        cursor to continue from."""
+        if cursor is None:
+            for raw in fetch.unsolved_tickets(self.client):
+                self._merge(tickets, raw, {}, now, keep)
+        for page in fetch.export_pages(self.client, cursor, self._pace_export,
+                                       start_time=start_time):
+            metric_sets = _by_ticket(page.metric_sets)
+            for raw in page.tickets:
+                self._merge(tickets, raw, metric_sets, now, keep)
+            cursor = page.after_cursor or cursor
+        return cursor
 
     def _pace_export(self) -> None:
         self.client.stats.add_rate_limit_wait(self.export_limiter.acquire())
