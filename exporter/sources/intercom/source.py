@@ -103,10 +103,8 @@ class IntercomSource(HttpSource):
         before the first step; the last step is what a poll computes."""
         now, since = steps[-1], steps[0] - export.LOOKBACK
         tickets, ratings = [], []
-        for conversation in fetch.search(self.client, fetch.open_or_updated_since(since)):
-            if not isinstance(conversation, dict) or conversation.get("id") is None:
-                raise UpstreamDataError("intercom: a conversation in the search has no id")
-            conversation_id = str(conversation["id"])
+        for conversation_id, conversation in self._search(
+                fetch.open_or_updated_since(since)).items():
             tickets.append(_ticket(conversation_id, conversation))
             rating = _rating(conversation_id, conversation)
             if rating is not None and rating.created > since:
@@ -125,10 +123,7 @@ class IntercomSource(HttpSource):
             query, conversations, full_at = \
                 fetch.updated_since((state.synced or now) - OVERLAP), dict(state.conversations), \
                 state.full_at
-        for conversation in fetch.search(self.client, query):
-            if not isinstance(conversation, dict) or conversation.get("id") is None:
-                raise UpstreamDataError("intercom: a conversation in the search has no id")
-            conversations[str(conversation["id"])] = conversation
+        conversations.update(self._search(query))
         tickets, ratings, kept = [], [], {}
         for conversation_id, conversation in conversations.items():
             ticket = _ticket(conversation_id, conversation)
@@ -142,6 +137,15 @@ class IntercomSource(HttpSource):
                     ratings.append(rating)
         self._state = _State(kept, synced=now, full_at=full_at)  # only once all is good
         return HelpdeskData(tickets, ratings)
+
+    def _search(self, query: dict) -> dict[str, dict]:
+        """{id: conversation} of a search, each checked to have an id."""
+        found = {}
+        for conversation in fetch.search(self.client, query):
+            if not isinstance(conversation, dict) or conversation.get("id") is None:
+                raise UpstreamDataError("intercom: a conversation in the search has no id")
+            found[str(conversation["id"])] = conversation
+        return found
 
 
 def _time(value: Any, what: str) -> int | None:
