@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 
 from exporter import runtime
 from exporter.collector import KpiCollector
-from exporter.config import Config
+from exporter.config import Config, listen_text
 from exporter.poller import Poller
 from exporter.secrets import RedactingFilter
 from exporter.server import BackgroundHttpServer, make_app
@@ -42,8 +42,7 @@ class Exporter:
 
     @property
     def url(self) -> str:
-        host = f"[{self.server.host}]" if ":" in self.server.host else self.server.host
-        return f"{self.server.scheme}://{host}:{self.server.port}"
+        return f"{self.server.scheme}://{listen_text(self.server.host, self.server.port)}"
 
     def start(self) -> "Exporter":
         self.server.start()

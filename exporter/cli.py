@@ -191,7 +191,7 @@ def backfill(config, demo, days, step, out, blocks, job, instance, log_level):
     job = job or config.kit.job
     host, port = config.listen if not demo else config_module.parse_listen(
         config_module.DEFAULT_LISTEN)
-    instance = instance or (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    instance = instance or config_module.listen_text(host, port)
     moments = backfill_module.steps(int(time.time()), days, seconds)
     partial = out_path.with_name(out_path.name + ".partial")
     try:

@@ -110,6 +110,11 @@ def parse_listen(value: Any) -> tuple[str, int]:
     return host, int(port)
 
 
+def listen_text(host: str, port: int) -> str:
+    """parse_listen's inverse: 'HOST:PORT', an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\$")
 
 

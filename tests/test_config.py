@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from exporter import catalog, config as config_module
 from exporter.cli import main
-from exporter.config import ConfigError, expand_env, parse_duration, parse_listen
+from exporter.config import ConfigError, expand_env, listen_text, parse_duration, parse_listen
 
 GOOD = """
 listen: 0.0.0.0:9000
@@ -163,6 +163,8 @@ def test_bad_durations(bad):
 ])
 def test_listen(text, expected):
     assert parse_listen(text) == expected
+    assert parse_listen(listen_text(*expected)) == expected  # and back, brackets for IPv6
+    assert listen_text("::1", 9000) == "[::1]:9000"
 
 
 @pytest.mark.parametrize("bad", ["9000", "host:", "host:99999", "host:http"])
