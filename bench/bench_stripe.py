@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import statistics
 import threading
 import time
 from decimal import Decimal
 
 import requests
 
+from bench_exporter import report  # bench/ is the script's directory: on sys.path
 from exporter import runtime
 from exporter.collector import KpiCollector
 from exporter.poller import Poller
@@ -91,13 +91,13 @@ def measured_poll(label: str, poller: Poller, source: StripeSource, url: str,
     running.clear()
     scraper.join()
     requests_made = source.client.stats.snapshot()["requests"] - before
-    ms = sorted(x * 1000 for x in latencies) or [float("nan")]
-    p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
     print(f"{label}: up={state.up}, {requests_made} requests, {wall:.1f} s, CPU {cpu:.1f} s "
           f"({cpu / subscriptions * 1000:.3f} s per 1,000 subscriptions), "
           f"VmHWM {vm_hwm_mib():.0f} MiB")
-    print(f"  scrapes during it: n={len(latencies)}, p50 {statistics.median(ms):.1f} ms, "
-          f"p99 {p99:.1f} ms, max {ms[-1]:.1f} ms")
+    if latencies:
+        report("scrapes during it", latencies)
+    else:
+        print("  scrapes during it: none finished")
 
 
 def main() -> None:
