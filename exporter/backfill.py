@@ -14,10 +14,13 @@ them, so that the backfilled and the live series are the same series.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
 from typing import IO, Callable, Iterable, Iterator, Protocol
+
+import click
 
 from exporter import catalog
 from exporter.sources.base import Sample
@@ -98,8 +101,15 @@ def run(sources: list, kpis: tuple[catalog.Kpi, ...], moments: list[int], out: I
     return written
 
 
-def log_progress(total: int) -> Callable[[str, int], None]:
-    """Progress as log lines, every tenth of the steps (for a file or a pipe)."""
+@contextlib.contextmanager
+def progress(sources: int, total: int) -> Iterator[Callable[[str, int], object]]:
+    """What `run` reports each step to: a progress bar on a terminal, else log lines
+    every tenth of a source's `total` steps (for a file or a pipe)."""
+    if sys.stderr.isatty():
+        with click.progressbar(length=sources * total, label="backfill",
+                               file=sys.stderr) as bar:
+            yield lambda name, at: bar.update(1)
+        return
     seen: dict[str, int] = {}
 
     def report(name: str, at: int) -> None:
@@ -107,8 +117,4 @@ def log_progress(total: int) -> Callable[[str, int], None]:
         if seen[name] % max(1, total // 10) == 0 or seen[name] == total:
             log.info("%s: %d of %d steps", name, seen[name], total)
 
-    return report
-
-
-def interactive() -> bool:
-    return sys.stderr.isatty()
+    yield report

@@ -66,13 +66,18 @@ def serve(config, listen, web_config_file, log_level):
     from exporter.app import Exporter, setup_logging
 
     setup_logging(log_level)
+    config = _load_config(config_path)
+    web = _web_config(web_config_file or config.web_config_file)
+    _run(lambda: Exporter(config, listen, web))
+
+
+def _load_config(path: str):
+    """The config, or exit 2 with one line naming the file and the key."""
     try:
-        config = config_module.load(config_path)
+        return config_module.load(path)
     except config_module.ConfigError as exc:
         click.echo(f"kpi-exporter: config error: {redact(str(exc))}", err=True)
         sys.exit(2)
-    web = _web_config(web_config_file or config.web_config_file)
-    _run(lambda: Exporter(config, listen, web))
 
 
 def _web_config(path: str | None):
@@ -181,11 +186,7 @@ def backfill(config, demo, days, step, out, blocks, job, instance, log_level):
         from exporter.demo import DemoExporter
         exporter = DemoExporter(listen=("127.0.0.1", 0))
     else:
-        try:
-            config = config_module.load(config_path)
-        except config_module.ConfigError as exc:
-            click.echo(f"kpi-exporter: config error: {redact(str(exc))}", err=True)
-            sys.exit(2)
+        config = _load_config(config_path)
         exporter = Exporter(config, listen=("127.0.0.1", 0))
     config = exporter.config
     job = job or config.kit.job
@@ -195,18 +196,11 @@ def backfill(config, demo, days, step, out, blocks, job, instance, log_level):
     moments = backfill_module.steps(int(time.time()), days, seconds)
     partial = out_path.with_name(out_path.name + ".partial")
     try:
-        with partial.open("w", encoding="utf-8") as out:
-            able = [s for s in exporter.sources if hasattr(s, "backfill")]
-            if backfill_module.interactive():
-                with click.progressbar(length=len(moments) * len(able), label="backfill",
-                                       file=sys.stderr) as bar:
-                    written = backfill_module.run(exporter.sources, config.kpis, moments, out,
-                                                  job=job, instance=instance,
-                                                  progress=lambda name, at: bar.update(1))
-            else:
-                written = backfill_module.run(
-                    exporter.sources, config.kpis, moments, out, job=job, instance=instance,
-                    progress=backfill_module.log_progress(len(moments)))
+        able = sum(hasattr(s, "backfill") for s in exporter.sources)
+        with partial.open("w", encoding="utf-8") as out, \
+                backfill_module.progress(able, len(moments)) as progress:
+            written = backfill_module.run(exporter.sources, config.kpis, moments, out,
+                                          job=job, instance=instance, progress=progress)
         partial.replace(out_path)  # only a whole backfill replaces the file
     except (UpstreamError, UpstreamDataError, OSError) as exc:
         partial.unlink(missing_ok=True)
@@ -237,11 +231,7 @@ def check(config):
     config_path = config
     from exporter.sources.sql.source import SqlSource
 
-    try:
-        config = config_module.load(config_path)
-    except config_module.ConfigError as exc:
-        click.echo(f"kpi-exporter: config error: {redact(str(exc))}", err=True)
-        sys.exit(2)
+    config = _load_config(config_path)
     if "sql" not in config.sources:
         click.echo("no sql source in the config: nothing to check")
         return
@@ -306,11 +296,7 @@ def generate(config, out, check):
 
     kpis, currency, kit = catalog.KPIS, config_module.DEFAULT_REPORTING_CURRENCY, KitSettings()
     if config_path:
-        try:
-            config = config_module.load(config_path)
-        except config_module.ConfigError as exc:
-            click.echo(f"kpi-exporter: config error: {redact(str(exc))}", err=True)
-            sys.exit(2)
+        config = _load_config(config_path)
         kpis, currency, kit = config.kpis, config.reporting_currency, config.kit
     if out_dir is None:
         root = Path(".")

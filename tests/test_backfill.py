@@ -149,3 +149,13 @@ def test_a_backfilled_month_of_mrr_is_what_prometheus_answers_and_the_simulator_
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_progress_off_a_terminal_is_a_log_line_every_tenth_of_the_steps(caplog):
+    from exporter.backfill import progress
+
+    with caplog.at_level("INFO", logger="exporter.backfill"), progress(1, 20) as report:
+        for at in range(20):
+            report("stripe", at)
+    assert [r.getMessage() for r in caplog.records] == \
+        [f"stripe: {n} of 20 steps" for n in range(2, 21, 2)]
