@@ -370,6 +370,60 @@ def test_invoice_valuation_keeps_the_latest_period_and_drops_ended_subscriptions
     assert mrr == {"A": 100}  # the yearly plan only: 120000 cents / 12
 
 
+def test_billed_lines_at_every_step_from_one_sweep():
+    """Daily steps over a plan change, a cancellation and a gap between two periods:
+    each step keeps the latest period of each item that covers it."""
+    t0 = NOW - 300 * DAY
+    steps = [t0 + k * DAY for k in range(6)]  # t0 .. t0 + 5d
+
+    def item_line(sub, item, amount, start, end, price="monthly", proration=False):
+        return InvoiceLine("A", "usd", D(amount), start, end, price, proration, sub, item)
+
+    lines = [
+        item_line("s1", "si1", 5000, t0 - 10 * DAY, t0 + 20 * DAY),              # month 1
+        item_line("s1", "si1", 120000, t0 + 2 * DAY, t0 + 367 * DAY, "yearly"),  # from day 2
+        item_line("s1", "si1", 700, t0 + DAY, t0 + 20 * DAY, proration=True),    # never
+        item_line("s2", "si2", 9900, t0 - 5 * DAY, t0 + 3 * DAY),                # ends day 3
+        item_line("s2", "si2", 9900, t0 + 4 * DAY, t0 + 34 * DAY),               # from day 4
+        item_line("s3", "si3", 2500, t0 - DAY, t0 + 29 * DAY),                   # canceled day 1
+    ]
+    billed = {at: sorted((line.subscription, int(line.amount)) for line in kept)
+              for at, kept in history.billed_lines_at(lines, list(reversed(steps)),
+                                                      ended={"s3": t0 + DAY})}
+    assert list(billed) == steps  # in time order, whatever order they were asked in
+    assert billed == {
+        steps[0]: [("s1", 5000), ("s2", 9900), ("s3", 2500)],
+        steps[1]: [("s1", 5000), ("s2", 9900)],       # s3 ended at t0 + 1d exactly
+        steps[2]: [("s1", 120000), ("s2", 9900)],     # the yearly period started then
+        steps[3]: [("s1", 120000)],                   # s2's period ended at t0 + 3d
+        steps[4]: [("s1", 120000), ("s2", 9900)],
+        steps[5]: [("s1", 120000), ("s2", 9900)],
+    }
+    for at in steps:  # one moment alone gives the same lines
+        assert sorted((l.subscription, int(l.amount)) for l in
+                      history.billed_lines(lines, at, ended={"s3": t0 + DAY})) == billed[at]
+
+
+def test_billed_kpis_from_lines():
+    prices = {"monthly": Price("monthly", "usd", "month"), "yearly": Price("yearly", "usd", "year"),
+              "metered": Price("metered", "usd", "month", usage_type="metered")}
+    lines = [
+        InvoiceLine("A", "usd", D(9000), 0, 1, "monthly"),      # $90
+        InvoiceLine("A", "usd", D(120000), 0, 1, "yearly"),     # $100 a month
+        InvoiceLine("B", "eur", D(10000), 0, 1, "monthly"),     # 100 EUR = $110
+        InvoiceLine("C", "usd", D(0), 0, 1, "monthly"),         # a free plan: not paying
+        InvoiceLine("D", "usd", D(800), 0, 1, "metered"),       # usage: not MRR
+        InvoiceLine("E", "gbp", D(5000), 0, 1, "monthly"),      # no rate: by currency only
+    ]
+    kpis = history.billed_kpis(lines, prices, FX)
+    assert kpis.mrr == D("300.00")                              # 90 + 100 + 110
+    assert kpis.mrr_by_currency == {"usd": D(190), "eur": D(100), "gbp": D(50)}
+    assert (kpis.paying_customers, kpis.paying_customers_converted) == (3, 2)  # A, B, E / A, B
+    assert kpis.arpa == D(150)                                  # 300 over A and B
+    assert kpis.missing_fx == {"gbp": 1}
+    assert kpis.subscriptions_by_status == {}                   # not on invoices
+
+
 def test_slimmed_event_keeps_what_the_rebuild_needs():
     from exporter.sources.stripe.events import slim
 

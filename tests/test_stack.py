@@ -91,33 +91,37 @@ def test_prometheus_scrapes_the_exporter(stack):
 
 @slow
 def test_the_backfill_gave_prometheus_the_past_before_it_first_scraped(stack):
-    """The one-shot backfill service ran first: the MRR panel's series has a month
-    behind it (Stripe's events), the sql source's a year, under the labels the live
-    scrape gives, and the live samples continue the series."""
+    """The one-shot backfill service ran first: the revenue dashboard's MRR panel
+    (a year, whatever the dashboard's range) has a sample every day of its year,
+    under the labels the live scrape gives, and the live samples continue it; the
+    sql source has its year too."""
     now = time.time()
+    day = 86400
 
     def series_at(query: str, at: float) -> list[dict]:
         return prometheus(stack, "/api/v1/query", query=query, time=at)["result"]
 
-    def live():
-        return series_at('kpi_mrr{job="kpi-exporter"}', time.time())
+    revenue = json.loads((ROOT / DASHBOARDS_DIR / "revenue.json").read_text())
+    [panel] = [p for p in revenue["panels"] if p["title"] == "MRR, the last 12 months"]
+    assert panel["timeFrom"] == "1y"
+    mrr = panel["targets"][0]["expr"]
+    for name, value in GRAFANA_VARIABLES.items():
+        mrr = mrr.replace(name, value)
 
-    [current] = eventually(live, 60, "a live kpi_mrr", stack)
-    day = 86400
-    for days_ago, query in ((20, 'kpi_mrr{job="kpi-exporter"}'),
-                            (29, 'kpi_mrr{job="kpi-exporter"}'),
-                            (300, 'kpi_product_active_users{job="kpi-exporter",window="30d"}')):
+    [current] = eventually(lambda: series_at(mrr, time.time()), 60, "a live kpi_mrr", stack)
+    for days_ago in (20, 29, 30, 90, 300, 364):  # the events' month, then paid invoices
         at = now // day * day - days_ago * day + 60  # a minute after that midnight's sample
-        found = series_at(query, at)
-        assert found, (days_ago, query)
-        if query.startswith("kpi_mrr"):
-            assert float(found[0]["value"][1]) > 0
-    [past] = series_at('kpi_mrr{job="kpi-exporter"}', now // day * day - 20 * day + 60)
-    assert past["metric"] == current["metric"]  # one series: job, instance and source alike
-    samples = prometheus(stack, "/api/v1/query",
-                         query='count_over_time(kpi_mrr{job="kpi-exporter"}[31d])',
-                         time=time.time())["result"]
-    assert int(samples[0]["value"][1]) >= 30  # every day, then the scrapes
+        [found] = series_at(mrr, at)
+        assert found["metric"] == current["metric"], days_ago  # one series: job, instance, source
+        assert float(found["value"][1]) > 0, days_ago
+    product = 'kpi_product_active_users{job="kpi-exporter",window="30d"}'
+    assert series_at(product, now // day * day - 300 * day + 60)
+    # What Grafana asks for the panel: a step of its interval, the range aligned to it.
+    assert panel["interval"] == "1d"
+    end = now // day * day
+    [year] = prometheus(stack, "/api/v1/query_range", query=mrr, start=end - 364 * day,
+                        end=end, step=day)["result"]
+    assert len(year["values"]) == 365  # a point at every midnight the backfill wrote
     assert (stack.workdir / "volumes" / "prometheus-data" / "kpi-exporter-backfill.done").exists()
 
 

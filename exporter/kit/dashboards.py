@@ -83,8 +83,11 @@ def total(expr: str) -> str:
 
 def timeseries(title: str, description: str, targets: list[tuple[str, str]], unit: str,
                x: int, y: int, w: int = 12, h: int = 8,
-               lines: tuple[float, ...] = ()) -> g.TimeSeries:
-    """`lines`: targets drawn as dashed lines (Grafana thresholds), not as queries."""
+               lines: tuple[float, ...] = (), time_from: str | None = None,
+               interval: str | None = None) -> g.TimeSeries:
+    """`lines`: targets drawn as dashed lines (Grafana thresholds), not as queries.
+    `time_from`: the panel's own range ("1y"), whatever the dashboard's; `interval`:
+    its least query step (Grafana's "Min interval")."""
     if lines:
         description += " Dashed: the target" + ("s." if len(lines) > 1 else ".")
     return g.TimeSeries(
@@ -95,6 +98,8 @@ def timeseries(title: str, description: str, targets: list[tuple[str, str]], uni
         thresholds=[g.Threshold("transparent", 0, 0.0)]
         + [g.Threshold(GREEN, i + 1, float(v)) for i, v in enumerate(sorted(set(lines)))],
         thresholdsStyleMode="dashed" if lines else "off",
+        timeFrom=time_from,
+        interval=interval,
     )
 
 
@@ -224,23 +229,30 @@ def revenue(kpis: dict[str, catalog.Kpi], currency: str) -> g.Dashboard:
                  12, 0, currency, title="NRR (30 days)"),
         kpi_stat(kpis["customer_lifetime_value"], "kpi_customer_lifetime_value", 18, 0, currency,
                  title="Customer lifetime value"),
+        # Always a year, whatever the dashboard's range: MRR is judged by its curve
+        # over months (`kpi-exporter backfill` gives a new install its past). A step of
+        # a day lands every point on a backfilled midnight (Grafana aligns queries to
+        # their step); a finer one would find the daily samples only now and then.
+        timeseries("MRR, the last 12 months", kpis["mrr"].description,
+                   [("kpi_mrr", "{{source}} {{instance}}")], money, 0, 4, w=24,
+                   time_from="1y", interval="1d"),
         timeseries("MRR bridge (30 days)", kpis["mrr_movement"].description,
                    [('kpi_mrr_window_start{window="30d"}', "start"),
                     ('kpi_mrr_movement{window="30d"}', "{{movement}}"), ("kpi_mrr", "now")],
-                   money, 0, 4),
+                   money, 0, 12),
         timeseries("MRR by currency", kpis["mrr_by_currency"].description,
-                   [("kpi_mrr_by_currency", "{{currency}}")], "short", 12, 4),
+                   [("kpi_mrr_by_currency", "{{currency}}")], "short", 12, 12),
         timeseries("Subscriptions by status", kpis["subscriptions"].description,
-                   [("kpi_subscriptions", "{{status}}")], "short", 0, 12),
+                   [("kpi_subscriptions", "{{status}}")], "short", 0, 20),
         timeseries("Trials (30 days)", kpis["trials_converted"].description,
                    [("kpi_trials_active", "active"), ('kpi_trials_started{window="30d"}', "started"),
                     ('kpi_trials_ended{window="30d"}', "ended"),
-                    ('kpi_trials_converted{window="30d"}', "converted")], "short", 12, 12),
+                    ('kpi_trials_converted{window="30d"}', "converted")], "short", 12, 20),
         timeseries("Refunds (30 days) and open disputes", kpis["disputes_open_amount"].description,
                    [('kpi_refunds_amount{window="30d"}', "refunds {{source}}"),
-                    ("kpi_disputes_open_amount", "open disputes {{source}}")], money, 0, 20),
+                    ("kpi_disputes_open_amount", "open disputes {{source}}")], money, 0, 28),
         timeseries("Failed payments (24 h)", kpis["failed_payments"].description,
-                   [('kpi_failed_payments{window="24h"}', "count {{source}}")], "short", 12, 20),
+                   [('kpi_failed_payments{window="24h"}', "count {{source}}")], "short", 12, 28),
     ]
     return _dashboard("revenue", _TITLES["revenue"][1],
                       "MRR movements, currencies, subscriptions, trials, refunds and disputes.",

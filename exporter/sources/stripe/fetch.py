@@ -144,10 +144,11 @@ def _fetch_missing_tiers(client: HttpClient, raw_subscriptions: list[dict],
 
 
 def paid_invoice_lines(client: HttpClient, created_from: int, created_to: int,
-                       covering: int) -> list[InvoiceLine]:
+                       covering: tuple[int, int]) -> list[InvoiceLine]:
     """Subscription lines of the invoices paid that were created in a time range, whose
-    period covers `covering` (the only ones history.customer_mrr_from_invoices reads:
-    a year of invoices holds about twelve lines for each one kept)."""
+    period overlaps `covering` (first, last moment), the only ones history.billed_lines
+    reads there: a year of invoices holds about twelve lines for each one kept a moment."""
+    first, last = covering
     lines: list[InvoiceLine] = []
     for invoice in list_all(client, "/v1/invoices", [
             ("status", "paid"), ("created[gte]", str(created_from)),
@@ -156,7 +157,7 @@ def paid_invoice_lines(client: HttpClient, created_from: int, created_to: int,
         if parse.embedded_list_is_partial(invoice, "lines"):
             more = list(list_all(client, f"/v1/invoices/{invoice['id']}/lines", []))
         lines += [line for line in parse.parse_invoice_lines(invoice, more)
-                  if line.period_start <= covering < line.period_end]
+                  if line.period_start <= last and line.period_end > first]
     return lines
 
 

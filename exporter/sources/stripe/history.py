@@ -19,12 +19,13 @@ Two reconstructions, both pure functions:
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from decimal import Decimal
+from typing import Iterator
 
 from exporter import money
 from exporter.sources.stripe import parse
-from exporter.sources.stripe.mrr import MrrRules, customer_mrr, monthly
+from exporter.sources.stripe.mrr import ZERO, MrrRules, RevenueKpis, customer_mrr, monthly
 from exporter.sources.stripe.records import Coupon, InvoiceLine, Price, Subscription
 
 
@@ -111,41 +112,102 @@ def _before(event: dict, earlier: dict | None, at: int) -> dict | None:
     return before
 
 
-def customer_mrr_from_invoices(lines: list[InvoiceLine], at: int, prices: dict[str, Price],
-                               fx_rates: dict[str, Decimal],
-                               ended: dict[str, int] | None = None) -> dict[str, Decimal]:
-    """Customer MRR at `at` (reporting currency) from paid invoice lines covering it.
+def billed_lines(lines: list[InvoiceLine], at: int,
+                 ended: dict[str, int] | None = None) -> list[InvoiceLine]:
+    """The paid invoice lines that say what was billed at `at`.
 
     Per subscription item only the line of the latest period starting by `at`
     counts (a plan change restarts the period; the old line still covers
-    `at`). Subscriptions that had ended by `at` (`ended`: id -> ended_at) are
-    out. A line is normalised to a month by its price's interval; when the
-    price is unknown (deleted), by the length of the line's period.
+    `at`). Prorations are left out, and so are subscriptions that had ended by
+    `at` (`ended`: id -> ended_at).
     """
+    return next(billed_lines_at(lines, [at], ended))[1]
+
+
+def billed_lines_at(lines: list[InvoiceLine], steps: list[int],
+                    ended: dict[str, int] | None = None) -> Iterator[tuple[int, list[InvoiceLine]]]:
+    """`billed_lines` at every step, in time order, from one sweep over the lines:
+    each step looks at the lines covering it only, and nothing is held per step."""
     ended = ended or {}
-    latest: dict[tuple, InvoiceLine] = {}
+    spans = []  # (first moment, first moment after, line)
     for line in lines:
-        if line.proration or not line.period_start <= at < line.period_end:
-            continue
-        if line.subscription in ended and ended[line.subscription] <= at:
-            continue
-        key = (line.subscription, line.subscription_item) if line.subscription_item else (id(line),)
-        if key not in latest or line.period_start > latest[key].period_start:
-            latest[key] = line
+        stop = min(line.period_end, ended.get(line.subscription or "", line.period_end))
+        if not line.proration and line.period_start < stop:
+            spans.append((line.period_start, stop, line))
+    spans.sort(key=lambda span: span[0])
+    covering: dict[tuple, list[tuple[int, InvoiceLine]]] = {}  # item -> (stop, line)
+    taken = 0
+    for at in sorted(set(steps)):
+        while taken < len(spans) and spans[taken][0] <= at:
+            _, stop, line = spans[taken]
+            taken += 1
+            key = (line.subscription, line.subscription_item) if line.subscription_item \
+                else (id(line),)
+            covering.setdefault(key, []).append((stop, line))
+        billed = []
+        for key in list(covering):
+            still = [(stop, line) for stop, line in covering[key] if stop > at]
+            if not still:
+                del covering[key]
+                continue
+            covering[key] = still
+            billed.append(max(still, key=lambda held: held[1].period_start)[1])
+        yield at, billed
+
+
+def line_mrr(line: InvoiceLine, prices: dict[str, Price]) -> Decimal | None:
+    """A billed line as an amount a month (minor units of its currency); None for
+    metered usage, which is not recurring revenue. By its price's interval; when the
+    price is unknown (deleted), by the length of the line's period."""
+    price = prices.get(line.price_id or "")
+    if price is None:
+        seconds = max(line.period_end - line.period_start, 1)
+        return line.amount * Decimal(365 * 86400) / 12 / seconds
+    if price.usage_type != "licensed":
+        return None
+    return monthly(line.amount, price.interval, price.interval_count)
+
+
+def customer_mrr_from_invoices(lines: list[InvoiceLine], at: int, prices: dict[str, Price],
+                               fx_rates: dict[str, Decimal],
+                               ended: dict[str, int] | None = None) -> dict[str, Decimal]:
+    """Customer MRR at `at` (reporting currency) from the paid invoice lines covering
+    it (`billed_lines`), each normalised to a month (`line_mrr`)."""
     result: dict[str, Decimal] = defaultdict(Decimal)
-    for line in latest.values():
-        price = prices.get(line.price_id or "")
-        if price is not None and price.usage_type != "licensed":
-            continue  # metered usage is not recurring revenue
-        if price is not None:
-            amount = monthly(line.amount, price.interval, price.interval_count)
-        else:
-            seconds = max(line.period_end - line.period_start, 1)
-            amount = line.amount * Decimal(365 * 86400) / 12 / seconds
-        converted = money.to_reporting(amount, line.currency, fx_rates)
+    for line in billed_lines(lines, at, ended):
+        amount = line_mrr(line, prices)
+        converted = None if amount is None else money.to_reporting(amount, line.currency, fx_rates)
         if converted is not None:
             result[line.customer] += converted
     return dict(result)
+
+
+def billed_kpis(lines: list[InvoiceLine], prices: dict[str, Price],
+                fx_rates: dict[str, Decimal]) -> RevenueKpis:
+    """MRR, MRR by currency, paying customers and ARPA from billed lines ("MRR
+    billed", for moments before the events: see the README). A customer pays when
+    a line bills them more than zero; statuses and failed payments are not known."""
+    by_currency: dict[str, Decimal] = {}
+    paying: set[str] = set()
+    paying_converted: set[str] = set()
+    missing_fx: Counter[str] = Counter()
+    for line in lines:
+        amount = line_mrr(line, prices)
+        if amount is None:
+            continue
+        major = money.to_major(amount, line.currency)
+        by_currency[line.currency] = by_currency.get(line.currency, ZERO) + major
+        if line.currency not in fx_rates:
+            missing_fx[line.currency] += 1
+        if major > 0:
+            paying.add(line.customer)
+            if line.currency in fx_rates:
+                paying_converted.add(line.customer)
+    mrr = sum((money.convert(amount, currency, fx_rates) for currency, amount in by_currency.items()
+               if currency in fx_rates), ZERO)
+    return RevenueKpis(mrr=mrr, mrr_by_currency=by_currency, subscriptions_by_status={},
+                       paying_customers=len(paying), paying_customers_converted=len(paying_converted),
+                       failed_payments=0, failed_payments_amount=ZERO, missing_fx=dict(missing_fx))
 
 
 def subscriptions_parsed_at(current: list[dict], events: list[dict], at: int, *,

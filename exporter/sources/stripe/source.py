@@ -81,6 +81,20 @@ MAX_CURRENCIES = 40  # currency label values a source exports
 # What a past moment's subscriptions give (backfill): the failed payments of a
 # past day come from its charges, the dynamics from a month before it.
 BACKFILLED = frozenset({"mrr", "paying_customers", "arpa", "mrr_by_currency", "subscriptions"})
+# What paid invoices give before the events (statuses are not on them).
+BILLED = BACKFILLED - {"subscriptions"}
+
+
+def invoices_covering(first: int, last: int) -> tuple[int, int]:
+    """The creation times of the invoices whose periods can cover moments from `first`
+    to `last`: one created at most a year before a moment it covers (yearly plans), or
+    a little after its period started (renewals are drafts first)."""
+    return first - 366 * DAY, last + DAY
+
+
+def ended(data: fetch.StripeData) -> dict[str, int]:
+    """Subscription id -> when it ended, for those that did."""
+    return {s.id: s.ended_at for s in data.subscriptions if s.ended_at is not None}
 
 
 def _fraction(value: Any) -> float:
@@ -205,13 +219,24 @@ class StripeSource(HttpSource):
         return samples(self._bounded(kpis)) + dynamics_samples(self._dynamics(data, kpis, now))
 
     def backfill(self, steps: list[int]) -> Iterator[tuple[int, list[Sample]]]:
-        """The revenue KPIs at each step within the 30 days of events Stripe keeps,
-        rebuilt from today's state and the events by the same rules as a poll's
-        (nothing for steps before them); the last step is a poll. See backfill.py."""
+        """The revenue KPIs at each past step; the last step is a poll. See backfill.py.
+
+        Within the 30 days of events Stripe keeps, the subscriptions are rebuilt
+        from today's state and the events, and valued by the same rules as a
+        poll's. Before them, MRR, MRR by currency, paying customers and ARPA are
+        "MRR billed": the paid invoice lines covering each step (history.billed_kpis),
+        from one pass over the invoices."""
         now = steps[-1]
         last = self.poll_at(now)  # today's state and the events the past is rebuilt from
         data = self.held.data([])
         events = self.events.events("customer.subscription.")
+        before = [at for at in steps[:-1] if at < now - RETENTION]
+        if before:
+            lines = fetch.paid_invoice_lines(self.client, *invoices_covering(before[0], before[-1]),
+                                             covering=(before[0], before[-1]))
+            for at, billed in history.billed_lines_at(lines, before, ended(data)):
+                kpis = history.billed_kpis(billed, data.prices, self.fx_rates)
+                yield at, [s for s in samples(self._bounded(kpis)) if s.kpi in BILLED]
         for at in steps[:-1]:
             if at < now - RETENTION:
                 continue
@@ -304,12 +329,10 @@ class StripeSource(HttpSource):
         day = now // DAY
         if self._cohort is None or self._cohort[0] != day:
             at = day * DAY - YEAR
-            # The invoice covering `at` was created at most a year before it (yearly
-            # plans), or a little after the period started (renewals are drafts first).
-            lines = fetch.paid_invoice_lines(self.client, at - 366 * DAY, at + DAY, covering=at)
-            ended = {s.id: s.ended_at for s in data.subscriptions if s.ended_at is not None}
+            lines = fetch.paid_invoice_lines(self.client, *invoices_covering(at, at),
+                                             covering=(at, at))
             self._cohort = (day, history.customer_mrr_from_invoices(lines, at, data.prices,
-                                                                    self.fx_rates, ended))
+                                                                    self.fx_rates, ended(data)))
         return self._cohort[1]
 
     def _warn_missing_rates(self, kpis: RevenueKpis) -> None:
