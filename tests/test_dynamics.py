@@ -424,6 +424,40 @@ def test_billed_kpis_from_lines():
     assert kpis.subscriptions_by_status == {}                   # not on invoices
 
 
+def test_the_bridge_of_mrr_billed_ending_at_each_step():
+    """Two daily steps, each with its window 30 days before: A expands, B churns,
+    C is new, D comes back after paying long ago; E pays the same at both ends."""
+    t = NOW - 200 * DAY
+    steps, window = [t, t + DAY], 30 * DAY
+    start = t - window
+    prices = {"monthly": Price("monthly", "usd", "month")}
+
+    def month(customer, amount, begin, sub):
+        return InvoiceLine(customer, "usd", D(amount), begin, begin + 30 * DAY, "monthly",
+                           False, sub, "si_" + sub)
+
+    lines = [
+        month("A", 10000, start - 10 * DAY, "a"), month("A", 15000, t - 5 * DAY, "a"),
+        month("B", 20000, start - 10 * DAY, "b"),                 # no later period: churned
+        month("C", 8000, t - 5 * DAY, "c"),                       # first paid in the window
+        month("D", 6000, start - 100 * DAY, "d"), month("D", 6000, t - 5 * DAY, "d2"),
+        month("E", 5000, start - 10 * DAY, "e"), month("E", 5000, t - 5 * DAY, "e"),
+    ]
+    billed = history.billed_steps(lines, steps, window, prices, FX)
+    assert list(billed) == steps
+    bridge = billed[t].bridge
+    assert (bridge.start, bridge.end) == (350, 340)              # A 100 B 200 E 50 -> A 150 C 80 D 60 E 50
+    assert bridge.movements == {"new": 80, "expansion": 50, "contraction": 0, "churn": 200,
+                                "reactivation": 60}
+    assert bridge.customers == {"new": 1, "expansion": 1, "contraction": 0, "churn": 1,
+                                "reactivation": 1}
+    assert bridge.paying_at_start == 3
+    assert sorted(line.customer for line in billed[t].lines) == ["A", "C", "D", "E"]
+    # a day later the window starts after A's, B's and E's first periods began, and
+    # they still cover it (30 days from start - 10 d): the same bridge
+    assert billed[t + DAY].bridge.movements == bridge.movements
+
+
 def test_slimmed_event_keeps_what_the_rebuild_needs():
     from exporter.sources.stripe.events import slim
 

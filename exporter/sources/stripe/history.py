@@ -20,11 +20,13 @@ Two reconstructions, both pure functions:
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Iterator
 
 from exporter import money
 from exporter.sources.stripe import parse
+from exporter.sources.stripe.dynamics import MrrBridge, mrr_bridge
 from exporter.sources.stripe.mrr import ZERO, MrrRules, RevenueKpis, customer_mrr, monthly
 from exporter.sources.stripe.records import Coupon, InvoiceLine, Price, Subscription
 
@@ -173,13 +175,31 @@ def customer_mrr_from_invoices(lines: list[InvoiceLine], at: int, prices: dict[s
                                ended: dict[str, int] | None = None) -> dict[str, Decimal]:
     """Customer MRR at `at` (reporting currency) from the paid invoice lines covering
     it (`billed_lines`), each normalised to a month (`line_mrr`)."""
+    return customer_mrr_billed(billed_lines(lines, at, ended), prices, fx_rates)
+
+
+def customer_mrr_billed(billed: list[InvoiceLine], prices: dict[str, Price],
+                        fx_rates: dict[str, Decimal]) -> dict[str, Decimal]:
+    """Each customer's MRR (reporting currency) from the lines billed at a moment;
+    customers billed nothing convertible are absent."""
     result: dict[str, Decimal] = defaultdict(Decimal)
-    for line in billed_lines(lines, at, ended):
+    for line in billed:
         amount = line_mrr(line, prices)
         converted = None if amount is None else money.to_reporting(amount, line.currency, fx_rates)
-        if converted is not None:
+        if converted:
             result[line.customer] += converted
     return dict(result)
+
+
+def first_paid(lines: list[InvoiceLine], prices: dict[str, Price]) -> dict[str, int]:
+    """Customer -> the start of the first period a paid line billed them above zero
+    for (among `lines`): who had paid before a moment, for reactivations."""
+    result: dict[str, int] = {}
+    for line in lines:
+        if not line.proration and line.amount > 0 and line_mrr(line, prices) is not None:
+            result[line.customer] = min(result.get(line.customer, line.period_start),
+                                        line.period_start)
+    return result
 
 
 def billed_kpis(lines: list[InvoiceLine], prices: dict[str, Price],
@@ -235,3 +255,35 @@ def customer_mrr_at(current: list[dict], events: list[dict], at: int, *,
     return customer_mrr(subscriptions_parsed_at(current, events, at, prices=prices,
                                                 coupons=coupons, known_discounts=known_discounts,
                                                 parsed=parsed), at, fx_rates, rules)
+
+
+@dataclass(frozen=True)
+class BilledStep:
+    """A past moment as the paid invoices tell it (the backfill before the events)."""
+
+    lines: list[InvoiceLine]  # billed then (billed_lines)
+    bridge: MrrBridge  # MRR billed over the window ending then
+
+
+def billed_steps(lines: list[InvoiceLine], steps: list[int], window: int,
+                 prices: dict[str, Price], fx_rates: dict[str, Decimal],
+                 ended: dict[str, int] | None = None) -> dict[int, BilledStep]:
+    """Per step: the lines billed then, and the bridge of customer MRR billed from
+    `window` before it to it. A customer billed nothing at the start is a
+    reactivation when `lines` show them paying before it, else new (so `lines`
+    should reach back well before the first window)."""
+    wanted = set(steps)
+    paid_since = first_paid(lines, prices)
+    customers: dict[int, dict[str, Decimal]] = {}
+    result = {}
+    for at, billed in billed_lines_at(lines, sorted(wanted | {at - window for at in wanted}),
+                                      ended):
+        customers[at] = customer_mrr_billed(billed, prices, fx_rates)
+        if at in wanted:
+            start = at - window
+            paid_before = {c for c, first in paid_since.items() if first < start}
+            result[at] = BilledStep(billed, mrr_bridge(customers[start], customers[at],
+                                                       paid_before))
+        for old in [t for t in customers if t < at - window]:
+            del customers[old]  # no later step's window starts there
+    return result

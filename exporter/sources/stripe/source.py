@@ -78,8 +78,8 @@ def parse_config(section: Section) -> StripeConfig:
 SUBSCRIPTION_STATUSES = frozenset({"incomplete", "incomplete_expired", "trialing", "active",
                                    "past_due", "canceled", "unpaid", "paused"})
 MAX_CURRENCIES = 40  # currency label values a source exports
-# What a past moment's subscriptions give (backfill): the failed payments of a
-# past day come from its charges, the dynamics from a month before it.
+# What a past moment's subscriptions give (backfill; its failed payments would come
+# from its charges, not rebuilt yet). The 30-day bridge comes from invoices.
 BACKFILLED = frozenset({"mrr", "paying_customers", "arpa", "mrr_by_currency", "subscriptions"})
 # What paid invoices give before the events (statuses are not on them).
 BILLED = BACKFILLED - {"subscriptions"}
@@ -126,10 +126,10 @@ def samples(kpis: RevenueKpis) -> list[Sample]:
     return result
 
 
-def dynamics_samples(d: dynamics.RevenueDynamics) -> list[Sample]:
-    """The revenue-dynamics series; a ratio with a zero denominator has no series."""
-    month, year = "30d", "1y"
-    bridge = d.bridge
+def bridge_samples(bridge: dynamics.MrrBridge) -> list[Sample]:
+    """The 30-day bridge's series (movements, churn, retention); a ratio with a zero
+    denominator has no series."""
+    month = "30d"
     result = [_sample("mrr_movement", bridge.movements[m], movement=m, window=month)
               for m in dynamics.MOVEMENTS]
     result += [
@@ -138,6 +138,23 @@ def dynamics_samples(d: dynamics.RevenueDynamics) -> list[Sample]:
         _sample("paying_customers_window_start", bridge.paying_at_start, window=month),
         _sample("nrr_cohort_mrr_start", bridge.start, window=month),
         _sample("nrr_cohort_mrr_now", bridge.retained, window=month),
+    ]
+    optional = [
+        ("mrr_growth_rate", bridge.growth_rate),
+        ("customer_churn_rate", bridge.customer_churn_rate),
+        ("gross_revenue_churn_rate", bridge.gross_revenue_churn_rate),
+        ("net_revenue_churn_rate", bridge.net_revenue_churn_rate),
+        ("net_revenue_retention", bridge.net_revenue_retention),
+    ]
+    return result + [_sample(kpi, value, window=month) for kpi, value in optional
+                     if value is not None]
+
+
+def dynamics_samples(d: dynamics.RevenueDynamics) -> list[Sample]:
+    """The revenue-dynamics series; a ratio with a zero denominator has no series."""
+    month, year = "30d", "1y"
+    result = bridge_samples(d.bridge)
+    result += [
         _sample("nrr_cohort_mrr_start", d.cohort_start, window=year),
         _sample("nrr_cohort_mrr_now", d.cohort_now, window=year),
         _sample("trials_active", d.trials.active),
@@ -150,12 +167,7 @@ def dynamics_samples(d: dynamics.RevenueDynamics) -> list[Sample]:
         _sample("disputes_open_amount", d.disputes_open_amount),
     ]
     optional = [
-        ("mrr_growth_rate", bridge.growth_rate, {"window": month}),
         ("mrr_growth_rate", d.annual_growth_rate, {"window": year}),
-        ("customer_churn_rate", bridge.customer_churn_rate, {"window": month}),
-        ("gross_revenue_churn_rate", bridge.gross_revenue_churn_rate, {"window": month}),
-        ("net_revenue_churn_rate", bridge.net_revenue_churn_rate, {"window": month}),
-        ("net_revenue_retention", bridge.net_revenue_retention, {"window": month}),
         ("net_revenue_retention", d.annual_retention, {"window": year}),
         ("trial_conversion_rate", d.trials.conversion_rate, {"window": month}),
         ("customer_lifetime_value", d.lifetime_value, {}),
@@ -224,29 +236,38 @@ class StripeSource(HttpSource):
         Within the 30 days of events Stripe keeps, the subscriptions are rebuilt
         from today's state and the events, and valued by the same rules as a
         poll's. Before them, MRR, MRR by currency, paying customers and ARPA are
-        "MRR billed": the paid invoice lines covering each step (history.billed_kpis),
-        from one pass over the invoices."""
+        "MRR billed": the paid invoice lines covering each step (history.billed_kpis).
+        The 30-day bridge (movements, churn, retention) ending at every past step
+        is that of MRR billed at both ends. One pass over the invoices serves all."""
         now = steps[-1]
         last = self.poll_at(now)  # today's state and the events the past is rebuilt from
         data = self.held.data([])
+        past = steps[:-1]
+        billed = self._billed(data, past)
         events = self.events.events("customer.subscription.")
-        before = [at for at in steps[:-1] if at < now - RETENTION]
-        if before:
-            lines = fetch.paid_invoice_lines(self.client, *invoices_covering(before[0], before[-1]),
-                                             covering=(before[0], before[-1]))
-            for at, billed in history.billed_lines_at(lines, before, ended(data)):
-                kpis = history.billed_kpis(billed, data.prices, self.fx_rates)
-                yield at, [s for s in samples(self._bounded(kpis)) if s.kpi in BILLED]
-        for at in steps[:-1]:
+        for at in past:
             if at < now - RETENTION:
-                continue
-            subscriptions = history.subscriptions_parsed_at(
-                data.raw_subscriptions, events, at, prices=data.prices, coupons=data.coupons,
-                known_discounts=self.known_discounts, parsed=data.subscriptions)
-            kpis = revenue_kpis(subscriptions, [], now=at, fx_rates=self.fx_rates,
-                                rules=self.config.mrr)
-            yield at, [s for s in samples(self._bounded(kpis)) if s.kpi in BACKFILLED]
+                kpis = history.billed_kpis(billed[at].lines, data.prices, self.fx_rates)
+                revenue = [s for s in samples(self._bounded(kpis)) if s.kpi in BILLED]
+            else:
+                subscriptions = history.subscriptions_parsed_at(
+                    data.raw_subscriptions, events, at, prices=data.prices, coupons=data.coupons,
+                    known_discounts=self.known_discounts, parsed=data.subscriptions)
+                kpis = revenue_kpis(subscriptions, [], now=at, fx_rates=self.fx_rates,
+                                    rules=self.config.mrr)
+                revenue = [s for s in samples(self._bounded(kpis)) if s.kpi in BACKFILLED]
+            yield at, revenue + bridge_samples(billed[at].bridge)
         yield now, last
+
+    def _billed(self, data: fetch.StripeData, past: list[int]) -> dict[int, history.BilledStep]:
+        """Per past step, what the paid invoices say (history.billed_steps), from one
+        read of the invoices covering the steps and the 30 days before each."""
+        if not past:
+            return {}
+        first, last = past[0] - WINDOW, past[-1]
+        lines = fetch.paid_invoice_lines(self.client, *invoices_covering(first, last),
+                                         covering=(first, last))
+        return history.billed_steps(lines, past, WINDOW, data.prices, self.fx_rates, ended(data))
 
     def _bounded(self, kpis: RevenueKpis) -> RevenueKpis:
         """Upstream-controlled label values kept to a known, small set: statuses Stripe
