@@ -15,6 +15,7 @@ them, so that the backfilled and the live series are the same series.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import sys
@@ -26,6 +27,10 @@ from exporter import catalog
 from exporter.sources.base import Sample
 
 log = logging.getLogger(__name__)
+
+# Left in the blocks directory by `backfill --blocks`: a rerun does nothing, and
+# `backfill-rules` reads the steps from it.
+MARKER = "kpi-exporter-backfill.done"
 
 
 class Backfillable(Protocol):
@@ -67,11 +72,11 @@ def openmetrics(samples: Iterable[tuple[int, Sample]], kpis: tuple[catalog.Kpi, 
         yield f"# TYPE {kpi.metric} gauge\n"
         for labels, points in sorted(series[key].items()):
             for at, value in sorted(points):
-                yield f"{kpi.metric}{{{labels}}} {_number(value)} {at}\n"
+                yield f"{kpi.metric}{{{labels}}} {number(value)} {at}\n"
     yield "# EOF\n"
 
 
-def _number(value: float) -> str:
+def number(value: float) -> str:
     if math.isnan(value):
         return "NaN"
     if math.isinf(value):
@@ -99,6 +104,14 @@ def run(sources: list, kpis: tuple[catalog.Kpi, ...], moments: list[int], out: I
         log.info("%s: %d of %d steps backfilled", source.name, count, len(moments))
     out.writelines(openmetrics(collected, kpis, {"job": job, "instance": instance}))
     return written
+
+
+def marker_text(out: str, moments: list[int]) -> str:
+    """What the marker holds: the file, the whole steps (first, last, step) and now."""
+    whole = moments[:-1] or moments
+    step = whole[1] - whole[0] if len(whole) > 1 else 86400
+    return json.dumps({"out": out, "first": whole[0], "last": whole[-1], "step": step,
+                       "now": moments[-1]}) + "\n"
 
 
 @contextlib.contextmanager

@@ -127,9 +127,6 @@ def demo(listen, scenario, customers, seed, poll_interval, app_listen, web_confi
                               app_listen=app_listen))
 
 
-BACKFILL_MARKER = "kpi-exporter-backfill.done"
-
-
 @main.command()
 @click.option("--config", metavar="PATH", help="YAML config file (see README).")
 @click.option("--demo", is_flag=True, help="Backfill the built-in simulator instead (what the "
@@ -172,7 +169,7 @@ def backfill(config, demo, days, step, out, blocks, job, instance, log_level):
         seconds = config_module.parse_duration(step)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--step") from None
-    marker = blocks_dir / BACKFILL_MARKER if blocks_dir else None
+    marker = blocks_dir / backfill_module.MARKER if blocks_dir else None
     if marker is not None and marker.exists():
         click.echo(f"kpi-exporter: {blocks_dir} was backfilled already ({marker.name}): "
                    "nothing to do", err=True)
@@ -219,8 +216,77 @@ def backfill(config, demo, days, step, out, blocks, job, instance, log_level):
             click.echo(f"kpi-exporter: backfill: promtool failed: "
                        f"{(made.stderr or made.stdout).strip()[-500:]}", err=True)
             sys.exit(1)
-        marker.write_text(f"{out_path}\n")
+        marker.write_text(backfill_module.marker_text(str(out_path), moments))
         click.echo(f"kpi-exporter: blocks written to {blocks_dir}", err=True)
+
+
+@main.command("backfill-rules")
+@click.option("--blocks", required=True, metavar="DIR",
+              type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Prometheus' data directory, which `backfill --blocks` filled (its marker "
+                   "gives the steps).")
+@click.option("--url", default="http://localhost:9090", metavar="URL",
+              help="The Prometheus that serves DIR.")
+@click.option("--rules", required=True, multiple=True, metavar="PATH",
+              type=click.Path(exists=True, path_type=Path),
+              help="A rule file, or a directory of them; repeatable.")
+@click.option("--wait", default="5m", help="How long to wait for Prometheus to be ready.")
+@log_level_option
+def backfill_rules(blocks, url, rules, wait, log_level):
+    """Give the recording rules the backfill's past: evaluate them at its steps, into DIR."""
+    rule_paths = rules  # the parameter's name is the environment's: ..._RULES_RULES
+    import shutil
+    import subprocess
+
+    import requests
+    import yaml
+
+    from exporter import backfill_rules as rules_module
+    from exporter.app import setup_logging
+
+    setup_logging(log_level)
+    marker = blocks / rules_module.RULES_MARKER
+    if marker.exists():
+        click.echo(f"kpi-exporter: {blocks} has its recording rules' past already "
+                   f"({marker.name}): nothing to do", err=True)
+        return
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        click.echo("kpi-exporter: backfill-rules needs promtool (Prometheus' own tool) on the "
+                   "PATH", err=True)
+        sys.exit(1)
+    try:
+        moments = rules_module.steps_of(blocks)
+    except FileNotFoundError as exc:  # no backfill (skipped, or another kind of volume)
+        click.echo(f"kpi-exporter: {exc}: nothing to do", err=True)
+        return
+    except LookupError as exc:
+        click.echo(f"kpi-exporter: backfill-rules failed: {exc}", err=True)
+        sys.exit(1)
+    try:
+        rules = rules_module.recording_rules(list(rule_paths))
+        rules_module.wait_ready(url.rstrip("/"), config_module.parse_duration(wait))
+        recorded: dict = {}
+        for rule in rules:
+            for labels, points in rules_module.evaluate(url.rstrip("/"), rule, moments).items():
+                recorded.setdefault(rule["record"], {}).setdefault(labels, []).extend(points)
+    except (ValueError, TimeoutError, RuntimeError, OSError, yaml.YAMLError,
+            requests.RequestException) as exc:
+        click.echo(f"kpi-exporter: backfill-rules failed: {redact(str(exc))}", err=True)
+        sys.exit(1)
+    out = blocks / "kpi-exporter-rules-backfill.om"
+    out.write_text("".join(rules_module.openmetrics(recorded)), encoding="utf-8")
+    made = subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics", str(out),
+                           str(blocks)], capture_output=True, text=True)
+    if made.returncode != 0:
+        click.echo(f"kpi-exporter: backfill-rules: promtool failed: "
+                   f"{(made.stderr or made.stdout).strip()[-500:]}", err=True)
+        sys.exit(1)
+    marker.write_text(f"{out}\n")
+    series = sum(len(by_labels) for by_labels in recorded.values())
+    click.echo(f"kpi-exporter: {len(recorded)} of {len(rules)} recording rules backfilled "
+               f"({series} series) into {blocks}; Prometheus loads the blocks within a "
+               "minute", err=True)
 
 
 @main.command()

@@ -189,10 +189,8 @@ class NativeStack:
         return order
 
     def one_shot(self, name: str) -> bool:
-        """A service others wait on to finish (`service_completed_successfully`)."""
-        return any((svc.get("depends_on") or {}).get(name, {}).get("condition")
-                   == "service_completed_successfully" for svc in self.services.values()
-                   if isinstance(svc.get("depends_on"), dict))
+        """A service that runs once, to the end (`restart: "no"`): waited on to exit 0."""
+        return self.services[name].get("restart") == "no"
 
     def start(self, skip: set[str] = frozenset(), timeout: float = 60) -> "NativeStack":
         for name in self.start_order(set(skip)):

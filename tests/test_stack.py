@@ -122,6 +122,21 @@ def test_the_backfill_gave_prometheus_the_past_before_it_first_scraped(stack):
     [year] = prometheus(stack, "/api/v1/query_range", query=mrr, start=end - 364 * day,
                         end=end, step=day)["result"]
     assert len(year["values"]) == 365  # a point at every midnight the backfill wrote
+
+    # The backfill-rules one-shot gave the recording rules the same past (Prometheus
+    # loads new blocks once a minute): ARR 300 days ago is 12 x MRR then.
+    at = now // day * day - 300 * day
+    [mrr_then] = series_at(mrr, at)
+
+    def arr_then():
+        return series_at('source:kpi_arr:mrr_x12{job="kpi-exporter"}', at)
+
+    [arr] = eventually(arr_then, 150, "ARR 300 days ago, from the backfill-rules one-shot", stack)
+    assert float(arr["value"][1]) == pytest.approx(12 * float(mrr_then["value"][1]), rel=1e-12)
+    [wow] = series_at('source:kpi_mrr:change_ratio_1w{job="kpi-exporter"}', at)
+    assert -1 < float(wow["value"][1]) < 1
+    assert (stack.workdir / "volumes" / "prometheus-data" / "kpi-exporter-rules-backfill.done"
+            ).exists()
     assert (stack.workdir / "volumes" / "prometheus-data" / "kpi-exporter-backfill.done").exists()
 
 
@@ -243,8 +258,8 @@ def test_compose_images_are_pinned_and_the_own_image_is_built_here():
 def test_compose_services_are_healthchecked_ordered_and_local():
     services = compose()["services"]
     assert set(services) == {"exporter", "alert-sink", "backfill", "alertmanager", "prometheus",
-                             "grafana"}
-    one_shots = {"backfill"}  # run once before what depends on them; no health to check
+                             "backfill-rules", "grafana"}
+    one_shots = {"backfill", "backfill-rules"}  # run once, to the end; no health to check
     for name, service in services.items():
         if name in one_shots:
             assert service["restart"] == "no" and service["healthcheck"] == {"disable": True}
@@ -258,8 +273,12 @@ def test_compose_services_are_healthchecked_ordered_and_local():
             assert dependency in services and condition == {"condition": wanted}
     assert set(services["prometheus"]["depends_on"]) == {"exporter", "alertmanager", "backfill"}
     # the backfill writes into Prometheus' volume as Prometheus' user
-    assert services["backfill"]["user"] == "65534:65534"
-    assert "prometheus-data:/prometheus" in services["backfill"]["volumes"]
+    for one_shot in one_shots:
+        assert services[one_shot]["user"] == "65534:65534"
+        assert "prometheus-data:/prometheus" in services[one_shot]["volumes"]
+    # the recording rules' past needs Prometheus serving the backfilled blocks
+    assert services["backfill-rules"]["depends_on"] == {"prometheus": {"condition":
+                                                                        "service_healthy"}}
     assert set(services["grafana"]["depends_on"]) == {"prometheus"}
     assert set(services["alertmanager"]["depends_on"]) == {"alert-sink"}
 
@@ -418,7 +437,8 @@ def test_production_routing_pages_the_team_with_the_secrets_from_files(tmp_path)
                         external={PAGERDUTY_URL: f"{capture.url}/v2/enqueue"})
     (tmp_path / "stack").mkdir()
     try:
-        stack.start(skip={"exporter", "alert-sink", "backfill", "prometheus", "grafana"})
+        stack.start(skip={"exporter", "alert-sink", "backfill", "prometheus", "backfill-rules",
+                           "grafana"})
         alert = {"labels": {"alertname": "KpiMrrDrop", "severity": "critical", "team": "finance",
                             "source": "stripe", "window": "30d"},
                  "annotations": {"summary": "MRR fell by more than 5% over 30d.",
@@ -478,7 +498,8 @@ def test_a_users_own_kit_runs_the_stack_with_no_code_edited(tmp_path):
                                              "KPI_KIT_DIR": str(kit)})
     (tmp_path / "stack").mkdir()
     try:
-        stack.start(skip={"grafana", "backfill"})  # the past is the module stack's to prove
+        # the past is the module stack's to prove
+        stack.start(skip={"grafana", "backfill", "backfill-rules"})
         sink = stack.url("alert-sink", 19878)
 
         def delivered():
