@@ -327,3 +327,70 @@ def test_the_fake_answers_a_wrong_key_with_401_forbidden():
         with pytest.raises(UpstreamError) as caught:
             MailgunSource(config).poll()
     assert caught.value.reason == "auth" and "key-wrong" not in str(caught.value)
+
+
+# --- backfill ---------------------------------------------------------------------------
+
+DAY = 86400
+
+
+def test_each_backfilled_day_is_what_a_poll_then_would_have_said():
+    """Ten midnights and now, against the fake over real sockets: every past step's
+    counts and rates equal a poll at that moment (its suppression lists are today's
+    only), from two daily queries for the whole span, not two per step."""
+    from exporter.backfill import steps
+
+    now = NOW
+    moments = steps(now, 10, DAY)
+    with FakeMailgun(MailgunAccount(seed=1, now=NOW)) as fake:
+        backfilled = dict(fake_source(fake, max_domains=2).backfill(moments))
+        queries = [body for body in fake.bodies if "metrics" in body]  # the POSTed queries
+        for at in moments[:-1]:
+            polled = fake_source(fake, clock=lambda at=at: at, max_domains=2).poll()
+            expected = sorted((s.kpi, sorted(s.labels.items()), s.value) for s in polled
+                              if s.kpi != "email_suppressions"
+                              and s.labels["domain"] != "staging.example.com")
+            assert sorted((s.kpi, sorted(s.labels.items()), s.value)
+                          for s in backfilled[at]) == expected, at
+    assert list(backfilled) == moments
+    kept = {s.labels["domain"] for s in backfilled[moments[0]]}
+    assert kept == {"mg.example.com", "marketing.example.com", OTHER}  # capped as a poll is
+    assert any(s.kpi == "email_suppressions" for s in backfilled[now])  # the last step polls
+    # the daily pair for the whole span, then the poll's two windows (two queries each)
+    assert [q["dimensions"] for q in queries] == [["time", "domain"]] * 2 + [["domain"]] * 4
+
+
+@responses.activate
+def test_a_domain_is_backfilled_from_its_first_day_and_a_day_must_start_at_midnight():
+    day0 = NOW // DAY * DAY - 10 * DAY
+
+    def daily(domain: str, day: int, accepted: int) -> dict:
+        when = fetch.rfc2822(day)
+        return {"dimensions": [{"dimension": "time", "value": when, "display_value": when},
+                               {"dimension": "domain", "value": domain, "display_value": domain}],
+                "metrics": {"accepted_outgoing_count": accepted, "delivered_count": accepted}}
+
+    items = [daily("old.example.com", day0 + k * DAY, 100) for k in range(10)]
+    items += [daily("new.example.com", day0 + 8 * DAY, 40), daily("new.example.com", day0 + 9 * DAY, 60)]
+    responses.post(US + "/v1/analytics/metrics", json=answer(items))
+    responses.post(US + "/v1/analytics/metrics", json=answer([]))  # the engagement metrics
+    counts = fetch.daily_event_counts(source().client, day0, day0 + 10 * DAY)
+    assert counts[day0 + 9 * DAY]["new.example.com"].accepted == 60
+    body = json.loads(responses.calls[0].request.body)
+    assert body["dimensions"] == ["time", "domain"] and body["resolution"] == "day"
+
+    from exporter.sources.mailgun.source import _window
+    first = {"old.example.com": day0, "new.example.com": day0 + 8 * DAY}
+    week = _window(counts, first, day0 + 3 * DAY, day0 + 10 * DAY)
+    assert week == {"old.example.com": Counts(accepted=700, delivered=700)}  # new: not all of it
+    last_day = _window(counts, first, day0 + 9 * DAY, day0 + 10 * DAY)
+    assert last_day["new.example.com"] == Counts(accepted=60, delivered=60)
+    quiet = _window({}, first, day0 + 9 * DAY, day0 + 10 * DAY)  # no events that day: zero
+    assert quiet == {"old.example.com": Counts(), "new.example.com": Counts()}
+
+    responses.replace(responses.POST, US + "/v1/analytics/metrics", json=answer(
+        [dict(daily("old.example.com", day0, 1), dimensions=[
+            {"dimension": "time", "value": "Mon, 04 Jan 2027 05:00:00 +0000"},
+            {"dimension": "domain", "value": "old.example.com"}])]))
+    with pytest.raises(UpstreamDataError, match="not at midnight UTC"):
+        fetch.daily_event_counts(source().client, day0, day0 + 10 * DAY)

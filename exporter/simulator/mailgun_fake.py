@@ -11,14 +11,17 @@ documented thresholds unless `trouble=True`: then its last 24 hours deliver
 consistent: delivered + failed = accepted, hard bounces + soft bounces +
 suppressed = failed permanently, unique opens <= opens.
 
-Served: `POST /v1/analytics/metrics` (the `domain` dimension, the count
+Served: `POST /v1/analytics/metrics` (the `domain` dimension, alone or after
+`time` with a `day` or `hour` resolution: one item per UTC bucket and domain
+that had events, the bucket's start as its RFC 2822 value; the count
 metrics, a `domain` filter, `pagination` skip/limit/total, `start`/`end` in
 RFC 2822; hours are summed), `GET /v4/domains` (skip/limit),
 `GET /v3/{domain}/bounces|complaints|unsubscribes` (`limit` up to 1,000,
 absolute `paging` URLs, the next page after `address`, an empty page after
 the last). A metrics query takes up to 10 metrics and 1,000 domains a page. Basic auth with user
 `api`; errors as `{"message": ...}`, a bad key as 401 "Forbidden".
-Simplified: no other dimensions, no rate metrics, no time series.
+Simplified: no other dimensions, no rate metrics, no month resolution, no
+retention limit (every past hour has traffic).
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from typing import Any
 from exporter.simulator.fake_server import FakeServer, Response, json_body
 
 HOUR = 3600
-MAX_METRICS_LIMIT = 1000  # for any dimension but time
+MAX_METRICS_LIMIT = 1000  # items a page
+RESOLUTIONS = {"hour": HOUR, "day": 24 * HOUR}
 MAX_METRICS_PER_QUERY = 10
 MAX_LIST_LIMIT = 1000
 COUNT_METRICS = ("accepted_outgoing_count", "delivered_count", "permanent_failed_count",
@@ -197,8 +201,13 @@ class FakeMailgun(FakeServer):
         start = _rfc2822(body.get("start"), "start") if body.get("start") else end - 7 * 24 * HOUR
         if start >= end:
             raise ApiError(400, "'start' must be before 'end'")
-        if body.get("dimensions") != ["domain"]:
-            raise ApiError(400, "this simulator serves the 'domain' dimension only")
+        dimensions = body.get("dimensions")
+        if dimensions not in (["domain"], ["time", "domain"]):
+            raise ApiError(400, "this simulator serves the 'domain' dimension, alone or "
+                                "after 'time'")
+        resolution = body.get("resolution", "day")
+        if resolution not in RESOLUTIONS:
+            raise ApiError(400, f"'{resolution}' is not a valid resolution")
         metrics = body.get("metrics") or []
         unknown = [m for m in metrics if m not in COUNT_METRICS]
         if unknown:
@@ -213,16 +222,23 @@ class FakeMailgun(FakeServer):
         wanted = _filtered_domains(body.get("filter"))
         if wanted is not None:
             names = [n for n in names if n in wanted]
+        # One bucket for the whole range, or one per UTC day or hour starting in it.
+        size = RESOLUTIONS[resolution]
+        buckets = [(start, end)] if dimensions == ["domain"] else [
+            (t, t + size) for t in range(int(start) // size * size, math.ceil(end), size)]
         items = []
-        for name in names:
-            counts = self.account.counts(name, start, end)
-            if not any(counts.values()):
-                continue  # Mailgun lists only dimension values that had events
-            items.append({"dimensions": [{"dimension": "domain", "value": name,
-                                          "display_value": name}],
-                          "metrics": {m: counts[m] for m in metrics}})
-        return {"start": _format(start), "end": _format(end), "resolution": body.get("resolution", "day"),
-                "dimensions": ["domain"],
+        for bucket_start, bucket_end in buckets:
+            for name in names:
+                counts = self.account.counts(name, max(start, bucket_start), min(end, bucket_end))
+                if not any(counts.values()):
+                    continue  # Mailgun lists only dimension values that had events
+                dims = [{"dimension": "domain", "value": name, "display_value": name}]
+                if dimensions[0] == "time":
+                    when = _format(bucket_start)
+                    dims.insert(0, {"dimension": "time", "value": when, "display_value": when})
+                items.append({"dimensions": dims, "metrics": {m: counts[m] for m in metrics}})
+        return {"start": _format(start), "end": _format(end), "resolution": resolution,
+                "dimensions": dimensions,
                 "pagination": {"sort": page.get("sort", ""), "skip": skip, "limit": limit,
                                "total": len(items)},
                 "items": items[skip:skip + limit], "aggregates": {"metrics": {}}}

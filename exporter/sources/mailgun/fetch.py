@@ -11,7 +11,7 @@ path and query are followed on our own API host, never on the host it names.
 
 from __future__ import annotations
 
-from email.utils import format_datetime
+from email.utils import format_datetime, parsedate_to_datetime
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
@@ -76,15 +76,30 @@ QUERIES = (("accepted", "delivered", "failed_permanent", "bounced_hard", "bounce
 def event_counts(client: HttpClient, start: float, end: float,
                  only: list[str] | None = None) -> dict[str, Counts]:
     """Counts per domain between `start` and `end` (Unix times)."""
-    raw: dict[str, dict[str, int]] = {}
+    return {domain: counts for (_, domain), counts in _counts(client, start, end, only).items()}
+
+
+def daily_event_counts(client: HttpClient, start: float, end: float,
+                       only: list[str] | None = None) -> dict[int, dict[str, Counts]]:
+    """Counts per UTC day (the Unix time it starts) and domain, for the days between
+    `start` and `end`; a day and domain without events is absent, as Mailgun lists them."""
+    result: dict[int, dict[str, Counts]] = {}
+    for (day, domain), counts in _counts(client, start, end, only, by_day=True).items():
+        result.setdefault(day, {})[domain] = counts
+    return result
+
+
+def _counts(client: HttpClient, start: float, end: float, only: list[str] | None,
+            by_day: bool = False) -> dict[tuple[int | None, str], Counts]:
+    raw: dict[tuple[int | None, str], dict[str, int]] = {}
     for fields in QUERIES:
         names = [name for field in fields for name in METRICS[field]]
-        for domain, values in _query(client, start, end, names, only).items():
-            raw.setdefault(domain, {}).update(values)
-    result = {domain: Counts(**{field: sum(values.get(n, 0) for n in group)
-                                for field, group in METRICS.items()})
-              for domain, values in raw.items()}
-    for domain, c in result.items():
+        for key, values in _query(client, start, end, names, only, by_day).items():
+            raw.setdefault(key, {}).update(values)
+    result = {key: Counts(**{field: sum(values.get(n, 0) for n in group)
+                             for field, group in METRICS.items()})
+              for key, values in raw.items()}
+    for (_, domain), c in result.items():
         if c.bounced_hard + c.bounced_soft + c.suppressed != c.failed_permanent:
             raise UpstreamDataError(
                 f"mailgun: {domain}: {c.failed_permanent} permanent failures are not "
@@ -94,26 +109,27 @@ def event_counts(client: HttpClient, start: float, end: float,
 
 
 def _query(client: HttpClient, start: float, end: float, metrics: list[str],
-           only: list[str] | None) -> dict[str, dict[str, int]]:
-    """One Metrics API query, every page: {domain: {metric: count}}."""
+           only: list[str] | None, by_day: bool) -> dict[tuple[int | None, str], dict[str, int]]:
+    """One Metrics API query, every page: {(day or None, domain): {metric: count}}."""
     body: dict[str, Any] = {
-        "start": rfc2822(start), "end": rfc2822(end), "resolution": "hour",
-        "dimensions": ["domain"], "metrics": metrics, "include_aggregates": False,
+        "start": rfc2822(start), "end": rfc2822(end), "resolution": "day" if by_day else "hour",
+        "dimensions": ["time", "domain"] if by_day else ["domain"], "metrics": metrics,
+        "include_aggregates": False,
         "pagination": {"sort": "domain:asc", "skip": 0, "limit": PAGE},
     }
     if only:
         body["filter"] = {"AND": [{"attribute": "domain", "comparator": "=",
                                    "values": [{"label": d, "value": d} for d in only]}]}
-    result: dict[str, dict[str, int]] = {}
-    # Pages move on by skip: a domain coming back means they loop (or overlap).
+    result: dict[tuple[int | None, str], dict[str, int]] = {}
+    # Pages move on by skip: an item coming back means they loop (or overlap).
     trail = client.trail("/v1/analytics/metrics")
     while True:
         page = client.request_json("POST", "/v1/analytics/metrics", json=body)
         items = _list(page, "items", "metrics")
         for item in items:
-            domain, values = _domain_values(item, metrics)
-            trail.visit(domain)
-            result[domain] = values
+            key, values = _item_values(item, metrics, by_day)
+            trail.visit(key)
+            result[key] = values
         total = (page.get("pagination") or {}).get("total")
         seen = body["pagination"]["skip"] + len(items)
         # Page on to the total Mailgun reports; without one, until a short page.
@@ -122,14 +138,20 @@ def _query(client: HttpClient, start: float, end: float, metrics: list[str],
         body["pagination"] = {**body["pagination"], "skip": seen}
 
 
-def _domain_values(item: Any, metrics: list[str]) -> tuple[str, dict[str, int]]:
+def _item_values(item: Any, metrics: list[str],
+                 by_day: bool) -> tuple[tuple[int | None, str], dict[str, int]]:
     if not isinstance(item, dict):
         raise UpstreamDataError("mailgun: a metrics item is not an object")
-    dimensions = _list(item, "dimensions", "metrics item")
+    dimensions = [d for d in _list(item, "dimensions", "metrics item") if isinstance(d, dict)]
     domain = next((_string(d, "value", "dimension") for d in dimensions
-                   if isinstance(d, dict) and d.get("dimension") == "domain"), None)
+                   if d.get("dimension") == "domain"), None)
     if not domain:
         raise UpstreamDataError("mailgun: a metrics item has no domain dimension")
+    day = None
+    if by_day:
+        when = next((_string(d, "value", "dimension") for d in dimensions
+                     if d.get("dimension") == "time"), None)
+        day = _day_start(when, domain)
     found = item.get("metrics")
     if not isinstance(found, dict):
         raise UpstreamDataError(f"mailgun: metrics of {domain} are missing")
@@ -141,7 +163,20 @@ def _domain_values(item: Any, metrics: list[str]) -> tuple[str, dict[str, int]]:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise UpstreamDataError(f"mailgun: {name} of {domain} is not a count")
         values[name] = value
-    return domain, values
+    return (day, domain), values
+
+
+def _day_start(value: str | None, domain: str) -> int:
+    """A `time` dimension value of a daily item: RFC 2822, at midnight UTC."""
+    try:
+        at = parsedate_to_datetime(value or "").timestamp()
+    except (TypeError, ValueError):
+        raise UpstreamDataError(f"mailgun: a daily item of {domain} has no time (or an "
+                                f"unreadable one: {str(value)[:40]!r})") from None
+    if at % 86400:
+        raise UpstreamDataError(f"mailgun: a daily item of {domain} starts at {value}, not at "
+                                "midnight UTC")
+    return int(at)
 
 
 def suppression_size(client: HttpClient, domain: str, kind: str) -> int:

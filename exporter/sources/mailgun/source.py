@@ -13,7 +13,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from exporter.config import PollLimits, Section
 from exporter.http import HttpClient
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 NAME = "mailgun"
 REGIONS = {"us": "https://api.mailgun.net", "eu": "https://api.eu.mailgun.net"}
 HOUR = 3600
+DAY = 24 * HOUR
 WINDOWS = {"24h": 24 * HOUR, "7d": 7 * 24 * HOUR}
 RANKING_WINDOW = "7d"  # domains are ranked by their volume over the longest window
 
@@ -110,7 +111,9 @@ class MailgunSource(HttpSource):
         self._suppressions: tuple[float, dict[str, dict[str, int]]] | None = None
 
     def poll(self) -> list[Sample]:
-        now = self.clock()
+        return self.poll_at(self.clock())
+
+    def poll_at(self, now: float) -> list[Sample]:
         only = list(self.config.domains) or None
         windows = {window: fetch.event_counts(self.client, now - seconds, now, only)
                    for window, seconds in WINDOWS.items()}
@@ -123,6 +126,35 @@ class MailgunSource(HttpSource):
         capped = {window: cap_domains(by_domain, kept) for window, by_domain in windows.items()}
         return samples(capped, cap_sizes(self._suppression_sizes(domains, now), kept))
 
+    def backfill(self, steps: list[int]) -> Iterator[tuple[int, list[Sample]]]:
+        """Counts and rates per domain over the 24 hours and 7 days ending at each past
+        step, from one daily query (two, for the metrics) over the span; whole-day
+        steps only, as Mailgun's days are. A domain's window is written once the answer
+        holds that domain for all of it (from the first day it has events: Mailgun
+        lists no quiet days, and keeps a plan's worth of them). The suppression lists
+        are today's only. The last step is a poll. See backfill.py."""
+        now, past = steps[-1], steps[:-1]
+        if any(at % DAY for at in past):
+            log.info("mailgun: backfills whole-day steps only (Mailgun counts by UTC day)")
+            past = []
+        if past:
+            longest = max(WINDOWS.values())
+            only = list(self.config.domains) or None
+            days = fetch.daily_event_counts(self.client, past[0] - longest, past[-1], only)
+            days = {day: counts for day, counts in days.items() if day + DAY <= past[-1]}
+            first_day: dict[str, int] = {}
+            for day in sorted(days):
+                for domain in days[day]:
+                    first_day.setdefault(domain, day)
+            for at in past:
+                windows = {window: _window(days, first_day, at - seconds, at)
+                           for window, seconds in WINDOWS.items()}
+                volume = {d: counts.accepted for d, counts in windows[RANKING_WINDOW].items()}
+                kept = kept_domains(volume, self.config.max_domains)
+                yield at, samples({window: cap_domains(by_domain, kept)
+                                   for window, by_domain in windows.items()}, {})
+        yield now, self.poll_at(now)
+
     def _suppression_sizes(self, domains: list[str], now: float) -> dict[str, dict[str, int]]:
         """Sizes of every domain's lists, fetched again only every suppressions_interval."""
         cached = self._suppressions
@@ -133,6 +165,18 @@ class MailgunSource(HttpSource):
                           for kind in fetch.SUPPRESSION_LISTS} for domain in domains}
         self._suppressions = (now, sizes)
         return sizes
+
+
+def _window(days: dict[int, dict[str, Counts]], first_day: dict[str, int], start: int,
+            end: int) -> dict[str, Counts]:
+    """Each domain's counts over the whole days from `start` to `end`, for the domains
+    whose events the answer holds since `start` (a day without events counts zero)."""
+    result = {domain: Counts() for domain, first in first_day.items() if first <= start}
+    for day in range(start, end, DAY):
+        for domain, counts in days.get(day, {}).items():
+            if domain in result:
+                result[domain] = result[domain] + counts
+    return result
 
 
 SOURCE_TYPE = Registration(parse_config, lambda source_config, config: MailgunSource(source_config))
