@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from exporter import runtime
 from exporter.collector import KpiCollector
 from exporter.config import Config, listen_text
+from exporter.exposition import MetricsApp
 from exporter.poller import Poller
 from exporter.secrets import RedactingFilter
 from exporter.server import BackgroundHttpServer, make_app
@@ -27,18 +28,19 @@ class Exporter:
         self.sources = [named(SOURCE_TYPES[config.source_type(name)].create(source_config, config),
                               name) for name, source_config in config.sources.items()]
         self.poller = Poller(self.sources)
-        self.registry = CollectorRegistry()
-        self.registry.register(KpiCollector(self.poller, config.kpis, config.reporting_currency,
-                                            config.constants))
+        kpis = KpiCollector(self.poller, config.kpis, config.reporting_currency, config.constants)
+        self.registry = CollectorRegistry()  # everything, as /metrics serves it
+        self.registry.register(kpis)
         # What any exporter serves about itself: CPU, memory, file descriptors, GC.
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
-        GCCollector(registry=self.registry)
+        itself = [ProcessCollector(registry=self.registry),
+                  PlatformCollector(registry=self.registry), GCCollector(registry=self.registry)]
         host, port = listen or config.listen
         self.web = web
-        app = make_app(self.registry, self.poller, web.allows if web and web.users else None)
+        app = make_app(self.registry, self.poller, web.allows if web and web.users else None,
+                       metrics_app=MetricsApp(kpis, itself))
         self.server = BackgroundHttpServer(host, port, app, tls=web.tls if web else None,
-                                           headers=web.headers if web else ())
+                                           headers=web.headers if web else (),
+                                           inline=not (web and web.users))
 
     @property
     def url(self) -> str:

@@ -35,9 +35,17 @@ from prometheus_client.core import (
 
 from exporter import __version__, catalog
 from exporter.http import ERROR_REASONS
-from exporter.poller import POLL_BUCKETS, Poller
+from exporter.poller import POLL_BUCKETS, Poller, SourceState
 
 log = logging.getLogger(__name__)
+
+# The health series the poller's state gives, rendered on every scrape.
+POLLER_HEALTH = frozenset({
+    "source_up", "source_syncing", "source_last_success_timestamp_seconds",
+    "source_poll_duration_seconds", "source_poll_seconds", "source_poll_interval_seconds",
+    "source_polls_total", "source_poll_failures_total", "source_requests_total",
+    "source_request_retries_total", "source_request_errors_total",
+    "source_rate_limit_wait_seconds_total"})
 
 _FAMILIES = {"gauge": GaugeMetricFamily, "counter": CounterMetricFamily,
              "histogram": HistogramMetricFamily}
@@ -64,24 +72,34 @@ class KpiCollector:
             yield family
 
     def collect(self) -> Iterator[Metric]:
-        # KPIs, and health metrics a source emits itself, come from the samples;
-        # the other health metrics from the poller's state.
-        families = self._families()
         states = self.poller.states()
+        yield from self.collect_samples(states)
+        yield from self.collect_health(states)
+
+    def collect_samples(self, states: dict[str, SourceState]) -> Iterator[Metric]:
+        """The KPIs, the health series a source emits itself, and what the config and
+        the build say: all of it changes only when a poll ends (exposition.py keeps
+        its text until then)."""
+        families = {key: entry for key, entry in self._families().items()
+                    if key not in POLLER_HEALTH}
         for state in states.values():
             for sample in state.samples:
                 self._add_sample(families, sample)
-        stats = {source.name: source.request_stats() for source in self.poller.sources}
-        intervals = {source.name: source.poll_interval for source in self.poller.sources}
-        self._add_health(families, states, stats, intervals)
         families["exporter_build_info"][1].add_metric(
             [__version__, platform.python_version()], 1)
         families["reporting_currency_info"][1].add_metric([self.currency], 1)
         for key, value in self.constants.items():
             families[key][1].add_metric(["config"], value)
-        for _, family in families.values():
-            if family.samples:
-                yield family
+        yield from (family for _, family in families.values() if family.samples)
+
+    def collect_health(self, states: dict[str, SourceState]) -> Iterator[Metric]:
+        """The health series of the poller's state, as they are at this moment."""
+        families = {key: entry for key, entry in self._families().items()
+                    if key in POLLER_HEALTH}
+        stats = {source.name: source.request_stats() for source in self.poller.sources}
+        intervals = {source.name: source.poll_interval for source in self.poller.sources}
+        self._add_health(families, states, stats, intervals)
+        yield from (family for _, family in families.values() if family.samples)
 
     def _add_sample(self, families, sample) -> None:
         entry = families.get(sample.kpi)

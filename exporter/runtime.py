@@ -8,11 +8,15 @@ millions: seconds per collection). Two settings keep scrapes short
 
 - a 1 ms GIL switch interval instead of 5 ms, so the thread answering a
   scrape gets its turns sooner;
-- `gc.freeze()` every second and after each poll: what a poll holds by then
+- `gc.freeze()` every 20 ms and after each poll: what a poll holds by then
   is long-lived, and frozen objects are left out of every later collection
-  (freezing is cheap: a list splice). Objects freed by reference counting are
+  (freezing is cheap: a list splice), so a collection only ever walks the
+  last few milliseconds' objects (on 30,000 subscriptions, freezing every
+  second left steady polls 200 ms of collections, some 15-48 ms long; every
+  20 ms, 43 ms, none over 2 ms). Objects freed by reference counting are
   freed as always; only reference cycles among frozen objects wait, so once
-  a day everything is unfrozen and collected.
+  a day everything is unfrozen and collected (the demo makes about 1,200
+  such objects a minute, whether freezing every second or every 20 ms).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import time
 from typing import Callable
 
 SWITCH_INTERVAL = 0.001  # seconds; CPython's default is 0.005
-FREEZE_EVERY = 1.0
+FREEZE_EVERY = 0.02
 THAW_EVERY = 24 * 3600.0
 
 

@@ -44,9 +44,12 @@ _REASONS = {400: "Bad Request", 401: "Unauthorized", 405: "Method Not Allowed",
 
 
 def make_app(registry: CollectorRegistry, poller: Poller,
-             allows: Callable[[str, str | None], bool] | None = None):
-    """The WSGI app; `allows(path, authorization header)` says who may see what."""
-    metrics_app = make_wsgi_app(registry)
+             allows: Callable[[str, str | None], bool] | None = None, *,
+             metrics_app: Callable | None = None):
+    """The WSGI app; `allows(path, authorization header)` says who may see what.
+    /metrics is `metrics_app` (exposition.MetricsApp in the exporter), or the
+    registry rendered whole."""
+    metrics_app = metrics_app or make_wsgi_app(registry)
 
     def text(start_response, status: str, body: str, content_type: str = "text/plain",
              extra: list[tuple[str, str]] | None = None):
@@ -111,8 +114,12 @@ class BackgroundHttpServer:
                  headers: tuple[tuple[str, str], ...] = (), workers: int = 8,
                  header_timeout: float = 10.0, idle_timeout: float = 60.0,
                  write_timeout: float = 30.0, max_connections: int = 512, backlog: int = 1024,
-                 max_body_bytes: int = 0):
-        """`max_body_bytes`: the largest request body taken (0: GET and HEAD only)."""
+                 max_body_bytes: int = 0, inline: bool = False):
+        """`max_body_bytes`: the largest request body taken (0: GET and HEAD only).
+        `inline`: call the app on the event loop's thread rather than a worker's, for an
+        app that never blocks: while a poll computes, every hand-over between threads
+        waits for the GIL (a scrape took a third longer through the pool). Not with
+        basic auth, whose bcrypt check takes a quarter of a second."""
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # Bound here, so a taken port fails at once (OSError) rather than in the thread.
         self._socket = socket.create_server((host, port), family=family, backlog=backlog)
@@ -120,7 +127,7 @@ class BackgroundHttpServer:
         self.app, self.tls, self.headers = app, tls, headers
         self.header_timeout, self.idle_timeout = header_timeout, idle_timeout
         self.write_timeout, self.max_connections = write_timeout, max_connections
-        self.max_body_bytes = max_body_bytes
+        self.max_body_bytes, self.inline = max_body_bytes, inline
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="http-worker")
         self._loop = asyncio.new_event_loop()
         self._connections: set[asyncio.Task] = set()
@@ -187,8 +194,11 @@ class BackgroundHttpServer:
                 if request is None:
                     return  # the client closed between requests
                 environ, keep_alive = request
-                status, headers, body = await self._loop.run_in_executor(
-                    self._pool, self._call, environ)
+                if self.inline:
+                    status, headers, body = self._call(environ)
+                else:
+                    status, headers, body = await self._loop.run_in_executor(
+                        self._pool, self._call, environ)
                 await self._respond(writer, status, headers, body, environ["REQUEST_METHOD"],
                                     close=not keep_alive)
                 timeout = self.idle_timeout  # a kept-alive connection waits for the next
