@@ -458,42 +458,6 @@ def test_the_bridge_of_mrr_billed_ending_at_each_step():
     assert billed[t + DAY].bridge.movements == bridge.movements
 
 
-def test_the_past_cache_gives_the_same_records_until_what_they_were_parsed_with_changes():
-    """The hand-worked history, rebuilt through the cache poll after poll: the same
-    numbers, the same record objects from one poll to the next, and records parsed
-    afresh when a full sync brings new prices or the known discounts change."""
-    from exporter.sources.stripe.mrr import MrrMemo
-
-    current, events, prices, known = history_fixture()
-    cache, memo, coupons = history.PastCache(), MrrMemo(MrrRules()), {}
-
-    def rebuilt(prices, known):
-        cache.next_poll(prices, coupons, known)
-        memo.next_poll()
-        records = history.subscriptions_parsed_at(current, events, W, prices=prices,
-                                                  coupons=coupons, known_discounts=known,
-                                                  cache=cache)
-        mrr = history.customer_mrr_at(current, events, W, prices=prices, coupons=coupons,
-                                      known_discounts=known, fx_rates=FX, rules=MrrRules(),
-                                      cache=cache, mrr_of=memo)
-        return records, mrr
-
-    plain = history.customer_mrr_at(current, events, W, prices=prices, coupons={},
-                                    known_discounts=known, fx_rates=FX, rules=MrrRules())
-    first, mrr = rebuilt(prices, known)
-    assert mrr == plain == {"multi": 100, "up": 20, "down": 100, "gone": 50,
-                            "eur": D("110.00"), "disc": 50}
-    second, mrr = rebuilt(prices, known)
-    assert mrr == plain
-    assert [id(r) for r in second] == [id(r) for r in first]  # nothing parsed again
-    third, mrr = rebuilt(dict(prices), known)  # a full sync: new price objects
-    assert mrr == plain
-    rebuilt_again = [r for r, old in zip(third, first) if r is not old]
-    assert rebuilt_again  # the records rebuilt from events were parsed afresh
-    fourth, _ = rebuilt(dict(prices), {**known, "di_new": dict(known["di_half"], id="di_new")})
-    assert any(r is not old for r, old in zip(fourth, third))  # a known discount changed
-
-
 def test_slimmed_event_keeps_what_the_rebuild_needs():
     from exporter.sources.stripe.events import slim
 

@@ -298,35 +298,3 @@ def test_zero_decimal_currency_is_not_divided():
     kpis = revenue_kpis([s], [], now=NOW, fx_rates=FX)
     assert kpis.mrr_by_currency == {"jpy": D(5000)}
     assert kpis.mrr == D("33.5")  # 5000 x 0.0067
-
-
-# --- remembered from poll to poll ---------------------------------------------
-
-def test_the_memo_answers_as_the_rules_across_a_repeating_discounts_end(monkeypatch):
-    import exporter.sources.stripe.mrr as mrr_module
-    from exporter.sources.stripe.mrr import MrrMemo
-
-    end = NOW + 3600
-    s = sub(item(price("10000"), discounts=[percent(50, "repeating", end)]),
-            discounts=[percent(10, "repeating", end + 7200)])
-    memo, calls = MrrMemo(MrrRules()), []
-
-    def counted(subscription, at, rules):
-        calls.append(at)
-        return subscription_mrr(subscription, at, rules)
-
-    monkeypatch.setattr(mrr_module, "subscription_mrr", counted)
-    moments = [NOW, NOW + 60, end - 1, end, end + 7199, end + 7200, end + 9999, NOW]
-    assert [memo(s, at) for at in moments] == [subscription_mrr(s, at, MrrRules())
-                                               for at in moments]
-    assert [memo(s, at) for at in moments[:3]] == [D(4500)] * 3  # 10000 x 0.5 x 0.9
-    assert memo(s, end) == D(9000) and memo(s, end + 7200) == D(10000)
-    # a record keeps one stretch between discount ends: computed on leaving it only
-    assert calls == [NOW, end, end + 7200, NOW, end, end + 7200]
-    memo.next_poll()
-    assert memo(s, end + 8000) == D(10000) and len(calls) == 6  # kept over a poll
-    memo.next_poll()
-    memo.next_poll()  # not asked for a whole poll: forgotten
-    assert memo(s, end + 8000) == D(10000) and len(calls) == 7
-    other = dataclasses.replace(s, items=(item(price("20000")),))
-    assert memo(other, NOW) == D(18000)  # another record: its own value (20000 less 10 %)

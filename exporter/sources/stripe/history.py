@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Callable, Iterator
+from typing import Iterator
 
 from exporter import money
 from exporter.sources.stripe import parse
@@ -64,14 +64,11 @@ def events_around(events: list[dict], at: int) -> tuple[dict[str, dict], dict[st
     return first_after, last_before
 
 
-def subscriptions_at(current: list[dict], events: list[dict], at: int,
-                     cache: "PastCache | None" = None) -> list[dict]:
+def subscriptions_at(current: list[dict], events: list[dict], at: int) -> list[dict]:
     """Raw subscription objects as they were at `at` (those that existed then).
 
-    `events` must hold every subscription event after `at`. With a `cache`, the
-    object rebuilt from the same events is the same object from poll to poll.
+    `events` must hold every subscription event after `at`.
     """
-    before_of = cache.before if cache is not None else _before
     first_after, last_before = events_around(events, at)
     result = []
     seen = set()
@@ -82,61 +79,16 @@ def subscriptions_at(current: list[dict], events: list[dict], at: int,
             if sub.get("created", 0) <= at:
                 result.append(sub)
             continue
-        before = before_of(event, last_before.get(sub["id"]), at)
+        before = _before(event, last_before.get(sub["id"]), at)
         if before is not None:
             result.append(before)
     # Subscriptions only known from events (e.g. listed before they were created).
     for sub_id, event in first_after.items():
         if sub_id not in seen:
-            before = before_of(event, last_before.get(sub_id), at)
+            before = _before(event, last_before.get(sub_id), at)
             if before is not None:
                 result.append(before)
     return result
-
-
-class PastCache:
-    """What rebuilding past moments made, kept from one poll to the next: each
-    subscription's object before an event (the same events give the same object)
-    and each object's parsed record. A poll's steady work is then the few
-    subscriptions that changed, not every one the month of events names.
-
-    The kept events are the same objects from poll to poll, and so are the ones
-    this keys on (they are kept in the entries). Parsed records depend on the
-    prices, coupons and known discounts too: any change to those (a full sync
-    lists new ones) starts the cache afresh. What a poll did not use is
-    forgotten at the next.
-    """
-
-    def __init__(self) -> None:
-        self._inputs: tuple = (None, None, {})  # prices, coupons, known discounts (copied)
-        self._before: dict[tuple, tuple] = {}
-        self._parsed: dict[int, tuple[dict, Subscription]] = {}
-        self._older: tuple[dict, dict] = ({}, {})
-
-    def next_poll(self, prices: dict, coupons: dict, known_discounts: dict) -> None:
-        kept_prices, kept_coupons, kept_discounts = self._inputs
-        same = (prices is kept_prices and coupons is kept_coupons
-                and kept_discounts.keys() == known_discounts.keys()
-                and all(known_discounts[key] is obj for key, obj in kept_discounts.items()))
-        self._older = (self._before, self._parsed) if same else ({}, {})
-        self._inputs = (prices, coupons, dict(known_discounts))
-        self._before, self._parsed = {}, {}
-
-    def before(self, event: dict, earlier: dict | None, at: int) -> dict | None:
-        trial_end = event["data"]["object"].get("trial_end")
-        key = (id(event), id(earlier), trial_end is not None and at < trial_end)
-        entry = self._before.get(key) or self._older[0].get(key)
-        if entry is None or entry[0] is not event or entry[1] is not earlier:
-            entry = (event, earlier, _before(event, earlier, at))
-        self._before[key] = entry
-        return entry[2]
-
-    def parsed(self, raw: dict, parse_one: Callable[[dict], Subscription]) -> Subscription:
-        entry = self._parsed.get(id(raw)) or self._older[1].get(id(raw))
-        if entry is None or entry[0] is not raw:
-            entry = (raw, parse_one(raw))
-        self._parsed[id(raw)] = entry
-        return entry[1]
 
 
 def _before(event: dict, earlier: dict | None, at: int) -> dict | None:
@@ -281,37 +233,28 @@ def billed_kpis(lines: list[InvoiceLine], prices: dict[str, Price],
 def subscriptions_parsed_at(current: list[dict], events: list[dict], at: int, *,
                             prices: dict[str, Price], coupons: dict[str, Coupon],
                             known_discounts: dict[str, dict],
-                            parsed: list[Subscription] | None = None,
-                            cache: PastCache | None = None) -> list[Subscription]:
+                            parsed: list[Subscription] | None = None) -> list[Subscription]:
     """The subscriptions as they were at `at` (within the event retention), parsed.
 
     `parsed`: today's subscriptions already parsed, in the order of `current`; a
-    subscription no event changed since `at` is then not parsed again (most are).
-    `cache`: what the last polls rebuilt and parsed (the caller calls its
-    next_poll with these prices, coupons and known discounts first)."""
+    subscription no event changed since `at` is then not parsed again (most are)."""
     reuse = ({id(raw): sub for raw, sub in zip(current, parsed, strict=True)}
              if parsed is not None else {})
-
-    def parse_one(raw: dict) -> Subscription:
-        return parse.parse_subscription(raw, prices, coupons, known_discounts=known_discounts)
-
-    return [reuse.get(id(raw)) or (cache.parsed(raw, parse_one) if cache else parse_one(raw))
-            for raw in subscriptions_at(current, events, at, cache)]
+    return [reuse.get(id(raw)) or
+            parse.parse_subscription(raw, prices, coupons, known_discounts=known_discounts)
+            for raw in subscriptions_at(current, events, at)]
 
 
 def customer_mrr_at(current: list[dict], events: list[dict], at: int, *,
                     prices: dict[str, Price], coupons: dict[str, Coupon],
                     known_discounts: dict[str, dict], fx_rates: dict[str, Decimal],
                     rules: MrrRules,
-                    parsed: list[Subscription] | None = None,
-                    cache: PastCache | None = None, mrr_of=None) -> dict[str, Decimal]:
+                    parsed: list[Subscription] | None = None) -> dict[str, Decimal]:
     """Each customer's MRR at `at` (within the event retention), valued by the same
-    rules as today's, with today's prices for tiers and today's fx rates
-    (`cache`: see subscriptions_parsed_at; `mrr_of`: see mrr.customer_mrr)."""
+    rules as today's, with today's prices for tiers and today's fx rates."""
     return customer_mrr(subscriptions_parsed_at(current, events, at, prices=prices,
                                                 coupons=coupons, known_discounts=known_discounts,
-                                                parsed=parsed, cache=cache),
-                        at, fx_rates, rules, mrr_of)
+                                                parsed=parsed), at, fx_rates, rules)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Callable
 
 from exporter import money
 from exporter.sources.stripe.records import Charge, Discount, Price, Subscription, SubscriptionItem
@@ -176,38 +175,6 @@ def subscription_mrr(subscription: Subscription, now: int, rules: MrrRules) -> D
     return sum(amounts, ZERO)
 
 
-class MrrMemo:
-    """`subscription_mrr`, remembered per subscription record from one poll to the next.
-
-    Records are parsed once and kept while their subscription does not change (and
-    so are those of past moments: history.PastCache), and a record's MRR depends on
-    the moment only through its repeating discounts' ends: a remembered value holds
-    between the last end before the moment and the first after it. What a poll did
-    not ask for is forgotten at the next.
-    """
-
-    def __init__(self, rules: MrrRules):
-        self.rules = rules
-        self._kept: dict[int, tuple[Subscription, int, int, Decimal]] = {}
-        self._older: dict[int, tuple[Subscription, int, int, Decimal]] = {}
-
-    def next_poll(self) -> None:
-        self._older, self._kept = self._kept, {}
-
-    def __call__(self, subscription: Subscription, at: int) -> Decimal:
-        key = id(subscription)
-        entry = self._kept.get(key) or self._older.get(key)
-        if entry is None or entry[0] is not subscription or not entry[1] <= at < entry[2]:
-            ends = [d.end for d in (*subscription.discounts,
-                                    *(d for item in subscription.items for d in item.discounts))
-                    if d.coupon.duration == "repeating" and d.end is not None]
-            entry = (subscription, max((e for e in ends if e <= at), default=-1 << 62),
-                     min((e for e in ends if e > at), default=1 << 62),
-                     subscription_mrr(subscription, at, self.rules))
-        self._kept[key] = entry
-        return entry[3]
-
-
 @dataclass(frozen=True)
 class RevenueKpis:
     """The revenue KPIs of one poll, in major units."""
@@ -230,10 +197,7 @@ class RevenueKpis:
 
 
 def revenue_kpis(subscriptions: list[Subscription], charges: list[Charge], *, now: int,
-                 fx_rates: dict[str, Decimal], rules: MrrRules = MrrRules(),
-                 mrr_of: Callable[[Subscription, int], Decimal] | None = None) -> RevenueKpis:
-    """`mrr_of(subscription, at)`: subscription_mrr by `rules`, or a MrrMemo of them."""
-    mrr_of = mrr_of or (lambda subscription, at: subscription_mrr(subscription, at, rules))
+                 fx_rates: dict[str, Decimal], rules: MrrRules = MrrRules()) -> RevenueKpis:
     by_currency: dict[str, Decimal] = {}
     paying: set[str] = set()  # MRR above zero in any currency
     paying_converted: set[str] = set()  # ... in a currency with an fx rate
@@ -242,7 +206,7 @@ def revenue_kpis(subscriptions: list[Subscription], charges: list[Charge], *, no
         if not is_counted(subscription, rules):
             continue
         currency = subscription.currency
-        amount = money.to_major(mrr_of(subscription, now), currency)
+        amount = money.to_major(subscription_mrr(subscription, now, rules), currency)
         by_currency[currency] = by_currency.get(currency, ZERO) + amount
         if currency not in fx_rates:
             missing_fx[currency] += 1
@@ -278,18 +242,15 @@ def revenue_kpis(subscriptions: list[Subscription], charges: list[Charge], *, no
 
 
 def customer_mrr(subscriptions: list[Subscription], at: int, fx_rates: dict[str, Decimal],
-                 rules: MrrRules = MrrRules(),
-                 mrr_of: Callable[[Subscription, int], Decimal] | None = None
-                 ) -> dict[str, Decimal]:
+                 rules: MrrRules = MrrRules()) -> dict[str, Decimal]:
     """Each customer's MRR at `at`, in the reporting currency, paying customers only.
 
     Subscriptions in a currency without an fx rate are left out, at every
     moment alike, so they never show up as movements.
     """
-    mrr_of = mrr_of or (lambda subscription, at: subscription_mrr(subscription, at, rules))
     result: dict[str, Decimal] = {}
     for subscription in subscriptions:
-        amount = money.to_reporting(mrr_of(subscription, at),
+        amount = money.to_reporting(subscription_mrr(subscription, at, rules),
                                     subscription.currency, fx_rates)
         if amount:
             result[subscription.customer] = result.get(subscription.customer, ZERO) + amount

@@ -23,7 +23,7 @@ from exporter.sources.base import HttpSource, http_client, Registration, Sample
 from exporter.sources.stripe import dynamics, fetch, held, history
 from exporter.sources.stripe.events import RETENTION, EventLog, referenced_discounts
 from exporter.sources.stripe.mrr import (
-    FAILED_PAYMENTS_WINDOW, MrrMemo, MrrRules, RevenueKpis, customer_mrr, revenue_kpis,
+    FAILED_PAYMENTS_WINDOW, MrrRules, RevenueKpis, customer_mrr, revenue_kpis,
 )
 from exporter.sources.stripe.window import TrailingWindow
 
@@ -197,10 +197,6 @@ class StripeSource(HttpSource):
         self.client = client or make_client(source_config)
         self.events = EventLog()
         self.held = held.HeldSubscriptions(source_config.full_sync_interval)
-        # Most records, today's and the past's, are kept from poll to poll: so is
-        # what they were rebuilt and valued to.
-        self.past = history.PastCache()
-        self.mrr_of = MrrMemo(source_config.mrr)
         # The trailing windows, listed incrementally; a settled object never changes.
         self.charges = TrailingWindow(fetch.charges, lambda c: c.status != "pending")
         self.refunds = TrailingWindow(fetch.refunds, lambda r: r.status in SETTLED_REFUNDS)
@@ -229,9 +225,8 @@ class StripeSource(HttpSource):
             self._unpaid_trials.clear()
         self._unpaid_trials -= self.held.reread
         data = self.held.data(self.charges.update(self.client, now - FAILED_PAYMENTS_WINDOW, now))
-        self.mrr_of.next_poll()
         kpis = revenue_kpis(data.subscriptions, data.charges, now=now,
-                            fx_rates=self.fx_rates, rules=self.config.mrr, mrr_of=self.mrr_of)
+                            fx_rates=self.fx_rates, rules=self.config.mrr)
         self._warn_missing_rates(kpis)
         return samples(self._bounded(kpis)) + dynamics_samples(self._dynamics(data, kpis, now))
 
@@ -301,18 +296,15 @@ class StripeSource(HttpSource):
 
     def _dynamics(self, data: fetch.StripeData, kpis: RevenueKpis, now: int) -> dynamics.RevenueDynamics:
         self._remember_discounts(data)
-        self.past.next_poll(data.prices, data.coupons, self.known_discounts)
 
         def mrr_at(at: int) -> dict[str, Decimal]:
             return history.customer_mrr_at(
                 data.raw_subscriptions, self.events.events("customer.subscription."), at,
                 prices=data.prices, coupons=data.coupons, known_discounts=self.known_discounts,
-                fx_rates=self.fx_rates, rules=self.config.mrr, parsed=data.subscriptions,
-                cache=self.past, mrr_of=self.mrr_of)
+                fx_rates=self.fx_rates, rules=self.config.mrr, parsed=data.subscriptions)
 
         return dynamics.revenue_dynamics(
-            now_mrr=customer_mrr(data.subscriptions, now, self.fx_rates, self.config.mrr,
-                                 self.mrr_of),
+            now_mrr=customer_mrr(data.subscriptions, now, self.fx_rates, self.config.mrr),
             window_start_mrr=mrr_at(now - WINDOW),
             day_ago_mrr=mrr_at(now - DAY),
             year_ago_mrr=self._year_ago_mrr(data, now),
