@@ -19,7 +19,7 @@ import json
 import logging
 import math
 import sys
-from typing import IO, Callable, Iterable, Iterator, Protocol
+from typing import IO, Callable, Iterable, Iterator
 
 import click
 
@@ -31,12 +31,6 @@ log = logging.getLogger(__name__)
 # Left in the blocks directory by `backfill --blocks`: a rerun does nothing, and
 # `backfill-rules` reads the steps from it.
 MARKER = "kpi-exporter-backfill.done"
-
-
-class Backfillable(Protocol):
-    name: str
-
-    def backfill(self, steps: list[int]) -> Iterator[tuple[int, list[Sample]]]: ...
 
 
 def steps(now: int, days: float, step: float) -> list[int]:
@@ -66,14 +60,21 @@ def openmetrics(samples: Iterable[tuple[int, Sample]], kpis: tuple[catalog.Kpi, 
         labels = label_text({**sample.labels, **extra_labels})
         series.setdefault(kpi.key, {}).setdefault(labels, []).append((at, sample.value))
     for key in sorted(series, key=lambda k: by_key[k].metric):
-        kpi = by_key[key]
-        help_text = kpi.help.replace("\\", "\\\\").replace("\n", "\\n")
-        yield f"# HELP {kpi.metric} {help_text}\n"
-        yield f"# TYPE {kpi.metric} gauge\n"
-        for labels, points in sorted(series[key].items()):
-            for at, value in sorted(points):
-                yield f"{kpi.metric}{{{labels}}} {number(value)} {at}\n"
+        yield from family_lines(by_key[key].metric, series[key], by_key[key].help)
     yield "# EOF\n"
+
+
+def family_lines(metric: str, series: dict[str, list[tuple[int, float]]],
+                 help_text: str | None = None) -> Iterator[str]:
+    """One gauge family as OpenMetrics lines: label text -> (time, value) points,
+    each series in time order."""
+    if help_text is not None:
+        escaped = help_text.replace("\\", "\\\\").replace("\n", "\\n")
+        yield f"# HELP {metric} {escaped}\n"
+    yield f"# TYPE {metric} gauge\n"
+    for labels, points in sorted(series.items()):
+        for at, value in sorted(points):
+            yield f"{metric}{{{labels}}} {number(value)} {at}\n"
 
 
 def number(value: float) -> str:

@@ -28,7 +28,7 @@ from typing import Iterator
 import requests
 import yaml
 
-from exporter.backfill import MARKER as BACKFILL_MARKER, label_text, number
+from exporter.backfill import MARKER as BACKFILL_MARKER, family_lines, label_text
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +106,5 @@ def _query(url: str, path: str, **params) -> list[dict]:
 def openmetrics(recorded: dict[str, dict[str, list[tuple[int, float]]]]) -> Iterator[str]:
     """Recorded series as OpenMetrics, each family once, each series in time order."""
     for name in sorted(recorded):
-        yield f"# TYPE {name} gauge\n"
-        for labels, points in sorted(recorded[name].items()):
-            for at, value in sorted(points):
-                yield f"{name}{{{labels}}} {number(value)} {at}\n"
+        yield from family_lines(name, recorded[name])
     yield "# EOF\n"

@@ -153,8 +153,6 @@ def demo(listen, scenario, customers, seed, poll_interval, app_listen, web_confi
 def backfill(config, demo, days, step, out, blocks, job, instance, log_level):
     """Write the KPIs of the past as OpenMetrics, for Prometheus' own storage."""
     config_path, out_path, blocks_dir = config, out, blocks
-    import shutil
-    import subprocess
     import time
 
     from exporter import backfill as backfill_module
@@ -174,11 +172,7 @@ def backfill(config, demo, days, step, out, blocks, job, instance, log_level):
         click.echo(f"kpi-exporter: {blocks_dir} was backfilled already ({marker.name}): "
                    "nothing to do", err=True)
         return
-    promtool = shutil.which("promtool")
-    if blocks_dir is not None and promtool is None:
-        click.echo("kpi-exporter: backfill: --blocks needs promtool (Prometheus' own tool) "
-                   "on the PATH", err=True)
-        sys.exit(1)
+    promtool = _promtool("backfill --blocks") if blocks_dir is not None else None
     if demo:
         from exporter.demo import DemoExporter
         exporter = DemoExporter(listen=("127.0.0.1", 0))
@@ -210,14 +204,33 @@ def backfill(config, demo, days, step, out, blocks, job, instance, log_level):
                f"job={job!r}, instance={instance!r})", err=True)
     if blocks_dir is not None:
         blocks_dir.mkdir(parents=True, exist_ok=True)
-        made = subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics",
-                               str(out_path), str(blocks_dir)], capture_output=True, text=True)
-        if made.returncode != 0:
-            click.echo(f"kpi-exporter: backfill: promtool failed: "
-                       f"{(made.stderr or made.stdout).strip()[-500:]}", err=True)
-            sys.exit(1)
+        _create_blocks(promtool, out_path, blocks_dir, "backfill")
         marker.write_text(backfill_module.marker_text(str(out_path), moments))
         click.echo(f"kpi-exporter: blocks written to {blocks_dir}", err=True)
+
+
+def _promtool(command: str) -> str:
+    """promtool's path, or exit 1 saying `command` needs it."""
+    import shutil
+
+    found = shutil.which("promtool")
+    if found is None:
+        click.echo(f"kpi-exporter: {command} needs promtool (Prometheus' own tool) on the PATH",
+                   err=True)
+        sys.exit(1)
+    return found
+
+
+def _create_blocks(promtool: str, openmetrics_file: Path, blocks: Path, command: str) -> None:
+    """`promtool tsdb create-blocks-from openmetrics` into `blocks`, or exit 1 with its error."""
+    import subprocess
+
+    made = subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics",
+                           str(openmetrics_file), str(blocks)], capture_output=True, text=True)
+    if made.returncode != 0:
+        click.echo(f"kpi-exporter: {command}: promtool failed: "
+                   f"{(made.stderr or made.stdout).strip()[-500:]}", err=True)
+        sys.exit(1)
 
 
 @main.command("backfill-rules")
@@ -235,9 +248,6 @@ def backfill(config, demo, days, step, out, blocks, job, instance, log_level):
 def backfill_rules(blocks, url, rules, wait, log_level):
     """Give the recording rules the backfill's past: evaluate them at its steps, into DIR."""
     rule_paths = rules  # the parameter's name is the environment's: ..._RULES_RULES
-    import shutil
-    import subprocess
-
     import requests
     import yaml
 
@@ -250,11 +260,7 @@ def backfill_rules(blocks, url, rules, wait, log_level):
         click.echo(f"kpi-exporter: {blocks} has its recording rules' past already "
                    f"({marker.name}): nothing to do", err=True)
         return
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        click.echo("kpi-exporter: backfill-rules needs promtool (Prometheus' own tool) on the "
-                   "PATH", err=True)
-        sys.exit(1)
+    promtool = _promtool("backfill-rules")
     try:
         moments = rules_module.steps_of(blocks)
     except FileNotFoundError as exc:  # no backfill (skipped, or another kind of volume)
@@ -265,10 +271,11 @@ def backfill_rules(blocks, url, rules, wait, log_level):
         sys.exit(1)
     try:
         rules = rules_module.recording_rules(list(rule_paths))
-        rules_module.wait_ready(url.rstrip("/"), config_module.parse_duration(wait))
+        url = url.rstrip("/")
+        rules_module.wait_ready(url, config_module.parse_duration(wait))
         recorded: dict = {}
         for rule in rules:
-            for labels, points in rules_module.evaluate(url.rstrip("/"), rule, moments).items():
+            for labels, points in rules_module.evaluate(url, rule, moments).items():
                 recorded.setdefault(rule["record"], {}).setdefault(labels, []).extend(points)
     except (ValueError, TimeoutError, RuntimeError, OSError, yaml.YAMLError,
             requests.RequestException) as exc:
@@ -276,12 +283,7 @@ def backfill_rules(blocks, url, rules, wait, log_level):
         sys.exit(1)
     out = blocks / "kpi-exporter-rules-backfill.om"
     out.write_text("".join(rules_module.openmetrics(recorded)), encoding="utf-8")
-    made = subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics", str(out),
-                           str(blocks)], capture_output=True, text=True)
-    if made.returncode != 0:
-        click.echo(f"kpi-exporter: backfill-rules: promtool failed: "
-                   f"{(made.stderr or made.stdout).strip()[-500:]}", err=True)
-        sys.exit(1)
+    _create_blocks(promtool, out, blocks, "backfill-rules")
     marker.write_text(f"{out}\n")
     series = sum(len(by_labels) for by_labels in recorded.values())
     click.echo(f"kpi-exporter: {len(recorded)} of {len(rules)} recording rules backfilled "
