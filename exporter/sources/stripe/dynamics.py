@@ -11,6 +11,7 @@ section "Revenue dynamics" states every definition; keep the two in step.
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
@@ -69,7 +70,7 @@ class MrrBridge:
 
 
 def mrr_bridge(start: dict[str, Decimal], end: dict[str, Decimal],
-               paid_before: set[str]) -> MrrBridge:
+               paid_before: Container[str]) -> MrrBridge:
     """Classify each customer's change between two MRR snapshots.
 
     `start` and `end` map customer -> MRR (absent means zero). `paid_before`

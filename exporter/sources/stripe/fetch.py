@@ -25,6 +25,7 @@ from exporter.sources.stripe.records import (
 )
 
 PAGE_SIZE = 100
+DAY = 86400
 
 
 @dataclass(frozen=True)
@@ -143,12 +144,13 @@ def _fetch_missing_tiers(client: HttpClient, raw_subscriptions: list[dict],
                 f"/v1/prices/{price['id']}", [("expand[]", "tiers"), ("expand[]", "currency_options")]))
 
 
-def paid_invoice_lines(client: HttpClient, created_from: int, created_to: int,
-                       covering: tuple[int, int]) -> list[InvoiceLine]:
-    """Subscription lines of the invoices paid that were created in a time range, whose
-    period overlaps `covering` (first, last moment), the only ones history.billed_lines
-    reads there: a year of invoices holds about twelve lines for each one kept a moment."""
-    first, last = covering
+def paid_invoice_lines(client: HttpClient, first: int, last: int) -> list[InvoiceLine]:
+    """Subscription lines of the paid invoices whose periods overlap the moments from
+    `first` to `last`, the only ones history.billed_lines reads there (a year of
+    invoices holds about twelve lines for each one kept a moment). Such an invoice
+    was created at most a year before a moment it covers (yearly plans), or a
+    little after its period started (renewals are drafts first)."""
+    created_from, created_to = first - 366 * DAY, last + DAY
     lines: list[InvoiceLine] = []
     for invoice in list_all(client, "/v1/invoices", [
             ("status", "paid"), ("created[gte]", str(created_from)),

@@ -19,7 +19,7 @@ Two reconstructions, both pure functions:
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Iterator
@@ -27,7 +27,7 @@ from typing import Iterator
 from exporter import money
 from exporter.sources.stripe import parse
 from exporter.sources.stripe.dynamics import MrrBridge, mrr_bridge
-from exporter.sources.stripe.mrr import ZERO, MrrRules, RevenueKpis, customer_mrr, monthly
+from exporter.sources.stripe.mrr import MrrRules, RevenueKpis, customer_mrr, monthly, mrr_totals
 from exporter.sources.stripe.records import Coupon, InvoiceLine, Price, Subscription
 
 
@@ -205,29 +205,11 @@ def first_paid(lines: list[InvoiceLine], prices: dict[str, Price]) -> dict[str, 
 def billed_kpis(lines: list[InvoiceLine], prices: dict[str, Price],
                 fx_rates: dict[str, Decimal]) -> RevenueKpis:
     """MRR, MRR by currency, paying customers and ARPA from billed lines ("MRR
-    billed", for moments before the events: see the README). A customer pays when
-    a line bills them more than zero; statuses and failed payments are not known."""
-    by_currency: dict[str, Decimal] = {}
-    paying: set[str] = set()
-    paying_converted: set[str] = set()
-    missing_fx: Counter[str] = Counter()
-    for line in lines:
-        amount = line_mrr(line, prices)
-        if amount is None:
-            continue
-        major = money.to_major(amount, line.currency)
-        by_currency[line.currency] = by_currency.get(line.currency, ZERO) + major
-        if line.currency not in fx_rates:
-            missing_fx[line.currency] += 1
-        if major > 0:
-            paying.add(line.customer)
-            if line.currency in fx_rates:
-                paying_converted.add(line.customer)
-    mrr = sum((money.convert(amount, currency, fx_rates) for currency, amount in by_currency.items()
-               if currency in fx_rates), ZERO)
-    return RevenueKpis(mrr=mrr, mrr_by_currency=by_currency, subscriptions_by_status={},
-                       paying_customers=len(paying), paying_customers_converted=len(paying_converted),
-                       failed_payments=0, failed_payments_amount=ZERO, missing_fx=dict(missing_fx))
+    billed", for moments before the events: see the README), by mrr.mrr_totals;
+    statuses and failed payments are not known."""
+    monthly_lines = ((line, line_mrr(line, prices)) for line in lines)
+    return mrr_totals(((line.customer, line.currency, amount) for line, amount in monthly_lines
+                       if amount is not None), fx_rates)
 
 
 def subscriptions_parsed_at(current: list[dict], events: list[dict], at: int, *,
@@ -258,6 +240,18 @@ def customer_mrr_at(current: list[dict], events: list[dict], at: int, *,
 
 
 @dataclass(frozen=True)
+class PaidBefore:
+    """The customers who had paid before `moment` (mrr_bridge's reactivations), looked
+    up in first_paid's answer: a set per step would hold every customer every step."""
+
+    first_paid: dict[str, int]
+    moment: int
+
+    def __contains__(self, customer: str) -> bool:
+        return self.first_paid.get(customer, self.moment) < self.moment
+
+
+@dataclass(frozen=True)
 class BilledStep:
     """A past moment as the paid invoices tell it (the backfill before the events)."""
 
@@ -281,9 +275,8 @@ def billed_steps(lines: list[InvoiceLine], steps: list[int], window: int,
         customers[at] = customer_mrr_billed(billed, prices, fx_rates)
         if at in wanted:
             start = at - window
-            paid_before = {c for c, first in paid_since.items() if first < start}
             result[at] = BilledStep(billed, mrr_bridge(customers[start], customers[at],
-                                                       paid_before))
+                                                       PaidBefore(paid_since, start)))
         for old in [t for t in customers if t < at - window]:
             del customers[old]  # no later step's window starts there
     return result

@@ -9,8 +9,9 @@ until `revenue_kpis` converts them. The rules are stated in the README
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from typing import Iterable
 
 from exporter import money
 from exporter.sources.stripe.records import Charge, Discount, Price, Subscription, SubscriptionItem
@@ -198,26 +199,9 @@ class RevenueKpis:
 
 def revenue_kpis(subscriptions: list[Subscription], charges: list[Charge], *, now: int,
                  fx_rates: dict[str, Decimal], rules: MrrRules = MrrRules()) -> RevenueKpis:
-    by_currency: dict[str, Decimal] = {}
-    paying: set[str] = set()  # MRR above zero in any currency
-    paying_converted: set[str] = set()  # ... in a currency with an fx rate
-    missing_fx: Counter[str] = Counter()
-    for subscription in subscriptions:
-        if not is_counted(subscription, rules):
-            continue
-        currency = subscription.currency
-        amount = money.to_major(subscription_mrr(subscription, now, rules), currency)
-        by_currency[currency] = by_currency.get(currency, ZERO) + amount
-        if currency not in fx_rates:
-            missing_fx[currency] += 1
-        if amount > 0:
-            paying.add(subscription.customer)
-            if currency in fx_rates:
-                paying_converted.add(subscription.customer)
-
-    mrr = sum((money.convert(amount, currency, fx_rates) for currency, amount in by_currency.items()
-               if currency in fx_rates), ZERO)
-
+    totals = mrr_totals(((s.customer, s.currency, subscription_mrr(s, now, rules))
+                         for s in subscriptions if is_counted(s, rules)), fx_rates)
+    missing_fx = Counter(totals.missing_fx)
     failed_count, failed_amount = 0, ZERO
     for charge in charges:
         if charge.status != "failed" or charge.created < now - FAILED_PAYMENTS_WINDOW:
@@ -228,17 +212,36 @@ def revenue_kpis(subscriptions: list[Subscription], charges: list[Charge], *, no
             missing_fx[charge.currency] += 1
         else:
             failed_amount += converted
+    return replace(totals, subscriptions_by_status=dict(Counter(s.status for s in subscriptions)),
+                   failed_payments=failed_count, failed_payments_amount=failed_amount,
+                   missing_fx=dict(missing_fx))
 
-    return RevenueKpis(
-        mrr=mrr,
-        mrr_by_currency=by_currency,
-        subscriptions_by_status=dict(Counter(s.status for s in subscriptions)),
-        paying_customers=len(paying),
-        paying_customers_converted=len(paying_converted),
-        failed_payments=failed_count,
-        failed_payments_amount=failed_amount,
-        missing_fx=dict(missing_fx),
-    )
+
+def mrr_totals(amounts: Iterable[tuple[str, str, Decimal]],
+               fx_rates: dict[str, Decimal]) -> RevenueKpis:
+    """MRR, MRR by currency and paying customers from (customer, billing currency,
+    monthly amount in minor units) entries, one per counted subscription (or billed
+    line); no statuses, no failed payments. A customer pays when an entry is above
+    zero; an entry in a currency without an fx rate is left out of `mrr` and counted
+    in `missing_fx`."""
+    by_currency: dict[str, Decimal] = {}
+    paying: set[str] = set()  # MRR above zero in any currency
+    paying_converted: set[str] = set()  # ... in a currency with an fx rate
+    missing_fx: Counter[str] = Counter()
+    for customer, currency, minor in amounts:
+        amount = money.to_major(minor, currency)
+        by_currency[currency] = by_currency.get(currency, ZERO) + amount
+        if currency not in fx_rates:
+            missing_fx[currency] += 1
+        if amount > 0:
+            paying.add(customer)
+            if currency in fx_rates:
+                paying_converted.add(customer)
+    mrr = sum((money.convert(amount, currency, fx_rates) for currency, amount in by_currency.items()
+               if currency in fx_rates), ZERO)
+    return RevenueKpis(mrr=mrr, mrr_by_currency=by_currency, subscriptions_by_status={},
+                       paying_customers=len(paying), paying_customers_converted=len(paying_converted),
+                       failed_payments=0, failed_payments_amount=ZERO, missing_fx=dict(missing_fx))
 
 
 def customer_mrr(subscriptions: list[Subscription], at: int, fx_rates: dict[str, Decimal],

@@ -85,13 +85,6 @@ BACKFILLED = frozenset({"mrr", "paying_customers", "arpa", "mrr_by_currency", "s
 BILLED = BACKFILLED - {"subscriptions"}
 
 
-def invoices_covering(first: int, last: int) -> tuple[int, int]:
-    """The creation times of the invoices whose periods can cover moments from `first`
-    to `last`: one created at most a year before a moment it covers (yearly plans), or
-    a little after its period started (renewals are drafts first)."""
-    return first - 366 * DAY, last + DAY
-
-
 def ended(data: fetch.StripeData) -> dict[str, int]:
     """Subscription id -> when it ended, for those that did."""
     return {s.id: s.ended_at for s in data.subscriptions if s.ended_at is not None}
@@ -265,8 +258,7 @@ class StripeSource(HttpSource):
         if not past:
             return {}
         first, last = past[0] - WINDOW, past[-1]
-        lines = fetch.paid_invoice_lines(self.client, *invoices_covering(first, last),
-                                         covering=(first, last))
+        lines = fetch.paid_invoice_lines(self.client, first, last)
         return history.billed_steps(lines, past, WINDOW, data.prices, self.fx_rates, ended(data))
 
     def _bounded(self, kpis: RevenueKpis) -> RevenueKpis:
@@ -350,8 +342,7 @@ class StripeSource(HttpSource):
         day = now // DAY
         if self._cohort is None or self._cohort[0] != day:
             at = day * DAY - YEAR
-            lines = fetch.paid_invoice_lines(self.client, *invoices_covering(at, at),
-                                             covering=(at, at))
+            lines = fetch.paid_invoice_lines(self.client, at, at)
             self._cohort = (day, history.customer_mrr_from_invoices(lines, at, data.prices,
                                                                     self.fx_rates, ended(data)))
         return self._cohort[1]
