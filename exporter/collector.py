@@ -60,12 +60,13 @@ class KpiCollector:
         self.constants = constants or {}  # `constants:` of the config, by catalog key
         self._reported_unknown: set[str] = set()
 
-    def _families(self) -> dict[str, tuple[tuple[str, ...], Metric]]:
-        """Fresh, empty families of every metric in the catalog, by catalog key."""
+    def _families(self, *, health: bool | None = None) -> dict[str, tuple[tuple[str, ...], Metric]]:
+        """Fresh, empty families of the catalog's metrics, by catalog key: every one, or
+        only the poller's health series (`health=True`), or all but those (False)."""
         specs = [*(kpi for kpi in self.kpis if not kpi.recorded), *catalog.HEALTH]
         return {spec.key: (spec.labels,
                            _FAMILIES[spec.type](spec.metric, spec.help, labels=list(spec.labels)))
-                for spec in specs}
+                for spec in specs if health is None or (spec.key in POLLER_HEALTH) == health}
 
     def describe(self) -> Iterator[Metric]:
         for _, family in self._families().values():
@@ -80,8 +81,7 @@ class KpiCollector:
         """The KPIs, the health series a source emits itself, and what the config and
         the build say: all of it changes only when a poll ends (exposition.py keeps
         its text until then)."""
-        families = {key: entry for key, entry in self._families().items()
-                    if key not in POLLER_HEALTH}
+        families = self._families(health=False)
         for state in states.values():
             for sample in state.samples:
                 self._add_sample(families, sample)
@@ -94,8 +94,7 @@ class KpiCollector:
 
     def collect_health(self, states: dict[str, SourceState]) -> Iterator[Metric]:
         """The health series of the poller's state, as they are at this moment."""
-        families = {key: entry for key, entry in self._families().items()
-                    if key in POLLER_HEALTH}
+        families = self._families(health=True)
         stats = {source.name: source.request_stats() for source in self.poller.sources}
         intervals = {source.name: source.poll_interval for source in self.poller.sources}
         self._add_health(families, states, stats, intervals)

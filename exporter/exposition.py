@@ -44,8 +44,6 @@ class MetricsApp:
 
     def __init__(self, kpis: KpiCollector, others: Iterable[Any] = ()):
         self.kpis = kpis
-        self._states: dict = {}
-        self._kept = _registry(_Part(lambda: self.kpis.collect_samples(self._states)))
         self._live = _registry(_Part(lambda: self.kpis.collect_health(self.kpis.poller.states())),
                                *others)
         self._lock = threading.Lock()
@@ -73,8 +71,7 @@ class MetricsApp:
                 self._samples, self._text = samples, {}
             key = (content_type, gzipped)
             if key not in self._text:
-                self._states = states
-                text = encoder(self._kept)
+                text = encoder(_registry(_Part(lambda: self.kpis.collect_samples(states))))
                 if text.endswith(EOF_LINE):
                     text = text[:-len(EOF_LINE)]  # OpenMetrics ends once, after the live part
                 self._text[key] = gzip.compress(text) if gzipped else text

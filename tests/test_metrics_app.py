@@ -75,17 +75,13 @@ def test_the_sources_text_is_rendered_again_only_when_a_poll_brings_new_samples(
     source, poller, app, _ = setup(lambda: next(values))
     poller.poll_once(source)
     renders = []
-    kept = app._kept  # count the renders of the kept part
+    collect_samples = app.kpis.collect_samples  # count the renders of the kept part
 
-    def render_kept():
-        return [m for c in kept._collector_to_names for m in c.collect()]
-
-    def counting():
+    def counting(states):
         renders.append(1)
-        return render_kept()
+        return collect_samples(states)
 
-    app._kept = CollectorRegistry(auto_describe=False)
-    app._kept.register(type("View", (), {"collect": staticmethod(counting)})())
+    app.kpis.collect_samples = counting
     first = scrape(app)[1]
     scrape(app)
     assert len(renders) == 1  # two scrapes, one render
