@@ -119,12 +119,19 @@ class MailgunSource(HttpSource):
                    for window, seconds in WINDOWS.items()}
         domains = list(self.config.domains) or fetch.domains(self.client)
         # Every domain is kept or summed, quiet ones included (zero counts, no rates).
-        volume = {d: 0 for d in domains}
+        capped, kept = self._capped(windows, domains)
+        return samples(capped, cap_sizes(self._suppression_sizes(domains, now), kept))
+
+    def _capped(self, windows: dict[str, dict[str, Counts]], domains: list[str]
+                ) -> tuple[dict[str, dict[str, Counts]], list[str]]:
+        """The windows' counts of the max_domains domains with the most volume over
+        the longest window (`domains` besides those with counts), the rest summed."""
+        volume = dict.fromkeys(domains, 0)
         for domain, counts in windows[RANKING_WINDOW].items():
             volume[domain] = counts.accepted
         kept = kept_domains(volume, self.config.max_domains)
-        capped = {window: cap_domains(by_domain, kept) for window, by_domain in windows.items()}
-        return samples(capped, cap_sizes(self._suppression_sizes(domains, now), kept))
+        return {window: cap_domains(by_domain, kept)
+                for window, by_domain in windows.items()}, kept
 
     def backfill(self, steps: list[int]) -> Iterator[tuple[int, list[Sample]]]:
         """Counts and rates per domain over the 24 hours and 7 days ending at each past
@@ -149,10 +156,7 @@ class MailgunSource(HttpSource):
             for at in past:
                 windows = {window: _window(days, first_day, at - seconds, at)
                            for window, seconds in WINDOWS.items()}
-                volume = {d: counts.accepted for d, counts in windows[RANKING_WINDOW].items()}
-                kept = kept_domains(volume, self.config.max_domains)
-                yield at, samples({window: cap_domains(by_domain, kept)
-                                   for window, by_domain in windows.items()}, {})
+                yield at, samples(self._capped(windows, [])[0], {})
         yield now, self.poll_at(now)
 
     def _suppression_sizes(self, domains: list[str], now: float) -> dict[str, dict[str, int]]:
