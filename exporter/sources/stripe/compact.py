@@ -5,12 +5,19 @@ reads (the legacy `plan` on every item, payment and invoice settings, whole
 price objects repeated on every item of every subscription). Kept whole, the
 subscriptions of a large account and a month of their events take hundreds of
 MB. `Compactor.subscription` keeps the fields that parse.py and history.py
-read, and one shared copy of each embedded price and coupon. Nothing here is
-modified after it is made: history.put_back builds new dicts, so sharing is safe.
+read, and one shared copy of each embedded price and coupon.
+
+`Compactor.shared` goes further for whole subscriptions, once they are complete:
+a subscription equal to the last copy of it the compactor saw is that copy. A
+month of events holds a subscription's object once per event, and most events
+(renewals) change nothing the KPIs read, so their objects, and the held listing,
+are mostly one object per subscription. Nothing here is modified after it is
+shared: history.put_back builds new dicts, so sharing is safe.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 SUBSCRIPTION_KEYS = frozenset({
@@ -19,6 +26,7 @@ SUBSCRIPTION_KEYS = frozenset({
     "trial_start", "trial_end",
 })
 ITEM_KEYS = frozenset({"id", "object", "price", "quantity", "discounts"})
+ITEM_LIST_KEYS = frozenset({"object", "data", "has_more"})  # not `url`, a string per subscription
 # parse_price's fields; a price's amounts, interval and tiers never change once made.
 PRICE_KEYS = frozenset({
     "id", "object", "type", "currency", "recurring", "billing_scheme", "tiers", "tiers_mode",
@@ -36,14 +44,15 @@ class Compactor:
     """Compacts subscriptions, sharing one copy of each price and coupon it has seen."""
 
     def __init__(self) -> None:
-        self._shared: dict[tuple[str, str], dict] = {}
+        self._shared: dict[str, dict[str, dict]] = {"price": {}, "coupon": {}, "subscription": {}}
 
     def subscription(self, obj: dict) -> dict:
         """The parts of a subscription (or of its previous_attributes) the KPIs read."""
         compact = _only(obj, SUBSCRIPTION_KEYS)
         items = compact.get("items")
         if isinstance(items, dict) and isinstance(items.get("data"), list):
-            compact["items"] = {**items, "data": [self.item(i) for i in items["data"]]}
+            compact["items"] = {**_only(items, ITEM_LIST_KEYS),
+                                "data": [self.item(i) for i in items["data"]]}
         if isinstance(compact.get("discounts"), list):
             compact["discounts"] = [self.discount(d) for d in compact["discounts"]]
         return compact
@@ -80,14 +89,34 @@ class Compactor:
             compact["product"] = compact["product"].get("id")
         return compact
 
+    def shared(self, subscription: dict) -> dict:
+        """The last copy of this subscription seen, if it is equal to it; else this one,
+        which becomes the copy shared from now on. Only for subscriptions nothing
+        will modify (fetch.completed fills in item lists: share after it)."""
+        return self._share("subscription", subscription)
+
+    def keep_only(self, subscription_ids: set[str]) -> None:
+        """Forget the copies of subscriptions not among these (a full sync's list)."""
+        held = self._shared["subscription"]
+        for gone in set(held) - subscription_ids:
+            del held[gone]
+
     def _share(self, kind: str, obj: dict) -> dict:
-        """One copy per id, unless this copy differs (then it is kept as it is)."""
-        key = (kind, obj.get("id"))
-        if not isinstance(key[1], str):
+        """One copy per id: the last one seen, which replaces the one before when it
+        differs (a changed subscription, a price embedded with other fields)."""
+        key = obj.get("id")
+        if not isinstance(key, str):
             return obj
-        held = self._shared.setdefault(key, obj)
-        return held if held == obj else obj
+        copies = self._shared[kind]
+        held = copies.get(key)
+        if held is not None and held == obj:
+            return held
+        copies[key] = obj
+        return obj
 
 
 def _only(obj: dict, keys: frozenset[str]) -> dict:
-    return {key: value for key, value in obj.items() if key in keys}
+    """The keys wanted. String values are interned: a listing decodes "active",
+    "usd" and each customer's id afresh for every object that names them."""
+    return {key: sys.intern(value) if type(value) is str else value
+            for key, value in obj.items() if key in keys}

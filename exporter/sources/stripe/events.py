@@ -14,6 +14,7 @@ import logging
 from typing import Callable, Iterator
 
 from exporter.sources.stripe.compact import Compactor
+from exporter.sources.stripe.history import put_back
 from exporter.sources.stripe.parse import MalformedObject, discounts_on
 
 log = logging.getLogger(__name__)
@@ -37,12 +38,20 @@ ListAll = Callable[[str, list[tuple[str, str]]], Iterator[dict]]
 def slim(event: dict, compactor: Compactor | None = None) -> dict:
     """The parts of an event that rebuilding the past reads (see compact.py): the
     legacy `plan` on every item, payment settings and the like are dropped, so a
-    month of events takes a fraction of the memory."""
+    month of events takes a fraction of the memory. A subscription's object is
+    shared with its other copies where equal (Compactor.shared), and
+    `previous_attributes` that put back nothing the KPIs read (a renewal's new
+    period) are left empty, so such an event holds little of its own."""
     compactor = compactor or Compactor()
     data = event["data"]
     if event["type"].startswith("customer.subscription."):
         data = {key: compactor.subscription(value) for key, value in data.items()
                 if key in ("object", "previous_attributes") and isinstance(value, dict)}
+        if "object" in data:
+            data["object"] = compactor.shared(data["object"])
+            if data.get("previous_attributes") and put_back(
+                    data["object"], data["previous_attributes"]) == data["object"]:
+                data["previous_attributes"] = {}
     elif event["type"].startswith("customer.discount."):
         data = {key: compactor.discount(value) for key, value in data.items()
                 if key in ("object", "previous_attributes") and isinstance(value, dict)}
@@ -50,11 +59,13 @@ def slim(event: dict, compactor: Compactor | None = None) -> dict:
 
 
 class EventLog:
-    def __init__(self, retention: int = RETENTION):
+    def __init__(self, retention: int = RETENTION, compactor: Compactor | None = None):
         self.retention = retention
         self._events: list[dict] = []  # newest first, as Stripe lists them
         self._ids: set[str] = set()
-        self._compactor = Compactor()  # one copy of each price and coupon across the events
+        # One copy of each price and coupon across the events, and of each unchanged
+        # subscription (shared with the held listing when the source passes its own).
+        self._compactor = compactor or Compactor()
 
     def refresh(self, list_all: ListAll, now: int) -> list[dict]:
         """Fetch what is new; returns the events added (slimmed), oldest first."""

@@ -45,14 +45,15 @@ def changed_subscriptions(events: list[dict]) -> set[str]:
 
 
 class HeldSubscriptions:
-    def __init__(self, full_sync_interval: float = FULL_SYNC_INTERVAL):
+    def __init__(self, full_sync_interval: float = FULL_SYNC_INTERVAL,
+                 compactor: Compactor | None = None):
         self.full_sync_interval = full_sync_interval
         self.prices: dict[str, Price] = {}
         self.coupons: dict[str, Coupon] = {}
         self._raw: dict[str, dict] = {}  # compacted, with whole item lists (compact.py)
         self._parsed: dict[str, Subscription] = {}
         self._pending: set[str] = set()  # named by events, not re-read yet
-        self._compactor = Compactor()
+        self._compactor = compactor or Compactor()  # shared with the event log's (compact.py)
         self.synced_at: int | None = None  # the last full sync
         self.updated_at: int | None = None  # the last successful update
         self.last_update = ""  # "full sync (why)" or "N re-read": for the log and tests
@@ -93,20 +94,22 @@ class HeldSubscriptions:
         return None
 
     def _full_sync(self, client: HttpClient) -> None:
-        prices, coupons, compactor = fetch.price_list(client), fetch.coupon_list(client), Compactor()
-        raw = fetch.completed(client, fetch.all_subscriptions(client, compactor), prices,
-                              coupons, compactor)
+        prices, coupons, compactor = fetch.price_list(client), fetch.coupon_list(client), self._compactor
+        raw = [compactor.shared(sub) for sub in fetch.completed(
+            client, fetch.all_subscriptions(client, compactor), prices, coupons, compactor)]
         parsed = {sub["id"]: parse.parse_subscription(sub, prices, coupons) for sub in raw}
         # Only once all of it was read: a failure keeps the state held before.
-        self.prices, self.coupons, self._compactor = prices, coupons, compactor
+        self.prices, self.coupons = prices, coupons
         self._raw, self._parsed = {sub["id"]: sub for sub in raw}, parsed
+        compactor.keep_only(set(self._raw))
 
     def _reread(self, client: HttpClient) -> None:
         """Re-read the pending subscriptions; each is applied as it is complete, so a
         failure part-way keeps the rest pending for the next poll."""
         for sub_id in sorted(self._pending):
-            raw = fetch.completed(client, [fetch.subscription(client, sub_id, self._compactor)],
-                                  self.prices, self.coupons, self._compactor)[0]
+            raw = self._compactor.shared(fetch.completed(
+                client, [fetch.subscription(client, sub_id, self._compactor)],
+                self.prices, self.coupons, self._compactor)[0])
             self._parsed[sub_id] = parse.parse_subscription(raw, self.prices, self.coupons)
             self._raw[sub_id] = raw
             self._pending.discard(sub_id)

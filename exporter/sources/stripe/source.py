@@ -21,6 +21,7 @@ from exporter.http import HttpClient
 from exporter.secrets import Secret
 from exporter.sources.base import HttpSource, http_client, Registration, Sample
 from exporter.sources.stripe import dynamics, fetch, held, history
+from exporter.sources.stripe.compact import Compactor
 from exporter.sources.stripe.events import RETENTION, EventLog, referenced_discounts
 from exporter.sources.stripe.mrr import (
     FAILED_PAYMENTS_WINDOW, MrrRules, RevenueKpis, customer_mrr, revenue_kpis,
@@ -188,8 +189,10 @@ class StripeSource(HttpSource):
         self.fx_rates = fx_rates
         self.clock = clock
         self.client = client or make_client(source_config)
-        self.events = EventLog()
-        self.held = held.HeldSubscriptions(source_config.full_sync_interval)
+        # One compactor for both: an event's object and the listed subscription are one.
+        compactor = Compactor()
+        self.events = EventLog(compactor=compactor)
+        self.held = held.HeldSubscriptions(source_config.full_sync_interval, compactor)
         # The trailing windows, listed incrementally; a settled object never changes.
         self.charges = TrailingWindow(fetch.charges, lambda c: c.status != "pending")
         self.refunds = TrailingWindow(fetch.refunds, lambda r: r.status in SETTLED_REFUNDS)
