@@ -115,8 +115,18 @@ class Compactor:
         return obj
 
 
+# Keys whose string values repeat from object to object: a listing decodes "active",
+# "usd" and a customer's id afresh for every object that names them, so they are
+# interned (ids of the objects themselves are unique, and are not).
+REPEATED_VALUES = frozenset({
+    "object", "customer", "status", "currency", "type", "interval", "usage_type",
+    "billing_scheme", "tiers_mode", "duration", "product",
+})
+
+
 def _only(obj: dict, keys: frozenset[str]) -> dict:
-    """The keys wanted. String values are interned: a listing decodes "active",
-    "usd" and each customer's id afresh for every object that names them."""
-    return {key: sys.intern(value) if type(value) is str else value
-            for key, value in obj.items() if key in keys}
+    compact = {key: obj[key] for key in keys & obj.keys()}
+    for key in REPEATED_VALUES & compact.keys():
+        if type(compact[key]) is str:
+            compact[key] = sys.intern(compact[key])
+    return compact

@@ -2,7 +2,8 @@
 
 Amounts stay in the currency's minor unit (cents; whole yen for JPY) as
 `Decimal`, exactly as Stripe sends them, so no rounding happens before the
-final conversion to a metric value. Times are Unix seconds.
+final conversion to a metric value. Times are Unix seconds. The records are
+slotted: a large account holds hundreds of thousands of them.
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Tier:
     up_to: int | None  # None: the last tier, "inf" in Stripe
     unit_amount: Decimal = Decimal(0)
     flat_amount: Decimal = Decimal(0)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Price:
     id: str
     currency: str
@@ -47,13 +48,13 @@ class Price:
                        tiers=option.tiers or self.tiers, currency_options={})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CurrencyOption:
     unit_amount: Decimal | None = None
     tiers: tuple[Tier, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Coupon:
     id: str
     duration: str  # forever, repeating, once
@@ -73,14 +74,14 @@ class Coupon:
         return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Discount:
     id: str
     coupon: Coupon
     end: int | None = None  # set for repeating coupons only
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SubscriptionItem:
     id: str
     price: Price
@@ -88,7 +89,7 @@ class SubscriptionItem:
     discounts: tuple[Discount, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Subscription:
     id: str
     customer: str
@@ -104,7 +105,7 @@ class Subscription:
     trial_end: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Charge:
     id: str
     status: str  # succeeded, pending, failed
@@ -113,7 +114,7 @@ class Charge:
     created: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InvoiceLine:
     """One subscription line of a paid invoice: what was billed for a period."""
 
@@ -128,7 +129,7 @@ class InvoiceLine:
     subscription_item: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Refund:
     id: str
     status: str
@@ -137,7 +138,7 @@ class Refund:
     created: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Dispute:
     id: str
     status: str
