@@ -205,8 +205,8 @@ def test_a_backfilled_year_of_mrr_is_what_prometheus_answers_and_live_scrapes_co
                 at = now // DAY * DAY - days_ago * DAY
                 subscriptions = [parse.parse_subscription(raw, data.prices, data.coupons,
                                                           known_discounts=store.discount_table())
-                                 for raw in (store.subscription_at(s["id"], at)
-                                             for s in data.raw_subscriptions) if raw is not None]
+                                 for raw in (store.subscription_at(s.id, at)
+                                             for s in data.subscriptions) if raw is not None]
                 truth = revenue_kpis(subscriptions, [], now=at, fx_rates=DEMO_FX_RATES,
                                      rules=MrrRules())
                 assert answer("kpi_mrr" + selector, at) == \
@@ -232,8 +232,8 @@ def test_a_backfilled_year_of_mrr_is_what_prometheus_answers_and_live_scrapes_co
                     {"stripe": pytest.approx(float(sum(window_start.values())), rel=1e-12)}
                 subscriptions = [parse.parse_subscription(raw, data.prices, data.coupons,
                                                           known_discounts=store.discount_table())
-                                 for raw in (store.subscription_at(s["id"], at)
-                                             for s in data.raw_subscriptions) if raw is not None]
+                                 for raw in (store.subscription_at(s.id, at)
+                                             for s in data.subscriptions) if raw is not None]
                 by_rules = float(revenue_kpis(subscriptions, [], now=at,
                                               fx_rates=DEMO_FX_RATES).mrr)
                 assert billed == pytest.approx(by_rules, rel=0.05), days_ago

@@ -98,6 +98,21 @@ def test_trials():
 
 # --- rebuilding the past from events -------------------------------------------
 
+def changes_of(events, prices=None, known=None):
+    """The events as the source keeps them: slimmed, then parsed once (settled)."""
+    from exporter.sources.stripe.events import slim
+    return [history.settled(slim(e), prices or {}, {}, known or {}) for e in events]
+
+
+def today(current, prices=None):
+    """Today's subscriptions as listed (discounts expanded), parsed."""
+    return [parse.parse_subscription(s, prices or {}, {}) for s in current]
+
+
+def rebuilt(current, events, at, prices=None, known=None):
+    return history.subscriptions_at(today(current, prices), changes_of(events, prices, known), at)
+
+
 def test_put_back_merges_nested_hashes_and_replaces_lists():
     obj = {"status": "active", "items": {"object": "list", "data": [1, 2]},
            "metadata": {"a": "1", "b": "2"}}
@@ -200,8 +215,8 @@ def history_fixture():
 
 def test_history_bridge_covers_every_movement():
     current, events, prices, known = history_fixture()
-    start = history.customer_mrr_at(current, events, W, prices=prices, coupons={},
-                                    known_discounts=known, fx_rates=FX, rules=MrrRules())
+    start = history.customer_mrr_at(today(current, prices), changes_of(events, prices, known), W,
+                                    fx_rates=FX, rules=MrrRules())
     subscriptions = [parse.parse_subscription(s, prices, {}) for s in current]
     end = customer_mrr(subscriptions, NOW, FX, MrrRules())
 
@@ -229,8 +244,8 @@ def test_history_bridge_covers_every_movement():
 
 def test_a_discount_never_seen_is_skipped_in_the_past():
     current, events, prices, _ = history_fixture()
-    start = history.customer_mrr_at(current, events, W, prices=prices, coupons={},
-                                    known_discounts={}, fx_rates=FX, rules=MrrRules())
+    start = history.customer_mrr_at(today(current, prices), changes_of(events, prices), W,
+                                    fx_rates=FX, rules=MrrRules())
     assert start["disc"] == 100  # valued without the discount it cannot resolve
 
 
@@ -290,8 +305,8 @@ def test_two_updates_in_the_window_undo_to_the_first_state():
         so.event("u1", "customer.subscription.updated", current, NOW - 20 * DAY,
                  previous={"items": items((SEAT_20, 1))}),
     ]
-    [then] = history.subscriptions_at([current], events, W)
-    assert then["items"]["data"][0]["quantity"] == 1  # not 2: undo back to the earliest
+    [then] = rebuilt([current], events, W)
+    assert then.items[0].quantity == 1  # not 2: undo back to the earliest
 
 
 def test_same_second_created_and_updated_means_it_did_not_exist():
@@ -299,7 +314,7 @@ def test_same_second_created_and_updated_means_it_did_not_exist():
     events = [so.event("u", "customer.subscription.updated", current, NOW - DAY,
                        previous={"items": items((SEAT_20, 1))}),
               so.event("c", "customer.subscription.created", current, NOW - DAY)]
-    assert history.subscriptions_at([current], events, W) == []
+    assert rebuilt([current], events, W) == []
 
 
 def test_deletion_after_unpaid_is_not_churn_of_a_paying_customer():
@@ -310,12 +325,11 @@ def test_deletion_after_unpaid_is_not_churn_of_a_paying_customer():
     events = [so.event("d", "customer.subscription.deleted", canceled, NOW - 12 * 3600),
               so.event("u", "customer.subscription.updated", unpaid, NOW - 5 * DAY,
                        previous={"status": "past_due"})]
-    [day_ago] = history.subscriptions_at([canceled], events, NOW - DAY)
-    assert day_ago["status"] == "unpaid"  # from the last event before, not a guess
+    [day_ago] = rebuilt([canceled], events, NOW - DAY)
+    assert day_ago.status == "unpaid"  # from the last event before, not a guess
     prices = {"p1000": parse.parse_price(big)}
-    mrr_day_ago = history.customer_mrr_at([canceled], events, NOW - DAY, prices=prices,
-                                          coupons={}, known_discounts={}, fx_rates=FX,
-                                          rules=MrrRules())
+    mrr_day_ago = history.customer_mrr_at(today([canceled], prices), changes_of(events, prices),
+                                          NOW - DAY, fx_rates=FX, rules=MrrRules())
     assert dynamics.largest_churn_arr(mrr_day_ago, {}) == 0  # unpaid MRR was already 0
 
 
@@ -323,12 +337,12 @@ def test_trial_canceled_just_after_its_end_was_trialing():
     lapsed = sub("s_l", "l", [(TRIAL_30, 1)], status="canceled", created=W - 4 * DAY,
                  trial_start=W - 4 * DAY, trial_end=W + 10 * DAY, ended_at=W + 10 * DAY + 90)
     events = [so.event("d", "customer.subscription.deleted", lapsed, W + 10 * DAY + 90)]
-    [then] = history.subscriptions_at([lapsed], events, W)
-    assert then["status"] == "trialing" and then["ended_at"] is None
+    [then] = rebuilt([lapsed], events, W)
+    assert then.status == "trialing" and then.ended_at is None
     paused = {**lapsed, "status": "paused", "ended_at": None}
     events = [so.event("p", "customer.subscription.paused", paused, W + 10 * DAY)]
-    [then] = history.subscriptions_at([paused], events, W)
-    assert then["status"] == "trialing"
+    [then] = rebuilt([paused], events, W)
+    assert then.status == "trialing"
 
 
 def test_paid_before_needs_money_and_a_day_past_the_trial():
@@ -471,7 +485,9 @@ def test_slimmed_event_keeps_what_the_rebuild_needs():
     assert "payment_settings" not in slimmed[1]["data"]["object"]
     assert slimmed[0]["data"]["previous_attributes"] == {}
     # the renewal is still undone as an update (a no-op), the upgrade back to one seat
-    [then] = history.subscriptions_at([current], slimmed, NOW - 3 * DAY)
-    assert then["status"] == "active" and then["items"]["data"][0]["quantity"] == 1
-    [then] = history.subscriptions_at([current], slimmed[:1], NOW - 3 * DAY)
-    assert then["items"]["data"][0]["quantity"] == 3
+    settled = [history.settled(e, {}, {}, {}) for e in slimmed]
+    assert settled[0].puts_back and settled[0].before is settled[0].after  # one record
+    [then] = history.subscriptions_at(today([current]), settled, NOW - 3 * DAY)
+    assert then.status == "active" and then.items[0].quantity == 1
+    [then] = history.subscriptions_at(today([current]), settled[:1], NOW - 3 * DAY)
+    assert then.items[0].quantity == 3

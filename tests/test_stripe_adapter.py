@@ -256,6 +256,7 @@ def test_second_poll_fetches_only_new_events_no_subscriptions_and_no_invoices():
                      previous={"cancel_at_period_end": True})
     newest = so.event("evt_2", "customer.subscription.updated", sub, NOW - 100,
                       previous={"metadata": {}})
+    responses.add(responses.GET, API + "/v1/events", json=so.page([newest]))  # the last 5 min
     responses.add(responses.GET, API + "/v1/events", json=so.page([newest, older]))
     responses.add(responses.GET, API + "/v1/events", json=so.page([newest]))  # seen already
 
@@ -263,11 +264,13 @@ def test_second_poll_fetches_only_new_events_no_subscriptions_and_no_invoices():
     source.poll()
     source.poll()
     event_calls = [query(c) for c in responses.calls if "/v1/events" in c.request.url]
-    # the second asks from 5 minutes before the newest event held (late arrivals)
-    assert [q["created[gte]"] for q in event_calls] == [[str(NOW - 30 * 86400)],
-                                                        [str(NOW - 100 - 300)]]
-    assert "customer.subscription.updated" in event_calls[0]["types[]"]
-    assert [e["id"] for e in source.events.events()] == ["evt_2", "evt_1"]
+    # the first poll asks for the last 5 minutes' ids, lists the subscriptions, then
+    # the month of events; the second asks from 5 minutes before the newest event held
+    # (late arrivals)
+    assert [q["created[gte]"] for q in event_calls] == [
+        [str(NOW - 300)], [str(NOW - 30 * 86400)], [str(NOW - 100 - 300)]]
+    assert all("customer.subscription.updated" in q["types[]"] for q in event_calls)
+    assert [c.id for c in source.events.changes()] == ["evt_2", "evt_1"]
     invoice_calls = [query(c) for c in responses.calls if "/v1/invoices" in c.request.url]
     assert len(invoice_calls) == 1  # a year-old cohort does not change within a day
     assert invoice_calls[0]["status"] == ["paid"]
@@ -281,20 +284,20 @@ def test_event_log_drops_events_past_retention():
     from exporter.sources.stripe.events import EventLog
 
     log = EventLog(retention=1000)
-    pages = [[so.event("e2", "customer.subscription.updated", {"id": "s"}, 950),
-              so.event("e1", "customer.subscription.created", {"id": "s"}, 120)],
-             [so.event("e3", "customer.subscription.deleted", {"id": "s"}, 1010),
-              so.event("e2", "customer.subscription.updated", {"id": "s"}, 950)]]
+    pages = [[so.event("e2", "customer.subscription.updated", {"id": "s2"}, 950),
+              so.event("e1", "customer.subscription.created", {"id": "s1"}, 120)],
+             [so.event("e3", "customer.subscription.deleted", {"id": "s3"}, 1010),
+              so.event("e2", "customer.subscription.updated", {"id": "s2"}, 950)]]
     calls = []
 
     def list_all(path, params):
         calls.append(dict(params)["created[gte]"])
         return iter(pages[len(calls) - 1])
 
-    assert len(log.refresh(list_all, now=1000)) == 2
-    assert len(log.refresh(list_all, now=1150)) == 1         # e2 is not added twice
+    assert log.refresh(list_all, now=1000) == {"s1", "s2"}  # the subscriptions they name
+    assert log.refresh(list_all, now=1150) == {"s3"}         # e2 is not added twice
     assert calls == ["0", "650"]                         # 950 less the 300 s overlap
-    assert [e["id"] for e in log.events()] == ["e3", "e2"]  # e1 (120) fell out of 150..1150
+    assert [c.id for c in log.changes()] == ["e3", "e2"]  # e1 (120) fell out of 150..1150
 
 
 def test_event_log_fails_on_bad_events_and_survives_failed_fetches():
@@ -305,8 +308,8 @@ def test_event_log_fails_on_bad_events_and_survives_failed_fetches():
     good = so.event("e1", "customer.subscription.updated", {"id": "s"}, 990)
     with pytest.raises(MalformedObject, match="event 'bad'"):  # not skipped: the past needs it
         log.refresh(lambda path, params: iter([{"id": "bad"}, good]), now=1000)
-    assert log.events() == []
-    assert len(log.refresh(lambda path, params: iter([good]), now=1000)) == 1
+    assert log.changes() == []
+    assert log.refresh(lambda path, params: iter([good]), now=1000) == {"s"}
 
     def fails_part_way(path, params):
         yield so.event("e2", "customer.subscription.updated", {"id": "s"}, 995)
@@ -314,9 +317,9 @@ def test_event_log_fails_on_bad_events_and_survives_failed_fetches():
 
     with pytest.raises(RuntimeError):
         log.refresh(fails_part_way, now=1000)
-    assert [e["id"] for e in log.events()] == ["e1"]  # nothing half-added...
-    assert len(log.refresh(lambda path, params: iter([so.event(
-        "e2", "customer.subscription.updated", {"id": "s"}, 995)]), now=1000)) == 1  # ...so e2 comes
+    assert [c.id for c in log.changes()] == ["e1"]  # nothing half-added...
+    assert log.refresh(lambda path, params: iter([so.event(
+        "e2", "customer.subscription.updated", {"id": "s"}, 995)]), now=1000) == {"s"}  # ...so e2 comes
 
 
 def test_upstream_label_values_are_bounded(caplog):
@@ -365,9 +368,8 @@ def test_a_subscription_an_event_names_is_re_read_until_it_succeeds():
                                created=NOW - 90 * 86400)
     changed = so.event("evt_2", "customer.subscription.updated", upgraded, NOW - 10,
                        previous={"items": sub["items"]})
-    responses.add(responses.GET, API + "/v1/events", json=so.page([]))
-    responses.add(responses.GET, API + "/v1/events", json=so.page([changed]))
-    responses.add(responses.GET, API + "/v1/events", json=so.page([changed]))  # not new now
+    for events in ([], [], [changed], [changed]):  # poll 1 (the last 5 min, a month), 2, 3
+        responses.add(responses.GET, API + "/v1/events", json=so.page(events))
     retrieve = API + "/v1/subscriptions/sub_1"
     responses.add(responses.GET, retrieve, status=500, json={"error": {"type": "api_error"}})
 
@@ -391,8 +393,8 @@ def test_a_subscription_stripe_no_longer_has_means_a_full_sync():
     sub = so.subscription("sub_1", "cus_1", [so.item("si_1", monthly)], created=NOW - 90 * 86400)
     _one_subscription_account(monthly, sub)
     gone = so.event("evt_2", "customer.subscription.updated", sub, NOW - 10, previous={})
-    responses.add(responses.GET, API + "/v1/events", json=so.page([]))
-    responses.add(responses.GET, API + "/v1/events", json=so.page([gone]))
+    for events in ([], [], [gone]):
+        responses.add(responses.GET, API + "/v1/events", json=so.page(events))
     responses.add(responses.GET, API + "/v1/subscriptions/sub_1", status=404, json={"error": {
         "type": "invalid_request_error", "code": "resource_missing"}})
     source = make_source()
@@ -401,3 +403,72 @@ def test_a_subscription_stripe_no_longer_has_means_a_full_sync():
     assert source.held.last_update == \
         "full sync (an event names a subscription Stripe no longer has)"
     assert sum(c.request.url.startswith(API + "/v1/subscriptions?") for c in responses.calls) == 2
+
+
+@responses.activate
+def test_a_change_while_the_first_poll_lists_is_re_read_at_the_next_poll():
+    """The first poll lists the subscriptions before the month of events: an event
+    that was not there when the listing began is re-read next time; one that was
+    there is already in the listing."""
+    monthly = so.price("price_m", 1000)
+    sub = so.subscription("sub_1", "cus_1", [so.item("si_1", monthly)], created=NOW - 90 * 86400)
+    other = so.subscription("sub_2", "cus_2", [so.item("si_2", monthly)], created=NOW - 90 * 86400)
+    _one_subscription_account(monthly, sub)
+    responses.replace(responses.GET, API + "/v1/subscriptions", json=so.page([sub, other]))
+    upgraded = so.subscription("sub_1", "cus_1", [so.item("si_1", monthly, quantity=3)],
+                               created=NOW - 90 * 86400)
+    during = so.event("evt_during", "customer.subscription.updated", upgraded, NOW + 2,
+                      previous={"items": sub["items"]})
+    before = so.event("evt_before", "customer.subscription.updated", other, NOW - 60,
+                      previous={"cancel_at_period_end": True})
+    for events in ([before], [during, before], [during, before]):  # the last 5 min, a month, poll 2
+        responses.add(responses.GET, API + "/v1/events", json=so.page(events))
+    responses.add(responses.GET, API + "/v1/subscriptions/sub_1", json=upgraded)
+
+    source = make_source()
+    assert {s.kpi: s.value for s in source.poll()}["mrr"] == 20.0  # as listed: 1 seat each
+    after = {s.kpi: s.value for s in source.poll()}
+    assert source.held.last_update == "1 re-read"  # sub_1, not sub_2
+    assert after["mrr"] == 40.0
+    assert not any("/v1/subscriptions/sub_2" in c.request.url for c in responses.calls)
+
+
+@responses.activate
+def test_a_coupon_gone_at_a_full_sync_parses_the_events_again():
+    """Events are parsed once; when a full sync finds a price or coupon they were
+    parsed with changed or gone, the month of events is listed and parsed again,
+    and the numbers equal a fresh source's."""
+    seat = so.price("price_seat", 1000)
+    # restricted to another product, so it takes nothing off here; once deleted, the
+    # discount's own copy of it (which has no restriction) takes 10 % off everything
+    restricted = so.coupon("TEN", percent_off=10)
+    restricted["applies_to"] = {"products": ["prod_other"]}
+    embedded = so.coupon("TEN", percent_off=10)
+    discount = so.discount("di_1", embedded)
+    sub = so.subscription("sub_1", "cus_1", [so.item("si_1", seat, quantity=2)],
+                          discounts=[discount], created=NOW - 90 * 86400)
+    then = {**sub, "discounts": ["di_1"]}  # events name discounts by id
+    upgrade = so.event("evt_1", "customer.subscription.updated", then, NOW - 10 * 86400,
+                       previous={"items": {"data": [so.item("si_1", seat, quantity=1)]}})
+    for path, body in [("/v1/prices", [seat]), ("/v1/subscriptions", [sub]),
+                       ("/v1/events", [upgrade]), ("/v1/charges", []), ("/v1/refunds", []),
+                       ("/v1/disputes", []), ("/v1/invoices", [])]:
+        responses.add(responses.GET, API + path, json=so.page(body))
+    add_list("/v1/coupons", so.page([restricted]), so.page([]))  # then deleted
+
+    def window_start(samples):
+        return {s.kpi: s.value for s in samples if s.labels.get("window") == "30d"}[
+            "mrr_window_start"]
+
+    source = make_source(full_sync_interval=0)  # a full sync every poll
+    assert window_start(source.poll()) == 10.0  # 1 seat, the coupon restricted
+    events_before = sum("/v1/events" in c.request.url for c in responses.calls)
+    incremental = source.poll()
+    relisted = [query(c) for c in responses.calls[len(responses.calls) - 100:]
+                if "/v1/events" in c.request.url]
+    assert sum("/v1/events" in c.request.url for c in responses.calls) == events_before + 2
+    assert relisted[-1]["created[gte]"] == [str(NOW - 30 * 86400)]  # the month again
+    assert window_start(incremental) == 9.0  # 1 seat, 10 % off
+    fresh = make_source().poll()
+    assert sorted((s.kpi, sorted(s.labels.items()), s.value) for s in incremental) == \
+        sorted((s.kpi, sorted(s.labels.items()), s.value) for s in fresh)

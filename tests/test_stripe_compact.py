@@ -1,5 +1,7 @@
-"""What the Stripe source keeps of subscriptions and events (compact.py, events.slim):
-only what the KPIs read, one copy of what repeats, and nothing that changes a number."""
+"""What the Stripe source keeps of subscriptions and events between polls: parsed
+records, one record for the many equal states of a subscription, and JSON only
+for an event that names something not known yet (compact.py, events.slim,
+history.settled)."""
 
 import copy
 import json
@@ -12,79 +14,87 @@ from exporter.sources.stripe.events import slim
 NOW = 1_800_000_000
 DAY = 86400
 SEAT = so.price("p_seat", 2000)
+PRICES = {"p_seat": parse.parse_price(SEAT)}
+TENTH = so.coupon("TENTH", percent_off=10)
+COUPONS = {"TENTH": parse.parse_coupon(TENTH)}
 
 
 def listed(quantity=2, **kw) -> dict:
-    """A subscription as the list (or an event) sends it: a fresh decode each time."""
+    """A subscription as the list (or an event) sends it."""
     return so.subscription("sub_a", "cus_a", [so.item("si_a", SEAT, quantity)], **kw)
+
+
+def renewal(obj: dict, created: int) -> dict:
+    """A renewal's event: a new period on the item, a new invoice; nothing the KPIs read."""
+    old_items = copy.deepcopy(obj["items"])
+    old_items["data"][0]["current_period_end"] = created
+    return so.event("evt_r", "customer.subscription.updated", obj, created,
+                    previous={"items": old_items, "latest_invoice": "in_old"})
 
 
 def test_compacted_subscription_keeps_what_parse_reads_and_not_the_item_list_url():
     compact = Compactor().subscription(listed())
     assert "payment_settings" not in compact and "plan" not in compact["items"]["data"][0]
     assert "url" not in compact["items"]
-    assert compact["items"]["data"][0]["quantity"] == 2 and compact["status"] == "active"
+    assert parse.parse_subscription(compact, PRICES, {}) == \
+        parse.parse_subscription(listed(), PRICES, {})
 
 
-def test_repeated_strings_are_one_object():
-    compactor = Compactor()
+def test_records_share_the_strings_that_repeat():
     # each decoded from its own JSON text, as two pages of a listing are
-    first, second = (compactor.subscription(json.loads(json.dumps(listed()))) for _ in range(2))
-    assert first["status"] is second["status"] and first["customer"] is second["customer"]
-    assert first["items"]["data"][0]["price"] is second["items"]["data"][0]["price"]
+    first, second = (parse.parse_subscription(json.loads(json.dumps(listed())), PRICES, {})
+                     for _ in range(2))
+    assert first.status is second.status and first.customer is second.customer
+    assert first.currency is second.currency
 
 
-def test_an_equal_subscription_is_the_copy_seen_last_and_a_changed_one_replaces_it():
-    compactor = Compactor()
-    one = compactor.shared(compactor.subscription(listed()))
-    again = compactor.shared(compactor.subscription(listed()))
-    assert again is one
-    changed = compactor.shared(compactor.subscription(listed(quantity=3)))
-    assert changed is not one and changed["items"]["data"][0]["quantity"] == 3
-    # the changed copy is the one shared from now on
-    assert compactor.shared(compactor.subscription(listed(quantity=3))) is changed
-    compactor.keep_only(set())
-    assert compactor.shared(compactor.subscription(listed(quantity=3))) is not changed
+def test_a_renewal_is_todays_record_before_and_after():
+    today = parse.parse_subscription(listed(), PRICES, COUPONS)
+    held = {today.id: today}
+
+    def shared(sub):
+        return held[sub.id] if held.get(sub.id) == sub else sub
+
+    change = history.settled(slim(renewal(listed(), NOW - DAY)), PRICES, COUPONS, {}, shared)
+    assert change.after is today and change.before is today and change.pending is None
+    # an upgrade from one seat keeps a record of its own for before
+    upgrade = history.settled(slim(so.event(
+        "evt_u", "customer.subscription.updated", listed(), NOW - 2 * DAY,
+        previous={"items": {"data": [so.item("si_a", SEAT, 1)]}})), PRICES, COUPONS, {}, shared)
+    assert upgrade.after is today and upgrade.before.items[0].quantity == 1
+    changes = [history.settled(slim(renewal(listed(), NOW - DAY)), PRICES, COUPONS, {}, shared),
+               upgrade]  # newest first
+    [then] = history.subscriptions_at([today], changes, NOW - DAY - DAY // 2)
+    assert then is today
+    [then] = history.subscriptions_at([today], changes, NOW - 3 * DAY)
+    assert then.items[0].quantity == 1
 
 
-def test_renewal_events_share_the_listed_object_and_put_back_nothing():
-    compactor = Compactor()
-    current = compactor.shared(compactor.subscription(listed()))
-    # a renewal: a new period on the item, a new invoice; nothing the KPIs read
-    old_items = copy.deepcopy(listed()["items"])
-    old_items["data"][0]["current_period_end"] = NOW - DAY
-    renewal = slim(so.event("evt_r", "customer.subscription.updated", listed(), NOW - DAY,
-                            previous={"items": old_items, "latest_invoice": "in_old"}),
-                   compactor)
-    assert renewal["data"]["object"] is current
-    assert renewal["data"]["previous_attributes"] == {}
-    # an upgrade keeps what it puts back
-    one_seat = {"items": {"data": [so.item("si_a", SEAT, 1)]}}
-    upgrade = slim(so.event("evt_u", "customer.subscription.updated", listed(), NOW - 2 * DAY,
-                            previous=one_seat), compactor)
-    assert upgrade["data"]["object"] is current
-    assert upgrade["data"]["previous_attributes"]["items"]["data"][0]["quantity"] == 1
-    # and the past is rebuilt as it was: two seats a day and a half ago, one before
-    events = [renewal, upgrade]  # newest first
-    [then] = history.subscriptions_at([current], events, NOW - DAY - DAY // 2)
-    assert then["items"]["data"][0]["quantity"] == 2
-    [then] = history.subscriptions_at([current], events, NOW - 3 * DAY)
-    assert then["items"]["data"][0]["quantity"] == 1
-
-
-def test_a_renewal_left_as_it_came_rebuilds_the_same_past():
-    """Emptying a no-op previous_attributes changes nothing: the same event slimmed
-    without the compactor's sharing rebuilds the same subscription."""
-    old_items = copy.deepcopy(listed()["items"])
-    old_items["data"][0]["current_period_end"] = NOW - DAY
-    raw = so.event("evt_r", "customer.subscription.updated", listed(), NOW - DAY,
-                   previous={"items": old_items})
-    compactor = Compactor()
-    current = compactor.shared(compactor.subscription(listed()))
-    slimmed = slim(copy.deepcopy(raw), compactor)
-    unslimmed = copy.deepcopy(raw)
+def test_emptied_previous_attributes_rebuild_the_same_past():
+    slimmed = slim(renewal(listed(), NOW - DAY))
     assert slimmed["data"]["previous_attributes"] == {}
-    for at in (NOW - 2 * DAY, NOW):
-        [a] = history.subscriptions_at([current], [slimmed], at)
-        [b] = history.subscriptions_at([listed()], [unslimmed], at)
-        assert parse.parse_subscription(a, {}, {}) == parse.parse_subscription(b, {}, {})
+    as_sent = history.settled(renewal(listed(), NOW - DAY), PRICES, COUPONS, {})
+    assert history.settled(slimmed, PRICES, COUPONS, {}).before == as_sent.before
+
+
+def test_an_event_naming_an_unknown_discount_is_parsed_again_once_it_is_known():
+    discount = so.discount("di_1", "TENTH")
+    # events name discounts by id
+    event = slim(so.event("evt_d", "customer.subscription.updated", listed(discounts=["di_1"]),
+                          NOW - DAY, previous={"discounts": []}))
+    unknown = history.settled(event, PRICES, COUPONS, {})
+    assert unknown.after.discounts == () and unknown.pending is event  # kept to parse again
+    known = history.settled(unknown.pending, PRICES, COUPONS, {"di_1": discount})
+    assert [d.coupon.id for d in known.after.discounts] == ["TENTH"]
+    assert known.before.discounts == () and known.pending is None
+
+
+def test_an_event_whose_price_is_not_listed_stays_pending():
+    other = so.price("p_new", 5000)
+    obj = so.subscription("sub_a", "cus_a", [so.item("si_b", other)])
+    event = slim(so.event("evt_n", "customer.subscription.created", obj, NOW - DAY))
+    change = history.settled(event, PRICES, COUPONS, {})
+    assert change.after.items[0].price.unit_amount == 5000  # from the embedded price
+    assert change.pending is event
+    listed_now = {**PRICES, "p_new": parse.parse_price(other)}
+    assert history.settled(event, listed_now, COUPONS, {}).pending is None

@@ -5,19 +5,15 @@ reads (the legacy `plan` on every item, payment and invoice settings, whole
 price objects repeated on every item of every subscription). Kept whole, the
 subscriptions of a large account and a month of their events take hundreds of
 MB. `Compactor.subscription` keeps the fields that parse.py and history.py
-read, and one shared copy of each embedded price and coupon.
-
-`Compactor.shared` goes further for whole subscriptions, once they are complete:
-a subscription equal to the last copy of it the compactor saw is that copy. A
-month of events holds a subscription's object once per event, and most events
-(renewals) change nothing the KPIs read, so their objects, and the held listing,
-are mostly one object per subscription. Nothing here is modified after it is
-shared: history.put_back builds new dicts, so sharing is safe.
+read, and one shared copy of each embedded price and coupon. What is kept
+between polls is parsed records (held.py, events.py); compacted JSON lives
+until it is parsed, and longer only for an event not parsed for good. Nothing
+here is modified after it is made: history.put_back builds new dicts, so
+sharing is safe.
 """
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 SUBSCRIPTION_KEYS = frozenset({
@@ -44,7 +40,7 @@ class Compactor:
     """Compacts subscriptions, sharing one copy of each price and coupon it has seen."""
 
     def __init__(self) -> None:
-        self._shared: dict[str, dict[str, dict]] = {"price": {}, "coupon": {}, "subscription": {}}
+        self._shared: dict[str, dict[str, dict]] = {"price": {}, "coupon": {}}
 
     def subscription(self, obj: dict) -> dict:
         """The parts of a subscription (or of its previous_attributes) the KPIs read."""
@@ -89,21 +85,9 @@ class Compactor:
             compact["product"] = compact["product"].get("id")
         return compact
 
-    def shared(self, subscription: dict) -> dict:
-        """The last copy of this subscription seen, if it is equal to it; else this one,
-        which becomes the copy shared from now on. Only for subscriptions nothing
-        will modify (fetch.completed fills in item lists: share after it)."""
-        return self._share("subscription", subscription)
-
-    def keep_only(self, subscription_ids: set[str]) -> None:
-        """Forget the copies of subscriptions not among these (a full sync's list)."""
-        held = self._shared["subscription"]
-        for gone in set(held) - subscription_ids:
-            del held[gone]
-
     def _share(self, kind: str, obj: dict) -> dict:
         """One copy per id: the last one seen, which replaces the one before when it
-        differs (a changed subscription, a price embedded with other fields)."""
+        differs (a price embedded with other fields)."""
         key = obj.get("id")
         if not isinstance(key, str):
             return obj
@@ -115,18 +99,5 @@ class Compactor:
         return obj
 
 
-# Keys whose string values repeat from object to object: a listing decodes "active",
-# "usd" and a customer's id afresh for every object that names them, so they are
-# interned (ids of the objects themselves are unique, and are not).
-REPEATED_VALUES = frozenset({
-    "object", "customer", "status", "currency", "type", "interval", "usage_type",
-    "billing_scheme", "tiers_mode", "duration", "product",
-})
-
-
 def _only(obj: dict, keys: frozenset[str]) -> dict:
-    compact = {key: obj[key] for key in keys & obj.keys()}
-    for key in REPEATED_VALUES & compact.keys():
-        if type(compact[key]) is str:
-            compact[key] = sys.intern(compact[key])
-    return compact
+    return {key: obj[key] for key in keys & obj.keys()}

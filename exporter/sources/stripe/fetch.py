@@ -30,19 +30,15 @@ DAY = 86400
 
 @dataclass(frozen=True)
 class StripeData:
-    """Today's state, parsed, plus the subscriptions as listed (compacted, see
-    compact.py) for rebuilding the past."""
+    """Today's state, parsed."""
 
     prices: dict[str, Price]
     coupons: dict[str, Coupon]
-    raw_subscriptions: list[dict]  # compacted, with their full item lists
     subscriptions: list[Subscription]
+    # Every expanded discount object on today's subscriptions and items (events
+    # name discounts by id: these resolve them).
+    discount_objects: list[dict]
     charges: list[Charge]
-
-    def discounts(self) -> Iterator[dict]:
-        """Every expanded discount object on today's subscriptions and items."""
-        for sub in self.raw_subscriptions:
-            yield from (d for d in parse.discounts_on(sub) if isinstance(d, dict))
 
 
 def list_all(client: HttpClient, path: str, params: list[tuple[str, str]]) -> Iterator[dict]:
@@ -79,11 +75,17 @@ def coupon_list(client: HttpClient) -> dict[str, Coupon]:
         ("expand[]", "data.currency_options"), ("expand[]", "data.applies_to")])}
 
 
-def all_subscriptions(client: HttpClient, compactor: Compactor) -> list[dict]:
-    """Every subscription, canceled ones included, compacted page by page as it arrives."""
-    return [compactor.subscription(sub) for sub in list_all(
-        client, "/v1/subscriptions",
-        [("status", "all"), *(("expand[]", "data." + path) for path in SUBSCRIPTION_EXPAND)])]
+def subscription_pages(client: HttpClient, compactor: Compactor) -> Iterator[list[dict]]:
+    """Every subscription, canceled ones included, a page at a time, compacted."""
+    page: list[dict] = []
+    for sub in list_all(client, "/v1/subscriptions", [
+            ("status", "all"), *(("expand[]", "data." + path) for path in SUBSCRIPTION_EXPAND)]):
+        page.append(compactor.subscription(sub))
+        if len(page) == PAGE_SIZE:
+            yield page
+            page = []
+    if page:
+        yield page
 
 
 def subscription(client: HttpClient, subscription_id: str, compactor: Compactor) -> dict:

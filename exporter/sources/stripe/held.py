@@ -14,11 +14,17 @@ cannot be trusted to name every change: on the first poll, when the last
 update is older than Stripe keeps events, when Stripe no longer has a
 subscription an event names, or when more subscriptions changed than a
 re-list costs in requests.
+
+What is held is parsed records only (records.py), one per subscription: a
+full sync parses the listing a page at a time, so the JSON of one page is in
+memory at once, and a record equal to the one held before stays that one
+(the events' records share it: history.settled).
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Iterable
 
 from exporter.http import HttpClient, UpstreamError
 from exporter.sources.stripe import fetch, parse
@@ -31,39 +37,32 @@ log = logging.getLogger(__name__)
 FULL_SYNC_INTERVAL = 24 * 3600.0
 
 
-def changed_subscriptions(events: list[dict]) -> set[str]:
-    """The subscriptions that the events say changed."""
-    ids = set()
-    for event in events:
-        obj = event["data"]["object"]
-        if event["type"].startswith("customer.subscription."):
-            ids.add(obj["id"])
-        elif event["type"].startswith("customer.discount.") and isinstance(
-                obj.get("subscription"), str):
-            ids.add(obj["subscription"])
-    return ids
-
-
 class HeldSubscriptions:
-    def __init__(self, full_sync_interval: float = FULL_SYNC_INTERVAL,
-                 compactor: Compactor | None = None):
+    def __init__(self, full_sync_interval: float = FULL_SYNC_INTERVAL):
         self.full_sync_interval = full_sync_interval
         self.prices: dict[str, Price] = {}
         self.coupons: dict[str, Coupon] = {}
-        self._raw: dict[str, dict] = {}  # compacted, with whole item lists (compact.py)
         self._parsed: dict[str, Subscription] = {}
+        # The expanded discount objects today's subscriptions carry (the event
+        # payloads name discounts by id), for those that carry any.
+        self._discounts: dict[str, tuple[dict, ...]] = {}
         self._pending: set[str] = set()  # named by events, not re-read yet
-        self._compactor = compactor or Compactor()  # shared with the event log's (compact.py)
+        self._compactor = Compactor()
         self.synced_at: int | None = None  # the last full sync
         self.updated_at: int | None = None  # the last successful update
         self.last_update = ""  # "full sync (why)" or "N re-read": for the log and tests
         self.reread: set[str] = set()  # the subscriptions the last update re-read
+        # Whether the last full sync's prices or coupons differ from the ones before
+        # it (one changed or is gone): records parsed with the old ones may be stale.
+        self.lists_changed = False
 
-    def update(self, client: HttpClient, new_events: list[dict], now: int) -> None:
-        """Bring the held state to `now`. Call it after the event log's refresh, so
-        that whatever changes while a full sync lists is named by the next events."""
-        self._pending |= changed_subscriptions(new_events)
+    def update(self, client: HttpClient, changed: Iterable[str], now: int) -> None:
+        """Bring the held state to `now`; `changed`: the subscriptions new events
+        name. Call it after the event log's refresh, so that whatever changes while
+        a full sync lists is named by the next events (or pend it)."""
+        self._pending |= set(changed)
         self.reread = set(self._pending)
+        self.lists_changed = False
         why = self._full_sync_reason(now)
         if why is None:
             try:
@@ -82,6 +81,11 @@ class HeldSubscriptions:
         self._pending.clear()
         self.updated_at = now
 
+    def pend(self, subscription_ids: set[str]) -> None:
+        """Re-read these at the next update (events seen outside a refresh's
+        returned ones: the source's re-list after a full sync)."""
+        self._pending |= subscription_ids
+
     def _full_sync_reason(self, now: int) -> str | None:
         if self.synced_at is None:
             return "first poll"
@@ -89,33 +93,57 @@ class HeldSubscriptions:
             return "full_sync_interval"
         if self.updated_at is None or now - self.updated_at >= RETENTION:
             return "the last update is older than Stripe keeps events"
-        if len(self._pending) > max(10, len(self._raw) // fetch.PAGE_SIZE):
+        if len(self._pending) > max(10, len(self._parsed) // fetch.PAGE_SIZE):
             return f"{len(self._pending)} subscriptions changed, more than a re-list costs"
         return None
 
     def _full_sync(self, client: HttpClient) -> None:
-        prices, coupons, compactor = fetch.price_list(client), fetch.coupon_list(client), self._compactor
-        raw = [compactor.shared(sub) for sub in fetch.completed(
-            client, fetch.all_subscriptions(client, compactor), prices, coupons, compactor)]
-        parsed = {sub["id"]: parse.parse_subscription(sub, prices, coupons) for sub in raw}
+        """List every subscription a page at a time: each page is completed, parsed
+        and dropped, so the JSON of only one page is held at once."""
+        prices, coupons, compactor = fetch.price_list(client), fetch.coupon_list(client), Compactor()
+        parsed: dict[str, Subscription] = {}
+        discounts: dict[str, tuple[dict, ...]] = {}
+        for page in fetch.subscription_pages(client, compactor):
+            for raw in fetch.completed(client, page, prices, coupons, compactor):
+                parsed[raw["id"]] = self.shared(parse.parse_subscription(raw, prices, coupons))
+                _keep_discounts(discounts, raw)
         # Only once all of it was read: a failure keeps the state held before.
-        self.prices, self.coupons = prices, coupons
-        self._raw, self._parsed = {sub["id"]: sub for sub in raw}, parsed
-        compactor.keep_only(set(self._raw))
+        self.lists_changed = bool(self._parsed) and (
+            _changed(self.prices, prices) or _changed(self.coupons, coupons))
+        self.prices, self.coupons, self._compactor = prices, coupons, compactor
+        self._parsed, self._discounts = parsed, discounts
 
     def _reread(self, client: HttpClient) -> None:
         """Re-read the pending subscriptions; each is applied as it is complete, so a
         failure part-way keeps the rest pending for the next poll."""
         for sub_id in sorted(self._pending):
-            raw = self._compactor.shared(fetch.completed(
-                client, [fetch.subscription(client, sub_id, self._compactor)],
-                self.prices, self.coupons, self._compactor)[0])
-            self._parsed[sub_id] = parse.parse_subscription(raw, self.prices, self.coupons)
-            self._raw[sub_id] = raw
+            raw = fetch.completed(client, [fetch.subscription(client, sub_id, self._compactor)],
+                                  self.prices, self.coupons, self._compactor)[0]
+            self._parsed[sub_id] = self.shared(parse.parse_subscription(raw, self.prices,
+                                                                       self.coupons))
+            self._discounts.pop(sub_id, None)
+            _keep_discounts(self._discounts, raw)
             self._pending.discard(sub_id)
+
+    def shared(self, sub: Subscription) -> Subscription:
+        """The held record of this subscription if it is equal to `sub`, else `sub`:
+        one record for the many states of it that are the same (history.settled)."""
+        held = self._parsed.get(sub.id)
+        return held if held is not None and held == sub else sub
 
     def data(self, charges: list) -> fetch.StripeData:
         return fetch.StripeData(prices=self.prices, coupons=self.coupons,
-                                raw_subscriptions=list(self._raw.values()),
-                                subscriptions=[self._parsed[i] for i in self._raw],
+                                subscriptions=list(self._parsed.values()),
+                                discount_objects=[d for ds in self._discounts.values() for d in ds],
                                 charges=charges)
+
+
+def _keep_discounts(discounts: dict[str, tuple[dict, ...]], raw: dict) -> None:
+    expanded = tuple(d for d in parse.discounts_on(raw) if isinstance(d, dict))
+    if expanded:
+        discounts[raw["id"]] = expanded
+
+
+def _changed(before: dict, after: dict) -> bool:
+    """Whether a price or coupon held before is gone from, or differs in, the new list."""
+    return any(after.get(key) != value for key, value in before.items())

@@ -3,11 +3,12 @@
 Two reconstructions, both pure functions:
 
 - Within the last 30 days (Stripe's event retention): start from today's
-  subscription objects and undo the `customer.subscription.*` events that
-  happened after the moment asked for. Each subscription's first event after
-  that moment tells its state then: an event with `previous_attributes` is
-  its object with them put back; a `created` event means it did not exist
-  yet. Events without `previous_attributes` (deleted, paused, resumed) do not
+  subscriptions and undo the `customer.subscription.*` events that happened
+  after the moment asked for. Each event is parsed once, when it is listed
+  (`settled`): the subscription after it and, for an update, before it, its
+  object with `previous_attributes` put back. Each subscription's first
+  event after the moment tells its state then; a `created` event means it
+  did not exist yet. Events without `previous_attributes` (deleted, paused, resumed) do not
   say what came before: the subscription's last event at or before the moment
   does, when one is held; otherwise it was trialing if the moment falls
   within its trial, paused before a `resumed` event, and active before a
@@ -19,16 +20,19 @@ Two reconstructions, both pure functions:
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Iterator
+from typing import Callable, Iterator
 
 from exporter import money
 from exporter.sources.stripe import parse
 from exporter.sources.stripe.dynamics import MrrBridge, mrr_bridge
 from exporter.sources.stripe.mrr import MrrRules, RevenueKpis, customer_mrr, monthly, mrr_totals
-from exporter.sources.stripe.records import Coupon, InvoiceLine, Price, Subscription
+from exporter.sources.stripe.records import (
+    Coupon, InvoiceLine, Price, Subscription, SubscriptionChange,
+)
 
 
 def put_back(obj: dict, previous: dict) -> dict:
@@ -47,71 +51,105 @@ def put_back(obj: dict, previous: dict) -> dict:
     return before
 
 
-def events_around(events: list[dict], at: int) -> tuple[dict[str, dict], dict[str, dict]]:
-    """Per subscription id: its first event after `at`, and its last at or before it.
+CREATED = "customer.subscription.created"
+UPDATED = "customer.subscription.updated"
+DELETED = "customer.subscription.deleted"
 
-    `events` come newest first, as Stripe lists them; among events of the same
+
+def settled(event: dict, prices: dict[str, Price], coupons: dict[str, Coupon],
+            known_discounts: dict[str, dict],
+            shared: Callable[[Subscription], Subscription] = lambda sub: sub) -> SubscriptionChange:
+    """A slimmed subscription event (events.slim), parsed once: the subscription
+    after it, and before it where the event says (an update, or previous_attributes).
+
+    `shared` returns an equal record already held in place of a new one (most
+    events are renewals: their subscription is today's). While the event names
+    a price, coupon or discount not known yet, it stays `pending` (parsed again
+    at the next poll, when more may be known)."""
+    obj, previous = event["data"]["object"], event["data"].get("previous_attributes")
+    puts_back = event["type"] == UPDATED or "previous_attributes" in event["data"]
+    before_raw = put_back(obj, previous or {}) if puts_back else None
+
+    def parse_one(raw: dict) -> Subscription:
+        return shared(parse.parse_subscription(raw, prices, coupons,
+                                               known_discounts=known_discounts))
+
+    after = parse_one(obj)
+    before = None
+    if before_raw is not None:
+        before = after if not previous else parse_one(before_raw)
+    complete = all(parse.names_only_known(raw, prices, coupons, known_discounts)
+                   for raw in (obj, before_raw) if raw is not None)
+    # after.id: the held record's string when it is shared, not one more copy per event
+    return SubscriptionChange(event["id"], sys.intern(event["type"]), event["created"], after.id,
+                              after=after, before=before, puts_back=puts_back,
+                              pending=None if complete else event)
+
+
+def changes_around(changes: list[SubscriptionChange], at: int
+                   ) -> tuple[dict[str, SubscriptionChange], dict[str, SubscriptionChange]]:
+    """Per subscription id: its first change after `at`, and its last at or before it.
+
+    `changes` come newest first, as Stripe lists events; among events of the same
     second the later one in that list is the earlier event.
     """
-    first_after: dict[str, dict] = {}
-    last_before: dict[str, dict] = {}
-    for event in events:  # newest first
-        sub_id = event["data"]["object"]["id"]
-        if event["created"] > at:
-            first_after[sub_id] = event  # each later match is older, so it wins
+    first_after: dict[str, SubscriptionChange] = {}
+    last_before: dict[str, SubscriptionChange] = {}
+    for change in changes:  # newest first
+        if change.created > at:
+            first_after[change.subscription] = change  # each later match is older, so it wins
         else:
-            last_before.setdefault(sub_id, event)  # the first match is the newest
+            last_before.setdefault(change.subscription, change)  # the first match is the newest
     return first_after, last_before
 
 
-def subscriptions_at(current: list[dict], events: list[dict], at: int) -> list[dict]:
-    """Raw subscription objects as they were at `at` (those that existed then).
+def subscriptions_at(current: list[Subscription], changes: list[SubscriptionChange],
+                     at: int) -> list[Subscription]:
+    """The subscriptions as they were at `at` (those that existed then).
 
-    `events` must hold every subscription event after `at`.
+    `current`: today's; `changes` must hold every subscription event after `at`,
+    settled. Nothing is parsed here: a subscription no event changed since `at`
+    is today's record, any other the record its first event after `at` holds.
     """
-    first_after, last_before = events_around(events, at)
+    first_after, last_before = changes_around(changes, at)
     result = []
-    seen = set()
     for sub in current:
-        seen.add(sub["id"])
-        event = first_after.get(sub["id"])
-        if event is None:
-            if sub.get("created", 0) <= at:
+        change = first_after.pop(sub.id, None)
+        if change is None:
+            if sub.created <= at:
                 result.append(sub)
             continue
-        before = _before(event, last_before.get(sub["id"]), at)
+        before = _before(change, last_before.get(sub.id), at)
         if before is not None:
             result.append(before)
     # Subscriptions only known from events (e.g. listed before they were created).
-    for sub_id, event in first_after.items():
-        if sub_id not in seen:
-            before = _before(event, last_before.get(sub_id), at)
-            if before is not None:
-                result.append(before)
+    for sub_id, change in first_after.items():
+        before = _before(change, last_before.get(sub_id), at)
+        if before is not None:
+            result.append(before)
     return result
 
 
-def _before(event: dict, earlier: dict | None, at: int) -> dict | None:
-    """The subscription at `at`, from its first event after it (and the last before)."""
-    kind, obj = event["type"], event["data"]["object"]
-    if kind == "customer.subscription.created":
+def _before(change: SubscriptionChange, earlier: SubscriptionChange | None,
+            at: int) -> Subscription | None:
+    """The subscription at `at`, from its first change after it (and the last before)."""
+    if change.after is None:
+        raise ValueError(f"event {change.id} was not settled")
+    if change.type == CREATED:
         return None
-    if kind == "customer.subscription.updated" or "previous_attributes" in event["data"]:
-        return put_back(obj, event["data"].get("previous_attributes") or {})
-    if earlier is not None and earlier["type"] != "customer.subscription.deleted":
-        return earlier["data"]["object"]  # the state its last earlier event left
-    before = dict(obj)  # shallow: only top-level keys change below
-    trial_end = obj.get("trial_end")
-    if trial_end is not None and at < trial_end:
-        before["status"] = "trialing"
-    elif kind == "customer.subscription.resumed":
-        before["status"] = "paused"
+    if change.puts_back:
+        return change.before
+    if earlier is not None and earlier.type != DELETED:
+        return earlier.after  # the state its last earlier event left
+    after = change.after
+    if after.trial_end is not None and at < after.trial_end:
+        status = "trialing"
+    elif change.type == "customer.subscription.resumed":
+        status = "paused"
     else:  # deleted, or paused outside a trial
-        before["status"] = "active"
-    if kind == "customer.subscription.deleted":
-        before["ended_at"] = None
-        before["canceled_at"] = None
-    return before
+        status = "active"
+    return replace(after, status=status,
+                   ended_at=None if change.type == DELETED else after.ended_at)
 
 
 def billed_lines(lines: list[InvoiceLine], at: int,
@@ -212,31 +250,11 @@ def billed_kpis(lines: list[InvoiceLine], prices: dict[str, Price],
                        if amount is not None), fx_rates)
 
 
-def subscriptions_parsed_at(current: list[dict], events: list[dict], at: int, *,
-                            prices: dict[str, Price], coupons: dict[str, Coupon],
-                            known_discounts: dict[str, dict],
-                            parsed: list[Subscription] | None = None) -> list[Subscription]:
-    """The subscriptions as they were at `at` (within the event retention), parsed.
-
-    `parsed`: today's subscriptions already parsed, in the order of `current`; a
-    subscription no event changed since `at` is then not parsed again (most are)."""
-    reuse = ({id(raw): sub for raw, sub in zip(current, parsed, strict=True)}
-             if parsed is not None else {})
-    return [reuse.get(id(raw)) or
-            parse.parse_subscription(raw, prices, coupons, known_discounts=known_discounts)
-            for raw in subscriptions_at(current, events, at)]
-
-
-def customer_mrr_at(current: list[dict], events: list[dict], at: int, *,
-                    prices: dict[str, Price], coupons: dict[str, Coupon],
-                    known_discounts: dict[str, dict], fx_rates: dict[str, Decimal],
-                    rules: MrrRules,
-                    parsed: list[Subscription] | None = None) -> dict[str, Decimal]:
+def customer_mrr_at(current: list[Subscription], changes: list[SubscriptionChange], at: int,
+                    *, fx_rates: dict[str, Decimal], rules: MrrRules) -> dict[str, Decimal]:
     """Each customer's MRR at `at` (within the event retention), valued by the same
-    rules as today's, with today's prices for tiers and today's fx rates."""
-    return customer_mrr(subscriptions_parsed_at(current, events, at, prices=prices,
-                                                coupons=coupons, known_discounts=known_discounts,
-                                                parsed=parsed), at, fx_rates, rules)
+    rules as today's, with today's fx rates."""
+    return customer_mrr(subscriptions_at(current, changes, at), at, fx_rates, rules)
 
 
 @dataclass(frozen=True)

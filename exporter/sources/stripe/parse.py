@@ -8,6 +8,7 @@ broken upstream marks the source down instead of producing wrong numbers.
 from __future__ import annotations
 
 import re
+import sys
 from decimal import Decimal, InvalidOperation
 from typing import Any, Iterator
 
@@ -49,7 +50,7 @@ def _currency(obj: dict, name: str = "currency") -> str:
     if not re.fullmatch(r"[a-z]{3}", code):
         raise MalformedObject(f"{obj.get('object', 'object')} {obj.get('id', '?')}: "
                               f"{name} {code!r} is not a currency code")
-    return code
+    return sys.intern(code)
 
 
 def _tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
@@ -224,10 +225,13 @@ def parse_subscription(obj: dict, prices: dict[str, Price], coupons: dict[str, C
             discounts=_discounts(item, coupons, known_discounts),
         ))
     customer = _field(obj, "customer", (str, dict))
+    customer = customer if isinstance(customer, str) else _field(customer, "id", str)
+    # Interned: a large account holds a record per subscription and per past state,
+    # and each decoded page names "active" and a customer's id afresh.
     return Subscription(
         id=_field(obj, "id", str),
-        customer=customer if isinstance(customer, str) else _field(customer, "id", str),
-        status=_field(obj, "status", str),
+        customer=sys.intern(customer),
+        status=sys.intern(_field(obj, "status", str)),
         currency=currency,
         items=tuple(parsed_items),
         discounts=_discounts(obj, coupons, known_discounts),
@@ -237,7 +241,33 @@ def parse_subscription(obj: dict, prices: dict[str, Price], coupons: dict[str, C
         ended_at=_field(obj, "ended_at", int, optional=True),
         trial_start=_field(obj, "trial_start", int, optional=True),
         trial_end=_field(obj, "trial_end", int, optional=True),
+        created=_field(obj, "created", int, optional=True) or 0,
     )
+
+
+def names_only_known(obj: dict, prices: dict[str, Price], coupons: dict[str, Coupon],
+                     known_discounts: dict[str, dict]) -> bool:
+    """Whether parsing this subscription (or a past state of it) takes every price
+    and coupon from the lists and every discount named by id from
+    `known_discounts`: then parsing it again later, with more known, gives the
+    same record."""
+    items = (obj.get("items") or {}).get("data") or []
+    if any(not isinstance(item, dict) or (item.get("price") or {}).get("id") not in prices
+           for item in items):
+        return False
+    for discount in discounts_on(obj):
+        if isinstance(discount, str):
+            discount = known_discounts.get(discount)
+        if not isinstance(discount, dict) or _known_coupon(discount) not in coupons:
+            return False
+    return True
+
+
+def _known_coupon(discount: dict) -> str | None:
+    try:
+        return coupon_id(discount)
+    except MalformedObject:
+        return None
 
 
 def parse_charge(obj: dict) -> Charge:

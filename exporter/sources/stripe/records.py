@@ -103,6 +103,26 @@ class Subscription:
     ended_at: int | None = None
     trial_start: int | None = None
     trial_end: int | None = None
+    created: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionChange:
+    """A `customer.subscription.*` event, parsed once (history.settled): what
+    rebuilding the past reads of it."""
+
+    id: str
+    type: str
+    created: int
+    subscription: str
+    # The subscription after the event, and before it (put back from
+    # previous_attributes) where the event says (`puts_back`); None until settled.
+    after: Subscription | None = None
+    before: Subscription | None = None
+    puts_back: bool = False
+    # The slimmed event, kept while it names a price, coupon or discount not known
+    # yet (then it is parsed again at the next poll); None once settled for good.
+    pending: dict | None = None
 
 
 @dataclass(frozen=True, slots=True)

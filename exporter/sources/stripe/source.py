@@ -21,11 +21,11 @@ from exporter.http import HttpClient
 from exporter.secrets import Secret
 from exporter.sources.base import HttpSource, http_client, Registration, Sample
 from exporter.sources.stripe import dynamics, fetch, held, history
-from exporter.sources.stripe.compact import Compactor
-from exporter.sources.stripe.events import RETENTION, EventLog, referenced_discounts
+from exporter.sources.stripe.events import OVERLAP, RETENTION, EventLog
 from exporter.sources.stripe.mrr import (
     FAILED_PAYMENTS_WINDOW, MrrRules, RevenueKpis, customer_mrr, revenue_kpis,
 )
+from exporter.sources.stripe.records import SubscriptionChange
 from exporter.sources.stripe.window import TrailingWindow
 
 log = logging.getLogger(__name__)
@@ -189,10 +189,8 @@ class StripeSource(HttpSource):
         self.fx_rates = fx_rates
         self.clock = clock
         self.client = client or make_client(source_config)
-        # One compactor for both: an event's object and the listed subscription are one.
-        compactor = Compactor()
-        self.events = EventLog(compactor=compactor)
-        self.held = held.HeldSubscriptions(source_config.full_sync_interval, compactor)
+        self.events = EventLog()
+        self.held = held.HeldSubscriptions(source_config.full_sync_interval)
         # The trailing windows, listed incrementally; a settled object never changes.
         self.charges = TrailingWindow(fetch.charges, lambda c: c.status != "pending")
         self.refunds = TrailingWindow(fetch.refunds, lambda r: r.status in SETTLED_REFUNDS)
@@ -211,20 +209,45 @@ class StripeSource(HttpSource):
         return self.poll_at(int(self.clock()))
 
     def poll_at(self, now: int) -> list[Sample]:
-        # Events first: whatever changes while the subscriptions are read is in the next ones.
-        new_events = self.events.refresh(partial(fetch.list_all, self.client), now)
+        list_all = partial(fetch.list_all, self.client)
+        # Events first: whatever changes while the subscriptions are read is in the
+        # next ones. On the first poll a month of them is listed after the
+        # subscriptions instead, each parsed as it comes (held as JSON until the
+        # prices are known, they would be most of the memory); only the ids of the
+        # last few minutes' are asked first, to tell what changed during the listing.
+        first = self.held.synced_at is None
+        seen = self.events.ids_since(list_all, now - OVERLAP) if first else frozenset()
         full_syncs = self.held.synced_at
-        self.held.update(self.client, new_events, now)
-        if self.held.synced_at != full_syncs:  # the windows, too, are listed whole then
-            for window in (self.charges, self.refunds, self.disputes):
-                window.forget()
-            self._unpaid_trials.clear()
+        self.held.update(self.client, () if first else self.events.refresh(list_all, now), now)
+        if self.held.synced_at != full_syncs:
+            self._full_synced()
+        if first or self.held.lists_changed:
+            if not first:  # the events were parsed with a price or coupon that changed or is gone
+                log.info("stripe: prices or coupons changed; listing the events again")
+            # What changed while the subscriptions were listed is re-read at the next
+            # poll, as if the next refresh had named it.
+            self.held.pend(self.events.refresh(
+                list_all, now, relist=not first, parse=self._parser(),
+                named_since=now - OVERLAP if first else None, seen=seen))
         self._unpaid_trials -= self.held.reread
         data = self.held.data(self.charges.update(self.client, now - FAILED_PAYMENTS_WINDOW, now))
+        self._remember_discounts(data)
+        self.events.settle(self._parser())
         kpis = revenue_kpis(data.subscriptions, data.charges, now=now,
                             fx_rates=self.fx_rates, rules=self.config.mrr)
         self._warn_missing_rates(kpis)
         return samples(self._bounded(kpis)) + dynamics_samples(self._dynamics(data, kpis, now))
+
+    def _full_synced(self) -> None:
+        """After a full sync the windows, too, are listed whole."""
+        for window in (self.charges, self.refunds, self.disputes):
+            window.forget()
+        self._unpaid_trials.clear()
+
+    def _parser(self) -> Callable[[dict], SubscriptionChange]:
+        """Parses a subscription event with what is known now (history.settled)."""
+        return partial(history.settled, prices=self.held.prices, coupons=self.held.coupons,
+                       known_discounts=self.known_discounts, shared=self.held.shared)
 
     def backfill(self, steps: list[int]) -> Iterator[tuple[int, list[Sample]]]:
         """The revenue KPIs at each past step; the last step is a poll. See backfill.py.
@@ -240,15 +263,13 @@ class StripeSource(HttpSource):
         data = self.held.data([])
         past = steps[:-1]
         billed = self._billed(data, past)
-        events = self.events.events("customer.subscription.")
         for at in past:
             if at < now - RETENTION:
                 kpis = history.billed_kpis(billed[at].lines, data.prices, self.fx_rates)
                 revenue = [s for s in samples(self._bounded(kpis)) if s.kpi in BILLED]
             else:
-                subscriptions = history.subscriptions_parsed_at(
-                    data.raw_subscriptions, events, at, prices=data.prices, coupons=data.coupons,
-                    known_discounts=self.known_discounts, parsed=data.subscriptions)
+                subscriptions = history.subscriptions_at(data.subscriptions,
+                                                         self.events.changes(), at)
                 kpis = revenue_kpis(subscriptions, [], now=at, fx_rates=self.fx_rates,
                                     rules=self.config.mrr)
                 revenue = [s for s in samples(self._bounded(kpis)) if s.kpi in BACKFILLED]
@@ -290,13 +311,9 @@ class StripeSource(HttpSource):
                                    missing_fx=missing)
 
     def _dynamics(self, data: fetch.StripeData, kpis: RevenueKpis, now: int) -> dynamics.RevenueDynamics:
-        self._remember_discounts(data)
-
         def mrr_at(at: int) -> dict[str, Decimal]:
-            return history.customer_mrr_at(
-                data.raw_subscriptions, self.events.events("customer.subscription."), at,
-                prices=data.prices, coupons=data.coupons, known_discounts=self.known_discounts,
-                fx_rates=self.fx_rates, rules=self.config.mrr, parsed=data.subscriptions)
+            return history.customer_mrr_at(data.subscriptions, self.events.changes(), at,
+                                           fx_rates=self.fx_rates, rules=self.config.mrr)
 
         return dynamics.revenue_dynamics(
             now_mrr=customer_mrr(data.subscriptions, now, self.fx_rates, self.config.mrr),
@@ -329,12 +346,13 @@ class StripeSource(HttpSource):
         return self._paid_trials
 
     def _remember_discounts(self, data: fetch.StripeData) -> None:
-        """Keep the discount objects the held events may name, and only those."""
-        for event in self.events.events("customer.discount."):
+        """Keep the discount objects the events still to be parsed may name, and only
+        those (a parsed event holds the discounts it named)."""
+        for event in self.events.discount_events():
             self.known_discounts.setdefault(event["data"]["object"]["id"], event["data"]["object"])
-        current = {d["id"]: d for d in data.discounts()}
+        current = {d["id"]: d for d in data.discount_objects}
         self.known_discounts.update(current)
-        wanted = referenced_discounts(self.events.events()) | set(current)
+        wanted = self.events.pending_discount_ids() | set(current)
         for stale in set(self.known_discounts) - wanted:
             del self.known_discounts[stale]
 
