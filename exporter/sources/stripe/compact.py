@@ -1,15 +1,13 @@
-"""What the Stripe source keeps of a subscription between listing it and the KPIs.
+"""What the Stripe source keeps of the JSON it holds for a while: events until
+they are parsed (events.py), and the discount objects events name by id (held.py).
 
-A listed subscription is some 9 KB of Python objects, most of it fields no KPI
-reads (the legacy `plan` on every item, payment and invoice settings, whole
-price objects repeated on every item of every subscription). Kept whole, the
-subscriptions of a large account and a month of their events take hundreds of
-MB. `Compactor.subscription` keeps the fields that parse.py and history.py
-read, and one shared copy of each embedded price and coupon. What is kept
-between polls is parsed records (held.py, events.py); compacted JSON lives
-until it is parsed, and longer only for an event not parsed for good. Nothing
-here is modified after it is made: history.put_back builds new dicts, so
-sharing is safe.
+A subscription is some 9 KB of Python objects, most of it fields no KPI reads
+(the legacy `plan` on every item, payment and invoice settings, whole price
+objects repeated on every item). `Compactor.subscription` keeps the fields that
+parse.py and history.py read, and one shared copy of each embedded price and
+coupon. Listed subscriptions are parsed a page at a time and not compacted:
+only their records are kept. Nothing here is modified after it is made:
+history.put_back builds new dicts, so sharing is safe.
 """
 
 from __future__ import annotations

@@ -13,7 +13,6 @@ from typing import Any, Callable, Iterator
 
 from exporter.http import HttpClient
 from exporter.sources.stripe import parse
-from exporter.sources.stripe.compact import Compactor
 from exporter.sources.stripe.records import (
     Charge,
     Coupon,
@@ -75,12 +74,12 @@ def coupon_list(client: HttpClient) -> dict[str, Coupon]:
         ("expand[]", "data.currency_options"), ("expand[]", "data.applies_to")])}
 
 
-def subscription_pages(client: HttpClient, compactor: Compactor) -> Iterator[list[dict]]:
-    """Every subscription, canceled ones included, a page at a time, compacted."""
+def subscription_pages(client: HttpClient) -> Iterator[list[dict]]:
+    """Every subscription, canceled ones included, a page at a time."""
     page: list[dict] = []
     for sub in list_all(client, "/v1/subscriptions", [
             ("status", "all"), *(("expand[]", "data." + path) for path in SUBSCRIPTION_EXPAND)]):
-        page.append(compactor.subscription(sub))
+        page.append(sub)
         if len(page) == PAGE_SIZE:
             yield page
             page = []
@@ -88,21 +87,21 @@ def subscription_pages(client: HttpClient, compactor: Compactor) -> Iterator[lis
         yield page
 
 
-def subscription(client: HttpClient, subscription_id: str, compactor: Compactor) -> dict:
+def subscription(client: HttpClient, subscription_id: str) -> dict:
     """One subscription by id, expanded as the list expands it."""
     obj = client.get_json(f"/v1/subscriptions/{subscription_id}",
                           [("expand[]", path) for path in SUBSCRIPTION_EXPAND])
     if not isinstance(obj, dict) or obj.get("id") != subscription_id:
         raise parse.MalformedObject(f"stripe: /v1/subscriptions/{subscription_id} answered "
                                     "something other than that subscription")
-    return compactor.subscription(obj)
+    return obj
 
 
 def completed(client: HttpClient, raw_subscriptions: list[dict], prices: dict[str, Price],
-              coupons: dict[str, Coupon], compactor: Compactor) -> list[dict]:
+              coupons: dict[str, Coupon]) -> list[dict]:
     """The subscriptions with their whole item lists, and the tiered prices they use
     added to `prices`."""
-    items_of = _complete_items(client, raw_subscriptions, coupons, compactor)
+    items_of = _complete_items(client, raw_subscriptions, coupons)
     _fetch_missing_tiers(client, raw_subscriptions, items_of, prices)
     for sub in raw_subscriptions:
         if sub["id"] in items_of:
@@ -111,7 +110,7 @@ def completed(client: HttpClient, raw_subscriptions: list[dict], prices: dict[st
 
 
 def _complete_items(client: HttpClient, raw_subscriptions: list[dict],
-                    coupons: dict[str, Coupon], compactor: Compactor) -> dict[str, list[dict]]:
+                    coupons: dict[str, Coupon]) -> dict[str, list[dict]]:
     """Item lists to fetch separately: when a subscription embeds only its first
     items, or when an item discount's coupon is not in the coupon list (deleted
     coupons still discount): `/v1/subscription_items` can expand it, four levels
@@ -125,9 +124,9 @@ def _complete_items(client: HttpClient, raw_subscriptions: list[dict],
     for sub in raw_subscriptions:
         embedded = sub.get("items") or {}
         if embedded.get("has_more") or any(unknown_coupon(i) for i in embedded.get("data") or []):
-            items_of[sub["id"]] = [compactor.item(item) for item in list_all(
+            items_of[sub["id"]] = list(list_all(
                 client, "/v1/subscription_items", [
-                    ("subscription", sub["id"]), ("expand[]", "data.discounts.source.coupon")])]
+                    ("subscription", sub["id"]), ("expand[]", "data.discounts.source.coupon")]))
     return items_of
 
 

@@ -47,7 +47,7 @@ class HeldSubscriptions:
         # payloads name discounts by id), for those that carry any.
         self._discounts: dict[str, tuple[dict, ...]] = {}
         self._pending: set[str] = set()  # named by events, not re-read yet
-        self._compactor = Compactor()
+        self._compactor = Compactor()  # for the discount objects kept
         self.synced_at: int | None = None  # the last full sync
         self.updated_at: int | None = None  # the last successful update
         self.last_update = ""  # "full sync (why)" or "N re-read": for the log and tests
@@ -103,10 +103,10 @@ class HeldSubscriptions:
         prices, coupons, compactor = fetch.price_list(client), fetch.coupon_list(client), Compactor()
         parsed: dict[str, Subscription] = {}
         discounts: dict[str, tuple[dict, ...]] = {}
-        for page in fetch.subscription_pages(client, compactor):
-            for raw in fetch.completed(client, page, prices, coupons, compactor):
+        for page in fetch.subscription_pages(client):
+            for raw in fetch.completed(client, page, prices, coupons):
                 parsed[raw["id"]] = self.shared(parse.parse_subscription(raw, prices, coupons))
-                _keep_discounts(discounts, raw)
+                _keep_discounts(discounts, raw, compactor)
         # Only once all of it was read: a failure keeps the state held before.
         self.lists_changed = bool(self._parsed) and (
             _changed(self.prices, prices) or _changed(self.coupons, coupons))
@@ -117,12 +117,12 @@ class HeldSubscriptions:
         """Re-read the pending subscriptions; each is applied as it is complete, so a
         failure part-way keeps the rest pending for the next poll."""
         for sub_id in sorted(self._pending):
-            raw = fetch.completed(client, [fetch.subscription(client, sub_id, self._compactor)],
-                                  self.prices, self.coupons, self._compactor)[0]
+            raw = fetch.completed(client, [fetch.subscription(client, sub_id)],
+                                  self.prices, self.coupons)[0]
             self._parsed[sub_id] = self.shared(parse.parse_subscription(raw, self.prices,
                                                                        self.coupons))
             self._discounts.pop(sub_id, None)
-            _keep_discounts(self._discounts, raw)
+            _keep_discounts(self._discounts, raw, self._compactor)
             self._pending.discard(sub_id)
 
     def shared(self, sub: Subscription) -> Subscription:
@@ -138,8 +138,9 @@ class HeldSubscriptions:
                                 charges=charges)
 
 
-def _keep_discounts(discounts: dict[str, tuple[dict, ...]], raw: dict) -> None:
-    expanded = tuple(d for d in parse.discounts_on(raw) if isinstance(d, dict))
+def _keep_discounts(discounts: dict[str, tuple[dict, ...]], raw: dict,
+                    compactor: Compactor) -> None:
+    expanded = tuple(compactor.discount(d) for d in parse.discounts_on(raw) if isinstance(d, dict))
     if expanded:
         discounts[raw["id"]] = expanded
 
