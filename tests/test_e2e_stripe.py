@@ -447,3 +447,50 @@ def test_two_stripe_accounts_each_under_its_own_name():
     for source in ("stripe_us", "stripe_eu"):
         assert scraped[("kpi_source_up", frozenset({"source": source}.items()))] == 1
         assert scraped[("kpi_source_requests_total", frozenset({"source": source}.items()))] > 0
+
+
+def test_the_year_old_cohort_reads_only_a_new_day_of_invoices_each_day():
+    """The 1y cohort's moment moves a day each day: the next day lists only the
+    invoices created since the last read, and its numbers equal a fresh source's."""
+    day = 86400
+    clock = {"now": NOW}
+    store = generate_company(seed=4, customers=300, now=NOW)
+
+    def cohort_reads(requests_made):
+        return [query for _, path, query in requests_made  # their first pages
+                if path == "/v1/invoices" and "subscription" not in query
+                and "starting_after" not in query]
+
+    with FakeStripe(store, api_key=KEY) as fake:
+        exporter, source = _stripe_source(fake, clock)
+        assert exporter.poller.poll_once(source).up
+        [first] = cohort_reads(fake.requests)
+        read = first
+        for _ in range(7):  # a week of days: renewals of the cohort's monthly plans
+            fake.reset_log()
+            last_read = read
+            clock["now"] += day
+            later = exporter.poller.poll_once(source)
+            [read] = cohort_reads(fake.requests)
+        fresh_exporter, fresh = _stripe_source(fake, clock)
+        fresh_state = fresh_exporter.poller.poll_once(fresh)
+        exporter.stop()
+        fresh_exporter.stop()
+    first_moment, moment = ((t // day) * day - 365 * day for t in (NOW, clock["now"]))
+    # the first read: a year before the moment a year ago, to a day after it
+    assert first["created[gte]"] == [str(first_moment - 366 * day)]
+    assert first["created[lte]"] == [str(first_moment + day)]
+    # each next day: from just after the last read to a day after the new moment
+    assert read["created[gte]"] == [str(int(last_read["created[lte]"][0]) + 1)]
+    assert read["created[lte]"] == [str(moment + day)]
+    assert later.up and fresh_state.up
+    # what is kept is what a fresh read keeps, no more and no less
+    assert set(source.cohort_lines._kept) == set(fresh.cohort_lines._kept)
+
+    def by_series(samples):
+        return {(s.kpi, tuple(sorted(s.labels.items()))): s.value for s in samples}
+
+    cohort = {key: value for key, value in by_series(later.samples).items()
+              if ("window", "1y") in key[1]}
+    assert cohort and cohort[("nrr_cohort_mrr_start", (("source", "stripe"), ("window", "1y")))] > 0
+    assert by_series(later.samples) == by_series(fresh_state.samples)

@@ -148,20 +148,33 @@ def _fetch_missing_tiers(client: HttpClient, raw_subscriptions: list[dict],
 def paid_invoice_lines(client: HttpClient, first: int, last: int) -> list[InvoiceLine]:
     """Subscription lines of the paid invoices whose periods overlap the moments from
     `first` to `last`, the only ones history.billed_lines reads there (a year of
-    invoices holds about twelve lines for each one kept a moment). Such an invoice
-    was created at most a year before a moment it covers (yearly plans), or a
-    little after its period started (renewals are drafts first)."""
-    created_from, created_to = first - 366 * DAY, last + DAY
-    lines: list[InvoiceLine] = []
+    invoices holds about twelve lines for each one kept a moment)."""
+    created_from, created_to = invoices_covering(first, last)
+    return [line for _, lines in paid_invoices(client, created_from, created_to)
+            for line in lines if line.period_start <= last and line.period_end > first]
+
+
+def invoices_covering(first: int, last: int) -> tuple[int, int]:
+    """When an invoice whose lines cover the moments from `first` to `last` was
+    created: at most a year before a moment it covers (yearly plans), or a little
+    after its period started (renewals are drafts first)."""
+    return first - 366 * DAY, last + DAY
+
+
+def paid_invoices(client: HttpClient, created_from: int,
+                  created_to: int) -> Iterator[tuple[int, list[InvoiceLine]]]:
+    """Each paid invoice created from `created_from` to `created_to` (inclusive): when
+    it was created, and its subscription lines."""
     for invoice in list_all(client, "/v1/invoices", [
             ("status", "paid"), ("created[gte]", str(created_from)),
             ("created[lte]", str(created_to))]):
         more = None
         if parse.embedded_list_is_partial(invoice, "lines"):
             more = list(list_all(client, f"/v1/invoices/{invoice['id']}/lines", []))
-        lines += [line for line in parse.parse_invoice_lines(invoice, more)
-                  if line.period_start <= last and line.period_end > first]
-    return lines
+        created = invoice.get("created")
+        if not isinstance(created, int):
+            raise parse.MalformedObject(f"stripe: invoice {invoice['id']} has no created time")
+        yield created, parse.parse_invoice_lines(invoice, more)
 
 
 def _created_since(path: str, parse_one: Callable[[dict], Any]) -> Callable[..., list]:

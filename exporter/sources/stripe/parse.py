@@ -303,18 +303,23 @@ def parse_invoice_lines(invoice: dict, lines: list[dict] | None = None) -> list[
         price = (pricing.get("price_details") or {}).get("price")
         discounted = sum((Decimal(_field(d, "amount", int)) for d in line.get("discount_amounts") or []),
                          Decimal(0))
-        result.append(InvoiceLine(
-            customer=customer,
+        price_id = price if isinstance(price, str) else (price or {}).get("id")
+        result.append(InvoiceLine(  # interned: a year of lines names the same ones again
+            customer=sys.intern(customer),
             currency=_currency(line),
             amount=Decimal(_field(line, "amount", int)) - discounted,
             period_start=_field(period, "start", int),
             period_end=_field(period, "end", int),
-            price_id=price if isinstance(price, str) else (price or {}).get("id"),
+            price_id=_interned(price_id),
             proration=bool(details.get("proration")),
-            subscription=details.get("subscription"),
-            subscription_item=details.get("subscription_item"),
+            subscription=_interned(details.get("subscription")),
+            subscription_item=_interned(details.get("subscription_item")),
         ))
     return result
+
+
+def _interned(value: Any) -> Any:
+    return sys.intern(value) if type(value) is str else value
 
 
 def parse_refund(obj: dict) -> Refund:

@@ -21,6 +21,7 @@ from exporter.http import HttpClient
 from exporter.secrets import Secret
 from exporter.sources.base import HttpSource, http_client, Registration, Sample
 from exporter.sources.stripe import dynamics, fetch, held, history
+from exporter.sources.stripe.cohort import CohortLines
 from exporter.sources.stripe.events import OVERLAP, RETENTION, EventLog
 from exporter.sources.stripe.mrr import (
     FAILED_PAYMENTS_WINDOW, MrrRules, RevenueKpis, customer_mrr, revenue_kpis,
@@ -199,6 +200,7 @@ class StripeSource(HttpSource):
         # Discount objects by id, kept across polls: events name discounts by id only.
         self.known_discounts: dict[str, dict] = {}
         self._cohort: tuple[int, dict[str, Decimal]] | None = None  # (day, MRR a year before)
+        self.cohort_lines = CohortLines()  # its invoices, read a day at a time
         self._paid_trials: set[str] = set()  # trials known to have paid after they ended
         # Trials that had not paid when asked: asked again once the subscription changes
         # (paying a past-due invoice does: it becomes active) or at the next full sync.
@@ -363,7 +365,7 @@ class StripeSource(HttpSource):
         day = now // DAY
         if self._cohort is None or self._cohort[0] != day:
             at = day * DAY - YEAR
-            lines = fetch.paid_invoice_lines(self.client, at, at)
+            lines = self.cohort_lines.at(self.client, at)
             self._cohort = (day, history.customer_mrr_from_invoices(lines, at, data.prices,
                                                                     self.fx_rates, ended(data)))
         return self._cohort[1]
