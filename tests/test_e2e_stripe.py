@@ -494,3 +494,42 @@ def test_the_year_old_cohort_reads_only_a_new_day_of_invoices_each_day():
               if ("window", "1y") in key[1]}
     assert cohort and cohort[("nrr_cohort_mrr_start", (("source", "stripe"), ("window", "1y")))] > 0
     assert by_series(later.samples) == by_series(fresh_state.samples)
+
+
+def test_the_cohorts_year_of_invoices_is_read_over_polls_a_few_pages_each(caplog):
+    """A large account's first poll is its subscriptions and events: the cohort's
+    year of invoices is read at most `cohort_pages` pages a poll, and the 1y series
+    appear once it is all read, equal to a fresh source's that read it at once."""
+    clock = {"now": NOW}
+    store = generate_company(seed=4, customers=300, now=NOW)
+
+    def cohort_pages_read(requests_made):
+        return sum(path == "/v1/invoices" and "subscription" not in query
+                   for _, path, query in requests_made)
+
+    def year(samples):
+        return {(s.kpi, tuple(sorted(s.labels.items()))): s.value for s in samples
+                if s.labels.get("window") == "1y"}
+
+    caplog.set_level("INFO")
+    with FakeStripe(store, api_key=KEY) as fake:
+        exporter, source = _stripe_source(fake, clock)
+        source.cohort_pages = 2
+        polls = []
+        while not polls or not year(polls[-1][0].samples):
+            assert len(polls) < 50
+            fake.reset_log()
+            polls.append((exporter.poller.poll_once(source), cohort_pages_read(fake.requests)))
+            clock["now"] += 300
+        clock["now"] -= 300
+        fresh_exporter, fresh = _stripe_source(fake, clock)
+        fresh_state = fresh_exporter.poller.poll_once(fresh)
+        exporter.stop()
+        fresh_exporter.stop()
+    assert len(polls) >= 3 and all(state.up for state, _ in polls)
+    assert all(pages <= 2 for _, pages in polls)
+    assert not any(year(state.samples) for state, _ in polls[:-1])  # absent, not 0
+    assert "the 1y cohort's invoices: 200 read, more at the next poll" in caplog.text
+    assert year(polls[-1][0].samples) == year(fresh_state.samples)
+    assert ("net_revenue_retention", (("source", "stripe"), ("window", "1y"))) in \
+        year(fresh_state.samples)

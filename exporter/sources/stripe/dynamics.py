@@ -207,8 +207,9 @@ OPEN_DISPUTE_STATUSES = frozenset({"warning_needs_response", "warning_under_revi
 @dataclass(frozen=True)
 class RevenueDynamics:
     bridge: MrrBridge  # the 30-day window
-    cohort_start: Decimal  # 12 months ago, of the customers paying then
-    cohort_now: Decimal
+    # 12 months ago, of the customers paying then; None while not known (cohort.py)
+    cohort_start: Decimal | None
+    cohort_now: Decimal | None
     trials: TrialKpis
     lifetime_value: Decimal | None
     largest_churn_arr: Decimal  # in the last 24 hours
@@ -216,11 +217,13 @@ class RevenueDynamics:
     disputes_open: int
     disputes_open_amount: Decimal
 
-    year_ago_mrr: Decimal = ZERO  # every customer's, from paid invoices
+    year_ago_mrr: Decimal | None = ZERO  # every customer's, from paid invoices
 
     @property
     def annual_retention(self) -> Decimal | None:
-        return self.cohort_now / self.cohort_start if self.cohort_start else None
+        if not self.cohort_start or self.cohort_now is None:
+            return None
+        return self.cohort_now / self.cohort_start
 
     @property
     def annual_growth_rate(self) -> Decimal | None:
@@ -230,15 +233,17 @@ class RevenueDynamics:
 
 
 def revenue_dynamics(*, now_mrr: dict[str, Decimal], window_start_mrr: dict[str, Decimal],
-                     day_ago_mrr: dict[str, Decimal], year_ago_mrr: dict[str, Decimal],
+                     day_ago_mrr: dict[str, Decimal], year_ago_mrr: dict[str, Decimal] | None,
                      paid_before: set[str], paid_after_trial: set[str],
                      subscriptions: list[Subscription],
                      refunds: list[Refund], disputes: list[Dispute], arpa: Decimal | None,
                      gross_margin: Decimal, fx_rates: dict[str, Decimal], now: int,
                      window: int) -> RevenueDynamics:
-    """Every dynamics KPI from customer MRR at four moments and today's objects."""
+    """Every dynamics KPI from customer MRR at four moments and today's objects
+    (`year_ago_mrr` None: not known yet, and neither is anything of the year)."""
     bridge = mrr_bridge(window_start_mrr, now_mrr, paid_before)
-    cohort_start, cohort_now = cohort_retention(year_ago_mrr, now_mrr)
+    cohort_start, cohort_now = (None, None) if year_ago_mrr is None else \
+        cohort_retention(year_ago_mrr, now_mrr)
     open_disputes = [d for d in disputes if d.status in OPEN_DISPUTE_STATUSES]
     return RevenueDynamics(
         bridge=bridge,
@@ -251,7 +256,7 @@ def revenue_dynamics(*, now_mrr: dict[str, Decimal], window_start_mrr: dict[str,
             (r for r in refunds if r.status in REFUNDED and r.created > now - window), fx_rates),
         disputes_open=len(open_disputes),
         disputes_open_amount=_converted_sum(open_disputes, fx_rates),
-        year_ago_mrr=sum(year_ago_mrr.values(), ZERO),
+        year_ago_mrr=None if year_ago_mrr is None else sum(year_ago_mrr.values(), ZERO),
     )
 
 

@@ -41,13 +41,15 @@ class StripeData:
 
 
 def list_all(client: HttpClient, path: str, params: list[tuple[str, str]]) -> Iterator[dict]:
-    """Every object of a Stripe list endpoint, following `starting_after` cursors."""
+    """Every object of a Stripe list endpoint, following `starting_after` cursors (from
+    the one in `params`, if any)."""
 
     params = [("limit", str(PAGE_SIZE)), *params]
+    unpaged = [param for param in params if param[0] != "starting_after"]
 
     def next_page(page: Any) -> tuple[str, list] | None:
         if page.get("has_more") and page["data"]:
-            return path, [*params, ("starting_after", page["data"][-1]["id"])]
+            return path, [*unpaged, ("starting_after", page["data"][-1]["id"])]
         return None
 
     for page in client.paginate(path, params, next_page):
@@ -150,7 +152,7 @@ def paid_invoice_lines(client: HttpClient, first: int, last: int) -> list[Invoic
     `first` to `last`, the only ones history.billed_lines reads there (a year of
     invoices holds about twelve lines for each one kept a moment)."""
     created_from, created_to = invoices_covering(first, last)
-    return [line for _, lines in paid_invoices(client, created_from, created_to)
+    return [line for _, _, lines in paid_invoices(client, created_from, created_to)
             for line in lines if line.period_start <= last and line.period_end > first]
 
 
@@ -161,20 +163,22 @@ def invoices_covering(first: int, last: int) -> tuple[int, int]:
     return first - 366 * DAY, last + DAY
 
 
-def paid_invoices(client: HttpClient, created_from: int,
-                  created_to: int) -> Iterator[tuple[int, list[InvoiceLine]]]:
-    """Each paid invoice created from `created_from` to `created_to` (inclusive): when
-    it was created, and its subscription lines."""
+def paid_invoices(client: HttpClient, created_from: int, created_to: int,
+                  after: str | None = None) -> Iterator[tuple[str, int, list[InvoiceLine]]]:
+    """Each paid invoice created from `created_from` to `created_to` (inclusive), newest
+    first (after the invoice `after`, to resume a listing): its id, when it was
+    created, and its subscription lines."""
+    resume = [("starting_after", after)] if after is not None else []
     for invoice in list_all(client, "/v1/invoices", [
             ("status", "paid"), ("created[gte]", str(created_from)),
-            ("created[lte]", str(created_to))]):
+            ("created[lte]", str(created_to)), *resume]):
         more = None
         if parse.embedded_list_is_partial(invoice, "lines"):
             more = list(list_all(client, f"/v1/invoices/{invoice['id']}/lines", []))
         created = invoice.get("created")
         if not isinstance(created, int):
             raise parse.MalformedObject(f"stripe: invoice {invoice['id']} has no created time")
-        yield created, parse.parse_invoice_lines(invoice, more)
+        yield invoice["id"], created, parse.parse_invoice_lines(invoice, more)
 
 
 def _created_since(path: str, parse_one: Callable[[dict], Any]) -> Callable[..., list]:

@@ -21,6 +21,7 @@ from exporter.http import HttpClient
 from exporter.secrets import Secret
 from exporter.sources.base import HttpSource, http_client, Registration, Sample
 from exporter.sources.stripe import dynamics, fetch, held, history
+from exporter.sources.stripe import cohort
 from exporter.sources.stripe.cohort import CohortLines
 from exporter.sources.stripe.events import OVERLAP, RETENTION, EventLog
 from exporter.sources.stripe.mrr import (
@@ -149,9 +150,10 @@ def dynamics_samples(d: dynamics.RevenueDynamics) -> list[Sample]:
     """The revenue-dynamics series; a ratio with a zero denominator has no series."""
     month, year = "30d", "1y"
     result = bridge_samples(d.bridge)
+    if d.cohort_start is not None:  # None while its invoices are being read
+        result += [_sample("nrr_cohort_mrr_start", d.cohort_start, window=year),
+                   _sample("nrr_cohort_mrr_now", d.cohort_now, window=year)]
     result += [
-        _sample("nrr_cohort_mrr_start", d.cohort_start, window=year),
-        _sample("nrr_cohort_mrr_now", d.cohort_now, window=year),
         _sample("trials_active", d.trials.active),
         _sample("trials_started", d.trials.started, window=month),
         _sample("trials_ended", d.trials.ended, window=month),
@@ -201,6 +203,7 @@ class StripeSource(HttpSource):
         self.known_discounts: dict[str, dict] = {}
         self._cohort: tuple[int, dict[str, Decimal]] | None = None  # (day, MRR a year before)
         self.cohort_lines = CohortLines()  # its invoices, read a day at a time
+        self.cohort_pages: int | None = cohort.PAGES_PER_POLL  # of the first year's read a poll
         self._paid_trials: set[str] = set()  # trials known to have paid after they ended
         # Trials that had not paid when asked: asked again once the subscription changes
         # (paying a past-due invoice does: it becomes active) or at the next full sync.
@@ -261,7 +264,11 @@ class StripeSource(HttpSource):
         The 30-day bridge (movements, churn, retention) ending at every past step
         is that of MRR billed at both ends. One pass over the invoices serves all."""
         now = steps[-1]
-        last = self.poll_at(now)  # today's state and the events the past is rebuilt from
+        pages, self.cohort_pages = self.cohort_pages, None  # a backfill waits for the cohort
+        try:
+            last = self.poll_at(now)  # today's state and the events the past is rebuilt from
+        finally:
+            self.cohort_pages = pages
         data = self.held.data([])
         past = steps[:-1]
         billed = self._billed(data, past)
@@ -358,14 +365,17 @@ class StripeSource(HttpSource):
         for stale in set(self.known_discounts) - wanted:
             del self.known_discounts[stale]
 
-    def _year_ago_mrr(self, data: fetch.StripeData, now: int) -> dict[str, Decimal]:
+    def _year_ago_mrr(self, data: fetch.StripeData, now: int) -> dict[str, Decimal] | None:
         """Customer MRR a year before the start of today (UTC) from paid invoices: a
         moment that stays put all day, so it is asked once a day (invoices of the
-        past do not change) and every poll of the day values the same cohort."""
+        past do not change) and every poll of the day values the same cohort. None
+        while its year of invoices is still being read (cohort.py)."""
         day = now // DAY
         if self._cohort is None or self._cohort[0] != day:
             at = day * DAY - YEAR
-            lines = self.cohort_lines.at(self.client, at)
+            lines = self.cohort_lines.at(self.client, at, self.cohort_pages)
+            if lines is None:
+                return None
             self._cohort = (day, history.customer_mrr_from_invoices(lines, at, data.prices,
                                                                     self.fx_rates, ended(data)))
         return self._cohort[1]
