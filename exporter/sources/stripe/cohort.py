@@ -87,7 +87,6 @@ class CohortLines:
         self._listed = (created_from, created_to)
         return [line for _, line in self._kept]
 
-
     def _moves_on(self, created_from: int, created_to: int) -> bool:
         """Whether the range read reaches into this one from before (so a read of the
         days since, and dropping the days before, gives this one)."""

@@ -85,8 +85,7 @@ class EventLog:
         parse every event afresh); only events not held before count as added.
         `parse`: parse each subscription event as it comes (a month of events
         held as JSON until settle would be most of a first poll's memory)."""
-        newest = max((held[0]["created"] if isinstance(held[0], dict) else held[0].created
-                      for held in (self._discount_events, self._changes) if held), default=None)
+        newest = self._newest()
         since = now - self.retention if relist or newest is None else newest - OVERLAP
         changes, discount_events, ids, named = [], [], set(), set()
         for event in _list_events(list_all, since):  # an error here leaves the log as it was
@@ -101,7 +100,7 @@ class EventLog:
             ids.add(event["id"])
             if event["id"] not in self._ids and event["id"] not in seen and (
                     named_since is None or event["created"] >= named_since):
-                named |= changed_subscriptions([slimmed])
+                named |= _named_subscription(slimmed)
             if event["type"].startswith("customer.subscription."):
                 changes.append(parse(slimmed) if parse else SubscriptionChange(
                     event["id"], event["type"], event["created"],
@@ -129,6 +128,15 @@ class EventLog:
         self._changes = [parse(change.pending) if change.pending is not None else change
                          for change in self._changes]
 
+    def _newest(self) -> int | None:
+        """When the newest held event was created."""
+        times = []
+        if self._changes:
+            times.append(self._changes[0].created)
+        if self._discount_events:
+            times.append(self._discount_events[0]["created"])
+        return max(times, default=None)
+
     def _prune(self, now: int) -> None:
         cutoff = now - self.retention
         while self._changes and self._changes[-1].created < cutoff:
@@ -136,8 +144,6 @@ class EventLog:
         while self._discount_events and self._discount_events[-1]["created"] < cutoff:
             self._ids.discard(self._discount_events.pop()["id"])
 
-    def empty(self) -> bool:
-        return not self._changes and not self._discount_events
 
     def changes(self) -> list[SubscriptionChange]:
         """The held subscription events, settled, newest first."""
@@ -159,17 +165,14 @@ def _list_events(list_all: ListAll, since: int) -> Iterator[dict]:
     return list_all("/v1/events", [*params, ("created[gte]", str(since))])
 
 
-def changed_subscriptions(events: list[dict]) -> set[str]:
-    """The subscriptions that the events say changed."""
-    ids = set()
-    for event in events:
-        obj = event["data"]["object"]
-        if event["type"].startswith("customer.subscription."):
-            ids.add(obj["id"])
-        elif event["type"].startswith("customer.discount.") and isinstance(
-                obj.get("subscription"), str):
-            ids.add(obj["subscription"])
-    return ids
+def _named_subscription(event: dict) -> set[str]:
+    """The subscription an event says changed, if it names one."""
+    obj = event["data"]["object"]
+    if event["type"].startswith("customer.subscription."):
+        return {obj["id"]}
+    if event["type"].startswith("customer.discount.") and isinstance(obj.get("subscription"), str):
+        return {obj["subscription"]}
+    return set()
 
 
 def _well_formed(event: object) -> bool:

@@ -68,7 +68,8 @@ def settled(event: dict, prices: dict[str, Price], coupons: dict[str, Coupon],
     at the next poll, when more may be known)."""
     obj, previous = event["data"]["object"], event["data"].get("previous_attributes")
     puts_back = event["type"] == UPDATED or "previous_attributes" in event["data"]
-    before_raw = put_back(obj, previous or {}) if puts_back else None
+    # The object before it, when the event puts anything back (a renewal's is empty).
+    raws = [obj, put_back(obj, previous)] if puts_back and previous else [obj]
 
     def parse_one(raw: dict) -> Subscription:
         return shared(parse.parse_subscription(raw, prices, coupons,
@@ -76,10 +77,10 @@ def settled(event: dict, prices: dict[str, Price], coupons: dict[str, Coupon],
 
     after = parse_one(obj)
     before = None
-    if before_raw is not None:
-        before = after if not previous else parse_one(before_raw)
+    if puts_back:
+        before = parse_one(raws[1]) if previous else after
     complete = all(parse.names_only_known(raw, prices, coupons, known_discounts)
-                   for raw in (obj, before_raw) if raw is not None)
+                   for raw in raws)
     # after.id: the held record's string when it is shared, not one more copy per event
     return SubscriptionChange(event["id"], sys.intern(event["type"]), event["created"], after.id,
                               after=after, before=before, puts_back=puts_back,

@@ -20,9 +20,7 @@ from exporter.config import PollLimits, Section
 from exporter.http import HttpClient
 from exporter.secrets import Secret
 from exporter.sources.base import HttpSource, http_client, Registration, Sample
-from exporter.sources.stripe import dynamics, fetch, held, history
-from exporter.sources.stripe import cohort
-from exporter.sources.stripe.cohort import CohortLines
+from exporter.sources.stripe import cohort, dynamics, fetch, held, history
 from exporter.sources.stripe.events import OVERLAP, RETENTION, EventLog
 from exporter.sources.stripe.mrr import (
     FAILED_PAYMENTS_WINDOW, MrrRules, RevenueKpis, customer_mrr, revenue_kpis,
@@ -202,7 +200,7 @@ class StripeSource(HttpSource):
         # Discount objects by id, kept across polls: events name discounts by id only.
         self.known_discounts: dict[str, dict] = {}
         self._cohort: tuple[int, dict[str, Decimal]] | None = None  # (day, MRR a year before)
-        self.cohort_lines = CohortLines()  # its invoices, read a day at a time
+        self.cohort_lines = cohort.CohortLines()  # its invoices, read a day at a time
         self.cohort_pages: int | None = cohort.PAGES_PER_POLL  # of the first year's read a poll
         self._paid_trials: set[str] = set()  # trials known to have paid after they ended
         # Trials that had not paid when asked: asked again once the subscription changes
@@ -220,9 +218,9 @@ class StripeSource(HttpSource):
         # subscriptions instead, each parsed as it comes (held as JSON until the
         # prices are known, they would be most of the memory); only the ids of the
         # last few minutes' are asked first, to tell what changed during the listing.
-        first = self.held.synced_at is None
-        seen = self.events.ids_since(list_all, now - OVERLAP) if first else frozenset()
         full_syncs = self.held.synced_at
+        first = full_syncs is None
+        seen = self.events.ids_since(list_all, now - OVERLAP) if first else frozenset()
         self.held.update(self.client, () if first else self.events.refresh(list_all, now), now)
         if self.held.synced_at != full_syncs:
             self._full_synced()
