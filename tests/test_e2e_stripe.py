@@ -449,6 +449,12 @@ def test_two_stripe_accounts_each_under_its_own_name():
         assert scraped[("kpi_source_requests_total", frozenset({"source": source}.items()))] > 0
 
 
+def cohort_requests(requests_made) -> list[dict]:
+    """The queries of the 1y cohort's invoice pages (not a trial's paid-invoice check)."""
+    return [query for _, path, query in requests_made
+            if path == "/v1/invoices" and "subscription" not in query]
+
+
 def test_the_year_old_cohort_reads_only_a_new_day_of_invoices_each_day():
     """The 1y cohort's moment moves a day each day: the next day lists only the
     invoices created since the last read, and its numbers equal a fresh source's."""
@@ -456,10 +462,9 @@ def test_the_year_old_cohort_reads_only_a_new_day_of_invoices_each_day():
     clock = {"now": NOW}
     store = generate_company(seed=4, customers=300, now=NOW)
 
-    def cohort_reads(requests_made):
-        return [query for _, path, query in requests_made  # their first pages
-                if path == "/v1/invoices" and "subscription" not in query
-                and "starting_after" not in query]
+    def cohort_reads(requests_made):  # the first page of each
+        return [query for query in cohort_requests(requests_made)
+                if "starting_after" not in query]
 
     with FakeStripe(store, api_key=KEY) as fake:
         exporter, source = _stripe_source(fake, clock)
@@ -504,8 +509,7 @@ def test_the_cohorts_year_of_invoices_is_read_over_polls_a_few_pages_each(caplog
     store = generate_company(seed=4, customers=300, now=NOW)
 
     def cohort_pages_read(requests_made):
-        return sum(path == "/v1/invoices" and "subscription" not in query
-                   for _, path, query in requests_made)
+        return len(cohort_requests(requests_made))
 
     def year(samples):
         return {(s.kpi, tuple(sorted(s.labels.items()))): s.value for s in samples
