@@ -472,3 +472,18 @@ def test_a_coupon_gone_at_a_full_sync_parses_the_events_again():
     fresh = make_source().poll()
     assert sorted((s.kpi, sorted(s.labels.items()), s.value) for s in incremental) == \
         sorted((s.kpi, sorted(s.labels.items()), s.value) for s in fresh)
+
+
+@responses.activate
+def test_an_invoice_with_no_created_time_fails_the_cohorts_read():
+    """The 1y cohort keeps lines by their invoice's creation time: an invoice without
+    one is not guessed at, the poll fails and names it."""
+    monthly = so.price("price_m", 1000)
+    sub = so.subscription("sub_1", "cus_1", [so.item("si_1", monthly)], created=NOW - 90 * 86400)
+    _one_subscription_account(monthly, sub)
+    responses.add(responses.GET, API + "/v1/events", json=so.page([]))
+    invoice = so.fixture("invoice")
+    invoice.pop("created")
+    responses.replace(responses.GET, API + "/v1/invoices", json=so.page([invoice]))
+    with pytest.raises(MalformedObject, match=f"invoice {invoice['id']} has no created time"):
+        make_source().poll()
