@@ -9,8 +9,10 @@ Stripe source with the exporter's collector and HTTP server, as `serve` runs
 them, with no client-side rate limit (the request counts tell what a rate
 limit would cost: at 25 requests a second, a thousand requests take 40 s).
 
-Polls until the `1y` cohort's year of invoices is read (at most 1,000 pages a
-poll: exporter/sources/stripe/cohort.py) are "cohort polls", then come the steady ones.
+Polls until the month of events and the `1y` cohort's year of invoices are read
+(a poll reads them only until it has made 1,000 requests:
+HISTORY_PAGES_PER_POLL in exporter/sources/stripe/source.py) are "history
+polls", then come the steady ones.
 Printed per poll: requests, wall time, CPU time of the polling thread (and
 per 1,000 listed subscriptions), the peak RSS of the process during the poll
 (VmHWM, reset before each poll), and the latencies of scrapes sent every 20 ms
@@ -86,7 +88,8 @@ def scrape_while(url: str, running, pipe) -> None:
 
 def measured_poll(label: str, poller: Poller, source: StripeSource, url: str,
                   subscriptions: int) -> bool:
-    """One poll, measured; whether it gave the 1y cohort's series."""
+    """One poll, measured; whether all the history is read (the 1y cohort's series
+    come last)."""
     reset_hwm()
     context = multiprocessing.get_context("spawn")  # not a fork of this big process
     running, (ours, theirs) = context.Event(), context.Pipe()
@@ -102,9 +105,10 @@ def measured_poll(label: str, poller: Poller, source: StripeSource, url: str,
     latencies = ours.recv()
     scraper.join()
     requests_made = source.client.stats.snapshot()["requests"] - before
+    events = "all" if source.events.complete else "partly"
     print(f"{label}: up={state.up}, {requests_made} requests, {wall:.1f} s, CPU {cpu:.1f} s "
           f"({cpu / subscriptions * 1000:.3f} s per 1,000 subscriptions), "
-          f"VmHWM {vm_hwm_mib():.0f} MiB")
+          f"VmHWM {vm_hwm_mib():.0f} MiB, events {events} read")
     if latencies:
         report("scrapes during it", latencies)
     else:
@@ -144,12 +148,12 @@ def main() -> None:
             registry, poller, metrics_app=MetricsApp(kpis)), inline=True).start()
         print(f"before polling: VmHWM {vm_hwm_mib():.0f} MiB")
         exporter_url = f"http://127.0.0.1:{server.port}"
-        cohort = measured_poll("first poll", poller, source, exporter_url, subscriptions)
+        history = measured_poll("first poll", poller, source, exporter_url, subscriptions)
         polls = 0
-        while not cohort:  # the 1y cohort's year of invoices, at most 1,000 pages a poll
+        while not history:  # the month of events, then the year of invoices
             polls += 1
-            cohort = measured_poll(f"cohort poll {polls}", poller, source, exporter_url,
-                                   subscriptions)
+            history = measured_poll(f"history poll {polls}", poller, source, exporter_url,
+                                    subscriptions)
         for n in range(args.steady_polls):
             measured_poll(f"steady poll {n + 1}", poller, source, exporter_url, subscriptions)
         server.stop()

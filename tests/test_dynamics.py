@@ -67,6 +67,27 @@ def test_largest_churn_arr():
     assert dynamics.largest_churn_arr(day_ago, day_ago) == 0
 
 
+def test_dynamics_while_the_events_or_the_year_are_being_read():
+    """None for a moment not known yet: what needs it is None, the rest is computed
+    (the 1y growth from MRR now, not from the missing bridge)."""
+    def compute(window_start, day_ago, year_ago):
+        return dynamics.revenue_dynamics(
+            now_mrr={"A": D(150), "C": D(50)}, window_start_mrr=window_start,
+            day_ago_mrr=day_ago, year_ago_mrr=year_ago, paid_before=set(),
+            paid_after_trial=set(), subscriptions=[], refunds=[], disputes=[],
+            arpa=D(100), gross_margin=D("0.8"), fx_rates=FX, now=NOW, window=30 * DAY)
+
+    reading = compute(None, None, {"A": D(100), "B": D(60)})
+    assert reading.bridge is None and reading.lifetime_value is None
+    assert reading.largest_churn_arr is None
+    assert reading.mrr == 200 and reading.annual_growth_rate == D(40) / 160  # (200 - 160) / 160
+    assert (reading.cohort_start, reading.cohort_now) == (160, 150)  # A and B; B left
+    known = compute({"A": D(100), "B": D(60)}, {"B": D(60)}, None)
+    assert known.bridge.customers["churn"] == 1 and known.largest_churn_arr == 720  # 12 x B's 60
+    assert known.lifetime_value == D(100) * D("0.8") / D("0.5")  # churn 1 of 2
+    assert known.cohort_start is None and known.annual_growth_rate is None
+
+
 # --- trials --------------------------------------------------------------------
 
 def trial(id, status, trial_start, trial_end, ended_at=None) -> Subscription:

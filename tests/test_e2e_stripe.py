@@ -501,39 +501,76 @@ def test_the_year_old_cohort_reads_only_a_new_day_of_invoices_each_day():
     assert by_series(later.samples) == by_series(fresh_state.samples)
 
 
-def test_the_cohorts_year_of_invoices_is_read_over_polls_a_few_pages_each(caplog):
-    """A large account's first poll is its subscriptions and events: the cohort's
-    year of invoices is read at most `cohort_pages` pages a poll, and the 1y series
-    appear once it is all read, equal to a fresh source's that read it at once."""
+def history_pages_read(requests_made) -> list[int]:
+    """Where in a poll's requests the pages of history are: the month of events
+    read on from a cursor, and the 1y cohort's invoices."""
+    return [i for i, (_, path, query) in enumerate(requests_made)
+            if (path == "/v1/events" and "starting_after" in query)
+            or (path == "/v1/invoices" and "subscription" not in query)]
+
+
+# What needs the month of events: the 30-day bridge and the last day's churn.
+EVENT_SERIES = {"mrr_movement", "mrr_window_start", "customers_churned",
+                "paying_customers_window_start", "customer_churn_rate",
+                "gross_revenue_churn_rate", "net_revenue_churn_rate",
+                "customer_lifetime_value", "largest_churn_arr"}
+
+
+def test_a_large_accounts_history_is_read_over_polls(caplog):
+    """A poll reads history only while it has asked fewer than `history_pages`
+    requests, everything counted: past that, a first poll is its subscriptions
+    and the last minutes' events. The month of events, then the 1y cohort's
+    year of invoices, come over the next polls; the series that need them are
+    absent (not 0) until they are read, and then equal a fresh source's that
+    read it all at once."""
+    budget = 3  # fewer than the first poll asks before the month's events
     clock = {"now": NOW}
     store = generate_company(seed=4, customers=300, now=NOW)
 
-    def cohort_pages_read(requests_made):
-        return len(cohort_requests(requests_made))
+    def series(samples):
+        return {(s.kpi, tuple(sorted(s.labels.items()))): s.value for s in samples}
 
-    def year(samples):
-        return {(s.kpi, tuple(sorted(s.labels.items()))): s.value for s in samples
-                if s.labels.get("window") == "1y"}
+    def needs_events(key):
+        kpi, labels = key
+        return kpi in EVENT_SERIES or (("window", "30d") in labels and kpi in (
+            "nrr_cohort_mrr_start", "nrr_cohort_mrr_now", "mrr_growth_rate",
+            "net_revenue_retention"))
 
     caplog.set_level("INFO")
     with FakeStripe(store, api_key=KEY) as fake:
         exporter, source = _stripe_source(fake, clock)
-        source.cohort_pages = 2
-        polls = []
-        while not polls or not year(polls[-1][0].samples):
+        source.history_pages = budget
+        polls = []  # (state, the events complete after it, where its history pages were)
+        while not polls or not any(("window", "1y") in key[1] for key in series(polls[-1][0].samples)):
             assert len(polls) < 50
             fake.reset_log()
-            polls.append((exporter.poller.poll_once(source), cohort_pages_read(fake.requests)))
+            state = exporter.poller.poll_once(source)
+            polls.append((state, source.events.complete, history_pages_read(fake.requests),
+                          [path for _, path, _ in fake.requests]))
             clock["now"] += 300
         clock["now"] -= 300
         fresh_exporter, fresh = _stripe_source(fake, clock)
         fresh_state = fresh_exporter.poller.poll_once(fresh)
         exporter.stop()
         fresh_exporter.stop()
-    assert len(polls) >= 3 and all(state.up for state, _ in polls)
-    assert all(pages <= 2 for _, pages in polls)
-    assert not any(year(state.samples) for state, _ in polls[:-1])  # absent, not 0
-    assert "the 1y cohort's invoices: 200 read, more at the next poll" in caplog.text
-    assert year(polls[-1][0].samples) == year(fresh_state.samples)
-    assert ("net_revenue_retention", (("source", "stripe"), ("window", "1y"))) in \
-        year(fresh_state.samples)
+    assert all(state.up for state, *_ in polls)
+    # the first poll: its subscriptions, then only the events since a little before it
+    first_paths = polls[0][3]
+    month_listed = [i for i, path in enumerate(first_paths) if path == "/v1/events"][1:]
+    assert len(month_listed) == 1 and month_listed[0] >= budget  # one page, past the budget
+    assert "/v1/invoices" not in first_paths
+    # no later poll reads a page of history once it has asked `budget` requests
+    assert all(max(where, default=0) < budget for _, _, where, _ in polls)
+    events_read = [complete for _, complete, _, _ in polls].index(True)
+    assert events_read >= 2  # the month took polls
+    assert len(polls) > events_read + 1  # and so did the year of invoices after it
+    for state, complete, _, _ in polls:
+        keys = series(state.samples)
+        assert any(needs_events(key) for key in keys) == complete  # absent, not 0
+        assert ("trials_started", (("source", "stripe"), ("window", "30d"))) in keys
+    assert "the month of events: " in caplog.text and \
+        "the 1y cohort's invoices: " in caplog.text
+    assert series(polls[-1][0].samples) == series(fresh_state.samples)
+    assert {key[0] for key in series(fresh_state.samples) if needs_events(key)} >= \
+        EVENT_SERIES - {"customer_lifetime_value"}
+

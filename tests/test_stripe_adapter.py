@@ -300,6 +300,51 @@ def test_event_log_drops_events_past_retention():
     assert [c.id for c in log.changes()] == ["e3", "e2"]  # e1 (120) fell out of 150..1150
 
 
+def test_event_log_lists_a_long_month_over_polls():
+    """refresh(max_pages) stops after that many pages once its events are older than
+    named_since; read_back goes on from the last one, a page budget at a time, and
+    names nothing; once at the end the log holds what one listing gives."""
+    from exporter.sources.stripe.events import EventLog
+
+    # newest first, one a second; a page is 100 (fetch.PAGE_SIZE)
+    month = [so.event(f"e{i}", "customer.subscription.updated", {"id": f"s{i}"}, 10_000 - i)
+             for i in range(450)]
+    cursors = []
+
+    def list_all(path, params):
+        query = dict(params)
+        cursors.append(query.get("starting_after"))
+        ids = [event["id"] for event in month]
+        start = ids.index(query["starting_after"]) + 1 if "starting_after" in query else 0
+        return iter([e for e in month[start:] if e["created"] >= int(query["created[gte]"])])
+
+    log = EventLog(retention=5000)
+    assert not log.complete  # never listed
+    named = log.refresh(list_all, now=10_000, max_pages=1, named_since=9750)
+    # one page, then on to the end of the page with the first event before 9750 (e251)
+    assert named == {f"s{i}" for i in range(251)}
+    assert [c.id for c in log.changes()] == [f"e{i}" for i in range(300)]
+    assert not log.complete
+    month.insert(0, so.event("new", "customer.subscription.updated", {"id": "s-new"}, 10_100))
+    assert log.refresh(list_all, now=10_200) == {"s-new"}  # forward, as every poll
+    assert log.read_back(list_all, now=10_200, max_pages=0) == 0  # the poll's budget is spent
+    assert log.read_back(list_all, now=10_200, max_pages=1) == 1  # e300..e399
+    assert not log.complete
+    assert log.read_back(list_all, now=10_200, max_pages=None) == 1  # e400..e449: the end
+    assert log.complete
+    assert log.read_back(list_all, now=10_200, max_pages=None) == 0  # nothing more to read
+    assert cursors == [None, None, "e299", "e399"]
+    assert [c.id for c in log.changes()] == [e["id"] for e in month]
+    # a relist (prices changed at a full sync) stops only past the newest held
+    # before (10,100, less the 300 s overlap), naming what was not held
+    month[:0] = [so.event(f"n{i}", "customer.subscription.updated", {"id": f"s-n{i}"},
+                          10_150 - i) for i in range(3)]
+    assert log.refresh(list_all, now=10_200, relist=True, max_pages=0) == {"s-n0", "s-n1", "s-n2"}
+    assert not log.complete and len(log.changes()) == 300  # 3 pages: to e201, before 9800
+    log.read_back(list_all, now=10_200, max_pages=None)
+    assert log.complete and [c.id for c in log.changes()] == [e["id"] for e in month]
+
+
 def test_event_log_fails_on_bad_events_and_survives_failed_fetches():
     from exporter.sources.stripe.events import EventLog
     from exporter.sources.stripe.parse import MalformedObject

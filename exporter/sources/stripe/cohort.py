@@ -27,8 +27,6 @@ from exporter.sources.stripe.records import InvoiceLine
 
 log = logging.getLogger(__name__)
 
-PAGES_PER_POLL = 1000  # 40 s at Stripe's test-mode 25 requests a second
-
 
 @dataclass
 class _Reading:
@@ -42,6 +40,8 @@ class _Reading:
 
     def advance(self, client: HttpClient, moment: int, max_pages: int | None) -> bool:
         """Read on, at most `max_pages` pages; whether the read is complete."""
+        if max_pages == 0:
+            return False  # the poll has read all the history it may
         started = self.invoices
         for invoice_id, created, lines in fetch.paid_invoices(
                 client, self.created_from, self.created_to, self.after):
@@ -61,7 +61,7 @@ class CohortLines:
         self._reading: _Reading | None = None
 
     def at(self, client: HttpClient, moment: int,
-           max_pages: int | None = PAGES_PER_POLL) -> list[InvoiceLine] | None:
+           max_pages: int | None) -> list[InvoiceLine] | None:
         """The paid invoice lines that may cover `moment` (and none that a fresh read
         of its invoices would not give), or None while a year of them is still
         being read (`max_pages` a call; None: all at once)."""

@@ -206,13 +206,14 @@ OPEN_DISPUTE_STATUSES = frozenset({"warning_needs_response", "warning_under_revi
 
 @dataclass(frozen=True)
 class RevenueDynamics:
-    bridge: MrrBridge  # the 30-day window
+    mrr: Decimal  # now
+    bridge: MrrBridge | None  # the 30-day window; None while the events are being read
     # 12 months ago, of the customers paying then; None while not known (cohort.py)
     cohort_start: Decimal | None
     cohort_now: Decimal | None
     trials: TrialKpis
     lifetime_value: Decimal | None
-    largest_churn_arr: Decimal  # in the last 24 hours
+    largest_churn_arr: Decimal | None  # in the last 24 hours; None with the bridge
     refunds_amount: Decimal
     disputes_open: int
     disputes_open_amount: Decimal
@@ -229,29 +230,34 @@ class RevenueDynamics:
     def annual_growth_rate(self) -> Decimal | None:
         if not self.year_ago_mrr:
             return None
-        return (self.bridge.end - self.year_ago_mrr) / self.year_ago_mrr
+        return (self.mrr - self.year_ago_mrr) / self.year_ago_mrr
 
 
-def revenue_dynamics(*, now_mrr: dict[str, Decimal], window_start_mrr: dict[str, Decimal],
-                     day_ago_mrr: dict[str, Decimal], year_ago_mrr: dict[str, Decimal] | None,
+def revenue_dynamics(*, now_mrr: dict[str, Decimal], window_start_mrr: dict[str, Decimal] | None,
+                     day_ago_mrr: dict[str, Decimal] | None,
+                     year_ago_mrr: dict[str, Decimal] | None,
                      paid_before: set[str], paid_after_trial: set[str],
                      subscriptions: list[Subscription],
                      refunds: list[Refund], disputes: list[Dispute], arpa: Decimal | None,
                      gross_margin: Decimal, fx_rates: dict[str, Decimal], now: int,
                      window: int) -> RevenueDynamics:
     """Every dynamics KPI from customer MRR at four moments and today's objects
-    (`year_ago_mrr` None: not known yet, and neither is anything of the year)."""
-    bridge = mrr_bridge(window_start_mrr, now_mrr, paid_before)
+    (`year_ago_mrr` None: not known yet, and neither is anything of the year; so
+    for `window_start_mrr` and the window, and `day_ago_mrr` and the last day)."""
+    bridge = None if window_start_mrr is None else \
+        mrr_bridge(window_start_mrr, now_mrr, paid_before)
     cohort_start, cohort_now = (None, None) if year_ago_mrr is None else \
         cohort_retention(year_ago_mrr, now_mrr)
     open_disputes = [d for d in disputes if d.status in OPEN_DISPUTE_STATUSES]
     return RevenueDynamics(
+        mrr=sum(now_mrr.values(), ZERO),
         bridge=bridge,
         cohort_start=cohort_start,
         cohort_now=cohort_now,
         trials=trial_kpis(subscriptions, now, window, paid_after_trial),
-        lifetime_value=lifetime_value(arpa, gross_margin, bridge.customer_churn_rate),
-        largest_churn_arr=largest_churn_arr(day_ago_mrr, now_mrr),
+        lifetime_value=None if bridge is None else
+        lifetime_value(arpa, gross_margin, bridge.customer_churn_rate),
+        largest_churn_arr=None if day_ago_mrr is None else largest_churn_arr(day_ago_mrr, now_mrr),
         refunds_amount=_converted_sum(
             (r for r in refunds if r.status in REFUNDED and r.created > now - window), fx_rates),
         disputes_open=len(open_disputes),

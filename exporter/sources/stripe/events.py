@@ -18,9 +18,10 @@ parsed again at the next poll.
 from __future__ import annotations
 
 import logging
-from typing import Callable, Iterator
+from typing import Callable, Container, Iterator, NamedTuple
 
 from exporter.sources.stripe.compact import Compactor
+from exporter.sources.stripe.fetch import PAGE_SIZE
 from exporter.sources.stripe.history import put_back
 from exporter.sources.stripe.parse import MalformedObject, discounts_on
 from exporter.sources.stripe.records import SubscriptionChange
@@ -73,10 +74,17 @@ class EventLog:
         self._discount_events: list[dict] = []
         self._ids: set[str] = set()
         self._compactor = Compactor()  # one copy of each price and coupon across the events
+        self._listed = False  # whether the retention's listing was ever started
+        self._backlog: _Cursor | None = None  # where it goes on, while it is not done
+
+    @property
+    def complete(self) -> bool:
+        """Whether every event of the retention is held, so the past may be rebuilt."""
+        return self._listed and self._backlog is None
 
     def refresh(self, list_all: ListAll, now: int, *, relist: bool = False,
                 parse: Parse | None = None, named_since: int | None = None,
-                seen: frozenset[str] = frozenset()) -> set[str]:
+                seen: frozenset[str] = frozenset(), max_pages: int | None = None) -> set[str]:
         """Fetch what is new; returns the subscriptions the added events name (only
         those created since `named_since`, if given, and not `seen`). Call settle
         before reading the changes.
@@ -84,38 +92,47 @@ class EventLog:
         `relist`: list the whole retention again and replace what is held (to
         parse every event afresh); only events not held before count as added.
         `parse`: parse each subscription event as it comes (a month of events
-        held as JSON until settle would be most of a first poll's memory)."""
+        held as JSON until settle would be most of a first poll's memory).
+        `max_pages`: when the retention is listed (the first time, or `relist`),
+        stop after this many pages, but not before what is new: the events
+        since `named_since`, or a relist's since the newest held before (less
+        the overlap); read_back lists the rest."""
         newest = self._newest()
-        since = now - self.retention if relist or newest is None else newest - OVERLAP
-        changes, discount_events, ids, named = [], [], set(), set()
-        for event in _list_events(list_all, since):  # an error here leaves the log as it was
-            if not _well_formed(event):
-                # Skipping it would rebuild the past without it: numbers wrong but served.
-                name = event.get("id") if isinstance(event, dict) else None
-                raise MalformedObject(f"stripe: event {name!r} has no id, type, created time "
-                                      "or data.object with an id")
-            if event["id"] in ids or (event["id"] in self._ids and not relist):
-                continue
-            slimmed = slim(event, self._compactor)
-            ids.add(event["id"])
-            if event["id"] not in self._ids and event["id"] not in seen and (
-                    named_since is None or event["created"] >= named_since):
-                named |= _named_subscription(slimmed)
-            if event["type"].startswith("customer.subscription."):
-                changes.append(parse(slimmed) if parse else SubscriptionChange(
-                    event["id"], event["type"], event["created"],
-                    event["data"]["object"]["id"], pending=slimmed))
-            else:
-                discount_events.append(slimmed)
+        whole = relist or newest is None
+        since = now - self.retention if whole else newest - OVERLAP
+        if not whole and self._backlog is not None:
+            # only what is newer than the listing's cursor: read_back lists the rest
+            since = max(since, self._backlog.created + 1)
+        read = _Read(self._compactor, parse, set() if relist else self._ids)
+        new_since = named_since if named_since is not None or newest is None else newest - OVERLAP
+        stopped = read.listing(_list_events(list_all, since), max_pages if whole else None,
+                               new_since)
+        named = {subscription for event_id, created, subscription in read.named
+                 if event_id not in self._ids and event_id not in seen
+                 and (named_since is None or created >= named_since)}
         if relist:
             self._changes, self._discount_events, self._ids = [], [], set()
-        # What was fetched is newer than what we hold, but for the overlap: merge by time.
-        self._changes = sorted(changes + self._changes, key=lambda c: c.created, reverse=True)
-        self._discount_events = sorted(discount_events + self._discount_events,
-                                       key=lambda e: e["created"], reverse=True)
-        self._ids |= ids
-        self._prune(now)
+        if whole:
+            self._listed, self._backlog = True, _Cursor.at(since, stopped)
+        self._merge(read, now)
+        self._log_progress()
         return named
+
+    def read_back(self, list_all: ListAll, now: int, max_pages: int | None,
+                  parse: Parse | None = None) -> int:
+        """Go on with the retention's listing where it stopped (refresh's
+        `max_pages`), at most `max_pages` pages (None: to the end); returns the
+        pages read. Every event it adds is older than the ones held, so none of
+        them names a change since the subscriptions were read."""
+        if self._backlog is None or max_pages == 0:
+            return 0
+        since = max(self._backlog.since, now - self.retention)  # no older than is kept
+        read = _Read(self._compactor, parse, self._ids)
+        stopped = read.listing(_list_events(list_all, since, self._backlog.after), max_pages, None)
+        self._backlog = _Cursor.at(since, stopped)
+        self._merge(read, now)
+        self._log_progress()
+        return -(-read.count // PAGE_SIZE)
 
     @staticmethod
     def ids_since(list_all: ListAll, since: int) -> frozenset[str]:
@@ -127,6 +144,21 @@ class EventLog:
         """Parse the subscription events not parsed for good yet (history.settled)."""
         self._changes = [parse(change.pending) if change.pending is not None else change
                          for change in self._changes]
+
+    def _merge(self, read: "_Read", now: int) -> None:
+        # What was fetched is newer (or, read back, older) than what we hold, but
+        # for the overlap: merge by time.
+        self._changes = sorted(read.changes + self._changes, key=lambda c: c.created,
+                               reverse=True)
+        self._discount_events = sorted(read.discount_events + self._discount_events,
+                                       key=lambda e: e["created"], reverse=True)
+        self._ids |= read.ids
+        self._prune(now)
+
+    def _log_progress(self) -> None:
+        if self._backlog is not None:
+            log.info("stripe: the month of events: %d listed, more at the next poll",
+                     len(self._ids))
 
     def _newest(self) -> int | None:
         """When the newest held event was created."""
@@ -144,7 +176,6 @@ class EventLog:
         while self._discount_events and self._discount_events[-1]["created"] < cutoff:
             self._ids.discard(self._discount_events.pop()["id"])
 
-
     def changes(self) -> list[SubscriptionChange]:
         """The held subscription events, settled, newest first."""
         return self._changes
@@ -160,9 +191,68 @@ class EventLog:
                                      if change.pending is not None] + self._discount_events)
 
 
-def _list_events(list_all: ListAll, since: int) -> Iterator[dict]:
+class _Cursor(NamedTuple):
+    """Where a listing of the retention that stopped early goes on."""
+
+    since: int  # its created[gte]
+    after: str  # the last event it listed
+    created: int  # when that was created: every newer event was listed
+
+    @staticmethod
+    def at(since: int, stopped: dict | None) -> "_Cursor | None":
+        return None if stopped is None else _Cursor(since, stopped["id"], stopped["created"])
+
+
+class _Read:
+    """What one listing of events adds to a log; nothing is added before it ends."""
+
+    def __init__(self, compactor: Compactor, parse: Parse | None, held: Container[str]):
+        self._compactor, self._parse, self._held = compactor, parse, held
+        self.changes: list[SubscriptionChange] = []
+        self.discount_events: list[dict] = []
+        self.ids: set[str] = set()
+        self.named: list[tuple[str, int, str]] = []  # (event, created, subscription it names)
+        self.count = 0  # events listed, held ones included
+
+    def listing(self, events: Iterator[dict], max_pages: int | None,
+                new_since: int | None) -> dict | None:
+        """Read events (newest first) until they end, or until `max_pages` pages
+        (at least one) are read and the events are older than `new_since`;
+        returns the last event read when it stopped before the end, else None.
+        An error here leaves the log as it was."""
+        for event in events:
+            if not _well_formed(event):
+                # Skipping it would rebuild the past without it: numbers wrong but served.
+                name = event.get("id") if isinstance(event, dict) else None
+                raise MalformedObject(f"stripe: event {name!r} has no id, type, created time "
+                                      "or data.object with an id")
+            self.count += 1
+            self._add(event)
+            if (max_pages is not None and self.count >= max_pages * PAGE_SIZE
+                    and self.count % PAGE_SIZE == 0  # the end of a page: none of it is lost
+                    and (new_since is None or event["created"] < new_since)):
+                return event
+        return None
+
+    def _add(self, event: dict) -> None:
+        if event["id"] in self.ids or event["id"] in self._held:
+            return
+        slimmed = slim(event, self._compactor)
+        self.ids.add(event["id"])
+        self.named += [(event["id"], event["created"], subscription)
+                       for subscription in _named_subscription(slimmed)]
+        if event["type"].startswith("customer.subscription."):
+            self.changes.append(self._parse(slimmed) if self._parse else SubscriptionChange(
+                event["id"], event["type"], event["created"],
+                event["data"]["object"]["id"], pending=slimmed))
+        else:
+            self.discount_events.append(slimmed)
+
+
+def _list_events(list_all: ListAll, since: int, after: str | None = None) -> Iterator[dict]:
     params = [("types[]", kind) for kind in EVENT_TYPES]
-    return list_all("/v1/events", [*params, ("created[gte]", str(since))])
+    cursor = [] if after is None else [("starting_after", after)]
+    return list_all("/v1/events", [*params, ("created[gte]", str(since)), *cursor])
 
 
 def _named_subscription(event: dict) -> set[str]:

@@ -36,6 +36,12 @@ DAY = 86400
 WINDOW = 30 * DAY  # the trailing window of the dynamics KPIs ("30d")
 YEAR = 365 * DAY  # the one-year retention cohort ("1y")
 DISPUTE_LOOKBACK = 180 * DAY  # card networks close disputes within months
+# The month of events and the 1y cohort's year of invoices are history: on a
+# large account more pages than one poll should take, so each poll reads at
+# most this many requests' worth of them, counting what it asked before (a
+# first poll's subscriptions, so that it is those and a few more pages). The
+# series that need them are absent until they are read. 40 s at 25 requests a second.
+HISTORY_PAGES_PER_POLL = 1000
 # A refund in these states no longer changes (a succeeded one failing later is
 # rare; the full sync's re-list catches it).
 SETTLED_REFUNDS = frozenset({"succeeded", "failed", "canceled"})
@@ -147,7 +153,7 @@ def bridge_samples(bridge: dynamics.MrrBridge) -> list[Sample]:
 def dynamics_samples(d: dynamics.RevenueDynamics) -> list[Sample]:
     """The revenue-dynamics series; a ratio with a zero denominator has no series."""
     month, year = "30d", "1y"
-    result = bridge_samples(d.bridge)
+    result = [] if d.bridge is None else bridge_samples(d.bridge)  # None: events being read
     if d.cohort_start is not None:  # None while its invoices are being read
         result += [_sample("nrr_cohort_mrr_start", d.cohort_start, window=year),
                    _sample("nrr_cohort_mrr_now", d.cohort_now, window=year)]
@@ -156,7 +162,6 @@ def dynamics_samples(d: dynamics.RevenueDynamics) -> list[Sample]:
         _sample("trials_started", d.trials.started, window=month),
         _sample("trials_ended", d.trials.ended, window=month),
         _sample("trials_converted", d.trials.converted, window=month),
-        _sample("largest_churn_arr", d.largest_churn_arr, window="24h"),
         _sample("refunds_amount", d.refunds_amount, window=month),
         _sample("disputes_open", d.disputes_open),
         _sample("disputes_open_amount", d.disputes_open_amount),
@@ -166,6 +171,7 @@ def dynamics_samples(d: dynamics.RevenueDynamics) -> list[Sample]:
         ("net_revenue_retention", d.annual_retention, {"window": year}),
         ("trial_conversion_rate", d.trials.conversion_rate, {"window": month}),
         ("customer_lifetime_value", d.lifetime_value, {}),
+        ("largest_churn_arr", d.largest_churn_arr, {"window": "24h"}),
     ]
     result += [_sample(kpi, value, **labels) for kpi, value, labels in optional
                if value is not None]
@@ -201,7 +207,7 @@ class StripeSource(HttpSource):
         self.known_discounts: dict[str, dict] = {}
         self._cohort: tuple[int, dict[str, Decimal]] | None = None  # (day, MRR a year before)
         self.cohort_lines = cohort.CohortLines()  # its invoices, read a day at a time
-        self.cohort_pages: int | None = cohort.PAGES_PER_POLL  # of the first year's read a poll
+        self.history_pages: int | None = HISTORY_PAGES_PER_POLL  # None: all in one poll
         self._paid_trials: set[str] = set()  # trials known to have paid after they ended
         # Trials that had not paid when asked: asked again once the subscription changes
         # (paying a past-due invoice does: it becomes active) or at the next full sync.
@@ -213,6 +219,7 @@ class StripeSource(HttpSource):
 
     def poll_at(self, now: int) -> list[Sample]:
         list_all = partial(fetch.list_all, self.client)
+        self._asked_before = self.client.stats.snapshot()["requests"]
         # Events first: whatever changes while the subscriptions are read is in the
         # next ones. On the first poll a month of them is listed after the
         # subscriptions instead, each parsed as it comes (held as JSON until the
@@ -231,7 +238,9 @@ class StripeSource(HttpSource):
             # poll, as if the next refresh had named it.
             self.held.pend(self.events.refresh(
                 list_all, now, relist=not first, parse=self._parser(),
-                named_since=now - OVERLAP if first else None, seen=seen))
+                named_since=now - OVERLAP if first else None, seen=seen,
+                max_pages=self._history_pages()))
+        self.events.read_back(list_all, now, self._history_pages(), self._parser())
         self._unpaid_trials -= self.held.reread
         data = self.held.data(self.charges.update(self.client, now - FAILED_PAYMENTS_WINDOW, now))
         self._remember_discounts(data)
@@ -240,6 +249,13 @@ class StripeSource(HttpSource):
                             fx_rates=self.fx_rates, rules=self.config.mrr)
         self._warn_missing_rates(kpis)
         return samples(self._bounded(kpis)) + dynamics_samples(self._dynamics(data, kpis, now))
+
+    def _history_pages(self) -> int | None:
+        """How many more pages of history this poll may read (HISTORY_PAGES_PER_POLL)."""
+        if self.history_pages is None:
+            return None
+        asked = self.client.stats.snapshot()["requests"] - self._asked_before
+        return max(0, self.history_pages - asked)
 
     def _full_synced(self) -> None:
         """After a full sync the windows, too, are listed whole."""
@@ -262,11 +278,11 @@ class StripeSource(HttpSource):
         The 30-day bridge (movements, churn, retention) ending at every past step
         is that of MRR billed at both ends. One pass over the invoices serves all."""
         now = steps[-1]
-        pages, self.cohort_pages = self.cohort_pages, None  # a backfill waits for the cohort
+        pages, self.history_pages = self.history_pages, None  # a backfill waits for history
         try:
             last = self.poll_at(now)  # today's state and the events the past is rebuilt from
         finally:
-            self.cohort_pages = pages
+            self.history_pages = pages
         data = self.held.data([])
         past = steps[:-1]
         billed = self._billed(data, past)
@@ -318,7 +334,9 @@ class StripeSource(HttpSource):
                                    missing_fx=missing)
 
     def _dynamics(self, data: fetch.StripeData, kpis: RevenueKpis, now: int) -> dynamics.RevenueDynamics:
-        def mrr_at(at: int) -> dict[str, Decimal]:
+        def mrr_at(at: int) -> dict[str, Decimal] | None:
+            if not self.events.complete:  # the month of events is still being read
+                return None
             return history.customer_mrr_at(data.subscriptions, self.events.changes(), at,
                                            fx_rates=self.fx_rates, rules=self.config.mrr)
 
@@ -371,7 +389,7 @@ class StripeSource(HttpSource):
         day = now // DAY
         if self._cohort is None or self._cohort[0] != day:
             at = day * DAY - YEAR
-            lines = self.cohort_lines.at(self.client, at, self.cohort_pages)
+            lines = self.cohort_lines.at(self.client, at, self._history_pages())
             if lines is None:
                 return None
             self._cohort = (day, history.customer_mrr_from_invoices(lines, at, data.prices,
