@@ -574,3 +574,38 @@ def test_a_large_accounts_history_is_read_over_polls(caplog):
     assert {key[0] for key in series(fresh_state.samples) if needs_events(key)} >= \
         EVENT_SERIES - {"customer_lifetime_value"}
 
+
+def test_a_refund_pending_for_weeks_is_asked_by_id_not_relisted():
+    """A refund pending since 25 days ago, among 250 settled ones: the next poll asks
+    it by id and lists only the refunds since the last poll (the whole 30 days
+    would be 3 pages), and its amount follows it into kpi_refunds_amount."""
+    day = 86400
+    clock = {"now": NOW}
+    store = generate_company(seed=4, customers=300, now=NOW)
+    charges = [c for c in store.list("charges") if c["status"] == "succeeded"
+               and not c["amount_refunded"] and c["currency"] == "usd"]
+    pending = store.add_refund(charges[0], 1, created=NOW - 25 * day, status="pending")
+    for i in range(250):  # a cent each, of the other charges in turn
+        store.add_refund(charges[1 + i % 100], 1, created=NOW - 20 * day + i)
+
+    def refunds_amount(samples):
+        return next(s.value for s in samples if s.kpi == "refunds_amount")
+
+    with FakeStripe(store, api_key=KEY) as fake:
+        exporter, source = _stripe_source(fake, clock)
+        first = exporter.poller.poll_once(source)
+        store._replace("refunds", {**store.get("refunds", pending["id"]), "status": "failed"})
+        clock["now"] += 300
+        fake.reset_log()
+        steady = exporter.poller.poll_once(source)
+        asked = [(path, query) for _, path, query in fake.requests if path.startswith("/v1/refunds")]
+        fresh_exporter, fresh = _stripe_source(fake, clock)
+        fresh_state = fresh_exporter.poller.poll_once(fresh)
+        exporter.stop()
+        fresh_exporter.stop()
+    assert first.up and steady.up
+    assert [path for path, _ in asked] == [f"/v1/refunds/{pending['id']}", "/v1/refunds"]
+    assert asked[1][1]["created[gte]"] == [str(NOW - 300)]  # since the last poll, less 5 minutes
+    # the failed refund is no longer money out: one cent less
+    assert refunds_amount(steady.samples) == refunds_amount(first.samples) - 0.01
+    assert refunds_amount(steady.samples) == refunds_amount(fresh_state.samples)

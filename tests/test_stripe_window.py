@@ -4,6 +4,7 @@ from decimal import Decimal
 
 import pytest
 
+from exporter.http import UpstreamError
 from exporter.sources.stripe.records import Charge
 from exporter.sources.stripe.window import OVERLAP, TrailingWindow
 
@@ -67,3 +68,61 @@ def test_a_failed_listing_keeps_what_was_held_and_forget_lists_it_whole():
     window.forget()
     window.update(None, since=0, now=5_000)
     assert up.asked[-1] == 0
+
+
+class ByIdUpstream(Upstream):
+    """Upstream that also answers one object by id, as GET /v1/charges/{id} does."""
+
+    def __init__(self):
+        super().__init__()
+        self.asked_by_id: list[str] = []
+
+    def fetch_one(self, client, charge_id):
+        self.asked_by_id.append(charge_id)
+        if charge_id not in self.charges:
+            raise UpstreamError("stripe", "GET", f"/v1/charges/{charge_id}", "http_4xx", 404)
+        return self.charges[charge_id]
+
+
+def settled_charges(up, count, created):
+    for i in range(count):
+        up.add(f"ch_{i}", "succeeded", created + i)
+
+
+def test_a_few_long_unsettled_objects_are_asked_by_id_not_relisted():
+    """One pending charge among 350 older than the last listing: asking it by id and
+    listing since the last listing is 2 requests, listing from it 4 pages."""
+    up = ByIdUpstream()
+    window = TrailingWindow(up.fetch, lambda c: c.status != "pending", up.fetch_one)
+    up.add("ch_pending", "pending", 1_000)
+    settled_charges(up, 350, 1_001)
+    window.update(None, since=0, now=10_000)
+    up.charges["ch_pending"] = Charge("ch_pending", "succeeded", Decimal(100), "usd", 1_000)
+    up.add("ch_new", "pending", 11_000)
+    held = window.update(None, since=0, now=12_000)
+    assert up.asked == [0, 10_000 - OVERLAP] and up.asked_by_id == ["ch_pending"]
+    assert sorted(held, key=lambda c: c.id) == sorted(up.fetch(None, 0), key=lambda c: c.id)
+    # ch_new is still pending, and a listing from it is one page: cheaper than by id
+    window.update(None, since=0, now=13_000)
+    assert up.asked[-1] == 11_000 and up.asked_by_id == ["ch_pending"]
+
+
+def test_unsettled_objects_are_relisted_when_that_is_cheaper_or_one_is_gone():
+    up = ByIdUpstream()
+    window = TrailingWindow(up.fetch, lambda c: c.status != "pending", up.fetch_one)
+    for i, created in enumerate((1_000, 1_001, 1_002)):
+        up.add(f"ch_pending_{i}", "pending", created)
+    settled_charges(up, 150, 1_003)  # 153 held: listing from the oldest is 2 pages
+    window.update(None, since=0, now=10_000)
+    window.update(None, since=0, now=12_000)
+    assert up.asked[-1] == 1_000 and up.asked_by_id == []  # 3 by id + 1 page > 2 pages
+    # one pending among 400: by id, but Stripe no longer has it, so the listing it is
+    up = ByIdUpstream()
+    window = TrailingWindow(up.fetch, lambda c: c.status != "pending", up.fetch_one)
+    up.add("ch_pending", "pending", 1_000)
+    settled_charges(up, 400, 1_001)
+    window.update(None, since=0, now=10_000)
+    del up.charges["ch_pending"]
+    held = window.update(None, since=0, now=12_000)
+    assert up.asked_by_id == ["ch_pending"] and up.asked[-1] == 1_000
+    assert sorted(c.id for c in held) == sorted(up.charges)

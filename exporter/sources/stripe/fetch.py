@@ -188,11 +188,25 @@ def _created_since(path: str, parse_one: Callable[[dict], Any]) -> Callable[...,
     return fetch
 
 
+def _by_id(path: str, parse_one: Callable[[dict], Any]) -> Callable[[HttpClient, str], Any]:
+    def fetch(client: HttpClient, object_id: str) -> Any:
+        obj = client.get_json(f"{path}/{object_id}")
+        if not isinstance(obj, dict) or obj.get("id") != object_id:
+            raise parse.MalformedObject(f"stripe: {path}/{object_id} answered something "
+                                        "other than that object")
+        return parse_one(obj)
+    fetch.__doc__ = f"One object of {path} by id, parsed."
+    return fetch
+
+
 charges: Callable[[HttpClient, int], list[Charge]] = _created_since("/v1/charges", parse.parse_charge)
 refunds: Callable[[HttpClient, int], list[Refund]] = _created_since("/v1/refunds", parse.parse_refund)
 # A dispute stays open for weeks, not years: see source.DISPUTE_LOOKBACK.
 disputes: Callable[[HttpClient, int], list[Dispute]] = _created_since("/v1/disputes",
                                                                       parse.parse_dispute)
+charge: Callable[[HttpClient, str], Charge] = _by_id("/v1/charges", parse.parse_charge)
+refund: Callable[[HttpClient, str], Refund] = _by_id("/v1/refunds", parse.parse_refund)
+dispute: Callable[[HttpClient, str], Dispute] = _by_id("/v1/disputes", parse.parse_dispute)
 
 
 def paid_since(client: HttpClient, subscription: str, since: int) -> bool:

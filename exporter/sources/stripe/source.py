@@ -199,10 +199,13 @@ class StripeSource(HttpSource):
         self.events = EventLog()
         self.held = held.HeldSubscriptions(source_config.full_sync_interval)
         # The trailing windows, listed incrementally; a settled object never changes.
-        self.charges = TrailingWindow(fetch.charges, lambda c: c.status != "pending")
-        self.refunds = TrailingWindow(fetch.refunds, lambda r: r.status in SETTLED_REFUNDS)
+        self.charges = TrailingWindow(fetch.charges, lambda c: c.status != "pending",
+                                      fetch.charge)
+        self.refunds = TrailingWindow(fetch.refunds, lambda r: r.status in SETTLED_REFUNDS,
+                                      fetch.refund)
         self.disputes = TrailingWindow(
-            fetch.disputes, lambda d: d.status not in dynamics.OPEN_DISPUTE_STATUSES)
+            fetch.disputes, lambda d: d.status not in dynamics.OPEN_DISPUTE_STATUSES,
+            fetch.dispute)
         # Discount objects by id, kept across polls: events name discounts by id only.
         self.known_discounts: dict[str, dict] = {}
         self._cohort: tuple[int, dict[str, Decimal]] | None = None  # (day, MRR a year before)
