@@ -7,6 +7,7 @@ whole units and three-decimal ones (BHD, KWD, ...) in thousandths.
 
 from __future__ import annotations
 
+import functools
 from decimal import Decimal
 
 # https://docs.stripe.com/currencies#zero-decimal and #three-decimal
@@ -17,6 +18,7 @@ ZERO_DECIMAL = frozenset({
 THREE_DECIMAL = frozenset({"bhd", "jod", "kwd", "omr", "tnd"})
 
 
+@functools.lru_cache(maxsize=512)  # asked for every amount of every poll
 def minor_per_major(currency: str) -> Decimal:
     currency = currency.lower()
     if currency in ZERO_DECIMAL:

@@ -10,6 +10,7 @@ from exporter.sources.stripe.mrr import (
     monthly,
     period_amount,
     revenue_kpis,
+    running_mrr,
     subscription_mrr,
 )
 from exporter.sources.stripe.records import (
@@ -241,6 +242,39 @@ def test_cancel_at_a_date_follows_the_same_rule():
     s = dataclasses.replace(sub(price("10000")), cancel_at=NOW + 86400)
     assert subscription_mrr(s, NOW, MrrRules()) == 10000
     assert subscription_mrr(s, NOW, MrrRules(include_cancel_at_period_end=False)) == 0
+
+
+# --- the value kept on each record ------------------------------------------
+
+def test_the_value_kept_on_a_record_is_its_own_for_these_rules_only():
+    once = sub(price("10000"), discounts=[percent(50, "once")])
+    applied = MrrRules(apply_once_discounts=True)
+    for _ in range(2):  # asked again, each rules' value, whatever was kept last
+        assert subscription_mrr(once, NOW, MrrRules()) == 10000
+        assert subscription_mrr(once, NOW, applied) == 5000
+    # equal records, one valued and one not, are still equal (held.shared reuses them)
+    assert once == sub(price("10000"), discounts=[percent(50, "once")])
+    # replace makes a record of its own: its value is its own, not the one kept
+    bigger = dataclasses.replace(once, items=(SubscriptionItem("si", price("30000"), 1),))
+    assert subscription_mrr(bigger, NOW, applied) == 15000
+
+
+def test_a_repeating_discount_with_an_end_is_valued_at_each_moment():
+    s = sub(price("10000"), discounts=[percent(50, "repeating", end=NOW)])
+    assert subscription_mrr(s, NOW - 1, MrrRules()) == 5000  # in force
+    assert subscription_mrr(s, NOW, MrrRules()) == 10000  # ended: not the value before
+    assert subscription_mrr(s, NOW - 1, MrrRules()) == 5000
+    item_discount = sub(item(price("10000"), discounts=[percent(20, "repeating", end=NOW)]))
+    assert subscription_mrr(item_discount, NOW - 1, MrrRules()) == 8000
+    assert subscription_mrr(item_discount, NOW, MrrRules()) == 10000
+
+
+def test_running_mrr_is_the_value_whatever_the_status():
+    canceled = sub(price("10000"), status="canceled")
+    assert subscription_mrr(canceled, NOW, MrrRules()) == 0
+    assert running_mrr(canceled, NOW, MrrRules()) == 10000  # had_paid_before asks this
+    assert subscription_mrr(canceled, NOW, MrrRules()) == 0  # and the kept value changes nothing
+    assert running_mrr(sub(status="active"), NOW, MrrRules()) == 0  # no items
 
 
 # --- the whole poll ---------------------------------------------------------

@@ -12,11 +12,11 @@ section "Revenue dynamics" states every definition; keep the two in step.
 from __future__ import annotations
 
 from collections.abc import Container
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal
 
 from exporter import money
-from exporter.sources.stripe.mrr import MrrRules, subscription_mrr
+from exporter.sources.stripe.mrr import MrrRules, running_mrr
 from exporter.sources.stripe.records import Dispute, Refund, Subscription
 
 ZERO = Decimal(0)
@@ -129,8 +129,7 @@ def had_paid_before(subscriptions: list[Subscription], at: int,
         if paying_from + DAY > at or not lived_a_day:
             continue
         # Its last known items and discounts, valued as if it were still running.
-        running = replace(sub, status="active", cancel_at_period_end=False, cancel_at=None)
-        if subscription_mrr(running, paying_from, rules) > 0:
+        if running_mrr(sub, paying_from, rules) > 0:
             customers.add(sub.customer)
     return customers
 

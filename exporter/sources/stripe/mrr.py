@@ -107,6 +107,8 @@ def _graduated_amount(price: Price, units: Decimal) -> Decimal:
 
 
 def discount_applies(discount: Discount, now: int, rules: MrrRules) -> bool:
+    """Whether a discount is in force at `now`; only a repeating one with an end
+    depends on `now` (_depends_on_time)."""
     duration = discount.coupon.duration
     if duration == "forever":
         return True
@@ -159,13 +161,51 @@ def item_mrr(item: SubscriptionItem, currency: str, now: int, rules: MrrRules) -
 
 
 def subscription_mrr(subscription: Subscription, now: int, rules: MrrRules) -> Decimal:
-    """Monthly revenue of one subscription, in minor units of its currency.
+    """Monthly revenue of one subscription, in minor units of its currency: its
+    running MRR (below) if it counts toward MRR, else zero."""
+    return running_mrr(subscription, now, rules) if is_counted(subscription, rules) else ZERO
+
+
+# running_mrr keeps (rules, value) on each record it values (Subscription.mrr_memo):
+# one shared tuple per distinct value, as most subscriptions share a price.
+_MEMOS: dict[tuple[int, Decimal], tuple[MrrRules, Decimal]] = {}
+_MAX_MEMOS = 100_000  # then it starts afresh: the records keep the tuples they hold
+_TIMED = object()  # the memo of a record whose MRR depends on the moment
+
+
+def running_mrr(subscription: Subscription, now: int, rules: MrrRules) -> Decimal:
+    """What one subscription's items and discounts make a month, in minor units
+    of its currency, whatever its status (as if it were being paid for).
 
     Item discounts apply first, then subscription discounts to the items they
     cover; an amount_off of the subscription is normalised by its billing
-    interval (its first item's).
+    interval (its first item's). Records are immutable, so the value is kept on
+    the record for these rules, unless a repeating discount with an end makes
+    it depend on `now`.
     """
-    if not is_counted(subscription, rules) or not subscription.items:
+    memo = subscription.mrr_memo
+    if memo is not _TIMED and memo is not None and memo[0] is rules:
+        return memo[1]
+    value = _running_mrr(subscription, now, rules)
+    if memo is not _TIMED:
+        if _depends_on_time(subscription):
+            memo = _TIMED
+        else:
+            if len(_MEMOS) >= _MAX_MEMOS:
+                _MEMOS.clear()
+            memo = _MEMOS.setdefault((id(rules), value), (rules, value))
+        object.__setattr__(subscription, "mrr_memo", memo)  # frozen, but for its memo
+    return value
+
+
+def _depends_on_time(subscription: Subscription) -> bool:
+    """Whether a discount of it ends (discount_applies reads `now` for those only)."""
+    discounts = [*subscription.discounts, *(d for item in subscription.items for d in item.discounts)]
+    return any(d.coupon.duration == "repeating" and d.end is not None for d in discounts)
+
+
+def _running_mrr(subscription: Subscription, now: int, rules: MrrRules) -> Decimal:
+    if not subscription.items:
         return ZERO
     items = subscription.items
     amounts = [item_mrr(item, subscription.currency, now, rules) for item in items]
@@ -253,8 +293,8 @@ def customer_mrr(subscriptions: list[Subscription], at: int, fx_rates: dict[str,
     """
     result: dict[str, Decimal] = {}
     for subscription in subscriptions:
-        amount = money.to_reporting(subscription_mrr(subscription, at, rules),
-                                    subscription.currency, fx_rates)
+        minor = subscription_mrr(subscription, at, rules)
+        amount = minor and money.to_reporting(minor, subscription.currency, fx_rates)
         if amount:
             result[subscription.customer] = result.get(subscription.customer, ZERO) + amount
     return result

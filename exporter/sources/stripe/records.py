@@ -104,6 +104,10 @@ class Subscription:
     trial_start: int | None = None
     trial_end: int | None = None
     created: int = 0
+    # What mrr.running_mrr found for this record, kept on it: most records are
+    # valued at several moments in every poll, and most never change. Not a
+    # field of the record's state (not compared, not copied by replace).
+    mrr_memo: object = field(default=None, init=False, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
