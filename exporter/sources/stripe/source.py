@@ -211,6 +211,7 @@ class StripeSource(HttpSource):
         self._cohort: tuple[int, dict[str, Decimal]] | None = None  # (day, MRR a year before)
         self.cohort_lines = cohort.CohortLines()  # its invoices, read a day at a time
         self.history_pages: int | None = HISTORY_PAGES_PER_POLL  # None: all in one poll
+        self._asked_before = 0  # the client's request count when this poll began
         self._paid_trials: set[str] = set()  # trials known to have paid after they ended
         # Trials that had not paid when asked: asked again once the subscription changes
         # (paying a past-due invoice does: it becomes active) or at the next full sync.
