@@ -127,7 +127,7 @@ class EventLog:
         if self._backlog is None or max_pages == 0:
             return 0
         since = max(self._backlog.since, now - self.retention)  # no older than is kept
-        read = _Read(self._compactor, parse, self._ids)
+        read = _Read(self._compactor, parse, self._ids, names=False)
         stopped = read.listing(_list_events(list_all, since, self._backlog.after), max_pages, None)
         self._backlog = _Cursor.at(since, stopped)
         self._merge(read, now)
@@ -206,8 +206,9 @@ class _Cursor(NamedTuple):
 class _Read:
     """What one listing of events adds to a log; nothing is added before it ends."""
 
-    def __init__(self, compactor: Compactor, parse: Parse | None, held: Container[str]):
-        self._compactor, self._parse, self._held = compactor, parse, held
+    def __init__(self, compactor: Compactor, parse: Parse | None, held: Container[str],
+                 names: bool = True):
+        self._compactor, self._parse, self._held, self._names = compactor, parse, held, names
         self.changes: list[SubscriptionChange] = []
         self.discount_events: list[dict] = []
         self.ids: set[str] = set()
@@ -239,8 +240,9 @@ class _Read:
             return
         slimmed = slim(event, self._compactor)
         self.ids.add(event["id"])
-        self.named += [(event["id"], event["created"], subscription)
-                       for subscription in _named_subscription(slimmed)]
+        if self._names:  # what the events name, for the caller to pick from
+            self.named += [(event["id"], event["created"], subscription)
+                           for subscription in _named_subscription(slimmed)]
         if event["type"].startswith("customer.subscription."):
             self.changes.append(self._parse(slimmed) if self._parse else SubscriptionChange(
                 event["id"], event["type"], event["created"],

@@ -200,7 +200,8 @@ def running_mrr(subscription: Subscription, now: int, rules: MrrRules) -> Decima
 
 def _depends_on_time(subscription: Subscription) -> bool:
     """Whether a discount of it ends (discount_applies reads `now` for those only)."""
-    discounts = [*subscription.discounts, *(d for item in subscription.items for d in item.discounts)]
+    discounts = [*subscription.discounts,
+                 *(d for item in subscription.items for d in item.discounts)]
     return any(d.coupon.duration == "repeating" and d.end is not None for d in discounts)
 
 

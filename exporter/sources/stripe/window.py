@@ -46,7 +46,8 @@ class TrailingWindow(Generic[R]):
         start, reread = since, {}
         if self._listed_at is not None:
             start = max(since, self._listed_at - OVERLAP)
-            unsettled = [r for r in self._held if not self._settled(r) and since <= r.created < start]
+            unsettled = [r for r in self._held
+                         if not self._settled(r) and since <= r.created < start]
             if unsettled:
                 oldest = min(r.created for r in unsettled)
                 relisted = sum(1 for r in self._held if r.created >= oldest)
@@ -54,7 +55,8 @@ class TrailingWindow(Generic[R]):
                 if reread is None:
                     start, reread = oldest, {}
         fetched = self._fetch(client, start)  # an error here keeps what was held
-        self._held = [reread.get(r.id, r) for r in self._held if since <= r.created < start] + fetched
+        kept = [reread.get(r.id, r) for r in self._held if since <= r.created < start]
+        self._held = kept + fetched
         self._listed_at = now
         return list(self._held)
 
