@@ -547,6 +547,28 @@ def test_malformed_json_on_200_is_not_retried(mocked, sleep):
     assert client.stats.snapshot()["errors"]["malformed"] == 1
 
 
+@pytest.mark.parametrize("body", [
+    '{"amount": NaN}',  # Python's json reads it; no JSON API sends it
+    '{"data": [1, 2}',  # cut short
+    '"\\ud800"',  # a lone surrogate: not text
+])
+def test_json_that_is_not_rfc_8259_is_malformed(mocked, sleep, body):
+    mocked.get(f"{BASE}/v1/prices", body=body, content_type="application/json")
+    client = make_client(sleep)
+
+    with pytest.raises(UpstreamError) as info:
+        client.get_json("/v1/prices")
+
+    assert info.value.reason == "malformed" and len(mocked.calls) == 1
+
+
+def test_json_is_decoded_exactly(mocked, sleep):
+    body = '{"a": 1, "a": 2, "big": 9223372036854775807, "f": 0.1, "s": "caf\\u00e9", "n": null}'
+    mocked.get(f"{BASE}/v1/prices", body=body, content_type="application/json")
+    assert make_client(sleep).get_json("/v1/prices") == {
+        "a": 2, "big": 9223372036854775807, "f": 0.1, "s": "café", "n": None}
+
+
 # -- pagination ----------------------------------------------------------------------
 
 def test_paginate_follows_next_page_over_three_pages(mocked, sleep):
