@@ -613,3 +613,38 @@ def test_a_refund_pending_for_weeks_is_asked_by_id_not_relisted():
     assert refunds_amount(first.samples) - refunds_amount(steady.samples) == \
         pytest.approx(0.01, abs=1e-9)
     assert refunds_amount(steady.samples) == refunds_amount(fresh_state.samples)
+
+
+def test_history_read_over_polls_while_the_company_changes_equals_a_fresh_read():
+    """While the month of events and the year of invoices are read a few pages a
+    poll, the ticker signs up, upgrades and cancels: the new events come in at
+    the front of the log and the month at its back, and once it is all read
+    every number equals a fresh source's that read it at once."""
+    start = 1_800_000_000
+    clock = {"now": start}
+    store = generate_company(seed=3, customers=300, now=start)
+    rates = {kind: per_day * 10 for kind, per_day in DEFAULT_RATES.items()}
+    ticker = CompanyTicker(store, rng_seed=5, clock=lambda: clock["now"], rates=rates)
+
+    def series(samples):
+        return {(s.kpi, tuple(sorted(s.labels.items()))): s.value for s in samples}
+
+    with FakeStripe(store, api_key=KEY) as fake:
+        kept, source = _stripe_source(fake, clock)
+        source.history_pages = 4
+        polls = [kept.poller.poll_once(source)]
+        reread_while_reading = 0  # subscriptions re-read while the month was not all read
+        while not any(("window", "1y") in labels for _, labels in series(polls[-1].samples)):
+            assert len(polls) < 60
+            clock["now"] += 1200
+            ticker.tick()
+            reading = not source.events.complete
+            polls.append(kept.poller.poll_once(source))
+            reread_while_reading += len(source.held.reread) if reading else 0
+        fresh, fresh_source = _stripe_source(fake, clock)
+        full = fresh.poller.poll_once(fresh_source)
+        fresh.stop()
+        kept.stop()
+    assert len(polls) > 3 and all(state.up for state in polls) and full.up
+    assert reread_while_reading > 0
+    assert series(polls[-1].samples) == series(full.samples)
