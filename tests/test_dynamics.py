@@ -371,7 +371,7 @@ def test_paid_before_needs_money_and_a_day_past_the_trial():
 
     def record(customer, amount, *, discounts=(), trial_end=None, ended_at=None,
                status="active"):
-        item = SubscriptionItem("si", Price("p", "usd", "month", unit_amount=D(amount)), 1)
+        item = SubscriptionItem(Price("p", "usd", "month", unit_amount=D(amount)), 1)
         return Subscription(id=customer, customer=customer, status=status, currency="usd",
                             items=(item,), discounts=discounts, start_date=W - 100 * DAY,
                             trial_end=trial_end, ended_at=ended_at)

@@ -34,14 +34,14 @@ def price(amount="1000", interval="month", count=1, currency="usd", **kw) -> Pri
 
 def sub(*items, status="active", currency="usd", discounts=(), customer="cus_1",
         cancel_at_period_end=False, id="sub_1") -> Subscription:
-    built = tuple(i if isinstance(i, SubscriptionItem) else SubscriptionItem("si", i, 1)
+    built = tuple(i if isinstance(i, SubscriptionItem) else SubscriptionItem(i, 1)
                   for i in items)
     return Subscription(id=id, customer=customer, status=status, currency=currency, items=built,
                         discounts=tuple(discounts), cancel_at_period_end=cancel_at_period_end)
 
 
 def item(p: Price, quantity=1, discounts=()) -> SubscriptionItem:
-    return SubscriptionItem("si", p, quantity, tuple(discounts))
+    return SubscriptionItem(p, quantity, tuple(discounts))
 
 
 def percent(pct, duration="forever", end=None) -> Discount:
@@ -255,7 +255,7 @@ def test_the_value_kept_on_a_record_is_its_own_for_these_rules_only():
     # equal records, one valued and one not, are still equal (held.shared reuses them)
     assert once == sub(price("10000"), discounts=[percent(50, "once")])
     # replace makes a record of its own: its value is its own, not the one kept
-    bigger = dataclasses.replace(once, items=(SubscriptionItem("si", price("30000"), 1),))
+    bigger = dataclasses.replace(once, items=(SubscriptionItem(price("30000"), 1),))
     assert subscription_mrr(bigger, NOW, applied) == 15000
 
 

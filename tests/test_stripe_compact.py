@@ -48,6 +48,15 @@ def test_records_share_the_strings_that_repeat():
     assert first.currency is second.currency
 
 
+def test_a_record_holds_one_int_for_a_start_at_creation_and_no_item_id():
+    started = json.loads(json.dumps({**listed(), "created": NOW, "start_date": NOW}))
+    record = parse.parse_subscription(started, PRICES, {})
+    assert record.start_date is record.created == NOW  # decoded as two ints, kept as one
+    later = parse.parse_subscription({**started, "start_date": NOW + DAY}, PRICES, {})
+    assert (later.created, later.start_date) == (NOW, NOW + DAY)
+    assert not hasattr(record.items[0], "id")  # nothing valued reads it
+
+
 def test_a_renewal_is_todays_record_before_and_after():
     today = parse.parse_subscription(listed(), PRICES, COUPONS)
     held = {today.id: today}

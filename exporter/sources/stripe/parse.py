@@ -218,16 +218,19 @@ def parse_subscription(obj: dict, prices: dict[str, Price], coupons: dict[str, C
         except KeyError:
             raise MalformedObject(f"subscription {obj.get('id')}: price {price.id} has no "
                                   f"amount in {currency}") from None
+        _field(item, "id", str)  # an item must have one, though the record keeps none
         parsed_items.append(SubscriptionItem(
-            id=_field(item, "id", str),
             price=price,
             quantity=_field(item, "quantity", int, optional=True) or 0,
             discounts=_discounts(item, coupons, known_discounts),
         ))
     customer = _field(obj, "customer", (str, dict))
     customer = customer if isinstance(customer, str) else _field(customer, "id", str)
+    created = _field(obj, "created", int, optional=True) or 0
+    start_date = _field(obj, "start_date", int, optional=True) or _field(obj, "created", int)
     # Interned: a large account holds a record per subscription and per past state,
-    # and each decoded page names "active" and a customer's id afresh.
+    # and each decoded page names "active" and a customer's id afresh (and most
+    # subscriptions start when they are created: one int for both).
     return Subscription(
         id=_field(obj, "id", str),
         customer=sys.intern(customer),
@@ -237,11 +240,11 @@ def parse_subscription(obj: dict, prices: dict[str, Price], coupons: dict[str, C
         discounts=_discounts(obj, coupons, known_discounts),
         cancel_at_period_end=bool(obj.get("cancel_at_period_end")),
         cancel_at=_field(obj, "cancel_at", int, optional=True),
-        start_date=_field(obj, "start_date", int, optional=True) or _field(obj, "created", int),
+        start_date=created if start_date == created else start_date,
         ended_at=_field(obj, "ended_at", int, optional=True),
         trial_start=_field(obj, "trial_start", int, optional=True),
         trial_end=_field(obj, "trial_end", int, optional=True),
-        created=_field(obj, "created", int, optional=True) or 0,
+        created=created,
     )
 
 

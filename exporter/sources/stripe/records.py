@@ -83,7 +83,7 @@ class Discount:
 
 @dataclass(frozen=True, slots=True)
 class SubscriptionItem:
-    id: str
+    # No id: nothing valued reads it, and a large account holds one per item.
     price: Price
     quantity: int = 1
     discounts: tuple[Discount, ...] = ()
