@@ -650,3 +650,28 @@ def test_history_read_over_polls_while_the_company_changes_equals_a_fresh_read()
     assert len(polls) > 3 and all(state.up for state in polls) and full.up
     assert reread_while_reading > 0
     assert series(polls[-1].samples) == series(full.samples)
+
+
+def test_a_long_full_sync_says_how_many_subscriptions_it_has_listed(caplog):
+    """Every PROGRESS_EVERY seconds of a full sync the log says how many are listed;
+    from the second full sync on, with the last one's count as the estimate
+    (Stripe's lists have no count)."""
+    clock = {"now": NOW}
+    store = generate_company(seed=4, customers=300, now=NOW)
+    ticks = iter(range(0, 10**9, 61))  # a minute and a second a page
+    caplog.set_level("INFO")
+    with FakeStripe(store, api_key=KEY) as fake:
+        exporter, source = _stripe_source(fake, clock)
+        source.held = held.HeldSubscriptions(clock=lambda: next(ticks))
+        assert exporter.poller.poll_once(source).up
+        first = [r.getMessage() for r in caplog.records if "full sync: " in r.getMessage()]
+        caplog.clear()
+        clock["now"] += held.FULL_SYNC_INTERVAL
+        assert exporter.poller.poll_once(source).up
+        second = [r.getMessage() for r in caplog.records if "full sync: " in r.getMessage()]
+        exporter.stop()
+    total = len(source.held.data([]).subscriptions)
+    assert first[:2] == ["stripe: full sync: 100 subscriptions listed",
+                         "stripe: full sync: 200 subscriptions listed"]
+    assert second[0] == \
+        f"stripe: full sync: 100 subscriptions listed (the last full sync listed {total})"

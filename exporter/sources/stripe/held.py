@@ -24,9 +24,10 @@ memory at once, and a record equal to the one held before stays that one
 from __future__ import annotations
 
 import logging
-from typing import Iterable
+import time
+from typing import Callable, Iterable
 
-from exporter.http import HttpClient, UpstreamError
+from exporter.http import PROGRESS_EVERY, HttpClient, UpstreamError
 from exporter.sources.stripe import fetch, parse
 from exporter.sources.stripe.compact import Compactor
 from exporter.sources.stripe.events import RETENTION
@@ -38,8 +39,10 @@ FULL_SYNC_INTERVAL = 24 * 3600.0
 
 
 class HeldSubscriptions:
-    def __init__(self, full_sync_interval: float = FULL_SYNC_INTERVAL):
+    def __init__(self, full_sync_interval: float = FULL_SYNC_INTERVAL,
+                 clock: Callable[[], float] = time.monotonic):
         self.full_sync_interval = full_sync_interval
+        self._clock = clock  # for the progress of a long full sync
         self.prices: dict[str, Price] = {}
         self.coupons: dict[str, Coupon] = {}
         self._parsed: dict[str, Subscription] = {}
@@ -103,10 +106,16 @@ class HeldSubscriptions:
         prices, coupons, compactor = fetch.price_list(client), fetch.coupon_list(client), Compactor()
         parsed: dict[str, Subscription] = {}
         discounts: dict[str, tuple[dict, ...]] = {}
+        said = self._clock()
         for page in fetch.subscription_pages(client):
             for raw in fetch.completed(client, page, prices, coupons):
                 parsed[raw["id"]] = self.shared(parse.parse_subscription(raw, prices, coupons))
                 _keep_discounts(discounts, raw, compactor)
+            if self._clock() - said >= PROGRESS_EVERY:  # a first sync of 1M takes minutes
+                said = self._clock()
+                # Stripe lists have no count: the last sync's is the estimate there is.
+                last = f" (the last full sync listed {len(self._parsed)})" if self._parsed else ""
+                log.info("stripe: full sync: %d subscriptions listed%s", len(parsed), last)
         # Only once all of it was read: a failure keeps the state held before.
         self.lists_changed = bool(self._parsed) and (
             _changed(self.prices, prices) or _changed(self.coupons, coupons))
