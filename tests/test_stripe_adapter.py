@@ -345,6 +345,37 @@ def test_event_log_lists_a_long_month_over_polls():
     assert log.complete and [c.id for c in log.changes()] == [e["id"] for e in month]
 
 
+def test_a_read_back_that_fails_part_way_adds_nothing_and_goes_on_from_the_same_place():
+    from exporter.sources.stripe.events import EventLog
+
+    month = [so.event(f"e{i}", "customer.subscription.updated", {"id": f"s{i}"}, 10_000 - i)
+             for i in range(250)]
+    failing = {"on": False}
+    cursors = []
+
+    def list_all(path, params):
+        query = dict(params)
+        cursors.append(query.get("starting_after"))
+        ids = [event["id"] for event in month]
+        start = ids.index(query["starting_after"]) + 1 if "starting_after" in query else 0
+        for n, event in enumerate(month[start:]):
+            if failing["on"] and n == 120:
+                raise RuntimeError("HTTP 500 on page 2")
+            yield event
+
+    log = EventLog(retention=5000)
+    log.refresh(list_all, now=10_000, max_pages=1, named_since=10_000)
+    assert len(log.changes()) == 100 and not log.complete
+    failing["on"] = True
+    with pytest.raises(RuntimeError):
+        log.read_back(list_all, now=10_100, max_pages=None)
+    assert len(log.changes()) == 100 and not log.complete  # nothing half-added
+    failing["on"] = False
+    assert log.read_back(list_all, now=10_100, max_pages=None) == 2
+    assert cursors == [None, "e99", "e99"] and log.complete
+    assert [c.id for c in log.changes()] == [e["id"] for e in month]
+
+
 def test_event_log_fails_on_bad_events_and_survives_failed_fetches():
     from exporter.sources.stripe.events import EventLog
     from exporter.sources.stripe.parse import MalformedObject
