@@ -5,8 +5,9 @@ The cohort is the customers paying at the start of the UTC day a year ago
 invoices created from 366 days before that moment to a day after it
 (fetch.invoices_covering): a year of invoices, some 4.5 pages per 100
 subscriptions. That read is spread over polls, at most `max_pages` pages each
-(the cohort's series are absent until it is complete), so a large account's
-first poll is its subscriptions and events, not a year of invoices.
+(what is left of the poll's source.HISTORY_PAGES_PER_POLL once the month of
+events is read; the cohort's series are absent until it is complete), so a
+large account's first poll is its subscriptions, not a year of invoices.
 
 The moment then moves a day each day, so what is kept is each line that can
 cover it or a later moment (its period ends after it), with its invoice's

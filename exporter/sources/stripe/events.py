@@ -1,11 +1,16 @@
 """The last 30 days of subscription and discount events, fetched incrementally.
 
-The first poll lists every event Stripe still keeps (30 days); later polls ask
-only for events created since a little before the newest one already held
-(events can become listable a moment after their `created` time), and drop the
-ones they already have by id. A fetch that fails part-way adds nothing, so the
-next poll asks again. Events older than the retention are dropped, so memory
-stays bounded; a malformed event fails the poll.
+The first poll lists the events Stripe still keeps (30 days), newest first;
+later polls ask only for events created since a little before the newest one
+already held (events can become listable a moment after their `created`
+time), and drop the ones they already have by id. A large account's month of
+events is more pages than one poll should read (some 1.2 events per
+subscription: 12,000 pages at a million), so the month's listing may stop
+after some pages and go on from there at the next polls (read_back); until
+it is done the log is not `complete`, and the past is not rebuilt from it. A
+fetch that fails part-way adds nothing, so the next poll asks again. Events
+older than the retention are dropped, so memory stays bounded; a malformed
+event fails the poll.
 
 A subscription event is kept as a SubscriptionChange: its subscription after
 and before it, parsed once, in the poll that listed it, once that poll has
