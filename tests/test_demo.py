@@ -70,3 +70,28 @@ def test_the_scenario_help_describes_every_scenario():
     text = " ".join(output.split())
     for name in SCENARIOS:
         assert f"{name}:" in text, name
+
+
+@pytest.mark.parametrize("minutes_past_midnight", [1, 23 * 60 + 50])
+def test_the_engagement_drop_is_a_drop_at_any_time_of_day(tmp_path, minutes_past_midnight):
+    """The last week is quiet whatever the hour (UTC): a day only partly in it used
+    to stay at full activity, and just after midnight it filled the week."""
+    import sqlite3
+    from datetime import datetime, timezone
+
+    from exporter.simulator.product_company import ProductProfile, write_product
+
+    day = 86400
+    now = 1_796_083_200 + minutes_past_midnight * 60  # 1 Dec 2026, UTC
+    path = str(tmp_path / "product.db")
+    write_product(9, now, path, ProductProfile(engagement_drop=0.6))
+
+    def active(start, end):
+        text = [datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+                for t in (start, end)]
+        with sqlite3.connect(path) as db:
+            return db.execute("SELECT count(DISTINCT user_id) FROM events WHERE occurred_at > ? "
+                              "AND occurred_at <= ?", text).fetchone()[0]
+
+    last, before = active(now - 7 * day, now), active(now - 14 * day, now - 7 * day)
+    assert (last - before) / before < -0.3  # 60 % of the users stay: about -0.4

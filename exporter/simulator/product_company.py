@@ -71,7 +71,9 @@ def write_product(seed: int, now: float, path: str,
     rng = random.Random(seed)
     first = int(now) // DAY * DAY - profile.history_days * DAY
     days = range(first, int(now) + profile.future_days * DAY, DAY)
-    drop_from = int(now) - 7 * DAY
+    # From the start of the day a week ago: a day only partly in the last 7 days,
+    # left at full activity, would fill the week just after midnight (UTC).
+    drop_from = (int(now) - 7 * DAY) // DAY * DAY
     # Dates as SQLAlchemy writes DateTime to SQLite ("2026-12-01 09:30:00.000000"),
     # built from parts: the events are most of a demo's start-up time.
     clock = [f" {s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}.000000" for s in range(DAY)]
