@@ -89,14 +89,20 @@ def subscription_pages(client: HttpClient) -> Iterator[list[dict]]:
         yield page
 
 
+def retrieve(client: HttpClient, path: str, object_id: str,
+             params: list[tuple[str, str]] | None = None) -> dict:
+    """One object by id (GET path/id), checked to be that object."""
+    obj = client.get_json(f"{path}/{object_id}", params)
+    if not isinstance(obj, dict) or obj.get("id") != object_id:
+        raise parse.MalformedObject(f"stripe: {path}/{object_id} answered something other "
+                                    "than that object")
+    return obj
+
+
 def subscription(client: HttpClient, subscription_id: str) -> dict:
     """One subscription by id, expanded as the list expands it."""
-    obj = client.get_json(f"/v1/subscriptions/{subscription_id}",
-                          [("expand[]", path) for path in SUBSCRIPTION_EXPAND])
-    if not isinstance(obj, dict) or obj.get("id") != subscription_id:
-        raise parse.MalformedObject(f"stripe: /v1/subscriptions/{subscription_id} answered "
-                                    "something other than that subscription")
-    return obj
+    return retrieve(client, "/v1/subscriptions", subscription_id,
+                    [("expand[]", path) for path in SUBSCRIPTION_EXPAND])
 
 
 def completed(client: HttpClient, raw_subscriptions: list[dict], prices: dict[str, Price],
@@ -190,11 +196,7 @@ def _created_since(path: str, parse_one: Callable[[dict], Any]) -> Callable[...,
 
 def _by_id(path: str, parse_one: Callable[[dict], Any]) -> Callable[[HttpClient, str], Any]:
     def fetch(client: HttpClient, object_id: str) -> Any:
-        obj = client.get_json(f"{path}/{object_id}")
-        if not isinstance(obj, dict) or obj.get("id") != object_id:
-            raise parse.MalformedObject(f"stripe: {path}/{object_id} answered something "
-                                        "other than that object")
-        return parse_one(obj)
+        return parse_one(retrieve(client, path, object_id))
     fetch.__doc__ = f"One object of {path} by id, parsed."
     return fetch
 
