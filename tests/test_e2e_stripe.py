@@ -451,10 +451,14 @@ def test_two_stripe_accounts_each_under_its_own_name():
         assert scraped[("kpi_source_requests_total", frozenset({"source": source}.items()))] > 0
 
 
+def is_cohort_page(path: str, query: dict) -> bool:
+    """A page of the 1y cohort's invoices (not a trial's paid-invoice check)."""
+    return path == "/v1/invoices" and "subscription" not in query
+
+
 def cohort_requests(requests_made) -> list[dict]:
-    """The queries of the 1y cohort's invoice pages (not a trial's paid-invoice check)."""
-    return [query for _, path, query in requests_made
-            if path == "/v1/invoices" and "subscription" not in query]
+    """The queries of the 1y cohort's invoice pages."""
+    return [query for _, path, query in requests_made if is_cohort_page(path, query)]
 
 
 def test_the_year_old_cohort_reads_only_a_new_day_of_invoices_each_day():
@@ -508,7 +512,7 @@ def history_pages_read(requests_made) -> list[int]:
     read on from a cursor, and the 1y cohort's invoices."""
     return [i for i, (_, path, query) in enumerate(requests_made)
             if (path == "/v1/events" and "starting_after" in query)
-            or (path == "/v1/invoices" and "subscription" not in query)]
+            or is_cohort_page(path, query)]
 
 
 # What needs the month of events: the 30-day bridge and the last day's churn.

@@ -300,6 +300,25 @@ def test_event_log_drops_events_past_retention():
     assert [c.id for c in log.changes()] == ["e3", "e2"]  # e1 (120) fell out of 150..1150
 
 
+class ListedEvents:
+    """/v1/events as Stripe lists them: newest first, from created[gte], after the
+    starting_after cursor (recorded); it fails at the `fail_at`-th event listed."""
+
+    def __init__(self, events: list[dict]):
+        self.events, self.cursors, self.fail_at = events, [], None
+
+    def __call__(self, path, params):
+        query = dict(params)
+        self.cursors.append(query.get("starting_after"))
+        ids = [event["id"] for event in self.events]
+        start = ids.index(query["starting_after"]) + 1 if "starting_after" in query else 0
+        listed = [e for e in self.events[start:] if e["created"] >= int(query["created[gte]"])]
+        for n, event in enumerate(listed):
+            if n == self.fail_at:
+                raise RuntimeError("HTTP 500 on page 2")
+            yield event
+
+
 def test_event_log_lists_a_long_month_over_polls():
     """refresh(max_pages) stops after that many pages once its events are older than
     named_since; read_back goes on from the last one, a page budget at a time, and
@@ -309,14 +328,7 @@ def test_event_log_lists_a_long_month_over_polls():
     # newest first, one a second; a page is 100 (fetch.PAGE_SIZE)
     month = [so.event(f"e{i}", "customer.subscription.updated", {"id": f"s{i}"}, 10_000 - i)
              for i in range(450)]
-    cursors = []
-
-    def list_all(path, params):
-        query = dict(params)
-        cursors.append(query.get("starting_after"))
-        ids = [event["id"] for event in month]
-        start = ids.index(query["starting_after"]) + 1 if "starting_after" in query else 0
-        return iter([e for e in month[start:] if e["created"] >= int(query["created[gte]"])])
+    list_all = ListedEvents(month)
 
     log = EventLog(retention=5000)
     assert not log.complete  # never listed
@@ -333,7 +345,7 @@ def test_event_log_lists_a_long_month_over_polls():
     assert log.read_back(list_all, now=10_200, max_pages=None) == 1  # e400..e449: the end
     assert log.complete
     assert log.read_back(list_all, now=10_200, max_pages=None) == 0  # nothing more to read
-    assert cursors == [None, None, "e299", "e399"]
+    assert list_all.cursors == [None, None, "e299", "e399"]
     assert [c.id for c in log.changes()] == [e["id"] for e in month]
     # a relist (prices changed at a full sync) stops only past the newest held
     # before (10,100, less the 300 s overlap), naming what was not held
@@ -350,29 +362,18 @@ def test_a_read_back_that_fails_part_way_adds_nothing_and_goes_on_from_the_same_
 
     month = [so.event(f"e{i}", "customer.subscription.updated", {"id": f"s{i}"}, 10_000 - i)
              for i in range(250)]
-    failing = {"on": False}
-    cursors = []
-
-    def list_all(path, params):
-        query = dict(params)
-        cursors.append(query.get("starting_after"))
-        ids = [event["id"] for event in month]
-        start = ids.index(query["starting_after"]) + 1 if "starting_after" in query else 0
-        for n, event in enumerate(month[start:]):
-            if failing["on"] and n == 120:
-                raise RuntimeError("HTTP 500 on page 2")
-            yield event
+    list_all = ListedEvents(month)
 
     log = EventLog(retention=5000)
     log.refresh(list_all, now=10_000, max_pages=1, named_since=10_000)
     assert len(log.changes()) == 100 and not log.complete
-    failing["on"] = True
+    list_all.fail_at = 120
     with pytest.raises(RuntimeError):
         log.read_back(list_all, now=10_100, max_pages=None)
     assert len(log.changes()) == 100 and not log.complete  # nothing half-added
-    failing["on"] = False
+    list_all.fail_at = None
     assert log.read_back(list_all, now=10_100, max_pages=None) == 2
-    assert cursors == [None, "e99", "e99"] and log.complete
+    assert list_all.cursors == [None, "e99", "e99"] and log.complete
     assert [c.id for c in log.changes()] == [e["id"] for e in month]
 
 
