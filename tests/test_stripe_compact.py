@@ -6,6 +6,8 @@ history.settled)."""
 import copy
 import json
 
+import pytest
+
 import stripe_objects as so
 from exporter.sources.stripe import history, parse
 from exporter.sources.stripe.compact import Compactor
@@ -107,3 +109,50 @@ def test_an_event_whose_price_is_not_listed_stays_pending():
     assert change.pending is event
     listed_now = {**PRICES, "p_new": parse.parse_price(other)}
     assert history.settled(event, listed_now, COUPONS, {}).pending is None
+
+
+def test_subscriptions_of_the_same_price_and_quantity_share_their_items():
+    shared = parse.SharedItems()
+    multi = so.price("p_multi", 1000)
+    multi["currency_options"] = {"eur": {"unit_amount": 900, "unit_amount_decimal": "900",
+                                         "tax_behavior": "exclusive", "tiers": None}}
+    prices = {**PRICES, "p_multi": parse.parse_price(multi)}
+
+    def parsed(sub_id, items, currency="usd"):
+        raw = so.subscription(sub_id, "cus_" + sub_id, items, currency=currency)
+        record = parse.parse_subscription(raw, prices, COUPONS, shared=shared)
+        assert record == parse.parse_subscription(raw, prices, COUPONS)  # the same record
+        return record
+
+    two_seats = [parsed(sub_id, [so.item("si_" + sub_id, SEAT, 2)]) for sub_id in ("a", "b")]
+    assert two_seats[0].items is two_seats[1].items
+    three = parsed("c", [so.item("si_c", SEAT, 3)])
+    assert three.items[0] is not two_seats[0].items[0] and three.items[0].quantity == 3
+    # a multi-currency price billed in euros: one item and one euro copy of the price
+    first, second = (parsed(sub_id, [so.item("si_" + sub_id, multi)], "eur") for sub_id in "de")
+    assert first.items is second.items and first.items[0].price.unit_amount == 900
+    # two items: one tuple, of the items a single-item subscription has too
+    both = [parsed(sub_id, [so.item("i1" + sub_id, SEAT, 2), so.item("i2" + sub_id, multi)])
+            for sub_id in "fg"]
+    assert both[0].items is both[1].items and both[0].items[0] is two_seats[0].items[0]
+    # an item with a discount of its own is its own
+    discounted = [parsed(sub_id, [so.item("si_" + sub_id, SEAT, 2, [so.discount(
+        "di_" + sub_id, "TENTH")])]) for sub_id in "hi"]
+    assert discounted[0].items is not discounted[1].items
+    assert discounted[0].items[0].discounts[0].coupon.percent_off == 10
+
+
+def test_a_new_price_list_makes_new_items():
+    shared = parse.SharedItems()
+    raw = so.subscription("sub_a", "cus_a", [so.item("si_a", SEAT, 2)])
+    before = parse.parse_subscription(raw, PRICES, {}, shared=shared)
+    relisted = {"p_seat": parse.parse_price(so.price("p_seat", 2500))}  # the same id, changed
+    after = parse.parse_subscription(raw, relisted, {}, shared=shared)
+    assert after.items[0].price is relisted["p_seat"] and after.items[0].price.unit_amount == 2500
+    assert before.items[0].price.unit_amount == 2000  # what was made before is not touched
+
+
+def test_a_shared_price_with_no_amount_in_the_currency_is_malformed():
+    raw = so.subscription("sub_a", "cus_a", [so.item("si_a", SEAT)], currency="eur")
+    with pytest.raises(parse.MalformedObject, match="price p_seat has no amount in eur"):
+        parse.parse_subscription(raw, PRICES, {}, shared=parse.SharedItems())

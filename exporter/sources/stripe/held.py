@@ -51,6 +51,7 @@ class HeldSubscriptions:
         self._discounts: dict[str, tuple[dict, ...]] = {}
         self._pending: set[str] = set()  # named by events, not re-read yet
         self._compactor = Compactor()  # for the discount objects kept
+        self.items = parse.SharedItems()  # made with these prices, for every record of them
         self.synced_at: int | None = None  # the last full sync
         self.updated_at: int | None = None  # the last successful update
         self.last_update = ""  # "full sync (why)" or "N re-read": for the log and tests
@@ -104,12 +105,14 @@ class HeldSubscriptions:
         """List every subscription a page at a time: each page is completed, parsed
         and dropped, so the JSON of only one page is held at once."""
         prices, coupons, compactor = fetch.price_list(client), fetch.coupon_list(client), Compactor()
+        items = parse.SharedItems()
         parsed: dict[str, Subscription] = {}
         discounts: dict[str, tuple[dict, ...]] = {}
         said = self._clock()
         for page in fetch.subscription_pages(client):
             for raw in fetch.completed(client, page, prices, coupons):
-                parsed[raw["id"]] = self.shared(parse.parse_subscription(raw, prices, coupons))
+                parsed[raw["id"]] = self.shared(parse.parse_subscription(raw, prices, coupons,
+                                                                         shared=items))
                 _keep_discounts(discounts, raw, compactor)
             if self._clock() - said >= PROGRESS_EVERY:  # a first sync of 1M takes minutes
                 said = self._clock()
@@ -119,7 +122,7 @@ class HeldSubscriptions:
         # Only once all of it was read: a failure keeps the state held before.
         self.lists_changed = bool(self._parsed) and (
             _changed(self.prices, prices) or _changed(self.coupons, coupons))
-        self.prices, self.coupons, self._compactor = prices, coupons, compactor
+        self.prices, self.coupons, self._compactor, self.items = prices, coupons, compactor, items
         self._parsed, self._discounts = parsed, discounts
 
     def _reread(self, client: HttpClient) -> None:
@@ -128,8 +131,8 @@ class HeldSubscriptions:
         for sub_id in sorted(self._pending):
             raw = fetch.completed(client, [fetch.subscription(client, sub_id)],
                                   self.prices, self.coupons)[0]
-            self._parsed[sub_id] = self.shared(parse.parse_subscription(raw, self.prices,
-                                                                       self.coupons))
+            self._parsed[sub_id] = self.shared(parse.parse_subscription(
+                raw, self.prices, self.coupons, shared=self.items))
             self._discounts.pop(sub_id, None)
             _keep_discounts(self._discounts, raw, self._compactor)
             self._pending.discard(sub_id)

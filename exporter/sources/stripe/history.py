@@ -58,14 +58,16 @@ DELETED = "customer.subscription.deleted"
 
 def settled(event: dict, prices: dict[str, Price], coupons: dict[str, Coupon],
             known_discounts: dict[str, dict],
-            shared: Callable[[Subscription], Subscription] = lambda sub: sub) -> SubscriptionChange:
+            shared: Callable[[Subscription], Subscription] = lambda sub: sub,
+            items: parse.SharedItems | None = None) -> SubscriptionChange:
     """A slimmed subscription event (events.slim), parsed once: the subscription
     after it, and before it where the event says (an update, or previous_attributes).
 
     `shared` returns an equal record already held in place of a new one (most
-    events are renewals: their subscription is today's). While the event names
-    a price, coupon or discount not known yet, it stays `pending` (parsed again
-    at the next poll, when more may be known)."""
+    events are renewals: their subscription is today's), and `items` the items
+    already made (parse.SharedItems). While the event names a price, coupon or
+    discount not known yet, it stays `pending` (parsed again at the next poll,
+    when more may be known)."""
     obj, previous = event["data"]["object"], event["data"].get("previous_attributes")
     puts_back = event["type"] == UPDATED or "previous_attributes" in event["data"]
     # The object before it, when the event puts anything back (a renewal's is empty).
@@ -73,7 +75,7 @@ def settled(event: dict, prices: dict[str, Price], coupons: dict[str, Coupon],
 
     def parse_one(raw: dict) -> Subscription:
         return shared(parse.parse_subscription(raw, prices, coupons,
-                                               known_discounts=known_discounts))
+                                               known_discounts=known_discounts, shared=items))
 
     after = parse_one(obj)
     before = None

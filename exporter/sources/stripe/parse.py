@@ -200,30 +200,68 @@ def _discounts(obj: dict, coupons: dict[str, Coupon],
     return tuple(d for d in parsed if d is not None)
 
 
+class SharedItems:
+    """One SubscriptionItem per listed price, currency and quantity (without
+    discounts of its own), and one tuple per list of them. A large account's
+    subscriptions bill a few hundred such items between them, and each record
+    would otherwise hold its own (and its own copy of a multi-currency price).
+
+    An item is shared only while its price is the listed one it was made from
+    (`is`): a full sync's new price list makes new items, never a stale one."""
+
+    def __init__(self) -> None:
+        self._items: dict[tuple[str, str, int], tuple[Price, SubscriptionItem]] = {}
+        # Keyed by the ids of shared items, which this table keeps alive.
+        self._tuples: dict[tuple[int, ...], tuple[SubscriptionItem, ...]] = {}
+
+    def item(self, listed: Price, currency: str, quantity: int) -> SubscriptionItem:
+        """Raises KeyError when the price has no amount in `currency`."""
+        key = (listed.id, currency, quantity)
+        held = self._items.get(key)
+        if held is None or held[0] is not listed:
+            held = self._items[key] = (listed, SubscriptionItem(listed.in_currency(currency),
+                                                                quantity))
+        return held[1]
+
+    def items(self, items: list[SubscriptionItem]) -> tuple[SubscriptionItem, ...]:
+        """The shared tuple of these items, which `item` made."""
+        key = tuple(map(id, items))
+        held = self._tuples.get(key)
+        if held is None:
+            held = self._tuples[key] = tuple(items)
+        return held
+
+
 def parse_subscription(obj: dict, prices: dict[str, Price], coupons: dict[str, Coupon],
                        items: list[dict] | None = None,
-                       known_discounts: dict[str, dict] | None = None) -> Subscription:
+                       known_discounts: dict[str, dict] | None = None,
+                       shared: SharedItems | None = None) -> Subscription:
     """`prices` supplies tiers (the embedded price has none); `items` replaces
     the embedded item list when it was paged separately; `known_discounts`
-    resolves discount ids (see parse_discount)."""
+    resolves discount ids (see parse_discount); `shared` gives items already
+    made for an equal one (SharedItems)."""
     if items is None:
         items = _field(_field(obj, "items", dict), "data", list)
     currency = _currency(obj)
     parsed_items = []
+    all_shared = shared is not None
     for item in items:
         embedded = _field(item, "price", dict)
-        price = prices.get(embedded.get("id")) or parse_price(embedded)
+        listed = prices.get(embedded.get("id"))
+        price = listed or parse_price(embedded)
+        _field(item, "id", str)  # an item must have one, though the record keeps none
+        quantity = _field(item, "quantity", int, optional=True) or 0
+        discounts = _discounts(item, coupons, known_discounts)
         try:
-            price = price.in_currency(currency)
+            if shared is not None and listed is not None and not discounts:
+                parsed_items.append(shared.item(listed, currency, quantity))
+                continue
+            all_shared = False
+            parsed_items.append(SubscriptionItem(price=price.in_currency(currency),
+                                                 quantity=quantity, discounts=discounts))
         except KeyError:
             raise MalformedObject(f"subscription {obj.get('id')}: price {price.id} has no "
                                   f"amount in {currency}") from None
-        _field(item, "id", str)  # an item must have one, though the record keeps none
-        parsed_items.append(SubscriptionItem(
-            price=price,
-            quantity=_field(item, "quantity", int, optional=True) or 0,
-            discounts=_discounts(item, coupons, known_discounts),
-        ))
     customer = _field(obj, "customer", (str, dict))
     customer = customer if isinstance(customer, str) else _field(customer, "id", str)
     created = _field(obj, "created", int, optional=True) or 0
@@ -236,7 +274,7 @@ def parse_subscription(obj: dict, prices: dict[str, Price], coupons: dict[str, C
         customer=sys.intern(customer),
         status=sys.intern(_field(obj, "status", str)),
         currency=currency,
-        items=tuple(parsed_items),
+        items=shared.items(parsed_items) if shared is not None and all_shared else tuple(parsed_items),
         discounts=_discounts(obj, coupons, known_discounts),
         cancel_at_period_end=bool(obj.get("cancel_at_period_end")),
         cancel_at=_field(obj, "cancel_at", int, optional=True),

@@ -270,7 +270,8 @@ class StripeSource(HttpSource):
     def _parser(self) -> Callable[[dict], SubscriptionChange]:
         """Parses a subscription event with what is known now (history.settled)."""
         return partial(history.settled, prices=self.held.prices, coupons=self.held.coupons,
-                       known_discounts=self.known_discounts, shared=self.held.shared)
+                       known_discounts=self.known_discounts, shared=self.held.shared,
+                       items=self.held.items)
 
     def backfill(self, steps: list[int]) -> Iterator[tuple[int, list[Sample]]]:
         """The revenue KPIs at each past step; the last step is a poll. See backfill.py.
