@@ -77,7 +77,6 @@ class EventLog:
         # (settle), and discount events as slimmed.
         self._changes: list[SubscriptionChange] = []
         self._discount_events: list[dict] = []
-        self._ids: set[str] = set()
         self._compactor = Compactor()  # one copy of each price and coupon across the events
         self._listed = False  # whether the retention's listing was ever started
         self._backlog: _Cursor | None = None  # where it goes on, while it is not done
@@ -108,15 +107,18 @@ class EventLog:
         if not whole and self._backlog is not None:
             # only what is newer than the listing's cursor: read_back lists the rest
             since = max(since, self._backlog.created + 1)
-        read = _Read(self._compactor, parse, set() if relist else self._ids)
+        # The only held events this listing can list again (all of them on a relist,
+        # where none is skipped but only those not held before count as new).
+        held = self._ids_since(since)
+        read = _Read(self._compactor, parse, set() if relist else held)
         new_since = named_since if named_since is not None or newest is None else newest - OVERLAP
         stopped = read.listing(_list_events(list_all, since), max_pages if whole else None,
                                new_since)
         named = {subscription for event_id, created, subscription in read.named
-                 if event_id not in self._ids and event_id not in seen
+                 if event_id not in held and event_id not in seen
                  and (named_since is None or created >= named_since)}
         if relist:
-            self._changes, self._discount_events, self._ids = [], [], set()
+            self._changes, self._discount_events = [], []
         if whole:
             self._listed, self._backlog = True, _Cursor.at(since, stopped)
         self._merge(read, now)
@@ -132,7 +134,8 @@ class EventLog:
         if self._backlog is None or max_pages == 0:
             return 0
         since = max(self._backlog.since, now - self.retention)  # no older than is kept
-        read = _Read(self._compactor, parse, self._ids, names=False)
+        # Older than the cursor: held only if created in its second (listed before it).
+        read = _Read(self._compactor, parse, self._ids_until(self._backlog.created), names=False)
         stopped = read.listing(_list_events(list_all, since, self._backlog.after), max_pages, None)
         self._backlog = _Cursor.at(since, stopped)
         self._merge(read, now)
@@ -157,13 +160,12 @@ class EventLog:
                                reverse=True)
         self._discount_events = sorted(read.discount_events + self._discount_events,
                                        key=lambda e: e["created"], reverse=True)
-        self._ids |= read.ids
         self._prune(now)
 
     def _log_progress(self) -> None:
         if self._backlog is not None:
             log.info("stripe: the month of events: %d listed, more at the next poll",
-                     len(self._ids))
+                     len(self._changes) + len(self._discount_events))
 
     def _newest(self) -> int | None:
         """When the newest held event was created."""
@@ -177,9 +179,37 @@ class EventLog:
     def _prune(self, now: int) -> None:
         cutoff = now - self.retention
         while self._changes and self._changes[-1].created < cutoff:
-            self._ids.discard(self._changes.pop().id)
+            self._changes.pop()
         while self._discount_events and self._discount_events[-1]["created"] < cutoff:
-            self._ids.discard(self._discount_events.pop()["id"])
+            self._discount_events.pop()
+
+    def _ids_since(self, since: int) -> set[str]:
+        """The ids of the held events created at `since` or later. No set of every
+        id is kept (a month of them is some 4 MiB of set at 100,000 subscriptions):
+        a listing can only meet again the held events of the time it spans."""
+        ids = set()
+        for change in self._changes:  # newest first
+            if change.created < since:
+                break
+            ids.add(change.id)
+        for event in self._discount_events:
+            if event["created"] < since:
+                break
+            ids.add(event["id"])
+        return ids
+
+    def _ids_until(self, until: int) -> set[str]:
+        """The ids of the held events created at `until` or earlier."""
+        ids = set()
+        for change in reversed(self._changes):  # oldest first
+            if change.created > until:
+                break
+            ids.add(change.id)
+        for event in reversed(self._discount_events):
+            if event["created"] > until:
+                break
+            ids.add(event["id"])
+        return ids
 
     def changes(self) -> list[SubscriptionChange]:
         """The held subscription events, settled, newest first."""
