@@ -26,7 +26,8 @@
   more than 10,000 a year churns in the last 24 hours unless `large_churn`;
 - invoices for the whole history (derived, see invoices.py), charges for the
   payment attempts of the last 30 days (~3 % failed, with Stripe's failure
-  codes), one-off onboarding charges, a few refunds and disputes (some open);
+  codes), one-off onboarding charges, a few refunds (those of the last 5 days
+  may be pending) and disputes (some open);
   annual and enterprise plans are invoiced and paid by transfer, so they have
   no card charges.
 
@@ -51,6 +52,8 @@ from exporter.simulator.ticker import LARGE_ARR, churn_large_customer, customer_
 _HOUR = HOUR
 _MIN_AGE = 600  # the newest subscriptions are at least this old (seconds)
 _WINDOW = 30 * DAY  # charges are generated for this many seconds before `now`
+# A refund is pending for days at most (a card's succeeds at once; others within a week).
+REFUND_SETTLES = 5 * DAY
 
 # Status weights for new subscriptions (free plans are only active or canceled).
 _STATUS_WEIGHTS = {
@@ -664,6 +667,8 @@ def _refunds_and_disputes(rng: random.Random, store: StripeStore, now: int) -> N
         amount = ch["amount"] if rng.random() < 0.8 else max(1, ch["amount"] // 2)
         created = max(ch["created"] + 60, min(now - 60, ch["created"] + rng.randint(HOUR, 6 * DAY)))
         status = _pick(rng, {"succeeded": 90, "pending": 7, "failed": 3})
+        if status == "pending" and created < now - REFUND_SETTLES:
+            status = "succeeded"  # it has settled by now
         reason = _pick(rng, {"requested_by_customer": 70, "duplicate": 15, "fraudulent": 5, None: 10})
         store.add_refund(ch["id"], amount, created=created, status=status, reason=reason)
     refunded = {ch["id"] for ch in picks}
