@@ -332,3 +332,24 @@ def test_zero_decimal_currency_is_not_divided():
     kpis = revenue_kpis([s], [], now=NOW, fx_rates=FX)
     assert kpis.mrr_by_currency == {"jpy": D(5000)}
     assert kpis.mrr == D("33.5")  # 5000 x 0.0067
+
+
+def test_customer_mrr_sums_each_customers_subscriptions_in_the_reporting_currency():
+    from exporter.sources.stripe.mrr import customer_mrr
+
+    fx = {"usd": D(1), "eur": D("1.1")}
+    subscriptions = [
+        sub(price("2000"), customer="cus_a", id="s1"),
+        sub(price("2000"), customer="cus_b", id="s2"),
+        sub(price("2000"), customer="cus_b", id="s3"),
+        sub(price("1000", currency="eur"), currency="eur", customer="cus_b", id="s4"),
+        sub(price("2000"), customer="cus_c", id="s5", status="trialing"),  # not counted
+        sub(price("500", currency="jpy"), currency="jpy", customer="cus_d", id="s6"),  # no rate
+        sub(price("0"), customer="cus_e", id="s7"),  # a free plan pays nothing
+    ]
+    result = customer_mrr(subscriptions, NOW, fx)
+    # cus_b: 20.00 + 20.00 + 10.00 EUR x 1.1 = 51.00
+    assert result == {"cus_a": D("20.00"), "cus_b": D("51.00")}
+    # an amount billed by many is converted once, and held by each one-subscription customer
+    again = customer_mrr(subscriptions[:2], NOW, fx)
+    assert again["cus_a"] is again["cus_b"]
