@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import sys
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any, Iterator
 
 from exporter.sources.base import UpstreamDataError
@@ -344,11 +345,12 @@ def parse_invoice_lines(invoice: dict, lines: list[dict] | None = None) -> list[
         price = (pricing.get("price_details") or {}).get("price")
         discounted = sum((Decimal(_field(d, "amount", int)) for d in line.get("discount_amounts") or []),
                          Decimal(0))
+        amount = _minor_amount(_field(line, "amount", int))
         price_id = price if isinstance(price, str) else (price or {}).get("id")
         result.append(InvoiceLine(  # interned: a year of lines names the same ones again
             customer=sys.intern(customer),
             currency=_currency(line),
-            amount=Decimal(_field(line, "amount", int)) - discounted,
+            amount=amount - discounted if discounted else amount,
             period_start=_field(period, "start", int),
             period_end=_field(period, "end", int),
             price_id=_interned(price_id),
@@ -357,6 +359,13 @@ def parse_invoice_lines(invoice: dict, lines: list[dict] | None = None) -> list[
             subscription_item=_interned(details.get("subscription_item")),
         ))
     return result
+
+
+@lru_cache(maxsize=4096)
+def _minor_amount(value: int) -> Decimal:
+    """An amount as a Decimal, one object per value (Decimal is immutable): the
+    year of invoice lines the 1y cohort keeps bills the same few hundred amounts."""
+    return Decimal(value)
 
 
 def _interned(value: Any) -> Any:
