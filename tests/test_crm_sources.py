@@ -170,6 +170,74 @@ def test_salesforce_polls_between_full_reads_equal_a_full_read_of_a_changing_com
         "sales_deals_won", "sales_deals_lost", "sales_pipeline_amount", "sales_open_deals"}
 
 
+def test_salesforce_lead_polls_between_full_reads_equal_a_full_read_of_a_changing_company():
+    """Between two polls six hours apart leads arrive, qualify, convert and get
+    their first touch, an older lead reaches SQL, and the window moves on past the
+    oldest; the second poll asks only what changed (SystemModstamp, CreatedDate)
+    and its funnel equals a fresh source's full read of the same moment."""
+    from exporter.simulator.crm_company import CrmLead, midnight
+
+    start = int(time.time())
+    company = generate_crm(seed=7, now=start, profile=PROFILE)
+    clock = {"now": start}
+    window = export.LEAD_LOOKBACK
+
+    def salesforce_for(fake):
+        return SalesforceSource(
+            SalesforceConfig(login_url=fake.url, client_id=fake.client_id,
+                             client_secret=Secret(fake.client_secret)), FX,
+            clock=lambda: clock["now"])
+
+    with FakeSalesforce(company) as fake:
+        kept = salesforce_for(fake)
+        first = kept.poll()
+        at = clock["now"] = start + 6 * 3600
+        recent = [lead for lead in company.leads if lead.created > at - window + 86400]
+        qualifies, to_sql = [lead for lead in recent if lead.mql is None][:2]
+        converts = next(lead for lead in recent if lead.sql is not None
+                        and lead.opportunity is None)
+        touched = next(lead for lead in recent if lead.first_touch is None
+                       and lead not in (qualifies, to_sql))
+        older = next(lead for lead in company.leads if lead.created < start - window - 86400
+                     and lead.mql is not None and lead.mql < start - window and lead.sql is None)
+        leaving = [lead for lead in company.leads if start - window < lead.created <= at - window]
+        assert leaving  # the window moves past some
+        qualifies.mql = at - 600
+        to_sql.mql, to_sql.sql = at - 900, at - 300
+        converts.opportunity = midnight(at)
+        # A Task (or an Event), committed late (the fake makes none after its company's
+        # now): the lead itself is not changed.
+        touched.first_touch = start - 100
+        older.sql = at - 400
+        new = CrmLead(id=max(lead.id for lead in company.leads) + 1,
+                      email="new@prospect.example", created=at - 1200, modified=at - 1200,
+                      mql=at - 1000, first_touch=start - 50)
+        company.leads.append(new)
+        for lead in (qualifies, to_sql, converts):
+            lead.modified = at - 60
+        # The older lead's change shows only in its history here (its SystemModstamp is
+        # left as it was), so it is asked by id, as a full read asks it.
+        fake.reload()
+        fake.reset_log()
+        incremental = kept.poll()
+        asked = [q["q"][0] for _, path, q in fake.requests if path.endswith("/query")]
+        fresh = salesforce_for(fake)
+        full = fresh.poll()
+        kept.close()
+        fresh.close()
+    assert comparable(incremental) == comparable(full)
+    lead_queries = [q for q in asked if " FROM Lead" in q or " FROM Task" in q
+                    or " FROM Event" in q]
+    assert len(lead_queries) == 5 and not any("GROUP BY" in q for q in lead_queries)
+    assert sum("SystemModstamp > " in q for q in lead_queries) == 1
+    assert sum(" Id IN " in q for q in lead_queries) == 1  # the older lead
+    before, after = comparable(first), comparable(incremental)
+    changed_series = {metric for metric, _ in before.keys() | after.keys()
+                      if before.get((metric, _)) != after.get((metric, _))}
+    assert {"sales_mql_to_sql_conversion", "sales_sql_to_opportunity_conversion"} <= \
+        changed_series
+
+
 def test_both_crms_backfill_the_closed_deals_and_the_funnel_of_past_days():
     """At each past step, the closed deals and the lead funnel from either CRM equal
     the company's own records as they stood then (built here, independently); the

@@ -4,6 +4,7 @@ API quota, currencies, stages, lead status history and first touches, and secret
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
@@ -150,8 +151,12 @@ LEAD_D = rec("Lead", Id=D, CreatedDate=dt(NOW - 40 * DAY), Status="Sales Qualifi
              IsConverted=False, ConvertedDate=None)
 
 
+HISTORY_ROWS = itertools.count(1)
+
+
 def change(lead: str, old: str, new: str, at: int) -> dict:
-    return rec("LeadHistory", LeadId=lead, OldValue=old, NewValue=new, CreatedDate=dt(at))
+    return rec("LeadHistory", Id=sfid("017", next(HISTORY_ROWS)), LeadId=lead, OldValue=old,
+               NewValue=new, CreatedDate=dt(at))
 
 
 HISTORY = [
@@ -185,6 +190,10 @@ def answer_soql(queries: list[str], answers: dict[str, object]):
         kind = soql.split(" FROM ")[1].split()[0]
         if kind == "Lead" and " Id IN " in soql:
             kind = "Lead by id"
+        elif kind == "Lead" and "SystemModstamp" in soql:
+            kind = "Lead modified"
+        elif kind in ("Task", "Event") and "GROUP BY" not in soql:
+            kind += " since"
         answer = answers[kind]
         if isinstance(answer, list) and answer and isinstance(answer[0], tuple):
             status, body = answer.pop(0) if len(answer) > 1 else answer[0]
@@ -197,6 +206,7 @@ def answer_soql(queries: list[str], answers: dict[str, object]):
 def mock_org(rsps, queries: list[str], **overrides):
     answers = {"OpportunityStage": STAGES, "Opportunity": OPPORTUNITIES, "Lead": LEADS_SINCE,
                "Lead by id": [LEAD_D], "LeadHistory": HISTORY, "Task": TASKS, "Event": EVENTS,
+               "Lead modified": [], "Task since": [], "Event since": [],
                "Organization": [rec("Organization", DefaultCurrencyIsoCode="USD")]}
     answers.update(overrides)
     rsps.post(TOKEN_URL, json=token_answer())
@@ -304,7 +314,7 @@ def test_a_poll_reads_deals_and_leads_into_hand_checked_records():
         "WHERE IsClosed = false OR CloseDate > 2026-10-17",
         "SELECT Id, CreatedDate, Status, IsConverted, ConvertedDate FROM Lead "
         "WHERE CreatedDate > 2026-12-16T08:00:00Z OR ConvertedDate > 2026-12-16",
-        "SELECT LeadId, OldValue, NewValue, CreatedDate FROM LeadHistory "
+        "SELECT Id, LeadId, OldValue, NewValue, CreatedDate FROM LeadHistory "
         "WHERE Field = 'Status' AND CreatedDate > 2026-12-16T08:00:00Z",
     ]
     # Only D reached a stage in the window without being read yet; only A, B, C are new.

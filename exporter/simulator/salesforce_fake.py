@@ -26,7 +26,8 @@ It serves a `CrmCompany` (exporter/simulator/crm_company.py) as an org's records
 - `Lead`: one per lead, created "Open - Not Contacted"; Status "Marketing
   Qualified" from its MQL time, "Sales Qualified" from its SQL time, "Closed -
   Converted" once converted (IsConverted, ConvertedDate = the conversion day,
-  ConvertedOpportunityId: an id of an opportunity this fake does not serve).
+  ConvertedOpportunityId: an id of an opportunity this fake does not serve),
+  LastModifiedDate and SystemModstamp (both the lead's last change).
 - `LeadHistory`: a "created" row per lead and a Field 'Status' row (OldValue,
   NewValue) for each of those changes (a conversion row at the later of the
   conversion day and the SQL time).
@@ -214,6 +215,7 @@ def _schema(multi_currency: bool) -> dict[str, SObject]:
             _f("Id", "id", nillable=False), _f("Email", "email"), _f("Company", "string"),
             _f("Status", "picklist", nillable=False), _f("CreatedDate", "datetime", nillable=False),
             _f("LastModifiedDate", "datetime", nillable=False),
+            _f("SystemModstamp", "datetime", nillable=False),
             _f("IsConverted", "boolean", nillable=False), _f("ConvertedDate", "date"),
             _f("ConvertedOpportunityId", "reference", reference_to="Opportunity"))),
         SObject("LeadHistory", "017", (
@@ -294,6 +296,7 @@ def _lead_row(lead: CrmLead) -> dict:
         if lead.sql is not None else STATUS_MQL if lead.mql is not None else STATUS_OPEN
     return {"Id": record_id("00Q", lead.id), "Email": lead.email, "Company": f"Prospect {lead.id}",
             "Status": status, "CreatedDate": lead.created, "LastModifiedDate": lead.modified,
+            "SystemModstamp": lead.modified,
             "IsConverted": lead.opportunity is not None, "ConvertedDate": lead.opportunity,
             "ConvertedOpportunityId": None if lead.opportunity is None
             else record_id("006", 1_000_000 + lead.id)}

@@ -5,13 +5,15 @@
 - Opportunity fields: `sobjects/Opportunity/describe` says once whether the
   org has CurrencyIsoCode (multi-currency) and LastStageChangeDate.
 - Deals: `Opportunity`, open or closed after a date; or changed after a moment.
-- Leads: created after a moment or converted after a date, and by id.
+- Leads: created after a moment or converted after a date, changed after a
+  moment (SystemModstamp), and by id.
 - Status changes: `LeadHistory` rows of Field 'Status' after a moment (OldValue
   and NewValue cannot be filtered in SOQL, so the statuses are matched here;
   the org must track the history of Lead Status).
 - First touches: the earliest Task and the earliest Event of each lead, by
   aggregate SOQL. Aggregate queries have no further batches (at most 2,000
-  groups), so lead ids go 200 to a query.
+  groups), so lead ids go 200 to a query; or every Task and Event created
+  after a moment.
 
 Datetimes come as "2026-11-01T09:30:00.000+0000", dates as "2026-11-01"
 (read as midnight UTC); SOQL takes them unquoted: 2026-11-01T09:30:00Z, 2026-11-01.
@@ -103,6 +105,13 @@ def leads_since(api: SalesforceApi, since: int) -> Iterator[dict]:
                                   f"OR ConvertedDate > {soql_date(since)}"), LEAD_FIELDS)
 
 
+def leads_modified(api: SalesforceApi, since: int) -> Iterator[dict]:
+    """Leads changed after `since` (SystemModstamp: created, or changed by a user or
+    by the system)."""
+    yield from selected(api.query(f"SELECT {', '.join(LEAD_FIELDS)} FROM Lead "
+                                  f"WHERE SystemModstamp > {soql_datetime(since)}"), LEAD_FIELDS)
+
+
 def leads_by_id(api: SalesforceApi, ids: list[str]) -> Iterator[dict]:
     for chunk in _chunks(ids):
         yield from selected(api.query(f"SELECT {', '.join(LEAD_FIELDS)} FROM Lead "
@@ -122,13 +131,16 @@ def selected(records: Iterator[dict], fields: Any) -> Iterator[dict]:
         yield record
 
 
-def status_changes(api: SalesforceApi, since: int) -> Iterator[tuple[str, Any, Any, int]]:
-    """(lead id, old status, new status, when) of every Status change after `since`."""
-    soql = ("SELECT LeadId, OldValue, NewValue, CreatedDate FROM LeadHistory "
+def status_changes(api: SalesforceApi, since: int
+                   ) -> Iterator[tuple[str, tuple[str, Any, Any, int]]]:
+    """(history row id, (lead id, old status, new status, when)) of every Status
+    change after `since`."""
+    fields = ("Id", "LeadId", "OldValue", "NewValue", "CreatedDate")
+    soql = (f"SELECT {', '.join(fields)} FROM LeadHistory "
             f"WHERE Field = 'Status' AND CreatedDate > {soql_datetime(since)}")
-    for record in selected(api.query(soql), ("LeadId", "OldValue", "NewValue", "CreatedDate")):
-        yield (text(record, "LeadId"), record["OldValue"], record["NewValue"],
-               required(record, "CreatedDate", timestamp))
+    for record in selected(api.query(soql), fields):
+        yield text(record, "Id"), (text(record, "LeadId"), record["OldValue"],
+                                   record["NewValue"], required(record, "CreatedDate", timestamp))
 
 
 def first_touches(api: SalesforceApi, lead_ids: list[str]) -> dict[str, int]:
@@ -143,6 +155,16 @@ def first_touches(api: SalesforceApi, lead_ids: list[str]) -> dict[str, int]:
                 if at is not None and (who not in first or at < first[who]):
                     first[who] = at
     return first
+
+
+def activities_since(api: SalesforceApi, since: int) -> Iterator[tuple[str, int]]:
+    """(WhoId, CreatedDate) of every Task and Event created after `since` on a lead
+    or contact (batched, not grouped: the groups of an aggregate stop at 2,000)."""
+    for activity in ("Task", "Event"):
+        soql = (f"SELECT WhoId, CreatedDate FROM {activity} "
+                f"WHERE WhoId != null AND CreatedDate > {soql_datetime(since)}")
+        for record in selected(api.query(soql), ("WhoId", "CreatedDate")):
+            yield text(record, "WhoId"), required(record, "CreatedDate", timestamp)
 
 
 def _chunks(ids: list[str]) -> Iterator[list[str]]:

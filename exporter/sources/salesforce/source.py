@@ -18,11 +18,13 @@ A poll reads, with SOQL (fetch.py), through one OAuth token kept between polls (
   converted with fx_rates; without a rate the amount is left out and the deal
   counted in `unconverted`.
 - Leads: those created, that reached MQL or SQL, or were converted in the last
-  30 days. MQL / SQL = the earliest Status change in the window to a status
-  mapped to that stage (`lead_statuses`); a lead created in the window whose
-  first status is mapped reached that stage when it was created. Opportunity =
-  ConvertedDate (midnight UTC). First touch = the earliest Task or Event on a
-  lead created in the window.
+  30 days (leads.py). MQL / SQL = the earliest Status change in the window to a
+  status mapped to that stage (`lead_statuses`); a lead created in the window
+  whose first status is mapped reached that stage when it was created.
+  Opportunity = ConvertedDate (midnight UTC). First touch = the earliest Task or
+  Event on a lead created in the window. Read whole with the deals' full reads;
+  the polls in between read the leads, Status changes, Tasks and Events changed
+  or created since the last poll (less 5 minutes) and keep the rest.
 """
 
 from __future__ import annotations
@@ -42,8 +44,8 @@ from exporter.secrets import Secret
 from exporter.sources.base import HttpSource, http_client, Registration, Sample, UpstreamDataError
 from exporter.sources.crm import export
 from exporter.sources.crm.export import CrmData, CrmOptions
-from exporter.sources.crm.pipeline import Deal, Lead, Stage, lead_moved_since
-from exporter.sources.salesforce import fetch
+from exporter.sources.crm.pipeline import Deal, Stage
+from exporter.sources.salesforce import fetch, leads
 from exporter.sources.salesforce.api import NAME, ApiUsage, SalesforceApi
 
 log = logging.getLogger(__name__)
@@ -69,8 +71,8 @@ class SalesforceConfig:
     lead_statuses: dict[str, tuple[str, ...]] = field(
         default_factory=lambda: dict(DEFAULT_LEAD_STATUSES))
     max_stages: int = 40
-    # Polls in between read only the opportunities changed since the last one; a
-    # full read also drops the deleted ones.
+    # Polls in between read only the opportunities and leads changed since the last
+    # one; a full read also drops the deleted ones.
     full_sync_interval: float = 86400.0
     rate_limit: float = 5.0  # requests per second
     timeout: float = 30.0
@@ -168,8 +170,10 @@ class SalesforceSource(HttpSource):
                                  source_config.client_secret, source_config.api_version)
         self._deal_fields: list[str] | None = None  # learned once from the describe
         self._org_currency: str | None = None
-        # The opportunities of the last poll by Id, when it read them, and the last full read.
+        # The opportunities of the last poll by Id, its lead funnel's records, when it
+        # read them, and the last full read.
         self._opportunities: dict[str, dict] = {}
+        self._funnel: leads.FunnelRecords | None = None
         self._read_at: int | None = None
         self._full_at: int | None = None
 
@@ -187,24 +191,37 @@ class SalesforceSource(HttpSource):
         records = {fetch.text(r, "Id"): r for r in fetch.opportunities(
             self.api, fields, first - export.CLOSED_LOOKBACK)}
         deals = [self._deal(record, stages) for record in records.values()]
-        data = CrmData(deals, self._leads(now, since=first - export.LEAD_LOOKBACK))
+        funnel = leads.read_all(self.api, first - export.LEAD_LOOKBACK, self.config.lead_statuses)
+        data = CrmData(deals, leads.funnel(funnel, self.config.lead_statuses))
         for at in steps[:-1]:
             yield at, export.samples_at(NAME, data, at, self.options)
-        # The poll of the last step starts from that read: the opportunities changed since.
-        self._opportunities, self._read_at, self._full_at = records, now, now
+        # The poll of the last step starts from that read: what changed since.
+        self._opportunities, self._funnel, self._read_at, self._full_at = \
+            records, funnel, now, now
         yield now, export.samples(NAME, self.read(now), now, self.options)
 
     def read(self, now: int) -> CrmData:
         """This poll's deals and leads (see the module doc)."""
-        deals, unconverted = self._deals(now)
-        return CrmData(deals, self._leads(now), unconverted)
+        full = self._full_at is None or now - self._full_at >= self.config.full_sync_interval
+        fields, stages = self._opportunity_fields(), fetch.stages(self.api)
+        records = self._opportunity_records(fields, now, full)
+        deals, unconverted = self._deals(records, stages)
+        statuses, since = self.config.lead_statuses, now - export.LEAD_LOOKBACK
+        if full or self._funnel is None or self._read_at is None:
+            funnel = leads.read_all(self.api, since, statuses)
+        else:
+            funnel = leads.read_changes(self.api, self._funnel, since,
+                                        self._read_at - OVERLAP, statuses)
+        # Kept only once all of it read well: a failure asks the same again next time.
+        self._opportunities, self._funnel, self._read_at = records, funnel, now
+        if full:
+            self._full_at = now
+        return CrmData(deals, leads.funnel(funnel, statuses), unconverted)
 
     # -- deals ----------------------------------------------------------------
 
-    def _deals(self, now: int) -> tuple[list[Deal], dict[str, int]]:
-        fields = self._opportunity_fields()
-        stages = fetch.stages(self.api)
-        records, full = self._opportunity_records(fields, now)
+    def _deals(self, records: dict[str, dict], stages: dict[str, dict]
+               ) -> tuple[list[Deal], dict[str, int]]:
         deals: list[Deal] = []
         unconverted: dict[str, int] = {}
         for record in records.values():
@@ -213,21 +230,16 @@ class SalesforceSource(HttpSource):
                 currency = self._currency(record)
                 unconverted[currency] = unconverted.get(currency, 0) + 1
             deals.append(deal)
-        # Kept only once every record read well.
-        self._opportunities, self._read_at = records, now
-        if full:
-            self._full_at = now
         return deals, unconverted
 
-    def _opportunity_records(self, fields: list[str], now: int) -> tuple[dict[str, dict], bool]:
+    def _opportunity_records(self, fields: list[str], now: int, full: bool) -> dict[str, dict]:
         """{Id: record} of the open opportunities and those closed after the lookback:
         read whole on the first poll and every full_sync_interval, otherwise the last
         poll's, updated with what changed since (less OVERLAP, for late commits)."""
         closed_after = now - export.CLOSED_LOOKBACK
-        full = self._full_at is None or now - self._full_at >= self.config.full_sync_interval
-        if full:
+        if full or self._read_at is None:
             read = fetch.opportunities(self.api, fields, closed_after)
-            return {fetch.text(r, "Id"): r for r in read}, True
+            return {fetch.text(r, "Id"): r for r in read}
         records = dict(self._opportunities)
         for record in fetch.opportunities_modified(self.api, fields, self._read_at - OVERLAP):
             records[fetch.text(record, "Id")] = record
@@ -235,7 +247,7 @@ class SalesforceSource(HttpSource):
         cutoff = fetch.timestamp(fetch.soql_date(closed_after))
         return {record_id: r for record_id, r in records.items()
                 if not fetch.boolean(r, "IsClosed")
-                or fetch.required(r, "CloseDate", fetch.timestamp) > cutoff}, False
+                or fetch.required(r, "CloseDate", fetch.timestamp) > cutoff}
 
     def _deal(self, record: dict, stages: dict[str, dict]) -> Deal:
         deal_id = fetch.text(record, "Id")
@@ -304,49 +316,6 @@ class SalesforceSource(HttpSource):
                 fields.append(self.config.pipeline_field)
             self._deal_fields = fields
         return self._deal_fields
-
-    # -- leads ----------------------------------------------------------------
-
-    def _leads(self, now: int, since: int | None = None) -> list[Lead]:
-        since = now - export.LEAD_LOOKBACK if since is None else since
-        statuses = self.config.lead_statuses
-        records = {fetch.text(r, "Id"): r for r in fetch.leads_since(self.api, since)}
-        reached: dict[str, dict[str, int]] = {}  # lead -> {stage: earliest change to it}
-        first_change: dict[str, tuple[int, Any]] = {}  # lead -> (when, the status before)
-        for lead_id, old, new, at in fetch.status_changes(self.api, since):
-            if lead_id not in first_change or at < first_change[lead_id][0]:
-                first_change[lead_id] = (at, old)
-            for stage, values in statuses.items():
-                if new in values:
-                    times = reached.setdefault(lead_id, {})
-                    times[stage] = min(at, times.get(stage, at))
-        # Leads created earlier that reached a stage in the window.
-        missing = sorted(set(reached) - set(records))
-        records.update({fetch.text(r, "Id"): r for r in fetch.leads_by_id(self.api, missing)})
-
-        created = {lead_id: fetch.required(r, "CreatedDate", fetch.timestamp)
-                   for lead_id, r in records.items()}
-        new_leads = [lead_id for lead_id, at in created.items() if at > since]
-        touches = fetch.first_touches(self.api, new_leads)
-        leads = []
-        for lead_id, record in records.items():
-            times = dict(reached.get(lead_id, {}))
-            if created[lead_id] > since:
-                # The status it was created with: before its first change, or its current one.
-                initial = first_change[lead_id][1] if lead_id in first_change \
-                    else record.get("Status")
-                for stage, values in statuses.items():
-                    if initial in values:
-                        times[stage] = created[lead_id]
-            converted = fetch.required(record, "ConvertedDate", fetch.timestamp) \
-                if fetch.boolean(record, "IsConverted") else None
-            lead = Lead(id=lead_id, created=created[lead_id], mql=times.get("mql"),
-                        sql=times.get("sql"), opportunity=converted,
-                        first_touch=touches.get(lead_id) if created[lead_id] > since else None)
-            if lead_moved_since(lead, since):
-                leads.append(lead)
-        return leads
-
 
 
 def create(source_config: SalesforceConfig, config: Any) -> SalesforceSource:
