@@ -35,7 +35,7 @@ SECRETS = "kpi-exporter-secrets"  # the exporter's: API keys and tokens, as file
 ALERTMANAGER_SECRETS = "kpi-exporter-alertmanager"  # the receivers' keys and webhooks
 IMAGE = "kpi-exporter:0.1.0"
 # Sized from bench/: the demo (seven sources, 500 customers) runs at ~110 MiB RSS
-# in the soak; a Stripe account of ~100,000 subscriptions peaks at ~790 MiB.
+# in the soak; a Stripe account of ~100,000 subscriptions peaks at ~215 MiB.
 RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
 
 
