@@ -156,3 +156,15 @@ def test_a_shared_price_with_no_amount_in_the_currency_is_malformed():
     raw = so.subscription("sub_a", "cus_a", [so.item("si_a", SEAT)], currency="eur")
     with pytest.raises(parse.MalformedObject, match="price p_seat has no amount in eur"):
         parse.parse_subscription(raw, PRICES, {}, shared=parse.SharedItems())
+
+
+def test_discounts_of_one_coupon_share_their_source():
+    compactor = Compactor()
+    first, second = (compactor.discount(json.loads(json.dumps(so.discount(d, TENTH))))
+                     for d in ("di_1", "di_2"))
+    assert first["source"] is second["source"] and first["object"] is second["object"]
+    assert first["source"]["coupon"]["id"] == "TENTH" and first["id"] != second["id"]
+    other = compactor.discount(so.discount("di_3", so.coupon("HALF", percent_off=50)))
+    assert other["source"] is not first["source"]
+    assert parse.parse_discount(first, COUPONS) == parse.parse_discount(
+        so.discount("di_1", TENTH), COUPONS)

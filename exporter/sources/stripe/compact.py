@@ -12,6 +12,7 @@ history.put_back builds new dicts, so sharing is safe.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 SUBSCRIPTION_KEYS = frozenset({
@@ -39,6 +40,9 @@ class Compactor:
 
     def __init__(self) -> None:
         self._shared: dict[str, dict[str, dict]] = {"price": {}, "coupon": {}}
+        # A discount's source ({"coupon": <shared coupon>, "type": "coupon"}), one per
+        # coupon: by the coupon's id(), which the kept source keeps from being reused.
+        self._sources: dict[tuple[Any, int], dict] = {}
 
     def subscription(self, obj: dict) -> dict:
         """The parts of a subscription (or of its previous_attributes) the KPIs read."""
@@ -66,12 +70,18 @@ class Compactor:
         if not isinstance(obj, dict):
             return obj
         compact = _only(obj, DISCOUNT_KEYS)
+        if isinstance(compact.get("object"), str):
+            compact["object"] = sys.intern(compact["object"])
         if isinstance(compact.get("coupon"), dict):
             compact["coupon"] = self._share("coupon", _only(compact["coupon"], COUPON_KEYS))
         source = compact.get("source")
         if isinstance(source, dict) and isinstance(source.get("coupon"), dict):
-            compact["source"] = {**source, "coupon": self._share(
+            source = {**source, "coupon": self._share(
                 "coupon", _only(source["coupon"], COUPON_KEYS))}
+            if source.keys() == {"coupon", "type"} and isinstance(source["type"], str):
+                source = self._sources.setdefault((source["type"], id(source["coupon"])),
+                                                  source)
+            compact["source"] = source
         return compact
 
     @staticmethod
