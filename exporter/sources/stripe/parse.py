@@ -275,7 +275,7 @@ def parse_subscription(obj: dict, prices: dict[str, Price], coupons: dict[str, C
         customer=sys.intern(customer),
         status=sys.intern(_field(obj, "status", str)),
         currency=currency,
-        items=shared.items(parsed_items) if shared is not None and all_shared else tuple(parsed_items),
+        items=shared.items(parsed_items) if shared and all_shared else tuple(parsed_items),
         discounts=_discounts(obj, coupons, known_discounts),
         cancel_at_period_end=bool(obj.get("cancel_at_period_end")),
         cancel_at=_field(obj, "cancel_at", int, optional=True),
