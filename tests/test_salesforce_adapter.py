@@ -139,16 +139,17 @@ EXPECTED_DEALS = [
 A, B, C, D, E = (sfid("00Q", n) for n in range(1, 6))
 LEADS_SINCE = [  # created in the 30 days, or converted on a later date
     rec("Lead", Id=A, CreatedDate=dt(NOW - 5 * DAY), Status="Marketing Qualified",
-        IsConverted=False, ConvertedDate=None),
+        IsConverted=False, ConvertedDate=None, ConvertedContactId=None),
     rec("Lead", Id=B, CreatedDate=dt(NOW - 8 * DAY), Status="Sales Qualified",
-        IsConverted=False, ConvertedDate=None),
+        IsConverted=False, ConvertedDate=None, ConvertedContactId=None),
     rec("Lead", Id=C, CreatedDate=dt(NOW - 10 * DAY), Status="Marketing Qualified",
-        IsConverted=False, ConvertedDate=None),  # created an MQL: no history
+        IsConverted=False, ConvertedDate=None,
+        ConvertedContactId=None),  # created an MQL: no history
     rec("Lead", Id=E, CreatedDate=dt(NOW - 50 * DAY), Status="Closed - Converted",
-        IsConverted=True, ConvertedDate=day(NOW - 3 * DAY)),
+        IsConverted=True, ConvertedDate=day(NOW - 3 * DAY), ConvertedContactId=sfid("003", 5)),
 ]
 LEAD_D = rec("Lead", Id=D, CreatedDate=dt(NOW - 40 * DAY), Status="Sales Qualified",
-             IsConverted=False, ConvertedDate=None)
+             IsConverted=False, ConvertedDate=None, ConvertedContactId=None)
 
 
 HISTORY_ROWS = itertools.count(1)
@@ -193,7 +194,7 @@ def answer_soql(queries: list[str], answers: dict[str, object]):
         elif kind == "Lead" and "SystemModstamp" in soql:
             kind = "Lead modified"
         elif kind in ("Task", "Event") and "GROUP BY" not in soql:
-            kind += " since"
+            kind += " on" if " WhoId IN " in soql else " since"
         answer = answers[kind]
         if isinstance(answer, list) and answer and isinstance(answer[0], tuple):
             status, body = answer.pop(0) if len(answer) > 1 else answer[0]
@@ -206,7 +207,8 @@ def answer_soql(queries: list[str], answers: dict[str, object]):
 def mock_org(rsps, queries: list[str], **overrides):
     answers = {"OpportunityStage": STAGES, "Opportunity": OPPORTUNITIES, "Lead": LEADS_SINCE,
                "Lead by id": [LEAD_D], "LeadHistory": HISTORY, "Task": TASKS, "Event": EVENTS,
-               "Lead modified": [], "Task since": [], "Event since": [],
+               "Lead modified": [], "Task since": [], "Event since": [], "Task on": [],
+               "Event on": [],
                "Organization": [rec("Organization", DefaultCurrencyIsoCode="USD")]}
     answers.update(overrides)
     rsps.post(TOKEN_URL, json=token_answer())
@@ -312,13 +314,14 @@ def test_a_poll_reads_deals_and_leads_into_hand_checked_records():
         "SELECT Id, StageName, Amount, Probability, CloseDate, CreatedDate, IsClosed, IsWon, "
         "CurrencyIsoCode, LastStageChangeDate, RecordType.Name FROM Opportunity "
         "WHERE IsClosed = false OR CloseDate > 2026-10-17",
-        "SELECT Id, CreatedDate, Status, IsConverted, ConvertedDate FROM Lead "
+        "SELECT Id, CreatedDate, Status, IsConverted, ConvertedDate, ConvertedContactId FROM Lead "
         "WHERE CreatedDate > 2026-12-16T08:00:00Z OR ConvertedDate > 2026-12-16",
         "SELECT Id, LeadId, OldValue, NewValue, CreatedDate FROM LeadHistory "
         "WHERE Field = 'Status' AND CreatedDate > 2026-12-16T08:00:00Z",
     ]
     # Only D reached a stage in the window without being read yet; only A, B, C are new.
-    assert queries[4] == ("SELECT Id, CreatedDate, Status, IsConverted, ConvertedDate FROM Lead "
+    assert queries[4] == ("SELECT Id, CreatedDate, Status, IsConverted, ConvertedDate, "
+                          "ConvertedContactId FROM Lead "
                           f"WHERE Id IN ('{D}')")
     ids = f"('{A}','{B}','{C}')"
     assert queries[5:] == [
@@ -516,7 +519,8 @@ def test_a_next_batch_anywhere_else_is_refused(link):
 def test_first_touches_go_200_leads_to_a_query():
     queries: list[str] = []
     many = [rec("Lead", Id=sfid("00Q", 100 + n), CreatedDate=dt(NOW - DAY),
-                Status="Open - Not Contacted", IsConverted=False, ConvertedDate=None)
+                Status="Open - Not Contacted", IsConverted=False, ConvertedDate=None,
+                ConvertedContactId=None)
             for n in range(450)]
     mock_org(responses, queries, Lead=many, LeadHistory=[], Task=[], Event=[])
     leads = source().read(NOW).leads
@@ -524,6 +528,26 @@ def test_first_touches_go_200_leads_to_a_query():
     touches = [q for q in queries if "firstTouch" in q]
     assert [q.count("'00Q") for q in touches] == [200, 200, 200, 200, 50, 50]
     assert [q.split(" FROM ")[1].split()[0] for q in touches] == ["Task", "Event"] * 3
+
+
+@responses.activate
+def test_a_converted_leads_first_touch_is_on_its_contact_from_its_creation():
+    """Converting a lead moves its activities to the contact it became; a contact
+    that existed before may have older ones, which are not the lead's touch."""
+    queries: list[str] = []
+    contact = sfid("003", 7)
+    converted = rec("Lead", Id=sfid("00Q", 7), CreatedDate=dt(NOW - 6 * DAY),
+                    Status="Closed - Converted", IsConverted=True, ConvertedDate=day(NOW - DAY),
+                    ConvertedContactId=contact)
+    mock_org(responses, queries, Lead=[converted], LeadHistory=[], Task=[], Event=[],
+             **{"Task on": [rec("Task", WhoId=contact, CreatedDate=dt(NOW - 9 * DAY)),  # older
+                            rec("Task", WhoId=contact, CreatedDate=dt(NOW - 5 * DAY))],
+                "Event on": [rec("Event", WhoId=contact, CreatedDate=dt(NOW - 6 * DAY + HOUR))]})
+    [lead] = source().read(NOW).leads
+    assert lead.first_touch == NOW - 6 * DAY + HOUR and lead.opportunity == midnight(NOW - DAY)
+    on_contact = [q for q in queries if f"WhoId IN ('{contact}')" in q]
+    assert [q.split(" FROM ")[1].split()[0] for q in on_contact] == ["Task", "Event"]
+    assert all("CreatedDate > 2026-12-16T08:00:00Z" in q for q in on_contact)
 
 
 @responses.activate

@@ -26,12 +26,14 @@ It serves a `CrmCompany` (exporter/simulator/crm_company.py) as an org's records
 - `Lead`: one per lead, created "Open - Not Contacted"; Status "Marketing
   Qualified" from its MQL time, "Sales Qualified" from its SQL time, "Closed -
   Converted" once converted (IsConverted, ConvertedDate = the conversion day,
-  ConvertedOpportunityId: an id of an opportunity this fake does not serve),
+  ConvertedOpportunityId: an id of an opportunity this fake does not serve,
+  ConvertedContactId: a contact's, which this fake does not serve either),
   LastModifiedDate and SystemModstamp (both the lead's last change).
 - `LeadHistory`: a "created" row per lead and a Field 'Status' row (OldValue,
   NewValue) for each of those changes (a conversion row at the later of the
   conversion day and the SQL time).
-- `Task` and `Event` (WhoId = the lead): the first touch is a Task; every fifth
+- `Task` and `Event` (WhoId = the lead, or once it is converted the contact it
+  became, as Salesforce moves them): the first touch is a Task; every fifth
   touched lead's first touch is an Event, followed by a Task two days later;
   every third lead gets a follow-up Task a day after the first touch (later
   activities only when they are not in the future).
@@ -217,7 +219,8 @@ def _schema(multi_currency: bool) -> dict[str, SObject]:
             _f("LastModifiedDate", "datetime", nillable=False),
             _f("SystemModstamp", "datetime", nillable=False),
             _f("IsConverted", "boolean", nillable=False), _f("ConvertedDate", "date"),
-            _f("ConvertedOpportunityId", "reference", reference_to="Opportunity"))),
+            _f("ConvertedOpportunityId", "reference", reference_to="Opportunity"),
+            _f("ConvertedContactId", "reference", reference_to="Contact"))),
         SObject("LeadHistory", "017", (
             _f("Id", "id", nillable=False), _f("LeadId", "reference", reference_to="Lead"),
             _f("Field", "picklist", nillable=False), _f("DataType", "picklist"),
@@ -298,6 +301,7 @@ def _lead_row(lead: CrmLead) -> dict:
             "Status": status, "CreatedDate": lead.created, "LastModifiedDate": lead.modified,
             "SystemModstamp": lead.modified,
             "IsConverted": lead.opportunity is not None, "ConvertedDate": lead.opportunity,
+            "ConvertedContactId": None if lead.opportunity is None else _contact_id(lead),
             "ConvertedOpportunityId": None if lead.opportunity is None
             else record_id("006", 1_000_000 + lead.id)}
 
@@ -317,10 +321,15 @@ def _history_rows(lead: CrmLead, first: int) -> list[dict]:
             for n, (name, kind, old, new, at) in enumerate(changes, 1)]
 
 
+def _contact_id(lead: CrmLead) -> str:
+    return record_id("003", lead.id)
+
+
 def _activities(lead: CrmLead, now: int, tasks: list[dict], events: list[dict]) -> None:
     if lead.first_touch is None:
         return
-    who = record_id("00Q", lead.id)
+    # Converting a lead moves its activities to the contact it became.
+    who = record_id("00Q", lead.id) if lead.opportunity is None else _contact_id(lead)
 
     def task(at: int, subject: str) -> None:
         if at <= now:

@@ -5,15 +5,16 @@
 - Opportunity fields: `sobjects/Opportunity/describe` says once whether the
   org has CurrencyIsoCode (multi-currency) and LastStageChangeDate.
 - Deals: `Opportunity`, open or closed after a date; or changed after a moment.
-- Leads: created after a moment or converted after a date, changed after a
-  moment (SystemModstamp), and by id.
+- Leads (with the contact a converted one became): created after a moment or
+  converted after a date, changed after a moment (SystemModstamp), and by id.
 - Status changes: `LeadHistory` rows of Field 'Status' after a moment (OldValue
   and NewValue cannot be filtered in SOQL, so the statuses are matched here;
   the org must track the history of Lead Status).
 - First touches: the earliest Task and the earliest Event of each lead, by
   aggregate SOQL. Aggregate queries have no further batches (at most 2,000
-  groups), so lead ids go 200 to a query; or every Task and Event created
-  after a moment.
+  groups), so lead ids go 200 to a query; the activities of given leads or
+  contacts (a converted lead's moved to its contact) after a moment; or every
+  Task and Event created after a moment.
 
 Datetimes come as "2026-11-01T09:30:00.000+0000", dates as "2026-11-01"
 (read as midnight UTC); SOQL takes them unquoted: 2026-11-01T09:30:00Z, 2026-11-01.
@@ -31,7 +32,7 @@ from exporter.sources.base import UpstreamDataError, decimal_or_none
 from exporter.sources.salesforce.api import SalesforceApi
 
 IDS_PER_QUERY = 200  # ids in one IN (...) list: short URLs, and far below 2,000 groups
-LEAD_FIELDS = ("Id", "CreatedDate", "Status", "IsConverted", "ConvertedDate")
+LEAD_FIELDS = ("Id", "CreatedDate", "Status", "IsConverted", "ConvertedDate", "ConvertedContactId")
 DEAL_FIELDS = ("Id", "StageName", "Amount", "Probability", "CloseDate", "CreatedDate",
                "IsClosed", "IsWon")
 OPTIONAL_DEAL_FIELDS = ("CurrencyIsoCode", "LastStageChangeDate")
@@ -155,6 +156,19 @@ def first_touches(api: SalesforceApi, lead_ids: list[str]) -> dict[str, int]:
                 if at is not None and (who not in first or at < first[who]):
                     first[who] = at
     return first
+
+
+def activities_on(api: SalesforceApi, who_ids: list[str], since: int
+                  ) -> Iterator[tuple[str, int]]:
+    """(WhoId, CreatedDate) of every Task and Event on these leads or contacts created
+    after `since` (not grouped: a contact may have had activities before the lead
+    that became it, which its earliest one would hide)."""
+    for chunk in _chunks(who_ids):
+        for activity in ("Task", "Event"):
+            soql = (f"SELECT WhoId, CreatedDate FROM {activity} WHERE WhoId IN "
+                    f"{soql_ids(chunk)} AND CreatedDate > {soql_datetime(since)}")
+            for record in selected(api.query(soql), ("WhoId", "CreatedDate")):
+                yield text(record, "WhoId"), required(record, "CreatedDate", timestamp)
 
 
 def activities_since(api: SalesforceApi, since: int) -> Iterator[tuple[str, int]]:

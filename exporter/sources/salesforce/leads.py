@@ -3,7 +3,8 @@
 What the funnel is built from (`FunnelRecords`): the leads created or
 converted in the window, and the older ones a Status change in the window
 brought to a funnel stage; the window's Status changes (LeadHistory); the first
-Task or Event of each lead created in the window.
+Task or Event of each lead created in the window (on the lead, or once it is
+converted on its contact, where Salesforce moves its activities).
 
 A full read (`read_all`: the first poll, one every `full_sync_interval`, and a
 backfill) asks for all of it; the first touches of the window's new leads go
@@ -20,7 +21,7 @@ next full read.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 from exporter.sources.crm.pipeline import Lead, lead_moved_since
 from exporter.sources.salesforce import fetch
@@ -42,8 +43,11 @@ def read_all(api: SalesforceApi, since: int, statuses: dict[str, tuple[str, ...]
     leads = {fetch.text(r, "Id"): r for r in fetch.leads_since(api, since)}
     changes = dict(fetch.status_changes(api, since))
     _add_reached(api, leads, changes, statuses)
-    touches = fetch.first_touches(api, [lead_id for lead_id, record in leads.items()
-                                        if _created(record) > since])
+    new = {lead_id: record for lead_id, record in leads.items() if _created(record) > since}
+    touches = fetch.first_touches(api, list(new))
+    # Converting a lead moves its activities to its contact.
+    contacts = {_contact(r): lead_id for lead_id, r in new.items() if _contact(r)}
+    _touch(touches, new, contacts, fetch.activities_on(api, sorted(contacts), since))
     return FunnelRecords(since, leads, changes, touches)
 
 
@@ -60,12 +64,9 @@ def read_changes(api: SalesforceApi, held: FunnelRecords, since: int, changed_af
     leads = {lead_id: r for lead_id, r in leads.items()
              if _in_window(r, since) or lead_id in reached}
     _add_reached(api, leads, changes, statuses)
-    touches = {lead_id: at for lead_id, at in held.touches.items()
-               if lead_id in leads and _created(leads[lead_id]) > since}
-    for who, at in fetch.activities_since(api, changed_after):
-        record = leads.get(who)
-        if record is not None and _created(record) > since and at < touches.get(who, at + 1):
-            touches[who] = at
+    new = {lead_id: record for lead_id, record in leads.items() if _created(record) > since}
+    touches = {lead_id: at for lead_id, at in held.touches.items() if lead_id in new}
+    _touch(touches, new, _owners(new), fetch.activities_since(api, changed_after))
     return FunnelRecords(since, leads, changes, touches)
 
 
@@ -76,7 +77,7 @@ def funnel(records: FunnelRecords, statuses: dict[str, tuple[str, ...]]) -> list
     that stage; a lead created in the window whose first status is mapped
     reached that stage when it was created. Opportunity = ConvertedDate
     (midnight UTC). First touch = the earliest Task or Event on a lead created
-    in the window."""
+    in the window, or on the contact it was converted to, from its creation on."""
     since = records.since
     reached = _reached(records.changes, statuses)
     first_change: dict[str, tuple[int, Any]] = {}  # lead -> (when, the status before)
@@ -121,6 +122,30 @@ def _add_reached(api: SalesforceApi, leads: dict[str, dict], changes: dict[str, 
     """Read the older leads that reached a stage in the window and are not held."""
     missing = sorted(set(_reached(changes, statuses)) - set(leads))
     leads.update({fetch.text(r, "Id"): r for r in fetch.leads_by_id(api, missing)})
+
+
+def _owners(leads: dict[str, dict]) -> dict[str, str]:
+    """WhoId -> the lead whose activity it is: the lead's own id, and a converted
+    lead's contact."""
+    owners = {lead_id: lead_id for lead_id in leads}
+    owners.update({_contact(r): lead_id for lead_id, r in leads.items() if _contact(r)})
+    return owners
+
+
+def _touch(touches: dict[str, int], leads: dict[str, dict], owners: dict[str, str],
+           activities: Iterator[tuple[str, int]]) -> None:
+    """Lower each lead's first touch to the earliest of these activities on it or its
+    contact, from its creation on (a contact may be older than the lead)."""
+    for who, at in activities:
+        lead_id = owners.get(who)
+        if lead_id is not None and at >= _created(leads[lead_id]) \
+                and at < touches.get(lead_id, at + 1):
+            touches[lead_id] = at
+
+
+def _contact(record: dict) -> str | None:
+    contact = record.get("ConvertedContactId")
+    return contact if isinstance(contact, str) and contact else None
 
 
 def _created(record: dict) -> int:

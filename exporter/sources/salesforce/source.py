@@ -22,7 +22,8 @@ A poll reads, with SOQL (fetch.py), through one OAuth token kept between polls (
   status mapped to that stage (`lead_statuses`); a lead created in the window
   whose first status is mapped reached that stage when it was created.
   Opportunity = ConvertedDate (midnight UTC). First touch = the earliest Task or
-  Event on a lead created in the window. Read whole with the deals' full reads;
+  Event on a lead created in the window (or on the contact it was converted to,
+  from the lead's creation on). Read whole with the deals' full reads;
   the polls in between read the leads, Status changes, Tasks and Events changed
   or created since the last poll (less 5 minutes) and keep the rest.
 """
