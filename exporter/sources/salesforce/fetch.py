@@ -164,19 +164,20 @@ def activities_on(api: SalesforceApi, who_ids: list[str], since: int
     after `since` (not grouped: a contact may have had activities before the lead
     that became it, which its earliest one would hide)."""
     for chunk in _chunks(who_ids):
-        for activity in ("Task", "Event"):
-            soql = (f"SELECT WhoId, CreatedDate FROM {activity} WHERE WhoId IN "
-                    f"{soql_ids(chunk)} AND CreatedDate > {soql_datetime(since)}")
-            for record in selected(api.query(soql), ("WhoId", "CreatedDate")):
-                yield text(record, "WhoId"), required(record, "CreatedDate", timestamp)
+        yield from _activities(api, f"WhoId IN {soql_ids(chunk)} "
+                                    f"AND CreatedDate > {soql_datetime(since)}")
 
 
 def activities_since(api: SalesforceApi, since: int) -> Iterator[tuple[str, int]]:
     """(WhoId, CreatedDate) of every Task and Event created after `since` on a lead
     or contact (batched, not grouped: the groups of an aggregate stop at 2,000)."""
+    yield from _activities(api, f"WhoId != null AND CreatedDate > {soql_datetime(since)}")
+
+
+def _activities(api: SalesforceApi, where: str) -> Iterator[tuple[str, int]]:
+    """(WhoId, CreatedDate) of the Tasks, then the Events, that match `where`."""
     for activity in ("Task", "Event"):
-        soql = (f"SELECT WhoId, CreatedDate FROM {activity} "
-                f"WHERE WhoId != null AND CreatedDate > {soql_datetime(since)}")
+        soql = f"SELECT WhoId, CreatedDate FROM {activity} WHERE {where}"
         for record in selected(api.query(soql), ("WhoId", "CreatedDate")):
             yield text(record, "WhoId"), required(record, "CreatedDate", timestamp)
 
