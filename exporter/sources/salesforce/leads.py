@@ -42,7 +42,7 @@ def read_all(api: SalesforceApi, since: int, statuses: dict[str, tuple[str, ...]
              ) -> FunnelRecords:
     leads = {fetch.text(r, "Id"): r for r in fetch.leads_since(api, since)}
     changes = dict(fetch.status_changes(api, since))
-    _add_reached(api, leads, changes, statuses)
+    _add_reached(api, leads, set(_reached(changes, statuses)))
     new = {lead_id: record for lead_id, record in leads.items() if _created(record) > since}
     touches = fetch.first_touches(api, list(new))
     # Converting a lead moves its activities to its contact.
@@ -63,7 +63,7 @@ def read_changes(api: SalesforceApi, held: FunnelRecords, since: int, changed_af
     reached = set(_reached(changes, statuses))
     leads = {lead_id: r for lead_id, r in leads.items()
              if _in_window(r, since) or lead_id in reached}
-    _add_reached(api, leads, changes, statuses)
+    _add_reached(api, leads, reached)
     new = {lead_id: record for lead_id, record in leads.items() if _created(record) > since}
     touches = {lead_id: at for lead_id, at in held.touches.items() if lead_id in new}
     _touch(touches, new, _owners(new), fetch.activities_since(api, changed_after))
@@ -117,10 +117,10 @@ def _reached(changes: dict[str, StatusChange], statuses: dict[str, tuple[str, ..
     return reached
 
 
-def _add_reached(api: SalesforceApi, leads: dict[str, dict], changes: dict[str, StatusChange],
-                 statuses: dict[str, tuple[str, ...]]) -> None:
-    """Read the older leads that reached a stage in the window and are not held."""
-    missing = sorted(set(_reached(changes, statuses)) - set(leads))
+def _add_reached(api: SalesforceApi, leads: dict[str, dict], reached: set[str]) -> None:
+    """Read the leads that reached a stage in the window (`reached`) and are not held:
+    older ones."""
+    missing = sorted(reached - set(leads))
     leads.update({fetch.text(r, "Id"): r for r in fetch.leads_by_id(api, missing)})
 
 
