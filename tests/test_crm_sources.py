@@ -65,6 +65,14 @@ def crm_sources(hubspot_fake, salesforce_fake, now: int):
     return hubspot, salesforce
 
 
+def salesforce_on(fake, clock: dict):
+    """A Salesforce source reading `fake` at the moment clock["now"] (set between polls)."""
+    return SalesforceSource(
+        SalesforceConfig(login_url=fake.url, client_id=fake.client_id,
+                         client_secret=Secret(fake.client_secret),
+                         pipeline_field="RecordType.Name"), FX, clock=lambda: clock["now"])
+
+
 @pytest.fixture(scope="module")
 def polled():
     now = int(time.time())
@@ -116,14 +124,8 @@ def test_salesforce_polls_between_full_reads_equal_a_full_read_of_a_changing_com
     company = generate_crm(seed=6, now=start, profile=PROFILE)
     clock = {"now": start}
 
-    def salesforce_for(fake):
-        return SalesforceSource(
-            SalesforceConfig(login_url=fake.url, client_id=fake.client_id,
-                             client_secret=Secret(fake.client_secret),
-                             pipeline_field="RecordType.Name"), FX, clock=lambda: clock["now"])
-
     with FakeSalesforce(company) as fake:
-        kept = salesforce_for(fake)
+        kept = salesforce_on(fake, clock)
         first = kept.poll()
         at = clock["now"] = start + 3600
         default = company.pipeline("default")
@@ -157,7 +159,7 @@ def test_salesforce_polls_between_full_reads_equal_a_full_read_of_a_changing_com
         incremental = kept.poll()
         queries = [q["q"][0] for _, path, q in fake.requests if path.endswith("/query")
                    and "FROM Opportunity " in q.get("q", [""])[0]]
-        fresh = salesforce_for(fake)
+        fresh = salesforce_on(fake, clock)
         full = fresh.poll()
         kept.close()
         fresh.close()
@@ -182,14 +184,8 @@ def test_salesforce_lead_polls_between_full_reads_equal_a_full_read_of_a_changin
     clock = {"now": start}
     window = export.LEAD_LOOKBACK
 
-    def salesforce_for(fake):
-        return SalesforceSource(
-            SalesforceConfig(login_url=fake.url, client_id=fake.client_id,
-                             client_secret=Secret(fake.client_secret)), FX,
-            clock=lambda: clock["now"])
-
     with FakeSalesforce(company) as fake:
-        kept = salesforce_for(fake)
+        kept = salesforce_on(fake, clock)
         first = kept.poll()
         at = clock["now"] = start + 6 * 3600
         recent = [lead for lead in company.leads if lead.created > at - window + 86400]
@@ -221,7 +217,7 @@ def test_salesforce_lead_polls_between_full_reads_equal_a_full_read_of_a_changin
         fake.reset_log()
         incremental = kept.poll()
         asked = [q["q"][0] for _, path, q in fake.requests if path.endswith("/query")]
-        fresh = salesforce_for(fake)
+        fresh = salesforce_on(fake, clock)
         full = fresh.poll()
         kept.close()
         fresh.close()
