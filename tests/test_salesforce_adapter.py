@@ -583,6 +583,7 @@ def _without(record: dict, field: str) -> dict:
     ({"Lead": [{**LEADS_SINCE[3], "IsConverted": 1}]}, "has IsConverted 1"),
     ({"Lead": [{**LEADS_SINCE[3], "ConvertedDate": None}]}, "has no ConvertedDate"),
     ({"LeadHistory": [_without(HISTORY[0], "NewValue")]}, "has no field NewValue"),
+    ({"Lead": [{**LEADS_SINCE[0], "ConvertedContactId": 3}]}, "has no ConvertedContactId"),
 ])
 def test_a_drifted_field_fails_the_poll_instead_of_counting_wrong(overrides, message):
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:

@@ -144,8 +144,11 @@ def _touch(touches: dict[str, int], leads: dict[str, dict], owners: dict[str, st
 
 
 def _contact(record: dict) -> str | None:
-    contact = record.get("ConvertedContactId")
-    return contact if isinstance(contact, str) and contact else None
+    """The contact a converted lead became; None for a lead not converted. Any other
+    value is drift: skipping it would lose the lead's first touch unseen."""
+    if record.get("ConvertedContactId") is None:
+        return None
+    return fetch.text(record, "ConvertedContactId")
 
 
 def _created(record: dict) -> int:
