@@ -1,6 +1,6 @@
 """The Stripe source at scale: a first and a steady poll, and scrapes meanwhile.
 
-    python bench/bench_stripe.py [--customers 87000] [--steady-polls 1]
+    python bench/bench_stripe.py [--customers 87000] [--copies 1] [--steady-polls 1]
 
 The simulated company (about 1.15 subscriptions a customer: 87,000 customers
 make some 100,000 subscriptions) is generated and served by the fake Stripe
@@ -8,6 +8,8 @@ in a child process, so what is measured here is the exporter alone: the
 Stripe source with the exporter's collector and HTTP server, as `serve` runs
 them, with no client-side rate limit (the request counts tell what a rate
 limit would cost: at 25 requests a second, a thousand requests take 40 s).
+`--copies 10` serves ten copies of the company (bench/copied_stripe.py): a
+million subscriptions from the memory of 100,000.
 
 Polls until the month of events and the `1y` cohort's year of invoices are read
 (a poll reads them only until it has made 1,000 requests:
@@ -47,16 +49,16 @@ from prometheus_client import CollectorRegistry
 FX = {"usd": Decimal(1), "eur": Decimal("1.1"), "gbp": Decimal("1.3")}
 
 
-def serve_company(customers: int, now: int, pipe) -> None:
+def serve_company(customers: int, copies: int, now: int, pipe) -> None:
     """The child: generate the company, serve it, report the URL, wait to be told to stop."""
+    from copied_stripe import CopiedStripe
     from exporter.simulator.company import generate_company
-    from exporter.simulator.stripe_fake import FakeStripe
 
     started = time.perf_counter()
     store = generate_company(customers=customers, now=now)
     generated = time.perf_counter() - started
-    fake = FakeStripe(store).start()
-    pipe.send((fake.url, fake.api_key, store.count("subscriptions"), generated))
+    fake = CopiedStripe(store, copies).start()
+    pipe.send((fake.url, fake.api_key, store.count("subscriptions") * copies, generated))
     pipe.recv()
     fake.stop()
 
@@ -156,6 +158,9 @@ def print_goals(subscriptions: int, first: Measured, polls: list[Measured],
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=87_000)
+    parser.add_argument("--copies", type=int, default=1,
+                        help="serve this many copies of the company (10: 1M subscriptions "
+                             "from 87,000 customers)")
     parser.add_argument("--steady-polls", type=int, default=1)
     parser.add_argument("--untuned", action="store_true",
                         help="CPython's default GIL switch interval and no gc.freeze() "
@@ -166,11 +171,12 @@ def main() -> None:
     now = int(time.time())
     ours, theirs = multiprocessing.Pipe()
     child = multiprocessing.get_context("fork").Process(
-        target=serve_company, args=(args.customers, now, theirs), daemon=True)
+        target=serve_company, args=(args.customers, args.copies, now, theirs), daemon=True)
     child.start()
     url, api_key, subscriptions, generated = ours.recv()
-    print(f"simulated company: {args.customers} customers, {subscriptions} subscriptions, "
-          f"generated in {generated:.0f} s")
+    copies = f" in {args.copies} copies" if args.copies > 1 else ""
+    print(f"simulated company: {args.customers} customers{copies}, {subscriptions} "
+          f"subscriptions, generated in {generated:.0f} s")
     try:
         config = StripeConfig(api_key=Secret(api_key), base_url=url, rate_limit=None)
         source = StripeSource(config, FX)

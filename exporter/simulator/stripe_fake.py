@@ -479,10 +479,14 @@ class FakeStripe(FakeServer):
                 body: bytes) -> Response:
         try:
             self._authenticate(headers.get("Authorization"))
-            return 200, {}, json_body(self._route(method, path, query))
+            return 200, {}, self.body(method, path, query)
         except ApiError as err:
             extra = {"WWW-Authenticate": 'Bearer realm="Stripe"'} if err.status == 401 else {}
             return err.status, extra, json_body(err.payload())
+
+    def body(self, method: str, path: str, query: dict[str, list[str]]) -> bytes:
+        """The JSON of a successful answer (raises ApiError otherwise)."""
+        return json_body(self._route(method, path, query))
 
     def request_id(self) -> str:
         with self._lock:
