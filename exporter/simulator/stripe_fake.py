@@ -561,7 +561,7 @@ class FakeStripe(FakeServer):
             if derived:  # light entries, newest first; objects built for the page only
                 everything, positions = self.store.index(endpoint.collection)
             else:
-                everything, positions = self.store.list(endpoint.collection), None
+                everything, positions = self.store.listing(endpoint.collection)
             page, has_more = _page(everything, predicates, limit, after, before, endpoint.noun,
                                    positions)
             data = ([self.store.materialize(endpoint.collection, o) for o in page] if derived

@@ -120,7 +120,8 @@ class StripeStore(SubscriptionHistories, Payments):
         self._rng = random.Random(seed)
         self._lock = threading.RLock()
         self._tables: dict[str, dict[str, dict]] = {name: {} for name in COLLECTIONS}
-        self._newest_first: dict[str, list[dict]] = {}
+        # Per collection: its objects newest first, and id -> position in that list.
+        self._newest_first: dict[str, tuple[list[dict], dict[str, int]]] = {}
         # Stripe's long ids carry a fragment of the account id, as real ones do.
         self.account_fragment = "".join(self._rng.choices(_ALPHABET, k=10))
         self.price_tiers: dict[str, list[dict]] = {}
@@ -181,15 +182,23 @@ class StripeStore(SubscriptionHistories, Payments):
         with self._lock:
             if collection in VIRTUAL_COLLECTIONS:
                 return [self.materialize(collection, s) for s in self.index(collection)[0]]
+            return list(self.listing(collection)[0])
+
+    def listing(self, collection: str) -> tuple[list[dict], dict[str, int]]:
+        """A stored collection newest first, and id -> position: not copied (read it
+        under the lock; it is replaced, never changed, when the collection changes).
+        The positions let a page after a cursor start there, not scan to it."""
+        with self._lock:
             cached = self._newest_first.get(collection)
             if cached is None:
                 table = self._tables[collection]
                 # sorted() is stable with reverse=True too, so among equal
                 # `created` the later-inserted object stays first.
-                cached = sorted(reversed(list(table.values())),
-                                key=lambda o: o.get("created", 0), reverse=True)
+                ordered = sorted(reversed(list(table.values())),
+                                 key=lambda o: o.get("created", 0), reverse=True)
+                cached = ordered, {o["id"]: k for k, o in enumerate(ordered)}
                 self._newest_first[collection] = cached
-            return list(cached)
+            return cached
 
     def count(self, collection: str) -> int:
         with self._lock:
