@@ -391,6 +391,17 @@ def test_paid_before_needs_money_and_a_day_past_the_trial():
         record("churned", 5000, status="canceled", ended_at=W - 60 * DAY),  # paid, then left
     ]
     assert dynamics.had_paid_before(subs, W) == {"churned"}
+    subs.append(record("also_churned", 3000, status="canceled", ended_at=W - 40 * DAY))
+    # Only the customers asked about are looked up.
+    assert dynamics.had_paid_before(subs, W, among={"also_churned", "free_plan"}) == \
+        {"also_churned"}
+    assert dynamics.had_paid_before(subs, W, among=set()) == set()
+
+
+def test_new_payers_are_paying_at_the_end_and_not_at_the_start():
+    start = {"kept": D(10), "left": D(20), "was_zero": D(0)}
+    end = {"kept": D(10), "new": D(5), "was_zero": D(7), "zero_now": D(0)}
+    assert dynamics.new_payers(start, end) == {"new", "was_zero"}
 
 
 def test_invoice_valuation_keeps_the_latest_period_and_drops_ended_subscriptions():

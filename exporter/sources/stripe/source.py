@@ -345,13 +345,16 @@ class StripeSource(HttpSource):
             return history.customer_mrr_at(data.subscriptions, self.events.changes(), at,
                                            fx_rates=self.fx_rates, rules=self.config.mrr)
 
+        now_mrr = customer_mrr(data.subscriptions, now, self.fx_rates, self.config.mrr)
+        window_start_mrr = mrr_at(now - WINDOW)
         return dynamics.revenue_dynamics(
-            now_mrr=customer_mrr(data.subscriptions, now, self.fx_rates, self.config.mrr),
-            window_start_mrr=mrr_at(now - WINDOW),
+            now_mrr=now_mrr,
+            window_start_mrr=window_start_mrr,
             day_ago_mrr=mrr_at(now - DAY),
             year_ago_mrr=self._year_ago_mrr(data, now),
-            paid_before=dynamics.had_paid_before(data.subscriptions, now - WINDOW,
-                                                 self.config.mrr),
+            paid_before=set() if window_start_mrr is None else dynamics.had_paid_before(
+                data.subscriptions, now - WINDOW, self.config.mrr,
+                among=dynamics.new_payers(window_start_mrr, now_mrr)),
             paid_after_trial=self._paid_after_trial(data, now),
             subscriptions=data.subscriptions,
             refunds=self.refunds.update(self.client, now - WINDOW, now),
