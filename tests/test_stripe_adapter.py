@@ -280,6 +280,27 @@ def test_second_poll_fetches_only_new_events_no_subscriptions_and_no_invoices():
     assert sum("/v1/subscriptions" in c.request.url for c in responses.calls) == 1
 
 
+def test_merging_new_events_orders_them_as_sorting_everything_would():
+    """events.merged sorts only the held events within the new ones' span; the result
+    is sorted(new + held) exactly, ties (events of one second) in the same order."""
+    import random
+
+    from exporter.sources.stripe.events import merged
+
+    rng = random.Random(7)
+    for trial in range(2000):
+        held = sorted(([rng.randint(0, 40), f"held{k}"] for k in range(rng.randint(0, 30))),
+                      key=lambda e: e[0], reverse=True)
+        new = [[rng.randint(0, 40), f"new{k}"] for k in range(rng.randint(0, 12))]
+        if rng.random() < 0.5 and new:  # as a refresh: newer, but for the overlap
+            floor = max((e[0] for e in held), default=0) - 3
+            new = [[max(e[0], floor), e[1]] for e in new]
+        expected = sorted(new + held, key=lambda e: e[0], reverse=True)
+        result = merged(new, held, lambda e: e[0])
+        assert [id(e) for e in result] == [id(e) for e in expected], trial
+        assert result is not held
+
+
 def test_event_log_drops_events_past_retention():
     from exporter.sources.stripe.events import EventLog
 

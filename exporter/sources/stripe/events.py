@@ -22,8 +22,9 @@ parsed again at the next poll.
 
 from __future__ import annotations
 
+import bisect
 import logging
-from typing import Callable, Container, Iterator, NamedTuple
+from typing import Callable, Container, Iterator, NamedTuple, TypeVar
 
 from exporter.sources.stripe.compact import Compactor
 from exporter.sources.stripe.fetch import PAGE_SIZE
@@ -156,10 +157,9 @@ class EventLog:
     def _merge(self, read: "_Read", now: int) -> None:
         # What was fetched is newer (or, read back, older) than what we hold, but
         # for the overlap: merge by time.
-        self._changes = sorted(read.changes + self._changes, key=lambda c: c.created,
-                               reverse=True)
-        self._discount_events = sorted(read.discount_events + self._discount_events,
-                                       key=lambda e: e["created"], reverse=True)
+        self._changes = merged(read.changes, self._changes, lambda c: c.created)
+        self._discount_events = merged(read.discount_events, self._discount_events,
+                                       lambda e: e["created"])
         self._prune(now)
 
     def _log_progress(self) -> None:
@@ -284,6 +284,27 @@ class _Read:
                 event["data"]["object"]["id"], pending=slimmed))
         else:
             self.discount_events.append(slimmed)
+
+
+T = TypeVar("T")
+
+
+def merged(new: list[T], held: list[T], created: Callable[[T], int]) -> list[T]:
+    """sorted(new + held, key=created, reverse=True), for `held` newest first.
+
+    Only the held events within `new`'s span of time are sorted with it: the
+    rest keep their place, as a stable sort would keep them. Sorting a month
+    of them at every refresh held the interpreter lock some 30 ms at 300,000
+    subscriptions (a scrape waits it out), and computed a million keys."""
+    if not new:
+        return list(held)  # a new list, as sorted() gives: one handed out stays as it was
+    newest, oldest = max(map(created, new)), min(map(created, new))
+    newest_first = lambda item: -created(item)  # noqa: E731 - bisect wants ascending keys
+    start = bisect.bisect_left(held, -newest, key=newest_first)  # the first not newer
+    stop = bisect.bisect_right(held, -oldest, key=newest_first)  # the first older
+    result = held.copy()  # one copy and a slice put in place: no concatenating a million
+    result[start:stop] = sorted(new + held[start:stop], key=created, reverse=True)
+    return result
 
 
 def _list_events(list_all: ListAll, since: int, after: str | None = None) -> Iterator[dict]:
