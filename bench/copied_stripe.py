@@ -21,7 +21,9 @@ from __future__ import annotations
 import json
 import re
 
-from exporter.simulator.stripe_fake import ENDPOINTS, ApiError, FakeStripe, _group, _limit
+from exporter.simulator.stripe_fake import (
+    ENDPOINTS, ApiError, Endpoint, FakeStripe, _group, _limit, _missing,
+)
 
 # The ids of objects each copy has its own of (not prices, products, coupons).
 _COPIED = "cus|sub|si|di|ch|pi|pm|re|dp|txn|in|il|evt"
@@ -57,8 +59,8 @@ class CopiedStripe(FakeStripe):
 
     def body(self, method: str, path: str, query: dict[str, list[str]]) -> bytes:
         match = re.fullmatch(r"/v1/([a-z_]+)(?:/([^/]+)(/lines)?)?/?", path)
-        if method != "GET" or match is None:
-            return super().body(method, path, query)
+        if method != "GET" or match is None or match.group(1) not in ENDPOINTS:
+            return super().body(method, path, query)  # its 404
         query = {key: list(values) for key, values in query.items()}
         if "ending_before" in query:
             raise ApiError(400, "the copied fake pages forward only (starting_after)")
@@ -75,9 +77,10 @@ class CopiedStripe(FakeStripe):
             if after is not None:
                 query["starting_after"] = [split_copy(after)[0]]
             return (in_copy(super().body(method, path, query).decode(), copy)).encode()
-        return self._every_copy(path, query, after).encode()
+        return self._every_copy(ENDPOINTS[match.group(1)], path, query, after).encode()
 
-    def _every_copy(self, path: str, query: dict[str, list[str]], after: str | None) -> str:
+    def _every_copy(self, endpoint: Endpoint, path: str, query: dict[str, list[str]],
+                    after: str | None) -> str:
         """A page of the list with each object's copies side by side."""
         limit = _limit(_group(query).get("limit"))
         owed: list[str] = []  # the copies after the cursor of the object it names
@@ -85,7 +88,7 @@ class CopiedStripe(FakeStripe):
             original, copy = split_copy(after)
             query["starting_after"] = [original]
             if copy < self.copies - 1:
-                named = self._one(path, original, query)
+                named = self._one(endpoint, original, query)
                 owed = [in_copy(named, c) for c in range(copy + 1, self.copies)]
         wanted = max(1, -(-(limit - len(owed)) // self.copies))
         query["limit"] = [str(min(100, wanted))]
@@ -96,12 +99,11 @@ class CopiedStripe(FakeStripe):
         return (f'{{"object":"list","data":[{",".join(pieces[:limit])}],'
                 f'"has_more":{_compact(has_more)},"url":{_compact(listing["url"])}}}\n')
 
-    def _one(self, path: str, object_id: str, query: dict[str, list[str]]) -> str:
+    def _one(self, endpoint: Endpoint, object_id: str, query: dict[str, list[str]]) -> str:
         """The object a cursor names, as the list (its expansions) shows it."""
-        endpoint = ENDPOINTS[path.strip("/").split("/")[1]]
         obj = self.store.get(endpoint.collection, object_id)
         if obj is None:
-            raise ApiError(400, f"No such {endpoint.noun}: '{object_id}'")
+            raise _missing(endpoint.noun, object_id, "starting_after")
         expand = [p for values in _group(query).get("expand", {}).values() for p in values]
         body = self._expanded({"object": "list", "data": [self.store.snapshot(obj)]},
                               expand, ("list", endpoint.object_type))

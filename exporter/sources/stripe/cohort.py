@@ -44,6 +44,12 @@ class KeptLines:
         self.created.append(created)
         self.lines.append(line)
 
+    def add_covering(self, created: int, lines: list[InvoiceLine], moment: int) -> None:
+        """An invoice's lines that may cover `moment` or later (_may_cover)."""
+        for line in lines:
+            if _may_cover(line, moment):
+                self.add(created, line)
+
     def __iter__(self) -> Iterator[tuple[int, InvoiceLine]]:
         return zip(self.created, self.lines)
 
@@ -72,9 +78,7 @@ class _Reading:
         started = self.invoices
         for invoice_id, created, lines in fetch.paid_invoices(
                 client, self.created_from, self.created_to, self.after):
-            for line in lines:
-                if _may_cover(line, moment):
-                    self.lines.add(created, line)
+            self.lines.add_covering(created, lines, moment)
             self.after, self.invoices = invoice_id, self.invoices + 1
             if max_pages is not None and self.invoices - started >= max_pages * fetch.PAGE_SIZE:
                 log.info("stripe: the 1y cohort's invoices: %d read, more at the next poll",
@@ -107,16 +111,13 @@ class CohortLines:
                 return None
         assert self._listed is not None
         start = self._listed[1] + 1  # the days since the last read (none on the day of it)
-        new = []  # (created, line): a day or so of them, filtered as read
-        if start <= created_to:
-            new = [(created, line) for _, created, lines in fetch.paid_invoices(
-                client, start, created_to) for line in lines if _may_cover(line, moment)]
-        # Only once all of it was read: a failure keeps what was held.
-        self._kept = self._kept.kept(
+        kept = self._kept.kept(
             lambda created, line: created >= created_from and _may_cover(line, moment))
-        for created, line in new:
-            self._kept.add(created, line)
-        self._listed = (created_from, created_to)
+        if start <= created_to:  # a day or so of lines, filtered as read
+            for _, created, lines in fetch.paid_invoices(client, start, created_to):
+                kept.add_covering(created, lines, moment)
+        # Only once all of it was read: a failure keeps what was held.
+        self._kept, self._listed = kept, (created_from, created_to)
         return list(self._kept.lines)
 
     def _moves_on(self, created_from: int, created_to: int) -> bool:
