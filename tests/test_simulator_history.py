@@ -19,6 +19,7 @@ import pytest
 from concurrency import run_concurrently
 from exporter.simulator import CompanyTicker, FakeStripe, StripeStore, generate_company
 from exporter.simulator.history import event_stubs
+from exporter.simulator.payments import OPEN_DISPUTE_STATUSES
 from exporter.simulator.ticker import BUSY_RATES, customer_arr_usd
 from fake_stripe_client import KEY, get, list_all
 
@@ -641,6 +642,75 @@ def test_company_refunds_and_disputes(company, company_fake):
     expanded = get(company_fake, "/v1/disputes", {"expand[]": "data.charge", "limit": 1}).json()
     assert expanded["data"][0]["charge"]["object"] == "charge"
     assert get(company_fake, "/v1/disputes", {"charge": "ch_nope"}).status_code == 400
+
+
+def test_refunds_disputes_and_charges_change_status_with_stripes_events():
+    store = StripeStore(seed=2, now=NOW)
+    customer = store.add_customer("Acme")
+    charge = store.add_charge(customer, 5000, created=NOW - 5 * DAY)
+    refund = store.add_refund(charge, 2000, status="pending", created=NOW - 4 * DAY)
+    dispute = store.add_dispute(charge, status="needs_response", created=NOW - 3 * DAY)
+    pending = store.add_charge(customer, 700, status="pending", created=NOW - 2 * DAY)
+    assert store.get("charges", charge["id"])["amount_refunded"] == 2000
+    store.update_refund(refund, "failed", at=NOW - 3 * DAY)
+    store.update_dispute(dispute, "under_review", at=NOW - 2 * DAY)
+    store.update_dispute(dispute, "lost", at=NOW - DAY)
+    store.settle_charge(pending, "succeeded", at=NOW - DAY + 1)
+    assert store.get("charges", charge["id"])["amount_refunded"] == 0  # given back
+    assert store.get("refunds", refund["id"])["failure_reason"] == "expired_or_canceled_card"
+    with FakeStripe(store, api_key=KEY) as fake:
+        events = list_all(fake, "/v1/events")
+        only = list_all(fake, "/v1/events", {"types[]": ["refund.failed", "charge.dispute.closed"]})
+        one = get(fake, f"/v1/events/{events[0]['id']}").json()
+        now_lost = get(fake, f"/v1/disputes/{dispute['id']}").json()
+    # newest first, each with the object after the change and what it was before
+    assert [(e["type"], e["data"]["object"]["id"], e["data"].get("previous_attributes"))
+            for e in events] == [
+        ("charge.succeeded", pending["id"], {"status": "pending", "paid": False, "captured": False,
+                                             "amount_captured": 0}),
+        ("charge.dispute.closed", dispute["id"], {"status": "under_review"}),
+        ("charge.dispute.updated", dispute["id"], {"status": "needs_response"}),
+        ("refund.failed", refund["id"], None),
+        ("charge.refund.updated", refund["id"], {"status": "pending"}),
+        ("refund.updated", refund["id"], {"status": "pending"}),
+    ]
+    assert [e["type"] for e in only] == ["charge.dispute.closed", "refund.failed"]
+    assert one == events[0] and one["request"] == {"id": None, "idempotency_key": None}
+    assert now_lost["status"] == "lost"
+    with pytest.raises(ValueError, match="cannot become"):
+        store.update_dispute(dispute, "won")  # closed is final
+    with pytest.raises(ValueError, match="cannot become"):
+        store.update_refund(refund, "succeeded")  # so is failed
+    with pytest.raises(ValueError, match="only a pending charge"):
+        store.settle_charge(charge, "failed")
+
+
+def test_the_ticker_settles_pending_refunds_and_moves_disputes_along():
+    store = generate_company(seed=3, customers=300, now=NOW)
+    paid = [c for c in store.objects("charges") if c["status"] == "succeeded"
+            and not c["amount_refunded"] and not c["disputed"]]
+    for charge in paid[:3]:
+        store.add_refund(charge, status="pending", created=NOW - 3600)
+    open_before = {d["id"] for d in store.objects("disputes")
+                   if d["status"] in OPEN_DISPUTE_STATUSES}
+    pending_before = {r["id"] for r in store.objects("refunds") if r["status"] == "pending"}
+    clock = {"now": NOW}
+    ticker = CompanyTicker(store, rng_seed=5, clock=lambda: clock["now"])
+    moved = []
+    for days in range(1, 61):
+        clock["now"] = NOW + days * DAY
+        moved += [(kind, target) for _, kind, target in ticker.tick()
+                  if kind in ("refund_settles", "dispute_moves")]
+    assert pending_before and open_before
+    assert {r for kind, r in moved if kind == "refund_settles"} == pending_before
+    assert all(store.get("refunds", r)["status"] in ("succeeded", "failed") for r in pending_before)
+    assert {d for kind, d in moved if kind == "dispute_moves"} == open_before
+    # two months on, every one was answered and decided
+    assert {store.get("disputes", d)["status"] for d in open_before} <= {"won", "lost",
+                                                                         "warning_closed"}
+    kinds = collections.Counter(e["type"] for e in store.stored_events)
+    assert kinds["refund.updated"] == len(pending_before)
+    assert kinds["charge.dispute.closed"] == len(open_before)
 
 
 def test_company_keeps_the_last_day_calm_unless_asked():

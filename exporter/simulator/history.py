@@ -22,8 +22,12 @@ of changed top-level keys (`items` as the whole old list object, `discounts` as
 ids), renewals emitting `customer.subscription.updated`, automatic changes
 having `request.id` null.
 
-Simplified: one event per change (no `invoice.*`, `customer.*` or
-`charge.*` events); events are re-rendered from the timeline on request, so an
+Charges, refunds and disputes are not histories: the events of their status
+changes (`refund.updated`, `charge.dispute.closed`, ...) are kept as rendered
+when they happen (payments.py) and listed with these (`StoredEvent`).
+
+Simplified: one event per change (no `invoice.*` or `customer.*` events, no
+`charge.*` event when a charge or refund is created); events are re-rendered from the timeline on request, so an
 object embedded in an old event shows today's price objects; item ids survive a
 change when the same price (or another price of the same product) stays.
 """
@@ -508,8 +512,29 @@ def event_stubs(store: "StripeStore", tl: Timeline, lo: int, hi: int) -> list[Ev
     return stubs
 
 
-def materialize_event(store: "StripeStore", stub: EventStub) -> dict:
-    """The event object, rendered from the timeline."""
+@dataclass(slots=True)
+class StoredEvent:
+    """An event kept as it was rendered when it happened (payments.py)."""
+
+    event: dict
+    order: tuple
+
+    @property
+    def id(self) -> str:
+        return self.event["id"]
+
+    @property
+    def created(self) -> int:
+        return self.event["created"]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.event.get(name, default)
+
+
+def materialize_event(store: "StripeStore", stub: "EventStub | StoredEvent") -> dict:
+    """The event object, rendered from the timeline (or as it was kept)."""
+    if isinstance(stub, StoredEvent):
+        return copy.deepcopy(stub.event)
     tl = store.timelines[stub.sub]
     if stub.discount is not None:
         data: dict[str, Any] = {"object": copy.deepcopy(store.discount_table()[stub.discount])}
@@ -536,12 +561,15 @@ def materialize_event(store: "StripeStore", stub: EventStub) -> dict:
     }
 
 
-def event_index(store: "StripeStore") -> list[EventStub]:
+def event_index(store: "StripeStore") -> list[EventStub | StoredEvent]:
     """Every event Stripe still keeps (the last 30 days), newest first."""
     now = store.now
     lo = now - EVENT_RETENTION
-    stubs: list[EventStub] = []
+    stubs: list[EventStub | StoredEvent] = []
     for tl in store.timelines.values():
         stubs.extend(event_stubs(store, tl, lo, now))
+    # After the subscriptions' events of the same second, in the order they happened.
+    stubs.extend(StoredEvent(event, (event["created"], _INF, k))
+                 for k, event in enumerate(store.stored_events) if lo <= event["created"] <= now)
     stubs.sort(key=lambda e: e.order, reverse=True)
     return stubs

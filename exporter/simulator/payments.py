@@ -6,6 +6,13 @@ whole), a dispute sets the charge's `disputed`. Open dispute statuses are
 `warning_needs_response`, `warning_under_review` (inquiries), `needs_response`,
 `under_review`; closed ones `won`, `lost`, `warning_closed`.
 
+Statuses move on later (`settle_charge`, `update_refund`, `update_dispute`: a
+pending refund succeeds or fails at the bank, a dispute is answered, then won
+or lost), each change recorded as the events Stripe sends for it (kept as
+rendered in `store.stored_events`, listed with the subscriptions' events):
+`charge.succeeded`/`charge.failed`; `refund.updated` and `charge.refund.updated`
+(and `refund.failed`); `charge.dispute.updated`, or `charge.dispute.closed`.
+
 Invoices of `send_invoice` subscriptions are paid by transfer and have no
 charges. Simplified: charges are stored objects (the generator makes them for the
 invoices of the last 30 days, the ticker as payments happen) and carry no
@@ -15,11 +22,13 @@ balance transactions are listed on disputes.
 
 from __future__ import annotations
 
+import copy
 import random
 from typing import TYPE_CHECKING, Any
 
 from exporter.simulator import invoices
-from exporter.simulator.periods import DAY, stable_int
+from exporter.simulator.history import API_VERSION
+from exporter.simulator.periods import DAY, stable_id, stable_int
 
 if TYPE_CHECKING:  # pragma: no cover
     from exporter.simulator.stripe_store import StripeStore
@@ -36,6 +45,7 @@ FAILURE_WEIGHTS = {
 OPEN_DISPUTE_STATUSES = ("warning_needs_response", "warning_under_review", "needs_response",
                          "under_review")
 CLOSED_DISPUTE_STATUSES = ("won", "lost", "warning_closed")
+REFUND_STATUSES = ("succeeded", "pending", "failed", "canceled", "requires_action")
 _NETWORK_REASON = {"fraudulent": "10.4", "product_not_received": "13.1", "duplicate": "12.6.1",
                    "subscription_canceled": "13.2", "credit_not_processed": "13.6",
                    "general": "13.3", "unrecognized": "10.4"}
@@ -94,7 +104,7 @@ class Payments:
             ch = self._resolve("charges", charge, "charge")
             if ch["status"] != "succeeded":
                 raise ValueError(f"charge {ch['id']} is {ch['status']}: only succeeded charges refund")
-            if status not in ("succeeded", "pending", "failed", "canceled", "requires_action"):
+            if status not in REFUND_STATUSES:
                 raise ValueError(f"unknown refund status {status!r}")
             left = ch["amount"] - ch["amount_refunded"]
             amount = left if amount is None else int(amount)
@@ -134,6 +144,80 @@ class Payments:
                 self._replace("charges", {**ch, "amount_refunded": refunded,
                                           "refunded": refunded >= ch["amount"]})
             return refund
+
+    def settle_charge(self, charge: Any, status: str, *, at: int | None = None) -> dict:
+        """A pending charge succeeds or fails (`charge.succeeded`, `charge.failed`)."""
+        with self._lock:
+            old = self._resolve("charges", charge, "charge")
+            if old["status"] != "pending" or status not in ("succeeded", "failed"):
+                raise ValueError(f"charge {old['id']} is {old['status']}: only a pending charge "
+                                 f"settles, as succeeded or failed (not {status!r})")
+            new = {**old, "status": status, "paid": status == "succeeded",
+                   "captured": status == "succeeded",
+                   "amount_captured": old["amount"] if status == "succeeded" else 0}
+            if status == "failed":
+                new.update(failure_code="card_declined", failure_message="Your card was declined.")
+            self._replace("charges", new)
+            self._record_event(f"charge.{status}", new, old, at)
+            return new
+
+    def update_refund(self, refund: Any, status: str, *, at: int | None = None) -> dict:
+        """A refund's status moves on (a pending one succeeds, or fails at the bank);
+        a failed or canceled refund gives its amount back to the charge."""
+        with self._lock:
+            old = self._resolve("refunds", refund, "refund")
+            if status not in REFUND_STATUSES or old["status"] in ("failed", "canceled"):
+                raise ValueError(f"refund {old['id']} is {old['status']}: it cannot become "
+                                 f"{status!r}")
+            new = {**old, "status": status}
+            if status == "succeeded" and old["balance_transaction"] is None:
+                new["balance_transaction"] = stable_id("txn", self.account_fragment, old["id"])
+            if status in ("failed", "canceled"):
+                if status == "failed":
+                    new["failure_reason"] = "expired_or_canceled_card"
+                ch = self._tables["charges"][old["charge"]]
+                refunded = ch["amount_refunded"] - old["amount"]
+                self._replace("charges", {**ch, "amount_refunded": refunded,
+                                          "refunded": refunded >= ch["amount"]})
+            self._replace("refunds", new)
+            for kind in ("refund.updated", "charge.refund.updated"):
+                self._record_event(kind, new, old, at)
+            if status == "failed":
+                self._record_event("refund.failed", new, None, at)
+            return new
+
+    def update_dispute(self, dispute: Any, status: str, *, at: int | None = None) -> dict:
+        """A dispute is answered (`under_review`), or closes (`won`, `lost`, `warning_closed`)."""
+        with self._lock:
+            old = self._resolve("disputes", dispute, "dispute")
+            if status not in OPEN_DISPUTE_STATUSES + CLOSED_DISPUTE_STATUSES \
+                    or old["status"] in CLOSED_DISPUTE_STATUSES:
+                raise ValueError(f"dispute {old['id']} is {old['status']}: it cannot become "
+                                 f"{status!r}")
+            new = {**old, "status": status}
+            self._replace("disputes", new)
+            closed = status in CLOSED_DISPUTE_STATUSES
+            self._record_event("charge.dispute.closed" if closed else "charge.dispute.updated",
+                               new, old, at)
+            return new
+
+    def _record_event(self, kind: str, obj: dict, before: dict | None, at: int | None) -> None:
+        """An event about a stored object, as Stripe renders it: the object after the
+        change and, for an update, the old values of the top-level keys that changed.
+        Made by Stripe itself (a bank's answer), so it has no request id."""
+        at = self.now if at is None else int(at)
+        data: dict[str, Any] = {"object": copy.deepcopy(obj)}
+        if before is not None and not kind.endswith(".failed"):
+            data["previous_attributes"] = {key: copy.deepcopy(value) for key, value in before.items()
+                                           if obj.get(key) != value}
+        self.stored_events.append({
+            "id": stable_id("evt", self.account_fragment, obj["id"], at, kind,
+                            len(self.stored_events)),
+            "object": "event", "api_version": API_VERSION, "created": at, "data": data,
+            "livemode": self.livemode, "pending_webhooks": 0,
+            "request": {"id": None, "idempotency_key": None}, "type": kind,
+        })
+        self.version += 1
 
     def add_dispute(self, charge: Any, amount: int | None = None, *,
                     status: str = "needs_response", reason: str = "general",

@@ -133,6 +133,8 @@ class StripeStore(SubscriptionHistories, Payments):
         self._index_cache: dict[str, tuple] = {}
         self._batching = False
         self._dirty: set[str] = set()
+        # Events of charges, refunds and disputes changing, as rendered (payments.py).
+        self.stored_events: list[dict] = []
 
     @property
     def lock(self) -> threading.RLock:

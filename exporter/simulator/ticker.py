@@ -11,7 +11,9 @@ retried (recovered, or unpaid / canceled once the retries run out), and
 random business happens at the rates in `DEFAULT_RATES` (per 1,000 customers
 a day, scaled to the company): signups (some on trial, a few failing their
 first payment), upgrades, downgrades, cancellations (now or at period end),
-reactivations of churned customers. The defaults match what the generated
+reactivations of churned customers; pending refunds settle (a few fail at
+the bank) and open disputes are answered, then won or lost (at
+`REFUND_SETTLES_PER_HOUR` and `DISPUTE_MOVES_PER_HOUR`). The defaults match what the generated
 company did in its last 30 days, so a demo can run for weeks without its
 30-day KPIs drifting across a documented threshold; `rates=` sets others
 (tests use busier ones); `renewal_failure`, `retry_success` and
@@ -39,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from exporter.simulator import history, invoices
 from exporter.simulator.history import TERMINAL
-from exporter.simulator.payments import paid_by_transfer, pick_failure
+from exporter.simulator.payments import OPEN_DISPUTE_STATUSES, paid_by_transfer, pick_failure
 from exporter.simulator.periods import DAY, HOUR
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -64,6 +66,12 @@ RENEWAL_FAILURE = 0.03  # share of renewal payments that fail at first
 RETRY_SUCCESS = 0.3
 TRIAL_CONVERSION = 0.65
 TRIAL_SHARE, INCOMPLETE_SHARE = 0.35, 0.08
+REFUND_SETTLES_PER_HOUR = 1 / 48  # a pending refund settles in two days on average
+REFUND_FAILURE = 0.05
+DISPUTE_MOVES_PER_HOUR = 1 / (7 * 24)  # answered in about a week, decided a week or so later
+DISPUTE_WIN = 0.4
+_DISPUTE_NEXT = {"warning_needs_response": "warning_under_review",
+                 "warning_under_review": "warning_closed", "needs_response": "under_review"}
 LARGE_ARR = 10_000  # in USD, what the documented "large churn" alert is about
 # Rough USD values for judging what a customer is worth (not for the KPIs).
 USD_RATES = {"usd": Decimal(1), "eur": Decimal("1.10"), "gbp": Decimal("1.27"),
@@ -103,6 +111,8 @@ class CompanyTicker:
                  retry_per_hour: float = RETRY_PER_HOUR):
         self.store = store
         self.rng = random.Random(rng_seed)
+        # Refunds and disputes draw from their own: they leave the business as it was.
+        self.payments_rng = random.Random(rng_seed * 1_000_003 + 17)
         self.clock = clock
         # Per hour for this company: the rates are per 1,000 customers a day.
         scale = max(1, store.count("customers")) / 1000 / 24
@@ -143,7 +153,8 @@ class CompanyTicker:
             self._thread = None
 
     def tick(self) -> list[tuple[int, str, str]]:
-        """Advance the store to the clock; returns the changes made (time, kind, sub id)."""
+        """Advance the store to the clock; returns the changes made (time, kind, and the
+        subscription's id, or the refund's or dispute's)."""
         store = self.store
         with store.lock:
             t0, t1 = store.now, int(self.clock())
@@ -191,24 +202,34 @@ class CompanyTicker:
         for kind in ("signup", "upgrade", "downgrade", "cancel", "reactivation"):
             for at in self._poisson_times(self.rates[kind], t0, t1):
                 plan.append((at, 4, kind, None))
+        unsettled = [("refund_settles", REFUND_SETTLES_PER_HOUR, r["id"])
+                     for r in store.objects("refunds") if r["status"] == "pending"]
+        unsettled += [("dispute_moves", DISPUTE_MOVES_PER_HOUR, d["id"])
+                      for d in store.objects("disputes") if d["status"] in OPEN_DISPUTE_STATUSES]
+        for kind, per_hour, object_id in unsettled:
+            moments = self._poisson_times(per_hour, t0, t1, self.payments_rng)
+            if moments:
+                plan.append((moments[0], 5, kind, object_id))
         plan.sort(key=lambda p: (p[0], p[1]))
         return plan[:self.max_changes]
 
-    def _poisson_times(self, per_hour: float, t0: int, t1: int) -> list[int]:
+    def _poisson_times(self, per_hour: float, t0: int, t1: int,
+                       rng: random.Random | None = None) -> list[int]:
         """Random moments in (t0, t1] at `per_hour` on average (capped)."""
+        rng = rng or self.rng
         mean = per_hour * (t1 - t0) / HOUR
         if mean <= 0:
             return []
         # Knuth for small means, a normal approximation for large ones.
         if mean < 30:
-            limit, n, p = math.exp(-mean), 0, self.rng.random()
+            limit, n, p = math.exp(-mean), 0, rng.random()
             while p > limit:
                 n += 1
-                p *= self.rng.random()
+                p *= rng.random()
         else:
-            n = max(0, round(self.rng.gauss(mean, math.sqrt(mean))))
+            n = max(0, round(rng.gauss(mean, math.sqrt(mean))))
         n = min(n, self.max_changes)
-        return sorted(self.rng.randint(t0 + 1, t1) for _ in range(n))
+        return sorted(rng.randint(t0 + 1, t1) for _ in range(n))
 
     def _failing_since(self, tl: history.Timeline) -> int:
         """When the current run of failed payments began."""
@@ -394,6 +415,16 @@ class CompanyTicker:
         sub = store.add_subscription(customer, items, created=at)
         self._charge(sub["id"], None, at, True)
         return sub["id"]
+
+    def _do_refund_settles(self, at: int, refund: str) -> str:
+        failed = self.payments_rng.random() < REFUND_FAILURE
+        return self.store.update_refund(refund, "failed" if failed else "succeeded", at=at)["id"]
+
+    def _do_dispute_moves(self, at: int, dispute: str) -> str:
+        status = self.store.get("disputes", dispute)["status"]
+        won = self.payments_rng.random() < DISPUTE_WIN
+        moved = _DISPUTE_NEXT.get(status) or ("won" if won else "lost")
+        return self.store.update_dispute(dispute, moved, at=at)["id"]
 
     def churn_large_customer(self, at: int | None = None, min_arr: float = LARGE_ARR) -> str | None:
         """Cancel every subscription of the customer worth the most (if above `min_arr`
