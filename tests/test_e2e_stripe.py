@@ -270,13 +270,17 @@ def test_live_company_later_polls_fetch_only_new_events():
         second = exporter.poller.poll_once(source)
         exporter.stop()
     assert first.up and second.up and changes
-    event_queries = [query for method, path, query in fake.requests if path == "/v1/events"]
+    event_queries = [query for method, path, query in fake.requests if path == "/v1/events"
+                     and "customer.subscription.created" in query["types[]"]]
     held_times = [c.created for c in source.events.changes()] + [
         e["created"] for e in source.events.discount_events()]
     newest_first_poll = max(t for t in held_times if t <= start)
     # from the newest event of the first poll, less the 5-minute overlap for late arrivals
     assert event_queries and all(q["created[gte]"] == [str(newest_first_poll - 300)]
                                  for q in event_queries)
+    # and the charges, refunds and disputes that changed since the first poll (less 5 minutes)
+    assert [q["created[gte]"] for _, path, q in fake.requests if path == "/v1/events"
+            and "refund.updated" in q["types[]"]] == [[str(start - 300)]]
     assert not any(path == "/v1/invoices" for _, path, _ in fake.requests)  # cached for the day
     by_metric = {(s.kpi, s.labels.get("movement")): s.value for s in second.samples}
     assert by_metric != {(s.kpi, s.labels.get("movement")): s.value for s in first.samples}
@@ -329,30 +333,57 @@ def _stripe_source(fake: FakeStripe, clock: dict):
     return exporter, source
 
 
+def _payments_move_on(store: StripeStore, step: int) -> set[str]:
+    """Between polls: a pending refund settles, an open dispute is answered or
+    closed, a pending charge (made at the first step) settles; returns their paths."""
+    moved = set()
+    with store.lock:
+        at = store.now - 30
+        if step == 0:
+            customer = store.objects("customers")[0]
+            store.add_charge(customer, 2500, status="pending", created=at)
+            return moved
+        pending = [c for c in store.objects("charges") if c["status"] == "pending"]
+        if pending:
+            moved.add(f"/v1/charges/{store.settle_charge(pending[0], 'failed', at=at)['id']}")
+        refunds = [r for r in store.objects("refunds") if r["status"] == "pending"]
+        if refunds:
+            status = "failed" if step % 2 else "succeeded"
+            moved.add(f"/v1/refunds/{store.update_refund(refunds[0], status, at=at)['id']}")
+        disputes = [d for d in store.objects("disputes")
+                    if d["status"] in ("needs_response", "under_review")]
+        if disputes:
+            status = "under_review" if disputes[0]["status"] == "needs_response" else "lost"
+            moved.add(f"/v1/disputes/{store.update_dispute(disputes[0], status, at=at)['id']}")
+    return moved
+
+
 def test_incremental_polls_equal_a_full_sync_on_a_changing_company():
     """The ticker signs up, upgrades, cancels, fails and retries payments between
-    polls; a later poll re-reads only what the events name (or re-lists when that
-    costs less), and every number equals a fresh exporter's full sync of the same
-    moment, exactly."""
+    polls, and refunds, disputes and a charge change status; a later poll re-reads
+    only what the events name (or re-lists when that costs less), and every
+    number equals a fresh exporter's full sync of the same moment, exactly."""
     start = 1_800_000_000
     clock = {"now": start}
     store = generate_company(seed=3, customers=1000, now=start)
     rates = {kind: per_day * 10 for kind, per_day in DEFAULT_RATES.items()}
     ticker = CompanyTicker(store, rng_seed=5, clock=lambda: clock["now"], rates=rates)
-    updates = []
+    updates, payments_moved = [], []
     with FakeStripe(store, api_key=KEY) as fake:
         kept, source = _stripe_source(fake, clock)
         assert kept.poller.poll_once(source).up
         relist_cost = len(source.held.data([]).subscriptions) // 100
-        for hours in (1, 2, 5, 11, 17):  # 17: past midnight UTC
+        for step, hours in enumerate((1, 2, 5, 11, 17)):  # 17: past midnight UTC
             clock["now"] = start + hours * 3600
             before = subscriptions_as_stored(store)
             assert ticker.tick()
+            moved = _payments_move_on(store, step)
             after = subscriptions_as_stored(store)
             changed = {sub for sub in after if before.get(sub) != after[sub]}
             fake.reset_log()
             incremental = kept.poller.poll_once(source)
             paths = [path for _, path, _ in fake.requests]
+            payments_moved.append(moved)
             fresh, fresh_source = _stripe_source(fake, clock)
             full = fresh.poller.poll_once(fresh_source)
             fresh.stop()
@@ -372,6 +403,9 @@ def test_incremental_polls_equal_a_full_sync_on_a_changing_company():
         kept.stop()
     assert sum(u.endswith("re-read") and u != "0 re-read" for u in updates) >= 3, updates
     assert any(u.startswith("full sync") for u in updates), updates
+    # a charge, refunds and disputes changed (their numbers followed, above)
+    assert {path.split("/")[2] for moved in payments_moved for path in moved} == \
+        {"charges", "refunds", "disputes"}
 
 
 def test_a_poll_with_nothing_changed_costs_a_handful_of_requests():
@@ -387,9 +421,10 @@ def test_a_poll_with_nothing_changed_costs_a_handful_of_requests():
         exporter.stop()
     assert first.up and steady.up and listed > 20
     assert source.held.last_update == "0 re-read"
-    # events, charges, refunds and disputes since the last poll: one page each
+    # subscription events, charges, refunds, disputes and the events of their
+    # changes since the last poll: one page each
     assert sorted(path for _, path, _ in fake.requests) == \
-        ["/v1/charges", "/v1/disputes", "/v1/events", "/v1/refunds"]
+        ["/v1/charges", "/v1/disputes", "/v1/events", "/v1/events", "/v1/refunds"]
     assert {(s.kpi, tuple(s.labels.items())) for s in steady.samples} == \
         {(s.kpi, tuple(s.labels.items())) for s in first.samples}
 
@@ -530,7 +565,7 @@ def test_a_large_accounts_history_is_read_over_polls(caplog):
     year of invoices, come over the next polls; the series that need them are
     absent (not 0) until they are read, and then equal a fresh source's that
     read it all at once."""
-    budget = 3  # fewer than the first poll asks before the month's events
+    budget = 4  # fewer than the first poll asks before the month's events
     clock = {"now": NOW}
     store = generate_company(seed=4, customers=300, now=NOW)
 
@@ -583,10 +618,11 @@ def test_a_large_accounts_history_is_read_over_polls(caplog):
         EVENT_SERIES - {"customer_lifetime_value"}
 
 
-def test_a_refund_pending_for_weeks_is_asked_by_id_not_relisted():
-    """A refund pending since 25 days ago, among 250 settled ones: the next poll asks
-    it by id and lists only the refunds since the last poll (the whole 30 days
-    would be 3 pages), and its amount follows it into kpi_refunds_amount."""
+def test_a_refund_pending_for_weeks_is_asked_by_id_once_its_event_says_it_changed():
+    """A refund pending since 25 days ago, among 250 settled ones: while no event
+    names it, a poll lists only the refunds since the last poll; once it fails at
+    the bank (refund.updated, refund.failed), the next poll asks it by id (the
+    whole 30 days would be 3 pages), and its amount leaves kpi_refunds_amount."""
     day = 86400
     clock = {"now": NOW}
     store = generate_company(seed=4, customers=300, now=NOW)
@@ -599,23 +635,31 @@ def test_a_refund_pending_for_weeks_is_asked_by_id_not_relisted():
     def refunds_amount(samples):
         return next(s.value for s in samples if s.kpi == "refunds_amount")
 
+    def poll_in_five_minutes():
+        clock["now"] += 300
+        with store.lock:
+            store.advance(clock["now"])
+        fake.reset_log()
+        state = exporter.poller.poll_once(source)
+        return state, [(path, query) for _, path, query in fake.requests
+                       if path.startswith("/v1/refunds")]
+
     with FakeStripe(store, api_key=KEY) as fake:
         exporter, source = _stripe_source(fake, clock)
         first = exporter.poller.poll_once(source)
-        with store.lock:  # the refund fails at the bank
-            store._replace("refunds", {**store.get("refunds", pending["id"]), "status": "failed"})
-        clock["now"] += 300
-        fake.reset_log()
-        steady = exporter.poller.poll_once(source)
-        asked = [(path, query) for _, path, query in fake.requests
-                 if path.startswith("/v1/refunds")]
+        quiet, quiet_asked = poll_in_five_minutes()
+        store.update_refund(pending, "failed", at=clock["now"] + 10)
+        steady, asked = poll_in_five_minutes()
         fresh_exporter, fresh = _stripe_source(fake, clock)
         fresh_state = fresh_exporter.poller.poll_once(fresh)
         exporter.stop()
         fresh_exporter.stop()
-    assert first.up and steady.up
+    assert first.up and quiet.up and steady.up
+    assert quiet_asked == [("/v1/refunds", quiet_asked[0][1])]  # not the pending one
+    assert quiet_asked[0][1]["created[gte]"] == [str(NOW - 300)]  # since the last poll, less 5 min
     assert [path for path, _ in asked] == [f"/v1/refunds/{pending['id']}", "/v1/refunds"]
-    assert asked[1][1]["created[gte]"] == [str(NOW - 300)]  # since the last poll, less 5 minutes
+    assert asked[1][1]["created[gte]"] == [str(NOW)]
+    assert refunds_amount(quiet.samples) == refunds_amount(first.samples)
     # the failed refund is no longer money out: one cent less
     assert refunds_amount(first.samples) - refunds_amount(steady.samples) == \
         pytest.approx(0.01, abs=1e-9)

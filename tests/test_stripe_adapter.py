@@ -264,12 +264,16 @@ def test_second_poll_fetches_only_new_events_no_subscriptions_and_no_invoices():
     source.poll()
     source.poll()
     event_calls = [query(c) for c in responses.calls if "/v1/events" in c.request.url]
+    subscription_calls = [q for q in event_calls if "customer.subscription.updated" in q["types[]"]]
     # the first poll asks for the last 5 minutes' ids, lists the subscriptions, then
     # the month of events; the second asks from 5 minutes before the newest event held
     # (late arrivals)
-    assert [q["created[gte]"] for q in event_calls] == [
+    assert [q["created[gte]"] for q in subscription_calls] == [
         [str(NOW - 300)], [str(NOW - 30 * 86400)], [str(NOW - 100 - 300)]]
-    assert all("customer.subscription.updated" in q["types[]"] for q in event_calls)
+    # and, for the charges, refunds and disputes, what changed since the first poll
+    assert [q["created[gte]"] for q in event_calls if "refund.updated" in q["types[]"]] == \
+        [[str(NOW - 300)]]
+    assert len(event_calls) == 4
     assert [c.id for c in source.events.changes()] == ["evt_2", "evt_1"]
     invoice_calls = [query(c) for c in responses.calls if "/v1/invoices" in c.request.url]
     assert len(invoice_calls) == 1  # a year-old cohort does not change within a day
@@ -583,7 +587,9 @@ def test_a_coupon_gone_at_a_full_sync_parses_the_events_again():
     incremental = source.poll()
     relisted = [query(c) for c in responses.calls[len(responses.calls) - 100:]
                 if "/v1/events" in c.request.url]
-    assert sum("/v1/events" in c.request.url for c in responses.calls) == events_before + 2
+    relisted = [q for q in relisted if "customer.subscription.updated" in q["types[]"]]
+    # the new events, the month again, and the charges', refunds' and disputes' changes
+    assert sum("/v1/events" in c.request.url for c in responses.calls) == events_before + 3
     assert relisted[-1]["created[gte]"] == [str(NOW - 30 * 86400)]  # the month again
     assert window_start(incremental) == 9.0  # 1 seat, 10 % off
     fresh = make_source().poll()

@@ -26,7 +26,7 @@ from exporter.sources.stripe.mrr import (
     FAILED_PAYMENTS_WINDOW, MrrRules, RevenueKpis, customer_mrr, revenue_kpis,
 )
 from exporter.sources.stripe.records import SubscriptionChange
-from exporter.sources.stripe.window import TrailingWindow
+from exporter.sources.stripe.window import ChangeFeed, TrailingWindow
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,8 @@ class StripeSource(HttpSource):
         self.client = client or make_client(source_config)
         self.events = EventLog()
         self.held = held.HeldSubscriptions(source_config.full_sync_interval)
-        # The trailing windows, listed incrementally; a settled object never changes.
+        # The trailing windows, listed incrementally; what changed in them, from events.
+        self.changes = ChangeFeed()
         self.charges = TrailingWindow(fetch.charges, lambda c: c.status != "pending",
                                       fetch.charge)
         self.refunds = TrailingWindow(fetch.refunds, lambda r: r.status in SETTLED_REFUNDS,
@@ -246,6 +247,9 @@ class StripeSource(HttpSource):
                 max_pages=self._history_pages()))
         self.events.read_back(list_all, now, self._history_pages(), self._parser())
         self._unpaid_trials -= self.held.reread
+        changed = self.changes.changed(self.client, now)
+        for window in self._windows():
+            window.note_changes(changed)
         data = self.held.data(self.charges.update(self.client, now - FAILED_PAYMENTS_WINDOW, now))
         self._remember_discounts(data)
         self.events.settle(self._parser())
@@ -263,9 +267,12 @@ class StripeSource(HttpSource):
 
     def _full_synced(self) -> None:
         """After a full sync the windows, too, are listed whole."""
-        for window in (self.charges, self.refunds, self.disputes):
+        for window in self._windows():
             window.forget()
         self._unpaid_trials.clear()
+
+    def _windows(self) -> tuple[TrailingWindow, ...]:
+        return self.charges, self.refunds, self.disputes
 
     def _parser(self) -> Callable[[dict], SubscriptionChange]:
         """Parses a subscription event with what is known now (history.settled)."""
