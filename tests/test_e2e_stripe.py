@@ -335,13 +335,18 @@ def _stripe_source(fake: FakeStripe, clock: dict):
 
 def _payments_move_on(store: StripeStore, step: int) -> set[str]:
     """Between polls: a pending refund settles, an open dispute is answered or
-    closed, a pending charge (made at the first step) settles; returns their paths."""
+    closed, a pending charge settles (the first step makes them pending); returns
+    their paths."""
     moved = set()
     with store.lock:
         at = store.now - 30
         if step == 0:
             customer = store.objects("customers")[0]
             store.add_charge(customer, 2500, status="pending", created=at)
+            paid = [c for c in store.objects("charges") if c["status"] == "succeeded"
+                    and not c["amount_refunded"]]
+            for charge in paid[-2:]:
+                store.add_refund(charge, status="pending", created=at)
             return moved
         pending = [c for c in store.objects("charges") if c["status"] == "pending"]
         if pending:

@@ -232,6 +232,19 @@ def _coupons(store: StripeStore, now: int) -> dict[str, dict]:
 # --------------------------------------------------------------------------- customers
 
 
+def _by_now(at: int, earliest: int, now: int) -> int:
+    """`at` if it is a minute past or more, else a moment from `earliest` to then that
+    `at` picks (folded back into that span: clamped to a minute ago, everything
+    still to come would pile up in one second, at ten to a hundred times the rate
+    of any other five minutes, and be listed again by every poll's overlap)."""
+    latest = now - 60
+    if at <= latest:
+        return at
+    if earliest >= latest:
+        return latest
+    return earliest + (at - earliest) % (latest - earliest)
+
+
 def _pick(rng: random.Random, weights: dict) -> Any:
     return rng.choices(list(weights), weights=list(weights.values()))[0]
 
@@ -305,7 +318,10 @@ def _subscription_spec(rng: random.Random, earliest: int, now: int, currency: st
             ended = spec["trial_end"]
         else:
             ended = rng.randint(min(created + period, now - 600), now - 60)
-        spec["ended_at"] = min(ended, now - 60)
+            if created + period > now - 600 and created < now - 3 * HOUR:
+                # younger than a period: any time in its life, not all in its last minutes
+                ended = created + HOUR + (ended - (now - 600)) * (now - 60 - created - HOUR) // 540
+        spec["ended_at"] = _by_now(ended, created + HOUR, now)
         spec["canceled_at"] = spec["ended_at"] - (rng.randint(0, 20 * DAY) if rng.random() < 0.5 else 0)
         spec["canceled_at"] = max(spec["canceled_at"], created)
         spec["cancellation_reason"] = "payment_failed" if rng.random() < 0.2 else "cancellation_requested"
@@ -432,7 +448,8 @@ def _live(rng: random.Random, store: StripeStore, customer: str, spec: dict, cat
     elif status == "canceled":
         if reason == "payment_failed":
             failed = _latest_attempt(store, tl, ended - 7 * DAY)
-            final, stop = ("payment_failed", failed, min(failed + 7 * DAY + HOUR, now - 60)), failed
+            final, stop = ("payment_failed", failed,
+                           _by_now(failed + 7 * DAY + HOUR, failed + HOUR, now)), failed
         else:
             end = _scheduled_end(store, tl, ended, now)
             if end is not None and canceled_at < ended:
@@ -467,7 +484,7 @@ def _live(rng: random.Random, store: StripeStore, customer: str, spec: dict, cat
         at = max(final[1], tl.starts[-1])
         store.fail_payment(sub_id, at)
         if kind == "unpaid":
-            store.mark_unpaid(sub_id, max(tl.starts[-1], min(at + 7 * DAY + HOUR, now - 60)))
+            store.mark_unpaid(sub_id, max(tl.starts[-1], _by_now(at + 7 * DAY + HOUR, at + HOUR, now)))
     elif kind == "payment_failed":
         at = max(final[1], tl.starts[-1])
         store.fail_payment(sub_id, at)
@@ -487,13 +504,14 @@ def _live(rng: random.Random, store: StripeStore, customer: str, spec: dict, cat
     elif kind == "canceled":
         at = final[1]
         if at <= tl.starts[-1]:  # not in the same second it started
-            at = max(tl.starts[-1], min(now - 60, tl.starts[-1] + rng.randint(HOUR, 2 * DAY)))
+            at = max(tl.starts[-1], _by_now(tl.starts[-1] + rng.randint(HOUR, 2 * DAY),
+                                            tl.starts[-1] + 1, now))
         if at >= now - DAY and not _may_churn_now(store, customer, at):
             at = max(tl.starts[-1], now - DAY - rng.randint(2 * HOUR, 3 * DAY))
         store.cancel_subscription(sub_id, at, reason=reason)
     elif kind == "flag":
         period = _current_period(store, tl, now)
-        at = max(tl.starts[-1], period[0], min(final[1], now - 60))
+        at = max(tl.starts[-1], period[0], _by_now(final[1], period[0], now))
         store.change_subscription(sub_id, at, cancel_at_period_end=True)
     return sub_id
 
@@ -665,7 +683,8 @@ def _refunds_and_disputes(rng: random.Random, store: StripeStore, now: int) -> N
     picks = rng.sample(succeeded, min(len(succeeded), max(3, round(len(succeeded) * 0.012))))
     for ch in picks:
         amount = ch["amount"] if rng.random() < 0.8 else max(1, ch["amount"] // 2)
-        created = max(ch["created"] + 60, min(now - 60, ch["created"] + rng.randint(HOUR, 6 * DAY)))
+        created = max(ch["created"] + 60, _by_now(ch["created"] + rng.randint(HOUR, 6 * DAY),
+                                                  ch["created"] + 60, now))
         status = _pick(rng, {"succeeded": 90, "pending": 7, "failed": 3})
         if status == "pending" and created < now - REFUND_SETTLES:
             status = "succeeded"  # it has settled by now
@@ -675,7 +694,8 @@ def _refunds_and_disputes(rng: random.Random, store: StripeStore, now: int) -> N
     candidates = [c for c in succeeded if c["id"] not in refunded]
     statuses = [*OPEN_DISPUTE_STATUSES, "needs_response", *CLOSED_DISPUTE_STATUSES[:2]]
     for status, ch in zip(statuses, rng.sample(candidates, min(len(candidates), len(statuses)))):
-        created = max(ch["created"] + 60, min(now - 60, ch["created"] + rng.randint(DAY, 12 * DAY)))
+        created = max(ch["created"] + 60, _by_now(ch["created"] + rng.randint(DAY, 12 * DAY),
+                                                  ch["created"] + 60, now))
         reason = _pick(rng, {"fraudulent": 35, "product_not_received": 15, "subscription_canceled": 20,
                              "general": 15, "unrecognized": 10, "duplicate": 5})
         store.add_dispute(ch["id"], status=status, reason=reason, created=created)
@@ -691,7 +711,7 @@ def _one_off_charges(rng: random.Random, store: StripeStore, now: int) -> list[d
     for cus in store.objects("customers"):
         if cus["created"] < now - _WINDOW or rng.random() > 0.05:
             continue
-        at = min(now - 60, cus["created"] + rng.randint(DAY, 10 * DAY))
+        at = _by_now(cus["created"] + rng.randint(DAY, 10 * DAY), cus["created"] + 60, now)
         currency = cus["currency"] or "usd"
         amount = {"usd": 150000, "eur": 140000, "gbp": 120000, "jpy": 220000}[currency]
         kwargs = dict(customer=cus["id"], amount=amount, currency=currency, created=at,
