@@ -257,7 +257,7 @@ class _Read:
         returns the last event read when it stopped before the end, else None.
         An error here leaves the log as it was."""
         for event in events:
-            if not _well_formed(event):
+            if not well_formed(event):
                 # Skipping it would rebuild the past without it: numbers wrong but served.
                 name = event.get("id") if isinstance(event, dict) else None
                 raise MalformedObject(f"stripe: event {name!r} has no id, type, created time "
@@ -323,7 +323,9 @@ def _named_subscription(event: dict) -> set[str]:
     return set()
 
 
-def _well_formed(event: object) -> bool:
+def well_formed(event: object) -> bool:
+    """Whether an event has what every reader of events relies on: id, type, created
+    time, and data.object with an id."""
     if not isinstance(event, dict):
         return False
     data = event.get("data")

@@ -23,11 +23,11 @@ from __future__ import annotations
 from typing import Callable, Generic, Protocol, TypeVar
 
 from exporter.http import HttpClient, UpstreamError
+from exporter.sources.stripe.events import RETENTION, well_formed
 from exporter.sources.stripe.fetch import PAGE_SIZE, list_all
 from exporter.sources.stripe.parse import MalformedObject
 
 OVERLAP = 300  # seconds re-listed before the previous listing
-RETENTION = 30 * 86400  # Stripe lists the events of the last 30 days
 # The events Stripe sends when a charge, refund or dispute changes after it was
 # created (the windows list what is created). charge.succeeded and .failed also
 # come for new charges; they name objects a listing reads anyway.
@@ -66,11 +66,10 @@ class ChangeFeed:
         for event in list_all(client, "/v1/events", [
                 ("created[gte]", str(self._listed_at - OVERLAP)),
                 *(("types[]", kind) for kind in CHANGE_EVENT_TYPES)]):
-            data = event.get("data")
-            obj = data.get("object") if isinstance(data, dict) else None
-            if not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
-                raise MalformedObject(f"stripe: event {event['id']} names no object")
-            named.add(obj["id"])
+            if not well_formed(event):
+                raise MalformedObject(f"stripe: event {event.get('id')!r} has no id, type, "
+                                      "created time or data.object with an id")
+            named.add(event["data"]["object"]["id"])
         self._listed_at = now
         return named
 
