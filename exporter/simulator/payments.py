@@ -140,10 +140,14 @@ class Payments:
                 refund["failure_reason"] = "expired_or_canceled_card"
             self.add("refunds", refund)
             if status in ("succeeded", "pending"):
-                refunded = ch["amount_refunded"] + amount
-                self._replace("charges", {**ch, "amount_refunded": refunded,
-                                          "refunded": refunded >= ch["amount"]})
+                self._refund_on_charge(ch, amount)
             return refund
+
+    def _refund_on_charge(self, charge: dict, amount: int) -> None:
+        """The charge's `amount_refunded` moved by `amount` (negative: given back)."""
+        refunded = charge["amount_refunded"] + amount
+        self._replace("charges", {**charge, "amount_refunded": refunded,
+                                  "refunded": refunded >= charge["amount"]})
 
     def settle_charge(self, charge: Any, status: str, *, at: int | None = None) -> dict:
         """A pending charge succeeds or fails (`charge.succeeded`, `charge.failed`)."""
@@ -175,10 +179,7 @@ class Payments:
             if status in ("failed", "canceled"):
                 if status == "failed":
                     new["failure_reason"] = "expired_or_canceled_card"
-                ch = self._tables["charges"][old["charge"]]
-                refunded = ch["amount_refunded"] - old["amount"]
-                self._replace("charges", {**ch, "amount_refunded": refunded,
-                                          "refunded": refunded >= ch["amount"]})
+                self._refund_on_charge(self._tables["charges"][old["charge"]], -old["amount"])
             self._replace("refunds", new)
             for kind in ("refund.updated", "charge.refund.updated"):
                 self._record_event(kind, new, old, at)
