@@ -11,6 +11,7 @@ import pytest
 
 import stripe_objects as so
 from exporter.sources.stripe import dynamics, history, parse
+from exporter.sources.stripe.changelog import ChangeLog
 from exporter.sources.stripe.mrr import MrrRules, customer_mrr
 from exporter.sources.stripe.records import InvoiceLine, Price, Subscription
 
@@ -123,7 +124,7 @@ def test_trials():
 def changes_of(events, prices=None, known=None):
     """The events as the source keeps them: slimmed, then parsed once (settled)."""
     from exporter.sources.stripe.events import slim
-    return [history.settled(slim(e), prices or {}, {}, known or {}) for e in events]
+    return ChangeLog(history.settled(slim(e), prices or {}, {}, known or {}) for e in events)
 
 
 def today(current, prices=None):
@@ -525,7 +526,7 @@ def test_slimmed_event_keeps_what_the_rebuild_needs():
     # the renewal is still undone as an update (a no-op), the upgrade back to one seat
     settled = [history.settled(e, {}, {}, {}) for e in slimmed]
     assert settled[0].puts_back and settled[0].before is settled[0].after  # one record
-    [then] = history.subscriptions_at(today([current]), settled, NOW - 3 * DAY)
+    [then] = history.subscriptions_at(today([current]), ChangeLog(settled), NOW - 3 * DAY)
     assert then.status == "active" and then.items[0].quantity == 1
-    [then] = history.subscriptions_at(today([current]), settled[:1], NOW - 3 * DAY)
+    [then] = history.subscriptions_at(today([current]), ChangeLog(settled[:1]), NOW - 3 * DAY)
     assert then.items[0].quantity == 3

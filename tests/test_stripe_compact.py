@@ -10,6 +10,7 @@ import pytest
 
 import stripe_objects as so
 from exporter.sources.stripe import history, parse
+from exporter.sources.stripe.changelog import ChangeLog
 from exporter.sources.stripe.compact import Compactor
 from exporter.sources.stripe.events import slim
 
@@ -73,8 +74,8 @@ def test_a_renewal_is_todays_record_before_and_after():
         "evt_u", "customer.subscription.updated", listed(), NOW - 2 * DAY,
         previous={"items": {"data": [so.item("si_a", SEAT, 1)]}})), PRICES, COUPONS, {}, shared)
     assert upgrade.after is today and upgrade.before.items[0].quantity == 1
-    changes = [history.settled(slim(renewal(listed(), NOW - DAY)), PRICES, COUPONS, {}, shared),
-               upgrade]  # newest first
+    changes = ChangeLog([history.settled(slim(renewal(listed(), NOW - DAY)), PRICES, COUPONS, {},
+                                         shared), upgrade])  # newest first
     [then] = history.subscriptions_at([today], changes, NOW - DAY - DAY // 2)
     assert then is today
     [then] = history.subscriptions_at([today], changes, NOW - 3 * DAY)

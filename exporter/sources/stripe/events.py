@@ -12,20 +12,21 @@ fetch that fails part-way adds nothing, so the next poll asks again. Events
 older than the retention are dropped, so memory stays bounded; a malformed
 event fails the poll.
 
-A subscription event is kept as a SubscriptionChange: its subscription after
-and before it, parsed once, in the poll that listed it, once that poll has
-today's prices, coupons and discounts (settle). Most events are renewals whose
-subscription is today's, and their records are today's records. An event that
+A subscription event is kept as a row of a ChangeLog (changelog.py): its
+subscription after and before it, parsed once, in the poll that listed it,
+once that poll has today's prices, coupons and discounts (settle). Most events
+are renewals whose subscription is today's, and their records are today's
+records. An event that
 names a price, coupon or discount not known yet keeps its slimmed JSON and is
 parsed again at the next poll.
 """
 
 from __future__ import annotations
 
-import bisect
 import logging
 from typing import Callable, Container, Iterator, NamedTuple, TypeVar
 
+from exporter.sources.stripe.changelog import ChangeLog, span
 from exporter.sources.stripe.compact import Compactor
 from exporter.sources.stripe.fetch import PAGE_SIZE
 from exporter.sources.stripe.history import put_back
@@ -76,7 +77,7 @@ class EventLog:
         self.retention = retention
         # Newest first, as Stripe lists them: subscription events parsed once
         # (settle), and discount events as slimmed.
-        self._changes: list[SubscriptionChange] = []
+        self._changes = ChangeLog()
         self._discount_events: list[dict] = []
         self._compactor = Compactor()  # one copy of each price and coupon across the events
         self._listed = False  # whether the retention's listing was ever started
@@ -119,7 +120,7 @@ class EventLog:
                  if event_id not in held and event_id not in seen
                  and (named_since is None or created >= named_since)}
         if relist:
-            self._changes, self._discount_events = [], []
+            self._changes, self._discount_events = ChangeLog(), []
         if whole:
             self._listed, self._backlog = True, _Cursor.at(since, stopped)
         self._merge(read, now)
@@ -151,13 +152,12 @@ class EventLog:
 
     def settle(self, parse: Parse) -> None:
         """Parse the subscription events not parsed for good yet (history.settled)."""
-        self._changes = [parse(change.pending) if change.pending is not None else change
-                         for change in self._changes]
+        self._changes.settle(parse)
 
     def _merge(self, read: "_Read", now: int) -> None:
         # What was fetched is newer (or, read back, older) than what we hold, but
         # for the overlap: merge by time.
-        self._changes = merged(read.changes, self._changes, lambda c: c.created)
+        self._changes.merge(read.changes)
         self._discount_events = merged(read.discount_events, self._discount_events,
                                        lambda e: e["created"])
         self._prune(now)
@@ -171,15 +171,14 @@ class EventLog:
         """When the newest held event was created."""
         times = []
         if self._changes:
-            times.append(self._changes[0].created)
+            times.append(self._changes.created[0])
         if self._discount_events:
             times.append(self._discount_events[0]["created"])
         return max(times, default=None)
 
     def _prune(self, now: int) -> None:
         cutoff = now - self.retention
-        while self._changes and self._changes[-1].created < cutoff:
-            self._changes.pop()
+        self._changes.prune(cutoff)
         while self._discount_events and self._discount_events[-1]["created"] < cutoff:
             self._discount_events.pop()
 
@@ -188,10 +187,10 @@ class EventLog:
         id is kept (a month of them is some 4 MiB of set at 100,000 subscriptions):
         a listing can only meet again the held events of the time it spans."""
         ids = set()
-        for change in self._changes:  # newest first
-            if change.created < since:
+        for row, created in enumerate(self._changes.created):  # newest first
+            if created < since:
                 break
-            ids.add(change.id)
+            ids.add(self._changes.id[row])
         for event in self._discount_events:
             if event["created"] < since:
                 break
@@ -201,17 +200,17 @@ class EventLog:
     def _ids_until(self, until: int) -> set[str]:
         """The ids of the held events created at `until` or earlier."""
         ids = set()
-        for change in reversed(self._changes):  # oldest first
-            if change.created > until:
+        for row in reversed(range(len(self._changes))):  # oldest first
+            if self._changes.created[row] > until:
                 break
-            ids.add(change.id)
+            ids.add(self._changes.id[row])
         for event in reversed(self._discount_events):
             if event["created"] > until:
                 break
             ids.add(event["id"])
         return ids
 
-    def changes(self) -> list[SubscriptionChange]:
+    def changes(self) -> ChangeLog:
         """The held subscription events, settled, newest first."""
         return self._changes
 
@@ -222,8 +221,8 @@ class EventLog:
     def pending_discount_ids(self) -> set[str]:
         """Every discount id the events not settled for good name (in objects and
         previous_attributes), and the discount events' own."""
-        return referenced_discounts([change.pending for change in self._changes
-                                     if change.pending is not None] + self._discount_events)
+        return referenced_discounts([event for event in self._changes.pending
+                                     if event is not None] + self._discount_events)
 
 
 class _Cursor(NamedTuple):
@@ -298,10 +297,7 @@ def merged(new: list[T], held: list[T], created: Callable[[T], int]) -> list[T]:
     subscriptions (a scrape waits it out), and computed a million keys."""
     if not new:
         return list(held)  # a new list, as sorted() gives: one handed out stays as it was
-    newest, oldest = max(map(created, new)), min(map(created, new))
-    newest_first = lambda item: -created(item)  # noqa: E731 - bisect wants ascending keys
-    start = bisect.bisect_left(held, -newest, key=newest_first)  # the first not newer
-    stop = bisect.bisect_right(held, -oldest, key=newest_first)  # the first older
+    start, stop = span(held, created, [created(item) for item in new])
     result = held.copy()  # one copy and a slice put in place: no concatenating a million
     result[start:stop] = sorted(new + held[start:stop], key=created, reverse=True)
     return result

@@ -28,6 +28,7 @@ from typing import Callable, Iterator
 
 from exporter import money
 from exporter.sources.stripe import parse
+from exporter.sources.stripe.changelog import ChangeLog
 from exporter.sources.stripe.dynamics import MrrBridge, mrr_bridge
 from exporter.sources.stripe.mrr import MrrRules, RevenueKpis, customer_mrr, monthly, mrr_totals
 from exporter.sources.stripe.records import (
@@ -89,24 +90,24 @@ def settled(event: dict, prices: dict[str, Price], coupons: dict[str, Coupon],
                               pending=None if complete else event)
 
 
-def changes_around(changes: list[SubscriptionChange], at: int
-                   ) -> tuple[dict[str, SubscriptionChange], dict[str, SubscriptionChange]]:
-    """Per subscription id: its first change after `at`, and its last at or before it.
+def changes_around(changes: ChangeLog, at: int) -> tuple[dict[str, int], dict[str, int]]:
+    """Per subscription id: the row of its first change after `at`, and of its last
+    at or before it.
 
     `changes` come newest first, as Stripe lists events; among events of the same
     second the later one in that list is the earlier event.
     """
-    first_after: dict[str, SubscriptionChange] = {}
-    last_before: dict[str, SubscriptionChange] = {}
-    for change in changes:  # newest first
-        if change.created > at:
-            first_after[change.subscription] = change  # each later match is older, so it wins
+    first_after: dict[str, int] = {}
+    last_before: dict[str, int] = {}
+    for row, (created, subscription) in enumerate(zip(changes.created, changes.subscription)):
+        if created > at:  # newest first
+            first_after[subscription] = row  # each later match is older, so it wins
         else:
-            last_before.setdefault(change.subscription, change)  # the first match is the newest
+            last_before.setdefault(subscription, row)  # the first match is the newest
     return first_after, last_before
 
 
-def subscriptions_at(current: list[Subscription], changes: list[SubscriptionChange],
+def subscriptions_at(current: list[Subscription], changes: ChangeLog,
                      at: int) -> list[Subscription]:
     """The subscriptions as they were at `at` (those that existed then).
 
@@ -117,42 +118,42 @@ def subscriptions_at(current: list[Subscription], changes: list[SubscriptionChan
     first_after, last_before = changes_around(changes, at)
     result = []
     for sub in current:
-        change = first_after.pop(sub.id, None)
-        if change is None:
+        row = first_after.pop(sub.id, None)
+        if row is None:
             if sub.created <= at:
                 result.append(sub)
             continue
-        before = _before(change, last_before.get(sub.id), at)
+        before = _before(changes, row, last_before.get(sub.id), at)
         if before is not None:
             result.append(before)
     # Subscriptions only known from events (e.g. listed before they were created).
-    for sub_id, change in first_after.items():
-        before = _before(change, last_before.get(sub_id), at)
+    for sub_id, row in first_after.items():
+        before = _before(changes, row, last_before.get(sub_id), at)
         if before is not None:
             result.append(before)
     return result
 
 
-def _before(change: SubscriptionChange, earlier: SubscriptionChange | None,
-            at: int) -> Subscription | None:
-    """The subscription at `at`, from its first change after it (and the last before)."""
-    if change.after is None:
-        raise ValueError(f"event {change.id} was not settled")
-    if change.type == CREATED:
+def _before(changes: ChangeLog, row: int, earlier: int | None, at: int) -> Subscription | None:
+    """The subscription at `at`, from the row of its first change after it (and of
+    the last before)."""
+    after, kind = changes.after[row], changes.type[row]
+    if after is None:
+        raise ValueError(f"event {changes.id[row]} was not settled")
+    if kind == CREATED:
         return None
-    if change.puts_back:
-        return change.before
-    if earlier is not None and earlier.type != DELETED:
-        return earlier.after  # the state its last earlier event left
-    after = change.after
+    if changes.puts_back[row]:
+        return changes.before[row]
+    if earlier is not None and changes.type[earlier] != DELETED:
+        return changes.after[earlier]  # the state its last earlier event left
     if after.trial_end is not None and at < after.trial_end:
         status = "trialing"
-    elif change.type == "customer.subscription.resumed":
+    elif kind == "customer.subscription.resumed":
         status = "paused"
     else:  # deleted, or paused outside a trial
         status = "active"
     return replace(after, status=status,
-                   ended_at=None if change.type == DELETED else after.ended_at)
+                   ended_at=None if kind == DELETED else after.ended_at)
 
 
 def billed_lines(lines: list[InvoiceLine], at: int,
@@ -253,7 +254,7 @@ def billed_kpis(lines: list[InvoiceLine], prices: dict[str, Price],
                        if amount is not None), fx_rates)
 
 
-def customer_mrr_at(current: list[Subscription], changes: list[SubscriptionChange], at: int,
+def customer_mrr_at(current: list[Subscription], changes: ChangeLog, at: int,
                     *, fx_rates: dict[str, Decimal], rules: MrrRules) -> dict[str, Decimal]:
     """Each customer's MRR at `at` (within the event retention), valued by the same
     rules as today's, with today's fx rates."""

@@ -1,0 +1,91 @@
+"""The held subscription events (events.py), newest first, kept as columns.
+
+A month of events is some 1.2 events per subscription: over a million at a
+million subscriptions. Each held as a SubscriptionChange was an object, an int
+for its time and a list slot, 136 bytes besides its id; here an event is a row
+of columns, its time in an array, 57 bytes besides its id. The subscriptions
+after and before it are records shared with today's where they are equal
+(history.settled), so most rows add no record at all. A SubscriptionChange is
+made only for the rows asked for one (`[i]`); history.py reads the columns.
+"""
+
+from __future__ import annotations
+
+import bisect
+from array import array
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+
+from exporter.sources.stripe.records import Subscription, SubscriptionChange
+
+T = TypeVar("T")
+
+
+class ChangeLog:
+    """Rows newest first, as Stripe lists events; changed in place only by the event
+    log (events.py), between polls."""
+
+    def __init__(self, changes: Iterable[SubscriptionChange] = ()) -> None:
+        self.id: list[str] = []
+        self.created = array("q")
+        self.type: list[str] = []
+        self.subscription: list[str] = []
+        self.after: list[Subscription | None] = []
+        self.before: list[Subscription | None] = []
+        self.puts_back = bytearray()
+        self.pending: list[dict | None] = []
+        self._put(0, 0, list(changes))
+
+    def __len__(self) -> int:
+        return len(self.created)
+
+    def __getitem__(self, row: int) -> SubscriptionChange:
+        return SubscriptionChange(self.id[row], self.type[row], self.created[row],
+                                  self.subscription[row], after=self.after[row],
+                                  before=self.before[row], puts_back=bool(self.puts_back[row]),
+                                  pending=self.pending[row])
+
+    def __iter__(self) -> Iterator[SubscriptionChange]:
+        return (self[row] for row in range(len(self)))
+
+    def merge(self, new: list[SubscriptionChange]) -> None:
+        """Put `new` in place by time: as sorted(new + held, key=created, reverse=True),
+        where only the held rows within `new`'s span of time are sorted with it (the
+        rest keep their place, as a stable sort would keep them)."""
+        if not new:
+            return
+        start, stop = span(self.created, lambda created: created,
+                           [change.created for change in new])
+        rows = sorted(new + [self[row] for row in range(start, stop)],
+                      key=lambda change: change.created, reverse=True)
+        self._put(start, stop, rows)
+
+    def prune(self, cutoff: int) -> None:
+        """Drop the rows created before `cutoff` (the oldest, at the end)."""
+        keep = bisect.bisect_right(self.created, -cutoff, key=lambda created: -created)
+        self._put(keep, len(self), [])
+
+    def settle(self, parse: Callable[[dict], SubscriptionChange]) -> None:
+        """Parse again the rows still pending (history.settled)."""
+        for row, event in enumerate(self.pending):
+            if event is not None:
+                self._put(row, row + 1, [parse(event)])
+
+    def _put(self, start: int, stop: int, changes: list[SubscriptionChange]) -> None:
+        """Replace rows start:stop with `changes`."""
+        self.id[start:stop] = [change.id for change in changes]
+        self.created[start:stop] = array("q", [change.created for change in changes])
+        self.type[start:stop] = [change.type for change in changes]
+        self.subscription[start:stop] = [change.subscription for change in changes]
+        self.after[start:stop] = [change.after for change in changes]
+        self.before[start:stop] = [change.before for change in changes]
+        self.puts_back[start:stop] = bytes(change.puts_back for change in changes)
+        self.pending[start:stop] = [change.pending for change in changes]
+
+
+def span(held: Sequence[T], created: Callable[[T], int], times: list[int]) -> tuple[int, int]:
+    """Where the held items (newest first) from the newest of `times` to the oldest
+    are: start, stop. Only they need sorting with new items of those times."""
+    newest_first = lambda item: -created(item)  # noqa: E731 - bisect wants ascending keys
+    start = bisect.bisect_left(held, -max(times), key=newest_first)  # the first not newer
+    stop = bisect.bisect_right(held, -min(times), key=newest_first)  # the first older
+    return start, stop
