@@ -12,6 +12,7 @@ import pytest
 import stripe_objects as so
 from exporter.sources.stripe import dynamics, history, parse
 from exporter.sources.stripe.changelog import ChangeLog
+from exporter.sources.stripe.invoice_lines import InvoiceLines
 from exporter.sources.stripe.mrr import MrrRules, customer_mrr
 from exporter.sources.stripe.records import InvoiceLine, Price, Subscription
 
@@ -125,6 +126,11 @@ def changes_of(events, prices=None, known=None):
     """The events as the source keeps them: slimmed, then parsed once (settled)."""
     from exporter.sources.stripe.events import slim
     return ChangeLog(history.settled(slim(e), prices or {}, {}, known or {}) for e in events)
+
+
+def kept(lines):
+    """Invoice lines as the 1y cohort keeps them (invoice_lines.py)."""
+    return InvoiceLines((0, line) for line in lines)
 
 
 def today(current, prices=None):
@@ -295,7 +301,7 @@ def test_customer_mrr_from_invoices():
         line("D", 10000, at - 10 * DAY, at + 20 * DAY, "monthly", currency="eur"),  # 100 EUR
         line("E", 10000, at - 10 * DAY, at + 20 * DAY, "monthly", currency="gbp"),  # no rate
     ]
-    mrr = history.customer_mrr_from_invoices(lines, at, prices, FX)
+    mrr = history.customer_mrr_from_invoices(kept(lines), at, prices, FX)
     assert set(mrr) == {"A", "C", "D"}
     assert mrr["A"] == 190
     # unknown price: by period length, 73 x (365 / 12 days) / 146 days = 15.2083...
@@ -419,7 +425,8 @@ def test_invoice_valuation_keeps_the_latest_period_and_drops_ended_subscriptions
         # a subscription canceled 3 days before `at` (its paid month still covers it)
         item_line("s2", "si2", 9900, at - 20 * DAY, at + 10 * DAY, "monthly"),
     ]
-    mrr = history.customer_mrr_from_invoices(lines, at, prices, FX, ended={"s2": at - 3 * DAY})
+    mrr = history.customer_mrr_from_invoices(kept(lines), at, prices, FX,
+                                             ended={"s2": at - 3 * DAY})
     assert mrr == {"A": 100}  # the yearly plan only: 120000 cents / 12
 
 
@@ -454,7 +461,34 @@ def test_billed_lines_at_every_step_from_one_sweep():
     }
     for at in steps:  # one moment alone gives the same lines
         assert sorted((l.subscription, int(l.amount)) for l in
-                      history.billed_lines(lines, at, ended={"s3": t0 + DAY})) == billed[at]
+                      history.billed_lines(kept(lines), at, ended={"s3": t0 + DAY})) == billed[at]
+
+
+def test_billed_lines_from_the_columns_are_the_sweeps_lines_in_its_order():
+    """billed_lines reads one moment from the kept columns; on random lines (plan
+    changes within an item, periods starting the same second, prorations, lines
+    without an item, ended subscriptions) it gives billed_lines_at's lines for that
+    step, in the same order (customer sums add Decimals in that order)."""
+    import random
+
+    rng = random.Random(5)
+    for trial in range(300):
+        lines = []
+        for _ in range(rng.randint(0, 25)):
+            start = rng.randint(0, 20)
+            sub = rng.choice(["s1", "s2", "s3", None])
+            lines.append(InvoiceLine(rng.choice("AB"), "usd", D(rng.randint(0, 9) * 100), start,
+                                     start + rng.randint(0, 12), "monthly",
+                                     proration=rng.random() < 0.15, subscription=sub,
+                                     subscription_item=rng.choice(["si1", "si2", None])
+                                     if sub else None))
+        ended = {"s2": rng.randint(0, 30)}
+        assert [line for _, line in kept(lines)] == lines  # the columns give the lines back
+        for at in range(0, 32, 3):
+            [(_, swept)] = history.billed_lines_at(lines, [at], ended)
+            assert history.billed_lines(kept(lines), at, ended) == swept, (trial, at)
+    with pytest.raises(ValueError, match="not whole minor units"):  # an array holds ints
+        kept([InvoiceLine("A", "usd", D("0.5"), 0, 1, "monthly")])
 
 
 def test_billed_kpis_from_lines():

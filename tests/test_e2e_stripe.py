@@ -537,7 +537,7 @@ def test_the_year_old_cohort_reads_only_a_new_day_of_invoices_each_day():
     assert later.up and fresh_state.up
     # what is kept is what a fresh read keeps, no more and no less
     assert set(source.cohort_lines._kept) == set(fresh.cohort_lines._kept)
-    assert len(source.cohort_lines._kept.lines) == len(set(source.cohort_lines._kept))
+    assert len(source.cohort_lines._kept) == len(set(source.cohort_lines._kept))
 
     def by_series(samples):
         return {(s.kpi, tuple(sorted(s.labels.items()))): s.value for s in samples}

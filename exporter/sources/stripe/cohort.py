@@ -14,51 +14,21 @@ cover it or a later moment (its period ends after it), with its invoice's
 creation time, and a new day lists only the invoices created since the last
 read. Lines created before the new moment's year, or ended by it, are dropped:
 the lines handed out are a fresh read's, give or take lines that do not cover
-the moment (history.billed_lines reads only those that do).
+the moment (history.billed_lines reads only those that do). They are kept as
+columns (invoice_lines.py): a large account's year is half a million lines.
 """
 
 from __future__ import annotations
 
 import logging
-from array import array
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 from exporter.http import HttpClient
 from exporter.sources.stripe import fetch
+from exporter.sources.stripe.invoice_lines import InvoiceLines
 from exporter.sources.stripe.records import InvoiceLine
 
 log = logging.getLogger(__name__)
-
-
-class KeptLines:
-    """Invoice lines with their invoice's creation time, the times in an array: 8
-    bytes a line, where a (time, line) tuple and an int were 88 (a large account's
-    year holds about half a million lines)."""
-
-    def __init__(self) -> None:
-        self.created = array("q")
-        self.lines: list[InvoiceLine] = []
-
-    def add(self, created: int, line: InvoiceLine) -> None:
-        self.created.append(created)
-        self.lines.append(line)
-
-    def add_covering(self, created: int, lines: list[InvoiceLine], moment: int) -> None:
-        """An invoice's lines that may cover `moment` or later (_may_cover)."""
-        for line in lines:
-            if _may_cover(line, moment):
-                self.add(created, line)
-
-    def __iter__(self) -> Iterator[tuple[int, InvoiceLine]]:
-        return zip(self.created, self.lines)
-
-    def kept(self, keep: Callable[[int, InvoiceLine], bool]) -> "KeptLines":
-        result = KeptLines()
-        for created, line in self:
-            if keep(created, line):
-                result.add(created, line)
-        return result
 
 
 @dataclass
@@ -68,7 +38,7 @@ class _Reading:
     created_from: int
     created_to: int
     after: str | None = None  # the last invoice read
-    lines: KeptLines = field(default_factory=KeptLines)
+    lines: InvoiceLines = field(default_factory=InvoiceLines)
     invoices: int = 0
 
     def advance(self, client: HttpClient, moment: int, max_pages: int | None) -> bool:
@@ -78,7 +48,7 @@ class _Reading:
         started = self.invoices
         for invoice_id, created, lines in fetch.paid_invoices(
                 client, self.created_from, self.created_to, self.after):
-            self.lines.add_covering(created, lines, moment)
+            _add_covering(self.lines, created, lines, moment)
             self.after, self.invoices = invoice_id, self.invoices + 1
             if max_pages is not None and self.invoices - started >= max_pages * fetch.PAGE_SIZE:
                 log.info("stripe: the 1y cohort's invoices: %d read, more at the next poll",
@@ -89,12 +59,11 @@ class _Reading:
 
 class CohortLines:
     def __init__(self) -> None:
-        self._kept = KeptLines()
+        self._kept = InvoiceLines()
         self._listed: tuple[int, int] | None = None  # the creation range read
         self._reading: _Reading | None = None
 
-    def at(self, client: HttpClient, moment: int,
-           max_pages: int | None) -> list[InvoiceLine] | None:
+    def at(self, client: HttpClient, moment: int, max_pages: int | None) -> InvoiceLines | None:
         """The paid invoice lines that may cover `moment` (and none that a fresh read
         of its invoices would not give), or None while a year of them is still
         being read (`max_pages` a call; None: all at once)."""
@@ -111,14 +80,15 @@ class CohortLines:
                 return None
         assert self._listed is not None
         start = self._listed[1] + 1  # the days since the last read (none on the day of it)
-        kept = self._kept.kept(
-            lambda created, line: created >= created_from and _may_cover(line, moment))
+        held = self._kept
+        kept = held.rows(lambda row: held.created[row] >= created_from and _may_cover(
+            held.period_end[row], held.proration[row], moment))
         if start <= created_to:  # a day or so of lines, filtered as read
             for _, created, lines in fetch.paid_invoices(client, start, created_to):
-                kept.add_covering(created, lines, moment)
+                _add_covering(kept, created, lines, moment)
         # Only once all of it was read: a failure keeps what was held.
         self._kept, self._listed = kept, (created_from, created_to)
-        return list(self._kept.lines)
+        return self._kept
 
     def _moves_on(self, created_from: int, created_to: int) -> bool:
         """Whether the range read reaches into this one from before (so a read of the
@@ -127,7 +97,14 @@ class CohortLines:
         return read is not None and read[0] <= created_from <= read[1] <= created_to
 
 
-def _may_cover(line: InvoiceLine, moment: int) -> bool:
+def _add_covering(kept: InvoiceLines, created: int, lines: list[InvoiceLine],
+                  moment: int) -> None:
+    for line in lines:
+        if _may_cover(line.period_end, line.proration, moment):
+            kept.add(created, line)
+
+
+def _may_cover(period_end: int, proration: bool, moment: int) -> bool:
     """Whether a line can say what was billed at `moment` or later (history.billed_lines
     leaves prorations out)."""
-    return line.period_end > moment and not line.proration
+    return period_end > moment and not proration
