@@ -328,9 +328,14 @@ def test_the_change_log_merges_prunes_and_settles_rows_as_lists_of_changes_would
         held = sorted((change(rng.randint(0, 40), f"held{k}") for k in range(rng.randint(0, 30))),
                       key=lambda c: c.created, reverse=True)
         new = [change(rng.randint(0, 40), f"new{k}") for k in range(rng.randint(0, 12))]
+        if rng.random() < 0.4:  # all older or all newer: put in as they are, if in order
+            shift = rng.choice([-41, 41])
+            new = [change(c.created + shift, c.subscription[4:]) for c in new]
+            if rng.random() < 0.7:
+                new.sort(key=lambda c: c.created, reverse=True)
         log = ChangeLog(held)
         assert list(log) == held and len(log) == len(held)
-        log.merge(new)
+        log.merge(ChangeLog(new))
         expected = sorted(new + held, key=lambda c: c.created, reverse=True)
         assert list(log) == expected, trial
         cutoff = rng.randint(0, 41)

@@ -33,7 +33,20 @@ class ChangeLog:
         self.before: list[Subscription | None] = []
         self.puts_back = bytearray()
         self.pending: list[dict | None] = []
-        self._put(0, 0, list(changes))
+        for change in changes:
+            self.append(change)
+
+    def append(self, change: SubscriptionChange) -> None:
+        """Add a row after the others: an older change, or one of the same second
+        listed after them."""
+        self.id.append(change.id)
+        self.created.append(change.created)
+        self.type.append(change.type)
+        self.subscription.append(change.subscription)
+        self.after.append(change.after)
+        self.before.append(change.before)
+        self.puts_back.append(change.puts_back)
+        self.pending.append(change.pending)
 
     def __len__(self) -> int:
         return len(self.created)
@@ -47,39 +60,39 @@ class ChangeLog:
     def __iter__(self) -> Iterator[SubscriptionChange]:
         return (self[row] for row in range(len(self)))
 
-    def merge(self, new: list[SubscriptionChange]) -> None:
-        """Put `new` in place by time: as sorted(new + held, key=created, reverse=True),
-        where only the held rows within `new`'s span of time are sorted with it (the
-        rest keep their place, as a stable sort would keep them)."""
+    def merge(self, new: "ChangeLog") -> None:
+        """Put the rows of `new` in place by time: as sorted(new + held, key=created,
+        reverse=True), where only the held rows within `new`'s span of time are
+        sorted with it (the rest keep their place, as a stable sort would keep them).
+        New rows that are all older or newer than the held ones, in order (a listing
+        of the month, or going on with it), are put in as they are."""
         if not new:
             return
-        start, stop = span(self.created, lambda created: created,
-                           [change.created for change in new])
-        rows = sorted(new + [self[row] for row in range(start, stop)],
-                      key=lambda change: change.created, reverse=True)
-        self._put(start, stop, rows)
+        start, stop = span(self.created, lambda created: created, [max(new.created),
+                                                                   min(new.created)])
+        if start < stop or any(a < b for a, b in zip(new.created, new.created[1:])):
+            new = ChangeLog(sorted(list(new) + [self[row] for row in range(start, stop)],
+                                   key=lambda change: change.created, reverse=True))
+        self._put(start, stop, new)
 
     def prune(self, cutoff: int) -> None:
         """Drop the rows created before `cutoff` (the oldest, at the end)."""
         keep = bisect.bisect_right(self.created, -cutoff, key=lambda created: -created)
-        self._put(keep, len(self), [])
+        self._put(keep, len(self), ChangeLog())
 
     def settle(self, parse: Callable[[dict], SubscriptionChange]) -> None:
         """Parse again the rows still pending (history.settled)."""
         for row, event in enumerate(self.pending):
             if event is not None:
-                self._put(row, row + 1, [parse(event)])
+                self._put(row, row + 1, ChangeLog([parse(event)]))
 
-    def _put(self, start: int, stop: int, changes: list[SubscriptionChange]) -> None:
-        """Replace rows start:stop with `changes`."""
-        self.id[start:stop] = [change.id for change in changes]
-        self.created[start:stop] = array("q", [change.created for change in changes])
-        self.type[start:stop] = [change.type for change in changes]
-        self.subscription[start:stop] = [change.subscription for change in changes]
-        self.after[start:stop] = [change.after for change in changes]
-        self.before[start:stop] = [change.before for change in changes]
-        self.puts_back[start:stop] = bytes(change.puts_back for change in changes)
-        self.pending[start:stop] = [change.pending for change in changes]
+    def _put(self, start: int, stop: int, rows: "ChangeLog") -> None:
+        """Replace rows start:stop with `rows`."""
+        for name in COLUMNS:
+            getattr(self, name)[start:stop] = getattr(rows, name)
+
+
+COLUMNS = ("id", "created", "type", "subscription", "after", "before", "puts_back", "pending")
 
 
 def span(held: Sequence[T], created: Callable[[T], int], times: list[int]) -> tuple[int, int]:

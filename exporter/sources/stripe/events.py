@@ -243,7 +243,7 @@ class _Read:
     def __init__(self, compactor: Compactor, parse: Parse | None, held: Container[str],
                  names: bool = True):
         self._compactor, self._parse, self._held, self._names = compactor, parse, held, names
-        self.changes: list[SubscriptionChange] = []
+        self.changes = ChangeLog()
         self.discount_events: list[dict] = []
         self.ids: set[str] = set()
         self.named: list[tuple[str, int, str]] = []  # (event, created, subscription it names)
