@@ -369,6 +369,13 @@ def test_event_log_drops_events_past_retention():
     assert log.refresh(list_all, now=1150) == {"s3"}         # e2 is not added twice
     assert calls == ["0", "650"]                         # 950 less the 300 s overlap
     assert [c.id for c in log.changes()] == ["e3", "e2"]  # e1 (120) fell out of 150..1150
+    # a discount event names the subscription its discount is on (if any)
+    discounts = [so.event("e5", "customer.discount.deleted",
+                          {"id": "di_1", "object": "discount", "subscription": "s5"}, 1190),
+                 so.event("e4", "customer.discount.created",
+                          {"id": "di_2", "object": "discount", "customer": "c1"}, 1180)]
+    pages.append(discounts)
+    assert log.refresh(list_all, now=1200) == {"s5"}
 
 
 class ListedEvents:

@@ -274,9 +274,10 @@ class _Read:
             return
         slimmed = slim(event, self._compactor)
         self.ids.add(event["id"])
-        if self._names:  # what the events name, for the caller to pick from
+        if self._names:  # what the events name, for the caller to pick from (as listed:
+            # a slimmed discount keeps no `subscription`)
             self.named += [(event["id"], event["created"], subscription)
-                           for subscription in _named_subscription(slimmed)]
+                           for subscription in _named_subscription(event)]
         if event["type"].startswith("customer.subscription."):
             self.changes.append(self._parse(slimmed) if self._parse else SubscriptionChange(
                 event["id"], event["type"], event["created"],
