@@ -2,10 +2,10 @@
 
 A month of events is some 1.2 events per subscription: over a million at a
 million subscriptions. Each held as a SubscriptionChange was an object, an int
-for its time and a list slot, 136 bytes besides its id; here an event is a row
-of columns, its time in an array, 57 bytes besides its id. The subscriptions
-after and before it are records shared with today's where they are equal
-(history.settled), so most rows add no record at all. A SubscriptionChange is
+for its time and a list slot, 136 bytes besides its 77-byte id; here an event
+is a row of columns, its time in an array and its id in a buffer (ids.py), 78
+bytes in all. The subscriptions after and before it are records shared with
+today's where they are equal (history.settled), so most rows add no record. A SubscriptionChange is
 made only for the rows asked for one (`[i]`); history.py reads the columns.
 """
 
@@ -15,6 +15,7 @@ import bisect
 from array import array
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
+from exporter.sources.stripe.ids import IdColumn
 from exporter.sources.stripe.records import Subscription, SubscriptionChange
 
 T = TypeVar("T")
@@ -25,7 +26,7 @@ class ChangeLog:
     log (events.py), between polls."""
 
     def __init__(self, changes: Iterable[SubscriptionChange] = ()) -> None:
-        self.id: list[str] = []
+        self.id = IdColumn()
         self.created = array("q")
         self.type: list[str] = []
         self.subscription: list[str] = []
