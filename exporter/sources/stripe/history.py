@@ -24,7 +24,7 @@ import sys
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from exporter import money
 from exporter.sources.stripe import parse
@@ -159,9 +159,15 @@ def _before(changes: ChangeLog, row: int, earlier: int | None, at: int) -> Subsc
 
 def billed_lines(lines: InvoiceLines, at: int,
                  ended: dict[str, int] | None = None) -> list[InvoiceLine]:
-    """The paid invoice lines that say what was billed at `at`: billed_lines_at's
-    lines for that one step, in the same order, read from the columns (the cohort's
-    half a million lines at a million subscriptions are never made records).
+    """The paid invoice lines that say what was billed at `at` (billed_rows)."""
+    return [lines.line(row) for row in billed_rows(lines, at, ended)]
+
+
+def billed_rows(lines: InvoiceLines, at: int, ended: dict[str, int] | None = None) -> list[int]:
+    """The rows of the paid invoice lines that say what was billed at `at`:
+    billed_lines_at's lines for that one step, in the same order, read from the
+    columns (the cohort's half a million lines at a million subscriptions are
+    never made records).
 
     Per subscription item only the line of the latest period starting by `at`
     counts (a plan change restarts the period; the old line still covers
@@ -185,7 +191,7 @@ def billed_lines(lines: InvoiceLines, at: int,
         if stop > at and (key not in billed or start > lines.period_start[billed[key]]):
             billed[key] = row
     # billed_lines_at's order: the items by their first span (the sweep's order)
-    return [lines.line(billed[key]) for key in sorted(billed, key=first.__getitem__)]
+    return [billed[key] for key in sorted(billed, key=first.__getitem__)]
 
 
 def billed_lines_at(lines: list[InvoiceLine], steps: list[int],
@@ -236,11 +242,12 @@ def customer_mrr_from_invoices(lines: InvoiceLines, at: int, prices: dict[str, P
                                fx_rates: dict[str, Decimal],
                                ended: dict[str, int] | None = None) -> dict[str, Decimal]:
     """Customer MRR at `at` (reporting currency) from the paid invoice lines covering
-    it (`billed_lines`), each normalised to a month (`line_mrr`)."""
-    return customer_mrr_billed(billed_lines(lines, at, ended), prices, fx_rates)
+    it (`billed_rows`), each normalised to a month (`line_mrr`)."""
+    billed = (lines.line(row) for row in billed_rows(lines, at, ended))  # one record at a time
+    return customer_mrr_billed(billed, prices, fx_rates)
 
 
-def customer_mrr_billed(billed: list[InvoiceLine], prices: dict[str, Price],
+def customer_mrr_billed(billed: Iterable[InvoiceLine], prices: dict[str, Price],
                         fx_rates: dict[str, Decimal]) -> dict[str, Decimal]:
     """Each customer's MRR (reporting currency) from the lines billed at a moment;
     customers billed nothing convertible are absent."""
