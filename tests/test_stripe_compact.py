@@ -5,6 +5,7 @@ history.settled)."""
 
 import copy
 import json
+from functools import partial
 
 import pytest
 
@@ -80,6 +81,28 @@ def test_a_renewal_is_todays_record_before_and_after():
     assert then is today
     [then] = history.subscriptions_at([today], changes, NOW - 3 * DAY)
     assert then.items[0].quantity == 1
+
+
+def test_one_listings_events_share_the_records_of_a_subscriptions_states():
+    """held.sharing: an older event's subscription after it is the newer event's
+    before it (one record), and a state equal to today's is today's record."""
+    from exporter.sources.stripe.held import HeldSubscriptions
+
+    held = HeldSubscriptions()
+    today = parse.parse_subscription(listed(), PRICES, COUPONS)
+    held._parsed[today.id] = today
+    parse_event = partial(history.settled, prices=PRICES, coupons=COUPONS, known_discounts={},
+                          shared=held.sharing())
+    upgrade = parse_event(slim(so.event(  # newest first, as listed: 1 seat -> 2 seats
+        "evt_u", "customer.subscription.updated", listed(), NOW - DAY,
+        previous={"items": {"data": [so.item("si_a", SEAT, 1)]}})))
+    renewal_before = parse_event(slim(renewal(listed(quantity=1), NOW - 2 * DAY)))
+    assert upgrade.after is today and upgrade.before.items[0].quantity == 1
+    assert renewal_before.after is upgrade.before and renewal_before.before is upgrade.before
+    # another listing (another parser) shares today's records, not the last one's
+    again = history.settled(slim(renewal(listed(quantity=1), NOW - 2 * DAY)), PRICES, COUPONS,
+                            {}, held.sharing())
+    assert again.after == upgrade.before and again.after is not upgrade.before
 
 
 def test_emptied_previous_attributes_rebuild_the_same_past():

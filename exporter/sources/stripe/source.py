@@ -275,9 +275,10 @@ class StripeSource(HttpSource):
         return self.charges, self.refunds, self.disputes
 
     def _parser(self) -> Callable[[dict], SubscriptionChange]:
-        """Parses a subscription event with what is known now (history.settled)."""
+        """Parses subscription events with what is known now (history.settled), one
+        listing of them a parser."""
         return partial(history.settled, prices=self.held.prices, coupons=self.held.coupons,
-                       known_discounts=self.known_discounts, shared=self.held.shared,
+                       known_discounts=self.known_discounts, shared=self.held.sharing(),
                        items=self.held.items)
 
     def backfill(self, steps: list[int]) -> Iterator[tuple[int, list[Sample]]]:
