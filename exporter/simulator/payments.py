@@ -204,11 +204,12 @@ class Payments:
 
     def _record_event(self, kind: str, obj: dict, before: dict | None, at: int | None) -> None:
         """An event about a stored object, as Stripe renders it: the object after the
-        change and, for an update, the old values of the top-level keys that changed.
-        Made by Stripe itself (a bank's answer), so it has no request id."""
+        change and, for an update (`*.updated`: Stripe sends previous_attributes on no
+        other kind), the old values of the top-level keys that changed. Made by Stripe
+        itself (a bank's answer), so it has no request id."""
         at = self.now if at is None else int(at)
         data: dict[str, Any] = {"object": copy.deepcopy(obj)}
-        if before is not None and not kind.endswith(".failed"):
+        if before is not None and kind.endswith(".updated"):
             data["previous_attributes"] = {key: copy.deepcopy(value) for key, value in before.items()
                                            if obj.get(key) != value}
         self.stored_events.append({
