@@ -303,6 +303,10 @@ def test_customer_mrr_from_invoices():
     ]
     mrr = history.customer_mrr_from_invoices(kept(lines), at, prices, FX)
     assert set(mrr) == {"A", "C", "D"}
+    same = history.customer_mrr_from_invoices(kept([line("X", 9000, at - DAY, at + DAY, "monthly"),
+                                                    line("Y", 9000, at - DAY, at + DAY, "monthly")]),
+                                              at, prices, FX)
+    assert same["X"] == 90 and same["X"] is same["Y"]  # one Decimal for equal amounts
     assert mrr["A"] == 190
     # unknown price: by period length, 73 x (365 / 12 days) / 146 days = 15.2083...
     assert float(mrr["C"]) == pytest.approx(73 * 365 / 12 / 146, abs=1e-9)

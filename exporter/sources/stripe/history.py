@@ -250,14 +250,16 @@ def customer_mrr_from_invoices(lines: InvoiceLines, at: int, prices: dict[str, P
 def customer_mrr_billed(billed: Iterable[InvoiceLine], prices: dict[str, Price],
                         fx_rates: dict[str, Decimal]) -> dict[str, Decimal]:
     """Each customer's MRR (reporting currency) from the lines billed at a moment;
-    customers billed nothing convertible are absent."""
+    customers billed nothing convertible are absent. Equal amounts are one Decimal
+    (most customers pay what many others pay; the 1y cohort's are held all day)."""
     result: dict[str, Decimal] = defaultdict(Decimal)
     for line in billed:
         amount = line_mrr(line, prices)
         converted = None if amount is None else money.to_reporting(amount, line.currency, fx_rates)
         if converted:
             result[line.customer] += converted
-    return dict(result)
+    amounts: dict[Decimal, Decimal] = {}
+    return {customer: amounts.setdefault(amount, amount) for customer, amount in result.items()}
 
 
 def first_paid(lines: list[InvoiceLine], prices: dict[str, Price]) -> dict[str, int]:
