@@ -16,9 +16,8 @@ A subscription event is kept as a row of a ChangeLog (changelog.py): its
 subscription after and before it, parsed once, in the poll that listed it,
 once that poll has today's prices, coupons and discounts (settle). Most events
 are renewals whose subscription is today's, and their records are today's
-records. An event that
-names a price, coupon or discount not known yet keeps its slimmed JSON and is
-parsed again at the next poll.
+records. An event that names a price, coupon or discount not known yet keeps
+its slimmed JSON and is parsed again at the next poll.
 """
 
 from __future__ import annotations
