@@ -35,8 +35,8 @@ SECRETS = "kpi-exporter-secrets"  # the exporter's: API keys and tokens, as file
 ALERTMANAGER_SECRETS = "kpi-exporter-alertmanager"  # the receivers' keys and webhooks
 IMAGE = "kpi-exporter:0.1.0"
 # Sized from bench/: the demo (seven sources, 500 customers) runs at ~110 MiB RSS
-# in the soak; a Stripe account of ~100,000 subscriptions peaks at ~200 MiB (a
-# million at ~1.45 GiB: over the limit, which such a user raises in an overlay).
+# in the soak; a Stripe account of ~100,000 subscriptions peaks at ~160 MiB (a
+# million at ~1.2 GiB: over the limit, which such a user raises in an overlay).
 RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
 
 
