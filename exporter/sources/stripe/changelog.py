@@ -5,8 +5,9 @@ million subscriptions. Each held as a SubscriptionChange was an object, an int
 for its time and a list slot, 136 bytes besides its 77-byte id; here an event
 is a row of columns, its time in an array and its id in a buffer (ids.py), 78
 bytes in all. The subscriptions after and before it are records shared with
-today's where they are equal (history.settled), so most rows add no record. A SubscriptionChange is
-made only for the rows asked for one (`[i]`); history.py reads the columns.
+today's where they are equal (history.settled), so most rows add no record.
+A SubscriptionChange is made only for the rows asked for one (`[i]`);
+history.py reads the columns.
 """
 
 from __future__ import annotations

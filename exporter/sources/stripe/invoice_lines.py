@@ -6,8 +6,9 @@ InvoiceLine records each was an object, two ints for its period and a Decimal
 for its amount, some 260 bytes; here a line is a row of columns, the times and
 the amount (whole minor units, as Stripe sends them) in arrays: 73 bytes. The
 strings are interned where parsed (parse.parse_invoice_lines), so a row shares
-them with the other rows and records that name the same customer, price or
-subscription. An InvoiceLine is made only for a row asked for (`line`).
+them with the other rows that name the same customer, price or subscription
+(and its customer's with the subscriptions' records). An InvoiceLine is made
+only for a row asked for (`line`).
 """
 
 from __future__ import annotations
