@@ -491,7 +491,7 @@ def test_billed_lines_from_the_columns_are_the_sweeps_lines_in_its_order():
         assert [line for _, line in kept(lines)] == lines  # the columns give the lines back
         for at in range(0, 32 * unit, 3 * unit):
             [(_, swept)] = history.billed_lines_at(lines, [at], ended)
-            assert history.billed_lines(kept(lines), at, ended) == swept, (trial, at)
+            assert list(history.billed_lines(kept(lines), at, ended)) == swept, (trial, at)
     with pytest.raises(ValueError, match="not whole minor units"):  # an array holds ints
         kept([InvoiceLine("A", "usd", D("0.5"), 0, 1, "monthly")])
 

@@ -29,8 +29,8 @@ from typing import Callable, Iterable, Iterator
 from exporter import money
 from exporter.sources.stripe import parse
 from exporter.sources.stripe.changelog import ChangeLog
+from exporter.sources.stripe.dynamics import DAY, MrrBridge, mrr_bridge
 from exporter.sources.stripe.invoice_lines import InvoiceLines
-from exporter.sources.stripe.dynamics import MrrBridge, mrr_bridge
 from exporter.sources.stripe.mrr import MrrRules, RevenueKpis, customer_mrr, monthly, mrr_totals
 from exporter.sources.stripe.records import (
     Coupon, InvoiceLine, Price, Subscription, SubscriptionChange,
@@ -158,9 +158,10 @@ def _before(changes: ChangeLog, row: int, earlier: int | None, at: int) -> Subsc
 
 
 def billed_lines(lines: InvoiceLines, at: int,
-                 ended: dict[str, int] | None = None) -> list[InvoiceLine]:
-    """The paid invoice lines that say what was billed at `at` (billed_rows)."""
-    return [lines.line(row) for row in billed_rows(lines, at, ended)]
+                 ended: dict[str, int] | None = None) -> Iterator[InvoiceLine]:
+    """The paid invoice lines that say what was billed at `at` (billed_rows), one
+    record at a time."""
+    return (lines.line(row) for row in billed_rows(lines, at, ended))
 
 
 def billed_rows(lines: InvoiceLines, at: int, ended: dict[str, int] | None = None) -> list[int]:
@@ -195,7 +196,7 @@ def billed_rows(lines: InvoiceLines, at: int, ended: dict[str, int] | None = Non
     # a million subscriptions) holds the interpreter lock, and every scrape, for a second
     by_day: dict[int, list] = defaultdict(list)
     for key in billed:
-        by_day[first[key][0] // 86400].append(key)
+        by_day[first[key][0] // DAY].append(key)
     rows = []
     for day in sorted(by_day):
         rows += [billed[key] for key in sorted(by_day[day], key=first.__getitem__)]
@@ -250,9 +251,8 @@ def customer_mrr_from_invoices(lines: InvoiceLines, at: int, prices: dict[str, P
                                fx_rates: dict[str, Decimal],
                                ended: dict[str, int] | None = None) -> dict[str, Decimal]:
     """Customer MRR at `at` (reporting currency) from the paid invoice lines covering
-    it (`billed_rows`), each normalised to a month (`line_mrr`)."""
-    billed = (lines.line(row) for row in billed_rows(lines, at, ended))  # one record at a time
-    return customer_mrr_billed(billed, prices, fx_rates)
+    it (`billed_lines`), each normalised to a month (`line_mrr`)."""
+    return customer_mrr_billed(billed_lines(lines, at, ended), prices, fx_rates)
 
 
 def customer_mrr_billed(billed: Iterable[InvoiceLine], prices: dict[str, Price],
