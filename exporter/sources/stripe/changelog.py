@@ -79,8 +79,8 @@ class ChangeLog:
 
     def prune(self, cutoff: int) -> None:
         """Drop the rows created before `cutoff` (the oldest, at the end)."""
-        keep = bisect.bisect_right(self.created, -cutoff, key=lambda created: -created)
-        self._put(keep, len(self), ChangeLog())
+        _, first_older = span(self.created, lambda created: created, [cutoff])
+        self._put(first_older, len(self), ChangeLog())
 
     def settle(self, parse: Callable[[dict], SubscriptionChange]) -> None:
         """Parse again the rows still pending (history.settled)."""
