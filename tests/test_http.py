@@ -7,6 +7,7 @@ tests are fast and can assert the exact delays the client chose.
 from __future__ import annotations
 
 import email.utils
+import json
 import http.server
 import logging
 import threading
@@ -880,3 +881,100 @@ def test_real_read_timeout_against_slow_local_server():
     assert info.value.status is None
     assert elapsed < 2.0
     assert client.stats.snapshot()["errors"]["timeout"] == 1
+
+
+class _Echo(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with the request line's target and the Authorization header
+    it was sent: as an upstream, or as an HTTP proxy (which is sent the whole URL)."""
+
+    def do_GET(self):
+        body = json.dumps({"target": self.path,
+                           "authorization": self.headers.get("Authorization")}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def echo():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+@pytest.fixture
+def clean_environment(monkeypatch, tmp_path):
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy",
+                 "https_proxy", "all_proxy", "no_proxy", "NETRC"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    return monkeypatch
+
+
+def test_a_proxy_from_the_environment_carries_the_requests(echo, clean_environment):
+    clean_environment.setenv("HTTP_PROXY", echo)
+    client = HttpClient("stripe", "http://api.upstream.invalid/v1", max_retries=0)
+    # The proxy is asked for the whole URL (a host that resolves nowhere: only the
+    # proxy could have answered), twice: the settings held for the origin are used again.
+    for _ in range(2):
+        assert client.get_json("/charges", params={"limit": 1})["target"] == \
+            "http://api.upstream.invalid/v1/charges?limit=1"
+    client.close()
+
+
+def test_no_proxy_sends_its_hosts_past_the_proxy(echo, clean_environment):
+    clean_environment.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # the discard port: nothing there
+    clean_environment.setenv("NO_PROXY", "127.0.0.1")
+    client = HttpClient("stripe", echo, max_retries=0)
+    assert client.get_json("/v1/charges")["target"] == "/v1/charges"
+    client.close()
+
+
+def test_a_netrc_entry_never_replaces_the_sources_authorization(echo, clean_environment, tmp_path):
+    # requests, left to itself, sends Basic auth from ~/.netrc for a host it lists,
+    # over the Authorization header the session carries.
+    netrc = tmp_path / ".netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password elsewhere\n")
+    netrc.chmod(0o600)
+    client = HttpClient("stripe", echo, headers={"Authorization": f"Bearer {API_KEY}"},
+                        max_retries=0)
+    assert client.get_json("/v1/charges")["authorization"] == f"Bearer {API_KEY}"
+    client.close()
+
+
+def test_a_ca_bundle_from_the_environment_verifies_the_upstream(clean_environment, tmp_path):
+    import ssl
+
+    from tls import make_certificates
+
+    certificates = make_certificates(tmp_path)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certificates.server_cert, certificates.server_key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"https://127.0.0.1:{server.server_port}"
+    try:
+        untrusting = HttpClient("stripe", url, max_retries=0)
+        with pytest.raises(UpstreamError) as info:  # the test CA is in no system store
+            untrusting.get_json("/v1/charges")
+        assert info.value.reason == "connection"
+        untrusting.close()
+        clean_environment.setenv("REQUESTS_CA_BUNDLE", str(certificates.ca))
+        trusting = HttpClient("stripe", url, max_retries=0)
+        assert trusting.get_json("/v1/charges")["target"] == "/v1/charges"
+        trusting.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
