@@ -244,10 +244,10 @@ def history_fixture():
 
 def test_history_bridge_covers_every_movement():
     current, events, prices, known = history_fixture()
-    start = history.customer_mrr_at(today(current, prices), changes_of(events, prices, known), W,
-                                    fx_rates=FX, rules=MrrRules())
     subscriptions = [parse.parse_subscription(s, prices, {}) for s in current]
     end = customer_mrr(subscriptions, NOW, FX, MrrRules())
+    start = history.customer_mrr_at(subscriptions, changes_of(events, prices, known), W,
+                                    now_mrr=end, fx_rates=FX, rules=MrrRules())
 
     # At the window start (hand-worked): multi 100, up 20, down 100, gone 50,
     # eur 100 EUR = 110, disc 100 at half = 50; conv and lapse were trialing.
@@ -273,9 +273,48 @@ def test_history_bridge_covers_every_movement():
 
 def test_a_discount_never_seen_is_skipped_in_the_past():
     current, events, prices, _ = history_fixture()
-    start = history.customer_mrr_at(today(current, prices), changes_of(events, prices), W,
+    subscriptions = today(current, prices)
+    start = history.customer_mrr_at(subscriptions, changes_of(events, prices), W,
+                                    now_mrr=customer_mrr(subscriptions, NOW, FX, MrrRules()),
                                     fx_rates=FX, rules=MrrRules())
     assert start["disc"] == 100  # valued without the discount it cannot resolve
+
+
+def test_the_past_values_anew_only_the_customers_that_were_otherwise():
+    """customer_mrr_at reads today's MRR for a customer nothing changed since the
+    moment, and values the others at it: one a renewal left as it was, one with a
+    discount whose end fell in between (no event: today's record still carries it),
+    one created since, one whose plan changed."""
+    half_off = so.coupon("HALF3", percent_off=50, duration="repeating")
+    at = NOW - DAY
+    plain = sub("s_plain", "plain", [(MONTHLY_100, 1)], created=W - 90 * DAY)
+    renewed = sub("s_renew", "renewed", [(MONTHLY_50, 1)], created=W - 90 * DAY)
+    ending = sub("s_end", "ending", [(MONTHLY_100, 1)], created=W - 90 * DAY,
+                 discounts=[so.discount("di_end", half_off, end=NOW - DAY // 2)])
+    fresh = sub("s_fresh", "fresh", [(MONTHLY_40, 1)], created=NOW - 3600)
+    upgraded = sub("s_up", "upgraded", [(MONTHLY_100, 1)], created=W - 90 * DAY)
+    events = [
+        so.event("e_up", "customer.subscription.updated", upgraded, NOW - 2 * 3600,
+                 previous={"items": items((MONTHLY_50, 1))}),
+        so.event("e_fresh", "customer.subscription.created", fresh, NOW - 3600 - 1),
+        so.event("e_renew", "customer.subscription.updated", renewed, NOW - 5 * 3600,
+                 previous={"latest_invoice": "in_old"}),
+    ]
+    prices = {p["id"]: parse.parse_price(p) for p in (MONTHLY_100, MONTHLY_50, MONTHLY_40)}
+    subscriptions = today([plain, renewed, ending, fresh, upgraded], prices)
+    now_mrr = customer_mrr(subscriptions, NOW, FX, MrrRules())
+    assert now_mrr == {"plain": 100, "renewed": 50, "ending": 100, "fresh": 40, "upgraded": 100}
+    past = history.customer_mrr_at(subscriptions, changes_of(events, prices), at,
+                                   now_mrr=now_mrr, fx_rates=FX, rules=MrrRules())
+    # Hand-worked: ending was at half then; fresh did not exist; upgraded paid 50.
+    then = {"plain": 100, "renewed": 50, "ending": 50, "upgraded": 50}
+    assert past == then and dict(past) == then and len(past) == 4
+    assert past.touched == {"ending", "fresh", "upgraded"}
+    assert "fresh" not in past and past.get("fresh") is None and past.get("plain") == 100
+    assert sorted(past) == sorted(then) and sorted(past.items()) == sorted(then.items())
+    # The same as valuing every subscription as it was then.
+    assert past == customer_mrr(history.subscriptions_at(subscriptions, changes_of(events, prices),
+                                                         at), at, FX, MrrRules())
 
 
 # --- a year ago, from paid invoices ------------------------------------------
@@ -366,8 +405,10 @@ def test_deletion_after_unpaid_is_not_churn_of_a_paying_customer():
     [day_ago] = rebuilt([canceled], events, NOW - DAY)
     assert day_ago.status == "unpaid"  # from the last event before, not a guess
     prices = {"p1000": parse.parse_price(big)}
-    mrr_day_ago = history.customer_mrr_at(today([canceled], prices), changes_of(events, prices),
-                                          NOW - DAY, fx_rates=FX, rules=MrrRules())
+    subscriptions = today([canceled], prices)
+    mrr_day_ago = history.customer_mrr_at(subscriptions, changes_of(events, prices), NOW - DAY,
+                                          now_mrr=customer_mrr(subscriptions, NOW, FX, MrrRules()),
+                                          fx_rates=FX, rules=MrrRules())
     assert dynamics.largest_churn_arr(mrr_day_ago, {}) == 0  # unpaid MRR was already 0
 
 

@@ -11,7 +11,7 @@ section "Revenue dynamics" states every definition; keep the two in step.
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -69,7 +69,7 @@ class MrrBridge:
         return None if rate is None else 1 - rate
 
 
-def mrr_bridge(start: dict[str, Decimal], end: dict[str, Decimal],
+def mrr_bridge(start: Mapping[str, Decimal], end: Mapping[str, Decimal],
                paid_before: Container[str]) -> MrrBridge:
     """Classify each customer's change between two MRR snapshots.
 
@@ -119,7 +119,7 @@ def cohort_retention(start: dict[str, Decimal], end: dict[str, Decimal]) -> tupl
             sum((end.get(c, ZERO) for c in cohort), ZERO))
 
 
-def new_payers(start: dict[str, Decimal], end: dict[str, Decimal]) -> set[str]:
+def new_payers(start: Mapping[str, Decimal], end: Mapping[str, Decimal]) -> set[str]:
     """The customers paying at the end and not at the start: the only ones
     mrr_bridge asks `paid_before` about (new, or a reactivation)."""
     return {customer for customer, after in end.items() if after > 0 and not start.get(customer)}
@@ -210,7 +210,7 @@ def lifetime_value(arpa: Decimal | None, gross_margin: Decimal,
     return arpa * gross_margin / monthly_churn_rate
 
 
-def largest_churn_arr(start: dict[str, Decimal], end: dict[str, Decimal]) -> Decimal:
+def largest_churn_arr(start: Mapping[str, Decimal], end: Mapping[str, Decimal]) -> Decimal:
     """The largest ARR (12 x MRR) lost to one customer's churn; zero when nobody churned."""
     lost = [amount for customer, amount in start.items() if amount > 0 and end.get(customer, ZERO) == 0]
     return 12 * max(lost, default=ZERO)
@@ -251,8 +251,9 @@ class RevenueDynamics:
         return (self.mrr - self.year_ago_mrr) / self.year_ago_mrr
 
 
-def revenue_dynamics(*, now_mrr: dict[str, Decimal], window_start_mrr: dict[str, Decimal] | None,
-                     day_ago_mrr: dict[str, Decimal] | None,
+def revenue_dynamics(*, now_mrr: dict[str, Decimal],
+                     window_start_mrr: Mapping[str, Decimal] | None,
+                     day_ago_mrr: Mapping[str, Decimal] | None,
                      year_ago_mrr: dict[str, Decimal] | None,
                      paid_before: set[str], paid_after_trial: set[str],
                      subscriptions: list[Subscription],

@@ -198,6 +198,15 @@ def running_mrr(subscription: Subscription, now: int, rules: MrrRules) -> Decima
     return value
 
 
+def depends_on_time(subscription: Subscription) -> bool:
+    """Whether its running MRR depends on the moment it is valued at: whether a
+    discount of it ends (the memo tells, once the record was valued)."""
+    memo = subscription.mrr_memo
+    if memo is None:
+        return _depends_on_time(subscription)
+    return memo is _TIMED
+
+
 def _depends_on_time(subscription: Subscription) -> bool:
     """Whether a discount of it ends (discount_applies reads `now` for those only)."""
     discounts = [*subscription.discounts,

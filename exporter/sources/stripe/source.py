@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import partial
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 from exporter import labels, money
 from exporter.config import PollLimits, Section
@@ -347,13 +347,15 @@ class StripeSource(HttpSource):
                                    missing_fx=missing)
 
     def _dynamics(self, data: fetch.StripeData, kpis: RevenueKpis, now: int) -> dynamics.RevenueDynamics:
-        def mrr_at(at: int) -> dict[str, Decimal] | None:
+        now_mrr = customer_mrr(data.subscriptions, now, self.fx_rates, self.config.mrr)
+
+        def mrr_at(at: int) -> Mapping[str, Decimal] | None:
             if not self.events.complete:  # the month of events is still being read
                 return None
             return history.customer_mrr_at(data.subscriptions, self.events.changes(), at,
-                                           fx_rates=self.fx_rates, rules=self.config.mrr)
+                                           now_mrr=now_mrr, fx_rates=self.fx_rates,
+                                           rules=self.config.mrr)
 
-        now_mrr = customer_mrr(data.subscriptions, now, self.fx_rates, self.config.mrr)
         window_start_mrr = mrr_at(now - WINDOW)
         return dynamics.revenue_dynamics(
             now_mrr=now_mrr,
