@@ -307,6 +307,17 @@ def test_revenue_kpis_across_currencies():
     assert kpis.arpa == D(111)
 
 
+def test_a_customer_paying_in_a_currency_with_a_rate_and_one_without_is_converted():
+    """Whichever subscription comes first: ARPA counts the customer, whose converted
+    MRR is in kpi_mrr, once."""
+    usd = sub(price("10000"), customer="cus_a", id="s1")
+    gbp = sub(price("2000", currency="gbp"), currency="gbp", customer="cus_a", id="s2")
+    for subscriptions in ([usd, gbp], [gbp, usd]):
+        kpis = revenue_kpis(subscriptions, [], now=NOW, fx_rates=FX)
+        assert (kpis.paying_customers, kpis.paying_customers_converted) == (1, 1)
+        assert kpis.mrr == D(100) and kpis.arpa == D(100)
+
+
 def test_failed_payments_last_24_hours():
     charges = [
         Charge("ch1", "failed", D(250000), "usd", NOW - 60),          # $2,500
