@@ -299,11 +299,11 @@ def test_rebuilt_past_matches_the_simulators_own_timelines():
     with FakeStripe(store, api_key=KEY) as fake:
         exporter = exporter_for(fake)
         source = exporter.sources[0]
-        kept = held.HeldSubscriptions()
+        kept = source.held = held.HeldSubscriptions()
         kept.update(source.client, [], NOW)  # a full sync: every price, coupon, subscription
         data = kept.data([])
         source.events.refresh(partial(fetch.list_all, source.client), NOW)
-        source._remember_discounts(data)
+        source._remember_discounts()
         source.events.settle(partial(history.settled, prices=data.prices, coupons=data.coupons,
                                      known_discounts=source.known_discounts, shared=kept.shared))
         exporter.stop()

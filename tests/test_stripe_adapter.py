@@ -562,6 +562,35 @@ def test_a_subscription_an_event_names_is_re_read_until_it_succeeds():
 
 
 @responses.activate
+def test_an_event_naming_a_discount_a_re_read_removed_is_valued_with_it():
+    """Events name discounts by id; the held subscriptions' discounts resolve them,
+    also one that the re-read the event asked for no longer carries."""
+    monthly = so.price("price_m", 1000)
+    created = NOW - 90 * 86400
+    sub = so.subscription("sub_1", "cus_1", [so.item("si_1", monthly)], created=created,
+                          discounts=[so.discount("di_1", "TENTH")])
+    _one_subscription_account(monthly, sub)
+    responses.replace(responses.GET, API + "/v1/coupons",
+                      json=so.page([so.coupon("TENTH", percent_off=10)]))
+    plain = so.subscription("sub_1", "cus_1", [so.item("si_1", monthly)], created=created)
+    removed = so.event("evt_2", "customer.subscription.updated", plain, NOW - 10,
+                       previous={"discounts": ["di_1"]})
+    for events in ([], [], [removed]):  # poll 1 (the last 5 min, a month), poll 2
+        responses.add(responses.GET, API + "/v1/events", json=so.page(events))
+    responses.add(responses.GET, API + "/v1/subscriptions/sub_1", json=plain)
+
+    source = make_source()
+    assert {s.kpi: s.value for s in source.poll()}["mrr"] == 9.0
+    after = {(s.kpi, s.labels.get("movement")): s.value for s in source.poll()}
+    assert source.held.last_update == "1 re-read"
+    [change] = source.events.changes()
+    assert change.pending is None and [d.id for d in change.before.discounts] == ["di_1"]
+    assert after[("mrr", None)] == 10.0
+    assert after[("mrr_window_start", None)] == 9.0  # the discount was in force then
+    assert after[("mrr_movement", "expansion")] == 1.0
+
+
+@responses.activate
 def test_a_subscription_stripe_no_longer_has_means_a_full_sync():
     monthly = so.price("price_m", 1000)
     sub = so.subscription("sub_1", "cus_1", [so.item("si_1", monthly)], created=NOW - 90 * 86400)

@@ -34,9 +34,6 @@ class StripeData:
     prices: dict[str, Price]
     coupons: dict[str, Coupon]
     subscriptions: list[Subscription]
-    # Every expanded discount object on today's subscriptions and items (events
-    # name discounts by id: these resolve them).
-    discount_objects: list[dict]
     charges: list[Charge]
 
 

@@ -18,7 +18,8 @@ re-list costs in requests.
 What is held is parsed records only (records.py), one per subscription: a
 full sync parses the listing a page at a time, so the JSON of one page is in
 memory at once, and a record equal to the one held before stays that one
-(the events' records share it: history.settled).
+(the events' records share it: history.settled). The discounts events name by
+id are resolved from the records' own (`discounts`).
 """
 
 from __future__ import annotations
@@ -29,9 +30,8 @@ from typing import Callable, Iterable
 
 from exporter.http import PROGRESS_EVERY, HttpClient, UpstreamError
 from exporter.sources.stripe import fetch, parse
-from exporter.sources.stripe.compact import Compactor
 from exporter.sources.stripe.events import RETENTION
-from exporter.sources.stripe.records import Coupon, Price, Subscription
+from exporter.sources.stripe.records import Coupon, Discount, Price, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,11 @@ class HeldSubscriptions:
         self.prices: dict[str, Price] = {}
         self.coupons: dict[str, Coupon] = {}
         self._parsed: dict[str, Subscription] = {}
-        # The expanded discount objects today's subscriptions carry (the event
-        # payloads name discounts by id), for those that carry any.
-        self._discounts: dict[str, tuple[dict, ...]] = {}
+        # Every discount the held records carry, by id, for the event payloads that
+        # name discounts by id only; one a re-read removed stays until the next full
+        # sync (a past state may still name it, and it is still that discount).
+        self.discounts: dict[str, Discount] = {}
         self._pending: set[str] = set()  # named by events, not re-read yet
-        self._compactor = Compactor()  # for the discount objects kept
         self.items = parse.SharedItems()  # made with these prices, for every record of them
         self.synced_at: int | None = None  # the last full sync
         self.updated_at: int | None = None  # the last successful update
@@ -104,16 +104,16 @@ class HeldSubscriptions:
     def _full_sync(self, client: HttpClient) -> None:
         """List every subscription a page at a time: each page is completed, parsed
         and dropped, so the JSON of only one page is held at once."""
-        prices, coupons, compactor = fetch.price_list(client), fetch.coupon_list(client), Compactor()
+        prices, coupons = fetch.price_list(client), fetch.coupon_list(client)
         items = parse.SharedItems()
         parsed: dict[str, Subscription] = {}
-        discounts: dict[str, tuple[dict, ...]] = {}
+        discounts: dict[str, Discount] = {}
         said = self._clock()
         for page in fetch.subscription_pages(client):
             for raw in fetch.completed(client, page, prices, coupons):
-                parsed[raw["id"]] = self.shared(parse.parse_subscription(raw, prices, coupons,
-                                                                         shared=items))
-                _keep_discounts(discounts, raw, compactor)
+                sub = parsed[raw["id"]] = self.shared(parse.parse_subscription(
+                    raw, prices, coupons, shared=items))
+                _keep_discounts(discounts, sub)
             if self._clock() - said >= PROGRESS_EVERY:  # a first sync of 1M takes minutes
                 said = self._clock()
                 # Stripe lists have no count: the last sync's is the estimate there is.
@@ -122,8 +122,8 @@ class HeldSubscriptions:
         # Only once all of it was read: a failure keeps the state held before.
         self.lists_changed = bool(self._parsed) and (
             _changed(self.prices, prices) or _changed(self.coupons, coupons))
-        self.prices, self.coupons, self._compactor, self.items = prices, coupons, compactor, items
-        self._parsed, self._discounts = parsed, discounts
+        self.prices, self.coupons, self.items = prices, coupons, items
+        self._parsed, self.discounts = parsed, discounts
 
     def _reread(self, client: HttpClient) -> None:
         """Re-read the pending subscriptions; each is applied as it is complete, so a
@@ -131,10 +131,9 @@ class HeldSubscriptions:
         for sub_id in sorted(self._pending):
             raw = fetch.completed(client, [fetch.subscription(client, sub_id)],
                                   self.prices, self.coupons)[0]
-            self._parsed[sub_id] = self.shared(parse.parse_subscription(
+            sub = self._parsed[sub_id] = self.shared(parse.parse_subscription(
                 raw, self.prices, self.coupons, shared=self.items))
-            self._discounts.pop(sub_id, None)
-            _keep_discounts(self._discounts, raw, self._compactor)
+            _keep_discounts(self.discounts, sub)
             self._pending.discard(sub_id)
 
     def shared(self, sub: Subscription) -> Subscription:
@@ -163,16 +162,15 @@ class HeldSubscriptions:
 
     def data(self, charges: list) -> fetch.StripeData:
         return fetch.StripeData(prices=self.prices, coupons=self.coupons,
-                                subscriptions=list(self._parsed.values()),
-                                discount_objects=[d for ds in self._discounts.values() for d in ds],
-                                charges=charges)
+                                subscriptions=list(self._parsed.values()), charges=charges)
 
 
-def _keep_discounts(discounts: dict[str, tuple[dict, ...]], raw: dict,
-                    compactor: Compactor) -> None:
-    expanded = tuple(compactor.discount(d) for d in parse.discounts_on(raw) if isinstance(d, dict))
-    if expanded:
-        discounts[raw["id"]] = expanded
+def _keep_discounts(discounts: dict[str, Discount], sub: Subscription) -> None:
+    for discount in sub.discounts:
+        discounts[discount.id] = discount
+    for item in sub.items:
+        for discount in item.discounts:
+            discounts[discount.id] = discount
 
 
 def _changed(before: dict, after: dict) -> bool:

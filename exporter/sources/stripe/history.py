@@ -62,7 +62,7 @@ DELETED = "customer.subscription.deleted"
 
 
 def settled(event: dict, prices: dict[str, Price], coupons: dict[str, Coupon],
-            known_discounts: dict[str, dict],
+            known_discounts: parse.KnownDiscounts,
             shared: Callable[[Subscription], Subscription] = lambda sub: sub,
             items: parse.SharedItems | None = None) -> SubscriptionChange:
     """A slimmed subscription event (events.slim), parsed once: the subscription

@@ -11,7 +11,7 @@ import re
 import sys
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 from exporter.sources.base import UpstreamDataError
 from exporter.sources.stripe.records import (
@@ -165,8 +165,13 @@ def coupon_id(discount: dict) -> str:
     return coupon
 
 
+# Discounts by id: expanded discount objects (of discount events), or the ones
+# held subscriptions carry, parsed.
+KnownDiscounts = Mapping[str, "dict | Discount"]
+
+
 def parse_discount(obj: Any, coupons: dict[str, Coupon],
-                   known_discounts: dict[str, dict] | None = None) -> Discount | None:
+                   known_discounts: KnownDiscounts | None = None) -> Discount | None:
     """A discount with its coupon.
 
     The coupon comes from the coupon list (which carries the expand-only
@@ -182,6 +187,8 @@ def parse_discount(obj: Any, coupons: dict[str, Coupon],
         if obj not in known_discounts:
             return None
         obj = known_discounts[obj]
+        if isinstance(obj, Discount):  # parsed with these coupons (held.py)
+            return obj
     wanted = coupon_id(obj)
     coupon = coupons.get(wanted)
     if coupon is None:
@@ -196,7 +203,7 @@ def parse_discount(obj: Any, coupons: dict[str, Coupon],
 
 
 def _discounts(obj: dict, coupons: dict[str, Coupon],
-               known_discounts: dict[str, dict] | None) -> tuple[Discount, ...]:
+               known_discounts: KnownDiscounts | None) -> tuple[Discount, ...]:
     parsed = (parse_discount(d, coupons, known_discounts) for d in obj.get("discounts") or [])
     return tuple(d for d in parsed if d is not None)
 
@@ -235,7 +242,7 @@ class SharedItems:
 
 def parse_subscription(obj: dict, prices: dict[str, Price], coupons: dict[str, Coupon],
                        items: list[dict] | None = None,
-                       known_discounts: dict[str, dict] | None = None,
+                       known_discounts: KnownDiscounts | None = None,
                        shared: SharedItems | None = None) -> Subscription:
     """`prices` supplies tiers (the embedded price has none); `items` replaces
     the embedded item list when it was paged separately; `known_discounts`
@@ -288,7 +295,7 @@ def parse_subscription(obj: dict, prices: dict[str, Price], coupons: dict[str, C
 
 
 def names_only_known(obj: dict, prices: dict[str, Price], coupons: dict[str, Coupon],
-                     known_discounts: dict[str, dict]) -> bool:
+                     known_discounts: KnownDiscounts) -> bool:
     """Whether parsing this subscription (or a past state of it) takes every price
     and coupon from the lists and every discount named by id from
     `known_discounts`: then parsing it again later, with more known, gives the
@@ -300,12 +307,16 @@ def names_only_known(obj: dict, prices: dict[str, Price], coupons: dict[str, Cou
     for discount in discounts_on(obj):
         if isinstance(discount, str):
             discount = known_discounts.get(discount)
-        if not isinstance(discount, dict) or _known_coupon(discount) not in coupons:
+        if _known_coupon(discount) not in coupons:
             return False
     return True
 
 
-def _known_coupon(discount: dict) -> str | None:
+def _known_coupon(discount: Any) -> str | None:
+    if isinstance(discount, Discount):
+        return discount.coupon.id
+    if not isinstance(discount, dict):
+        return None
     try:
         return coupon_id(discount)
     except MalformedObject:

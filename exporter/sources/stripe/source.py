@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections import ChainMap
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import partial
@@ -20,7 +21,7 @@ from exporter.config import PollLimits, Section
 from exporter.http import HttpClient
 from exporter.secrets import Secret
 from exporter.sources.base import HttpSource, http_client, Registration, Sample
-from exporter.sources.stripe import cohort, dynamics, fetch, held, history
+from exporter.sources.stripe import cohort, dynamics, fetch, held, history, parse
 from exporter.sources.stripe.events import OVERLAP, RETENTION, EventLog
 from exporter.sources.stripe.mrr import (
     FAILED_PAYMENTS_WINDOW, MrrRules, RevenueKpis, customer_mrr, revenue_kpis,
@@ -207,8 +208,9 @@ class StripeSource(HttpSource):
         self.disputes = TrailingWindow(
             fetch.disputes, lambda d: d.status not in dynamics.OPEN_DISPUTE_STATUSES,
             fetch.dispute)
-        # Discount objects by id, kept across polls: events name discounts by id only.
-        self.known_discounts: dict[str, dict] = {}
+        # The discount events' discount objects by id, while an event still to be
+        # parsed may name them (events name discounts by id only).
+        self._event_discounts: dict[str, dict] = {}
         self._cohort: tuple[int, dict[str, Decimal]] | None = None  # (day, MRR a year before)
         self.cohort_lines = cohort.CohortLines()  # its invoices, read a day at a time
         self.history_pages: int | None = HISTORY_PAGES_PER_POLL  # None: all in one poll
@@ -251,7 +253,7 @@ class StripeSource(HttpSource):
         for window in self._windows():
             window.note_changes(changed)
         data = self.held.data(self.charges.update(self.client, now - FAILED_PAYMENTS_WINDOW, now))
-        self._remember_discounts(data)
+        self._remember_discounts()
         self.events.settle(self._parser())
         kpis = revenue_kpis(data.subscriptions, data.charges, now=now,
                             fx_rates=self.fx_rates, rules=self.config.mrr)
@@ -388,16 +390,21 @@ class StripeSource(HttpSource):
                 (self._paid_trials if paid else self._unpaid_trials).add(sub.id)
         return self._paid_trials
 
-    def _remember_discounts(self, data: fetch.StripeData) -> None:
-        """Keep the discount objects the events still to be parsed may name, and only
-        those (a parsed event holds the discounts it named)."""
+    @property
+    def known_discounts(self) -> parse.KnownDiscounts:
+        """Every discount an event may name that is known: the held subscriptions'
+        (parsed), else a discount event's object."""
+        return ChainMap(self.held.discounts, self._event_discounts)  # type: ignore[arg-type]
+
+    def _remember_discounts(self) -> None:
+        """Keep the discount events' objects that the events still to be parsed may
+        name, and only those (a parsed event holds the discounts it named)."""
         for event in self.events.discount_events():
-            self.known_discounts.setdefault(event["data"]["object"]["id"], event["data"]["object"])
-        current = {d["id"]: d for d in data.discount_objects}
-        self.known_discounts.update(current)
-        wanted = self.events.pending_discount_ids() | set(current)
-        for stale in set(self.known_discounts) - wanted:
-            del self.known_discounts[stale]
+            self._event_discounts.setdefault(event["data"]["object"]["id"],
+                                             event["data"]["object"])
+        wanted = self.events.pending_discount_ids()
+        for stale in set(self._event_discounts) - wanted:
+            del self._event_discounts[stale]
 
     def _year_ago_mrr(self, data: fetch.StripeData, now: int) -> dict[str, Decimal] | None:
         """Customer MRR a year before the start of today (UTC) from paid invoices: a
