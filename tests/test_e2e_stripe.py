@@ -327,6 +327,32 @@ def test_rebuilt_past_matches_the_simulators_own_timelines():
         assert 0 < len(rebuilt.touched) < len(now_mrr) // 2
 
 
+def test_a_listing_decoded_into_the_schema_parses_as_its_whole_json():
+    """schema.py decodes listed subscriptions into the fields parse.py reads only: every
+    subscription of a company (discounts, tiers, trials, currencies, cancellations)
+    parses to the record its whole JSON gives."""
+    import orjson
+
+    store = generate_company(seed=5, customers=400, now=NOW)
+    with FakeStripe(store, api_key=KEY) as fake:
+        client = make_client(StripeConfig(api_key=Secret(KEY), base_url=fake.url,
+                                          rate_limit=None), sleep=lambda seconds: None)
+        prices, coupons = fetch.price_list(client), fetch.coupon_list(client)
+        whole = list(fetch.list_all(client, "/v1/subscriptions", [
+            ("status", "all"), *(("expand[]", "data." + p) for p in fetch.SUBSCRIPTION_EXPAND)],
+            decode=orjson.loads))
+        listed = [sub for page in fetch.subscription_pages(client) for sub in page]
+        one = fetch.subscription(client, whole[0]["id"])
+    assert len(listed) == len(whole) > 400
+    assert "plan" in whole[0]["items"]["data"][0] and "plan" not in listed[0]["items"]["data"][0]
+    records = [parse.parse_subscription(sub, prices, coupons) for sub in listed]
+    assert records == [parse.parse_subscription(sub, prices, coupons) for sub in whole]
+    assert parse.parse_subscription(one, prices, coupons) == records[0]
+    assert {r.status for r in records} >= {"active", "canceled", "trialing", "past_due"}
+    assert any(r.discounts for r in records) and any(i.discounts for r in records for i in r.items)
+    assert any(r.trial_end for r in records) and any(r.cancel_at_period_end for r in records)
+
+
 def subscriptions_as_stored(store: StripeStore) -> dict[str, str]:
     return {sub["id"]: repr(sub) for sub in store.snapshot(store.objects("subscriptions"))}
 

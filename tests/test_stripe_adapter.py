@@ -245,6 +245,24 @@ def test_non_list_response_is_malformed():
 
 
 @responses.activate
+def test_a_listed_subscription_of_the_wrong_shape_fails_the_poll_naming_where():
+    """Listings are decoded into the fields the KPIs read (schema.py): a container of
+    the wrong kind fails as malformed, where it is named, and nothing is parsed."""
+    monthly = so.price("price_m", 1000)
+    sub = so.subscription("sub_1", "cus_1", [so.item("si_1", monthly)])
+    _one_subscription_account(monthly, sub)
+    responses.add(responses.GET, API + "/v1/events", json=so.page([]))
+    responses.replace(responses.GET, API + "/v1/subscriptions",
+                      json=so.page([{**sub, "items": {**sub["items"], "data": "x"}}]))
+    source = make_source()
+    with pytest.raises(UpstreamError) as info:
+        source.poll()
+    assert info.value.reason == "malformed" and info.value.path == "/v1/subscriptions"
+    assert "Expected `array | null`, got `str` - at `$.data[0].items.data`" in str(info.value)
+    assert source.held.synced_at is None
+
+
+@responses.activate
 def test_second_poll_fetches_only_new_events_no_subscriptions_and_no_invoices():
     monthly = so.price("price_m", 1000)
     sub = so.subscription("sub_1", "cus_1", [so.item("si_1", monthly)], created=NOW - 90 * 86400)

@@ -1,12 +1,12 @@
 """What the Stripe source keeps of the JSON it holds for a while: events until
-they are parsed (events.py), and the discount objects events name by id (held.py).
+they are parsed, and the discount events' discount objects (events.py).
 
 A subscription is some 9 KB of Python objects, most of it fields no KPI reads
 (the legacy `plan` on every item, payment and invoice settings, whole price
 objects repeated on every item). `Compactor.subscription` keeps the fields that
 parse.py and history.py read, and one shared copy of each embedded price and
-coupon. Listed subscriptions are parsed a page at a time and not compacted:
-only their records are kept. Nothing here is modified after it is made:
+coupon. Listed subscriptions are decoded into the same fields (schema.py) and
+parsed a page at a time: only their records are kept. Nothing here is modified after it is made:
 history.put_back builds new dicts, so sharing is safe.
 """
 
@@ -15,24 +15,17 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-SUBSCRIPTION_KEYS = frozenset({
-    "id", "object", "customer", "status", "currency", "items", "discounts",
-    "cancel_at_period_end", "cancel_at", "canceled_at", "created", "start_date", "ended_at",
-    "trial_start", "trial_end",
-})
-ITEM_KEYS = frozenset({"id", "object", "price", "quantity", "discounts"})
-ITEM_LIST_KEYS = frozenset({"object", "data", "has_more"})  # not `url`, a string per subscription
+from exporter.sources.stripe import schema
+
+# The fields schema.py decodes listings into, kept here of what events hold.
+SUBSCRIPTION_KEYS = schema.fields(schema.Subscription)
+ITEM_KEYS = schema.fields(schema.Item)
+ITEM_LIST_KEYS = schema.fields(schema.ItemList)
 # parse_price's fields; a price's amounts, interval and tiers never change once made.
-PRICE_KEYS = frozenset({
-    "id", "object", "type", "currency", "recurring", "billing_scheme", "tiers", "tiers_mode",
-    "unit_amount", "unit_amount_decimal", "transform_quantity", "product", "currency_options",
-})
-RECURRING_KEYS = frozenset({"interval", "interval_count", "usage_type"})
-DISCOUNT_KEYS = frozenset({"id", "object", "coupon", "source", "end"})
-COUPON_KEYS = frozenset({
-    "id", "object", "duration", "percent_off", "amount_off", "currency", "currency_options",
-    "applies_to",
-})
+PRICE_KEYS = schema.fields(schema.Price)
+RECURRING_KEYS = schema.fields(schema.Recurring)
+DISCOUNT_KEYS = schema.fields(schema.Discount)
+COUPON_KEYS = schema.fields(schema.Coupon)
 
 
 class Compactor:

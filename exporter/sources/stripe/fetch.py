@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-from exporter.http import HttpClient
-from exporter.sources.stripe import parse
+from exporter.http import Decode, HttpClient
+from exporter.sources.stripe import parse, schema
 from exporter.sources.stripe.records import (
     Charge,
     Coupon,
@@ -37,9 +37,10 @@ class StripeData:
     charges: list[Charge]
 
 
-def list_all(client: HttpClient, path: str, params: list[tuple[str, str]]) -> Iterator[dict]:
+def list_all(client: HttpClient, path: str, params: list[tuple[str, str]],
+             decode: Decode | None = None) -> Iterator[dict]:
     """Every object of a Stripe list endpoint, following `starting_after` cursors (from
-    the one in `params`, if any)."""
+    the one in `params`, if any); `decode` decodes each page (HttpClient.request_json)."""
 
     params = [("limit", str(PAGE_SIZE)), *params]
     unpaged = [param for param in params if param[0] != "starting_after"]
@@ -49,7 +50,7 @@ def list_all(client: HttpClient, path: str, params: list[tuple[str, str]]) -> It
             return path, [*unpaged, ("starting_after", page["data"][-1]["id"])]
         return None
 
-    for page in client.paginate(path, params, next_page):
+    for page in client.paginate(path, params, next_page, decode):
         if not isinstance(page, dict) or not isinstance(page.get("data"), list):
             raise parse.MalformedObject(f"{path}: response is not a Stripe list")
         for item in page["data"]:
@@ -77,7 +78,8 @@ def subscription_pages(client: HttpClient) -> Iterator[list[dict]]:
     """Every subscription, canceled ones included, a page at a time."""
     page: list[dict] = []
     for sub in list_all(client, "/v1/subscriptions", [
-            ("status", "all"), *(("expand[]", "data." + path) for path in SUBSCRIPTION_EXPAND)]):
+            ("status", "all"), *(("expand[]", "data." + path) for path in SUBSCRIPTION_EXPAND)],
+            schema.subscription_list):
         page.append(sub)
         if len(page) == PAGE_SIZE:
             yield page
@@ -87,9 +89,9 @@ def subscription_pages(client: HttpClient) -> Iterator[list[dict]]:
 
 
 def retrieve(client: HttpClient, path: str, object_id: str,
-             params: list[tuple[str, str]] | None = None) -> dict:
+             params: list[tuple[str, str]] | None = None, decode: Decode | None = None) -> dict:
     """One object by id (GET path/id), checked to be that object."""
-    obj = client.get_json(f"{path}/{object_id}", params)
+    obj = client.get_json(f"{path}/{object_id}", params, decode)
     if not isinstance(obj, dict) or obj.get("id") != object_id:
         raise parse.MalformedObject(f"stripe: {path}/{object_id} answered something other "
                                     "than that object")
@@ -99,7 +101,7 @@ def retrieve(client: HttpClient, path: str, object_id: str,
 def subscription(client: HttpClient, subscription_id: str) -> dict:
     """One subscription by id, expanded as the list expands it."""
     return retrieve(client, "/v1/subscriptions", subscription_id,
-                    [("expand[]", path) for path in SUBSCRIPTION_EXPAND])
+                    [("expand[]", path) for path in SUBSCRIPTION_EXPAND], schema.subscription)
 
 
 def completed(client: HttpClient, raw_subscriptions: list[dict], prices: dict[str, Price],
