@@ -240,7 +240,7 @@ class HttpClient:
         self._session = session if session is not None else requests.Session()
         if self._owns_session:
             # The proxy and CA settings of the environment are read once per origin
-            # (_environment), not on every request as requests does (~3 % of a full
+            # (_environment), not on every request as requests does (some 7 % of a full
             # sync's CPU), and ~/.netrc never: an entry there for an upstream's host
             # would replace the Authorization header the sources send.
             self._session.trust_env = False

@@ -6,6 +6,7 @@ tests are fast and can assert the exact delays the client chose.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import http.server
@@ -850,6 +851,23 @@ def test_close_leaves_a_caller_session_open(sleep):
 
 # -- a real socket ---------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def serving(handler, tls=None):
+    """An HTTP server on a loopback port, on a thread, with `handler`; `tls`: an
+    ssl.SSLContext to serve HTTPS with. Yields its URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
 def test_real_read_timeout_against_slow_local_server():
     release = threading.Event()
 
@@ -860,22 +878,16 @@ def test_real_read_timeout_against_slow_local_server():
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        client = HttpClient("slow", f"http://127.0.0.1:{server.server_port}", read_timeout=0.2,
-                            max_retries=0)
-        started = time.monotonic()
-        with pytest.raises(UpstreamError) as info:
-            client.get_json("/slow")
-        elapsed = time.monotonic() - started
-        client.close()
-    finally:
-        release.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serving(SlowHandler) as url:
+        try:
+            client = HttpClient("slow", url, read_timeout=0.2, max_retries=0)
+            started = time.monotonic()
+            with pytest.raises(UpstreamError) as info:
+                client.get_json("/slow")
+            elapsed = time.monotonic() - started
+            client.close()
+        finally:
+            release.set()  # before the server shuts down: it waits for its handlers
 
     assert info.value.reason == "timeout"
     assert info.value.status is None
@@ -902,13 +914,8 @@ class _Echo(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def echo():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    with serving(_Echo) as url:
+        yield url
 
 
 @pytest.fixture
@@ -957,14 +964,9 @@ def test_a_ca_bundle_from_the_environment_verifies_the_upstream(clean_environmen
     from tls import make_certificates
 
     certificates = make_certificates(tmp_path)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(certificates.server_cert, certificates.server_key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"https://127.0.0.1:{server.server_port}"
-    try:
+    with serving(_Echo, tls=context) as url:
         untrusting = HttpClient("stripe", url, max_retries=0)
         with pytest.raises(UpstreamError) as info:  # the test CA is in no system store
             untrusting.get_json("/v1/charges")
@@ -974,7 +976,3 @@ def test_a_ca_bundle_from_the_environment_verifies_the_upstream(clean_environmen
         trusting = HttpClient("stripe", url, max_retries=0)
         assert trusting.get_json("/v1/charges")["target"] == "/v1/charges"
         trusting.close()
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
