@@ -34,6 +34,17 @@ class MalformedObject(UpstreamDataError):
 
 
 def _field(obj: dict, name: str, kind: type | tuple[type, ...], *, optional: bool = False) -> Any:
+    if type(obj) is dict:
+        value = obj.get(name)
+        # Most fields are of exactly the type asked for (a bool is never an int here):
+        # a full sync asks some 16 of each subscription.
+        if (type(value) is kind or (value is None and optional)
+                or (type(kind) is tuple and type(value) in kind)):
+            return value
+    return _checked(obj, name, kind, optional)
+
+
+def _checked(obj: Any, name: str, kind: type | tuple[type, ...], optional: bool) -> Any:
     if not isinstance(obj, dict):
         raise MalformedObject(f"expected an object, got {type(obj).__name__}")
     value = obj.get(name)
@@ -45,13 +56,22 @@ def _field(obj: dict, name: str, kind: type | tuple[type, ...], *, optional: boo
     return value
 
 
+# The currency codes seen, as sent -> checked, lower case and interned: at most
+# 26 ** 3 of them (each checked once).
+_CURRENCIES: dict[str, str] = {}
+
+
 def _currency(obj: dict, name: str = "currency") -> str:
     """A three-letter ISO currency code, lower case: it becomes a label value."""
-    code = _field(obj, name, str).lower()
-    if not re.fullmatch(r"[a-z]{3}", code):
-        raise MalformedObject(f"{obj.get('object', 'object')} {obj.get('id', '?')}: "
-                              f"{name} {code!r} is not a currency code")
-    return sys.intern(code)
+    sent = _field(obj, name, str)
+    code = _CURRENCIES.get(sent)
+    if code is None:
+        code = sent.lower()
+        if not re.fullmatch(r"[a-z]{3}", code):
+            raise MalformedObject(f"{obj.get('object', 'object')} {obj.get('id', '?')}: "
+                                  f"{name} {code!r} is not a currency code")
+        code = _CURRENCIES[sent] = sys.intern(code)
+    return code
 
 
 def _tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
@@ -204,7 +224,10 @@ def parse_discount(obj: Any, coupons: dict[str, Coupon],
 
 def _discounts(obj: dict, coupons: dict[str, Coupon],
                known_discounts: KnownDiscounts | None) -> tuple[Discount, ...]:
-    parsed = (parse_discount(d, coupons, known_discounts) for d in obj.get("discounts") or [])
+    listed = obj.get("discounts")
+    if not listed:  # most subscriptions and items
+        return ()
+    parsed = (parse_discount(d, coupons, known_discounts) for d in listed)
     return tuple(d for d in parsed if d is not None)
 
 
